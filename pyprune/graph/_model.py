@@ -1,0 +1,735 @@
+"""The ONNX model view: weights wherever they live, producers/consumers, shapes, MACs, atomic save.
+
+The graph stays a plain ``onnx.ModelProto`` (``Model.proto``); this module only adds an index over
+it (who produces and who consumes each value), the shapes onnx's own shape inference finds, and a
+few normalisations made once on load so that the rest of pyprune can treat every weight as an
+initializer and every node as addressable by name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import onnx
+from onnx import external_data_helper, helper, numpy_helper, shape_inference
+
+from ..errors import ModelLoadError, UnsupportedModelError
+
+__all__ = ["load", "Model", "TensorSpec", "MIN_OPSET"]
+
+#: Oldest default-domain opset pyprune analyses (older models: convert them with onnx's
+#: version converter first).
+MIN_OPSET = 11
+
+# Protobuf refuses to serialise a message of 2 GiB or more; above this (with some headroom for the
+# graph itself) weights must live in an external data file.
+_PROTOBUF_LIMIT = 2**31 - 2**26
+
+# Initializers at most this many elements keep their data when shape inference runs on a
+# data-free skeleton of the model (shape constants need their values; weights need only dims).
+_SKELETON_MAX_ELEMENTS = 4096
+
+# Constant-only producers folded into initializers on load. Only cheap, deterministic ops whose
+# output is not larger than their inputs (so folding never blows up the file).
+_FOLDABLE = frozenset(
+    {
+        "Cast", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Concat", "Slice",
+        "Gather", "Add", "Sub", "Mul", "Div", "Neg", "Sqrt", "Reciprocal", "Abs", "Split",
+    }
+)  # fmt: skip
+
+_PARAM_DTYPES = frozenset(
+    {
+        onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.BFLOAT16, onnx.TensorProto.INT8, onnx.TensorProto.UINT8,
+        onnx.TensorProto.INT4, onnx.TensorProto.UINT4,
+    }
+)  # fmt: skip
+
+Dim = int | str | None
+
+
+class TensorSpec(NamedTuple):
+    """A graph input or output: numpy dtype (None for non-tensor values) and shape.
+
+    Shape entries are ints for fixed sizes, strings for symbolic dimensions and None when unknown;
+    the shape itself is None when the rank is unknown or the value is not a tensor.
+    """
+
+    name: str
+    dtype: np.dtype | None
+    shape: list[Dim] | None
+
+
+def load(source: str | os.PathLike | bytes | onnx.ModelProto) -> Model:
+    """Load and normalise an ONNX model from a path, serialized bytes or a ``ModelProto``.
+
+    External data (the >2 GB format) is read from the model's directory. The source is never
+    modified. ``Constant`` nodes and small constant-only subgraphs of the main graph are folded
+    into initializers, every main-graph node gets a unique name, and shapes are inferred.
+
+    Raises ModelLoadError (naming the file and the cause) for unreadable or invalid models and
+    UnsupportedModelError for default-domain opsets older than :data:`MIN_OPSET`.
+    """
+    path: Path | None = None
+    had_external = False
+    if isinstance(source, onnx.ModelProto):
+        label = "<ModelProto>"
+        proto = onnx.ModelProto()
+        proto.CopyFrom(source)
+        had_external = _uses_external_data(proto)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        label = "<bytes>"
+        try:
+            proto = onnx.load_model_from_string(bytes(source))
+        except Exception as exc:  # protobuf raises DecodeError, RuntimeError, ... by version
+            raise ModelLoadError(f"{label}: not a valid ONNX model ({exc})") from None
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        label = str(path)
+        if not path.is_file():
+            raise ModelLoadError(f"{label}: no such file")
+        try:
+            proto = onnx.load_model(str(path), load_external_data=False)
+        except Exception as exc:
+            raise ModelLoadError(f"{label}: not a valid ONNX model ({exc})") from None
+        had_external = _uses_external_data(proto)
+        if had_external:
+            try:
+                external_data_helper.load_external_data_for_model(proto, str(path.parent))
+            except Exception as exc:
+                raise ModelLoadError(f"{label}: cannot read its external data ({exc})") from None
+    else:
+        raise TypeError(
+            f"load() takes a path, bytes or onnx.ModelProto, not {type(source).__name__}"
+        )
+    if had_external and isinstance(source, onnx.ModelProto):
+        raise ModelLoadError(
+            f"{label}: the ModelProto refers to external data; load it from its file path instead"
+        )
+    _validate(proto, label, path)
+    _normalise(proto)
+    return Model(proto, path=path, external_data=had_external)
+
+
+class Model:
+    """An ONNX model with an index over its main graph.
+
+    ``proto`` is the model itself; every main-graph node has a unique name. After editing
+    ``proto`` directly, call :meth:`refresh` to rebuild the index and re-run shape inference.
+    Consumers of a value include nodes whose nested subgraphs (If/Loop/Scan bodies) read it, with
+    input index ``-1``.
+    """
+
+    def __init__(
+        self, proto: onnx.ModelProto, *, path: Path | None = None, external_data: bool = False
+    ) -> None:
+        self.proto = proto
+        self.path = path
+        self.external_data = external_data
+        self._arrays: dict[str, np.ndarray] = {}
+        self.refresh()
+
+    # -- index ---------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Rebuild the producer/consumer index and re-run shape inference after edits."""
+        graph = self.proto.graph
+        self._initializers = {t.name: t for t in graph.initializer}
+        self._arrays = {k: v for k, v in self._arrays.items() if k in self._initializers}
+        self._nodes = {n.name: n for n in graph.node}
+        self._producers: dict[str, onnx.NodeProto] = {}
+        self._consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+        for node in graph.node:
+            for out in node.output:
+                if out:
+                    self._producers[out] = node
+            for i, name in enumerate(node.input):
+                if name:
+                    self._consumers.setdefault(name, []).append((node, i))
+            for name in sorted(_outer_scope_reads(node)):
+                self._consumers.setdefault(name, []).append((node, -1))
+        self._graph_inputs = [v.name for v in graph.input if v.name not in self._initializers]
+        self._graph_outputs = [v.name for v in graph.output]
+        self._output_set = frozenset(self._graph_outputs)
+        self._infer_types()
+
+    def _infer_types(self) -> None:
+        graph = self.proto.graph
+        types: dict[str, onnx.TypeProto] = {}
+        try:
+            inferred = shape_inference.infer_shapes(
+                _skeleton(self.proto), check_type=False, strict_mode=False, data_prop=True
+            ).graph
+            sources = [inferred.value_info, inferred.input, inferred.output]
+        except Exception:  # inference is best effort: models with unknown ops still load
+            sources = []
+        for values in [graph.value_info, graph.input, graph.output, *sources]:
+            for v in values:
+                if v.type.WhichOneof("value") is not None:
+                    known = types.get(v.name)
+                    if known is None or _rank(v.type) is not None:
+                        types[v.name] = v.type
+        self._types = types
+
+    @property
+    def graph(self) -> onnx.GraphProto:
+        return self.proto.graph
+
+    @property
+    def nodes(self) -> list[onnx.NodeProto]:
+        """Main-graph nodes in topological order."""
+        return list(self.proto.graph.node)
+
+    def node(self, name: str) -> onnx.NodeProto:
+        try:
+            return self._nodes[name]
+        except KeyError:
+            raise KeyError(f"no node named {name!r} in the main graph") from None
+
+    def producer(self, value: str) -> onnx.NodeProto | None:
+        """The node computing ``value``; None for graph inputs and initializers."""
+        return self._producers.get(value)
+
+    def consumers(self, value: str) -> list[tuple[onnx.NodeProto, int]]:
+        """(node, input index) pairs reading ``value``; index -1 = read inside a nested subgraph."""
+        return list(self._consumers.get(value, ()))
+
+    def is_graph_output(self, value: str) -> bool:
+        return value in self._output_set
+
+    def is_graph_input(self, value: str) -> bool:
+        return value in self._graph_inputs
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self._graph_inputs)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._graph_outputs)
+
+    @property
+    def opset(self) -> int:
+        """Version of the default ("" / "ai.onnx") domain."""
+        return _default_opset(self.proto)
+
+    # -- weights -------------------------------------------------------------------------------
+
+    @property
+    def weight_names(self) -> list[str]:
+        """Initializers of the main graph (folded ``Constant`` nodes included)."""
+        return list(self._initializers)
+
+    def is_weight(self, value: str) -> bool:
+        return value in self._initializers
+
+    def weight(self, name: str) -> np.ndarray:
+        """The value of an initializer as a read-only array (copy it to modify; see set_weight)."""
+        array = self._arrays.get(name)
+        if array is None:
+            try:
+                tensor = self._initializers[name]
+            except KeyError:
+                raise KeyError(f"no initializer named {name!r}") from None
+            array = numpy_helper.to_array(tensor)
+            array.flags.writeable = False
+            self._arrays[name] = array
+        return array
+
+    def set_weight(self, name: str, array: np.ndarray) -> None:
+        """Replace an initializer's value (kept in its element type; the shape may change)."""
+        old = self._initializers.get(name)
+        if old is None:
+            raise KeyError(f"no initializer named {name!r}")
+        dtype = helper.tensor_dtype_to_np_dtype(old.data_type)
+        new = numpy_helper.from_array(np.ascontiguousarray(array, dtype=dtype), name)
+        if old.doc_string:
+            new.doc_string = old.doc_string
+        old.CopyFrom(new)
+        self._arrays.pop(name, None)
+
+    def add_weight(self, name: str, array: np.ndarray) -> str:
+        """Add a new initializer (name must be unused) and return its name."""
+        if name in self._initializers or name in self._producers or name in self._graph_inputs:
+            raise ValueError(f"value name {name!r} is already used")
+        tensor = self.proto.graph.initializer.add()
+        tensor.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        self._initializers[name] = tensor
+        return name
+
+    def unique_name(self, base: str) -> str:
+        """A value/node name not used anywhere in the main graph."""
+        used = self._used_names()
+        name, i = base, 1
+        while name in used:
+            name, i = f"{base}_{i}", i + 1
+        return name
+
+    def _used_names(self) -> set[str]:
+        used = set(self._initializers) | set(self._producers) | set(self._nodes)
+        used |= set(self._graph_inputs) | set(self._consumers)
+        return used
+
+    # -- shapes --------------------------------------------------------------------------------
+
+    def shape(self, value: str) -> list[Dim] | None:
+        """Shape of a tensor value: ints, symbolic dims as str, None when unknown."""
+        tensor = self._initializers.get(value)
+        if tensor is not None:
+            return list(tensor.dims)
+        t = self._types.get(value)
+        if t is None or t.WhichOneof("value") != "tensor_type":
+            return None
+        if not t.tensor_type.HasField("shape"):
+            return None
+        return [_dim(d) for d in t.tensor_type.shape.dim]
+
+    def rank(self, value: str) -> int | None:
+        shape = self.shape(value)
+        return None if shape is None else len(shape)
+
+    def elem_type(self, value: str) -> int | None:
+        """ONNX element type of a tensor value (onnx.TensorProto.FLOAT, ...), None if unknown."""
+        tensor = self._initializers.get(value)
+        if tensor is not None:
+            return tensor.data_type
+        t = self._types.get(value)
+        if t is None or t.WhichOneof("value") != "tensor_type":
+            return None
+        return t.tensor_type.elem_type or None
+
+    def input_specs(self) -> list[TensorSpec]:
+        return [self._spec(name) for name in self._graph_inputs]
+
+    def output_specs(self) -> list[TensorSpec]:
+        return [self._spec(name) for name in self._graph_outputs]
+
+    def _spec(self, name: str) -> TensorSpec:
+        elem = self.elem_type(name)
+        dtype = None if elem is None else np.dtype(helper.tensor_dtype_to_np_dtype(elem))
+        return TensorSpec(name, dtype, self.shape(name) if dtype is not None else None)
+
+    # -- complexity ----------------------------------------------------------------------------
+
+    def node_macs(self, node: onnx.NodeProto) -> int:
+        """Multiply-accumulates of one run of ``node``; symbolic dims (batch, ...) count as 1.
+
+        Conv, ConvTranspose, Gemm and MatMul (batched included) are counted; other ops are 0.
+        Unknown shapes count 0.
+        """
+        return node_macs(self, node)
+
+    def macs(self) -> int:
+        return sum(self.node_macs(n) for n in self.proto.graph.node)
+
+    def params(self) -> int:
+        """Elements of all weight tensors (float and 8/4-bit integer initializers, subgraphs too)."""
+        return sum(int(np.prod(t.dims, dtype=np.int64)) for t in self._param_tensors())
+
+    def nonzeros(self) -> int:
+        """Non-zero elements of the tensors counted by :meth:`params`."""
+        total = 0
+        for t in self._param_tensors():
+            if t.name in self._initializers and t is self._initializers[t.name]:
+                total += int(np.count_nonzero(self.weight(t.name)))
+            else:
+                total += int(np.count_nonzero(numpy_helper.to_array(t)))
+        return total
+
+    def _param_tensors(self) -> Iterator[onnx.TensorProto]:
+        for t in _all_initializers(self.proto.graph):
+            if t.data_type in _PARAM_DTYPES:
+                yield t
+
+    def file_size(self) -> int:
+        """Bytes the model takes when saved (model file plus external data)."""
+        try:
+            size = self.proto.ByteSize()
+        except Exception:  # above the protobuf limit some runtimes refuse to size it
+            size = -1
+        if 0 <= size < _PROTOBUF_LIMIT:
+            return size
+        return sum(len(t.raw_data) for t in _all_initializers(self.proto.graph)) + _skeleton(
+            self.proto, keep_elements=0
+        ).ByteSize()
+
+    # -- copies and files ----------------------------------------------------------------------
+
+    def copy(self) -> Model:
+        """An independent copy (same source path, so saving over the input stays refused)."""
+        proto = onnx.ModelProto()
+        proto.CopyFrom(self.proto)
+        new = Model.__new__(Model)
+        new.proto, new.path, new.external_data = proto, self.path, self.external_data
+        new._arrays = {}
+        new.refresh()
+        return new
+
+    def save(
+        self,
+        path: str | os.PathLike,
+        *,
+        overwrite_input: bool = False,
+        external_data: bool | None = None,
+    ) -> Path:
+        """Write the model atomically (temp file in the target directory, then rename).
+
+        Weights go to ``<name>.data`` next to the file when ``external_data`` is True, or (by
+        default) when the loaded model had external data or is too large for one protobuf file.
+        The file the model was loaded from is refused unless ``overwrite_input=True``. On failure
+        nothing is left behind.
+        """
+        target = Path(path).absolute()
+        if self.path is not None and not overwrite_input:
+            if target == self.path.absolute() or (
+                target.exists() and os.path.samefile(target, self.path)
+            ):
+                raise ValueError(
+                    f"refusing to overwrite the input model {self.path}; "
+                    "choose another path or pass overwrite_input=True"
+                )
+        if target.is_dir():
+            raise ValueError(f"{target} is a directory")
+        directory = target.parent
+        if not directory.is_dir():
+            raise ValueError(f"directory {directory} does not exist")
+        if external_data is None:
+            external_data = self.external_data or self.file_size() >= _PROTOBUF_LIMIT
+        data_name = target.name + ".data"
+        workdir = Path(tempfile.mkdtemp(prefix=".pyprune-", dir=directory))
+        try:
+            tmp_model = workdir / target.name
+            if external_data:
+                proto = onnx.ModelProto()
+                proto.CopyFrom(self.proto)  # conversion to external references edits in place
+                onnx.save_model(
+                    proto,
+                    str(tmp_model),
+                    save_as_external_data=True,
+                    all_tensors_to_one_file=True,
+                    location=data_name,
+                    size_threshold=1024,
+                )
+                if (workdir / data_name).exists():
+                    os.replace(workdir / data_name, directory / data_name)
+            else:
+                onnx.save_model(self.proto, str(tmp_model))
+            os.replace(tmp_model, target)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return target
+
+    def __repr__(self) -> str:
+        g = self.proto.graph
+        src = f" from {self.path}" if self.path else ""
+        return f"<Model{src}: {len(g.node)} nodes, {len(g.initializer)} initializers>"
+
+
+# -- MACs ---------------------------------------------------------------------------------------
+
+
+def _concrete(shape: list[Dim] | None) -> list[int] | None:
+    """Shape with symbolic dims set to 1; None if any dim (or the rank) is unknown."""
+    if shape is None or any(d is None for d in shape):
+        return None
+    return [d if isinstance(d, int) else 1 for d in shape]
+
+
+def _attr(node: onnx.NodeProto, name: str, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def node_macs(model: Model, node: onnx.NodeProto) -> int:
+    """MACs of one node (see :meth:`Model.node_macs`)."""
+    op = node.op_type if node.domain in ("", "ai.onnx") else ""
+    if op in ("Conv", "ConvTranspose"):
+        w = _concrete(model.shape(node.input[1]))
+        side = node.output[0] if op == "Conv" else node.input[0]
+        act = _concrete(model.shape(side))
+        if w is None or act is None or len(act) < 2:
+            return 0
+        # Conv: every output element sums over Cin/group * kernel; ConvTranspose: every input
+        # element scatters into Cout/group * kernel outputs. Both equal elements * w[1:] volume.
+        return int(np.prod(act, dtype=np.int64) * np.prod(w[1:], dtype=np.int64))
+    if op == "Gemm":
+        a = _concrete(model.shape(node.input[0]))
+        b = _concrete(model.shape(node.input[1]))
+        if a is None or b is None or len(a) != 2 or len(b) != 2:
+            return 0
+        m, k = (a[1], a[0]) if _attr(node, "transA", 0) else (a[0], a[1])
+        n = b[0] if _attr(node, "transB", 0) else b[1]
+        return int(m * k * n)
+    if op == "MatMul":
+        a = _concrete(model.shape(node.input[0]))
+        out = _concrete(model.shape(node.output[0]))
+        if a is None or out is None or not a:
+            return 0
+        return int(np.prod(out, dtype=np.int64) * a[-1])
+    return 0
+
+
+# -- normalisation on load ----------------------------------------------------------------------
+
+
+def _validate(proto: onnx.ModelProto, label: str, path: Path | None) -> None:
+    if not proto.HasField("graph"):
+        raise ModelLoadError(f"{label}: not a valid ONNX model (no graph)")
+    try:
+        if proto.ByteSize() < _PROTOBUF_LIMIT:
+            onnx.checker.check_model(proto)
+        elif path is not None:  # too large for one message: the checker reads the file itself
+            onnx.checker.check_model(str(path))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{label}: invalid ONNX model ({first})") from None
+    opset = _default_opset(proto)
+    if opset < MIN_OPSET:
+        raise UnsupportedModelError(
+            f"{label}: opset {opset} is older than {MIN_OPSET}; convert it first with "
+            f"onnx.version_converter.convert_version(model, {MIN_OPSET})"
+        )
+
+
+def _default_opset(proto: onnx.ModelProto) -> int:
+    for imp in proto.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    return 0
+
+
+def _uses_external_data(proto: onnx.ModelProto) -> bool:
+    return any(
+        external_data_helper.uses_external_data(t) for t in _all_initializers(proto.graph)
+    )
+
+
+def _normalise(proto: onnx.ModelProto) -> None:
+    graph = proto.graph
+    # Initializers listed as graph inputs (IR < 4 style "overridable defaults") are weights in
+    # every exporter that writes them; treating them as constants is what makes them prunable.
+    if proto.ir_version >= 4:
+        inits = {t.name for t in graph.initializer}
+        keep = [v for v in graph.input if v.name not in inits]
+        if len(keep) != len(graph.input):
+            del graph.input[:]
+            graph.input.extend(keep)
+    _fold_constants(proto)
+    drop_unused(graph, nodes=False)
+    _name_nodes(graph)
+
+
+def drop_unused(graph: onnx.GraphProto, *, nodes: bool = True) -> None:
+    """Remove initializers (and, with ``nodes``, nodes) whose values nothing reads.
+
+    Nodes are removed only when none of their outputs is read or is a graph output; reads by
+    nested subgraphs count as reads.
+    """
+    outputs = {v.name for v in graph.output}
+    changed = True
+    while changed:
+        changed = False
+        read = set(outputs)
+        for node in graph.node:
+            read.update(n for n in node.input if n)
+            read.update(_outer_scope_reads(node))
+        if nodes:
+            live = [n for n in graph.node if any(o in read for o in n.output if o)]
+            if len(live) != len(graph.node):
+                del graph.node[:]
+                graph.node.extend(live)
+                changed = True
+                continue
+        inits = [t for t in graph.initializer if t.name in read]
+        if len(inits) != len(graph.initializer):
+            del graph.initializer[:]
+            graph.initializer.extend(inits)
+        input_names = {t.name for t in graph.initializer}
+        graph_inputs = [v for v in graph.input if v.name not in input_names or v.name in read]
+        if len(graph_inputs) != len(graph.input):
+            del graph.input[:]
+            graph.input.extend(graph_inputs)
+
+
+def _name_nodes(graph: onnx.GraphProto) -> None:
+    used: set[str] = set()
+    pending = []
+    for node in graph.node:
+        if node.name and node.name not in used:
+            used.add(node.name)
+        else:
+            pending.append(node)
+    counter: dict[str, int] = {}
+    for node in pending:
+        base = node.name or node.op_type
+        while True:
+            counter[base] = counter.get(base, 0) + 1
+            name = f"{base}_{counter[base]}"
+            if name not in used:
+                break
+        node.name = name
+        used.add(name)
+
+
+def _fold_constants(proto: onnx.ModelProto) -> None:
+    """Turn Constant nodes and constant-only chains of cheap ops into initializers."""
+    graph = proto.graph
+    outputs = {v.name for v in graph.output}
+    inits = {t.name: t for t in graph.initializer}
+    opset_imports = list(proto.opset_import)
+    alias: dict[str, str] = {}  # Identity of a constant: read the constant itself
+    kept: list[onnx.NodeProto] = []
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in alias:
+                node.input[i] = alias[name]
+        default_domain = node.domain in ("", "ai.onnx")
+        if not default_domain or any(o in outputs for o in node.output) or not node.output:
+            kept.append(node)
+            continue
+        if node.op_type == "Constant":
+            values = _evaluate(node, {}, opset_imports)
+        elif node.op_type == "Identity" and node.input[0] in inits:
+            alias[node.output[0]] = node.input[0]
+            continue
+        elif node.op_type in _FOLDABLE and node.input and all(
+            (not n) or n in inits for n in node.input
+        ):
+            feeds = {n: numpy_helper.to_array(inits[n]) for n in node.input if n}
+            values = _evaluate(node, feeds, opset_imports)
+        else:
+            values = None
+        if values is None:
+            kept.append(node)
+            continue
+        for name, value in zip(node.output, values):
+            if name:
+                tensor = numpy_helper.from_array(np.asarray(value), name)
+                graph.initializer.append(tensor)
+                inits[name] = graph.initializer[-1]
+    if len(kept) != len(graph.node) or alias:
+        del graph.node[:]
+        graph.node.extend(kept)
+    if alias:
+        _rename_reads(graph, alias)
+
+
+def _rename_reads(graph: onnx.GraphProto, alias: dict[str, str]) -> None:
+    """Follow aliases in nested subgraphs too (they may read outer values by name)."""
+    for node in graph.node:
+        for attr in node.attribute:
+            subgraphs = list(attr.graphs) + ([attr.g] if attr.HasField("g") else [])
+            for sub in subgraphs:
+                local = _defined_in(sub)
+                sub_alias = {k: v for k, v in alias.items() if k not in local}
+                for inner in sub.node:
+                    for i, name in enumerate(inner.input):
+                        if name in sub_alias:
+                            inner.input[i] = sub_alias[name]
+                _rename_reads(sub, sub_alias)
+
+
+def _evaluate(
+    node: onnx.NodeProto, feeds: dict[str, np.ndarray], opsets: list[onnx.OperatorSetIdProto]
+) -> list[np.ndarray] | None:
+    """Run one node with onnx's reference evaluator; None if it cannot be folded."""
+    from onnx.reference import ReferenceEvaluator
+
+    inputs = [
+        helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(arr.dtype), arr.shape)
+        for name, arr in feeds.items()
+    ]
+    outputs = [helper.make_empty_tensor_value_info(o) for o in node.output if o]
+    graph = helper.make_graph([node], "fold", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=opsets)
+    try:
+        values = ReferenceEvaluator(model).run(None, feeds)
+    except Exception:
+        return None
+    if any(not isinstance(v, np.ndarray) for v in values):
+        return None
+    budget = sum(a.size for a in feeds.values()) + 1024
+    if sum(v.size for v in values) > budget:
+        return None
+    return [np.asarray(v) for v in values]
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _all_initializers(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                yield from _all_initializers(attr.g)
+            for sub in attr.graphs:
+                yield from _all_initializers(sub)
+
+
+def _defined_in(graph: onnx.GraphProto) -> set[str]:
+    names = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+    for node in graph.node:
+        names.update(node.output)
+    return names
+
+
+def _outer_scope_reads(node: onnx.NodeProto) -> set[str]:
+    """Names a node's nested subgraphs read from the enclosing scope."""
+    reads: set[str] = set()
+    for attr in node.attribute:
+        subgraphs = list(attr.graphs) + ([attr.g] if attr.HasField("g") else [])
+        for sub in subgraphs:
+            local = _defined_in(sub)
+            for inner in sub.node:
+                reads.update(n for n in inner.input if n and n not in local)
+                reads.update(r for r in _outer_scope_reads(inner) if r not in local)
+            reads.update(v.name for v in sub.output if v.name not in local)
+    return reads
+
+
+def _rank(t: onnx.TypeProto) -> int | None:
+    if t.WhichOneof("value") != "tensor_type" or not t.tensor_type.HasField("shape"):
+        return None
+    return len(t.tensor_type.shape.dim)
+
+
+def _dim(d: onnx.TensorShapeProto.Dimension) -> Dim:
+    if d.HasField("dim_value"):
+        return int(d.dim_value)
+    if d.HasField("dim_param") and d.dim_param:
+        return d.dim_param
+    return None
+
+
+def _skeleton(proto: onnx.ModelProto, keep_elements: int = _SKELETON_MAX_ELEMENTS):
+    """A copy without the data of large initializers (dims kept), cheap to run inference on."""
+    sk = onnx.ModelProto()
+    for field in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
+        setattr(sk, field, getattr(proto, field))
+    sk.opset_import.extend(proto.opset_import)
+    sk.functions.extend(proto.functions)
+    g, src = sk.graph, proto.graph
+    g.name = src.name
+    g.node.extend(src.node)
+    g.input.extend(src.input)
+    g.output.extend(src.output)
+    g.value_info.extend(src.value_info)
+    g.sparse_initializer.extend(src.sparse_initializer)
+    for t in src.initializer:
+        if int(np.prod(t.dims, dtype=np.int64)) <= keep_elements:
+            g.initializer.append(t)
+        else:
+            stub = g.initializer.add()
+            stub.name, stub.data_type = t.name, t.data_type
+            stub.dims.extend(t.dims)
+    return sk
