@@ -1,0 +1,397 @@
+"""Whole layers that can be removed: residual branches and shape-preserving single paths.
+
+Two kinds of candidate are found in the main graph:
+
+* ``residual``: ``y = Add(x, f(x))`` where ``f`` is a region of nodes that reads nothing from the
+  rest of the graph but ``x`` and constants, and whose values nobody outside reads. Removing it
+  makes ``y = x``.
+* ``path``: a weighted node (Conv, ConvTranspose, Gemm, MatMul with a constant weight) followed by
+  the shape-preserving single-consumer ops that only post-process its output (bias, BatchNorm,
+  activations), when the input and the output have the same shape and element type. Removing it
+  replaces the path by the identity.
+
+A candidate whose removal cannot be proven to keep the model valid (shapes unknown, nested
+subgraphs inside) is still listed, with ``frozen`` saying why.
+
+The oracle the tests check: removing a layer equals gating it with 0 (:func:`gate_layers`), i.e.
+multiplying the residual branch by 0 on its edge into the join, or blending a path's output back
+to its input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from ._model import Model, _outer_scope_reads
+from ._units import Layer, MaskPoint
+
+__all__ = ["find_layers", "gate_layers", "WEIGHTED_OPS"]
+
+#: Ops whose constant operand is a weight matrix / filter bank; a path layer starts at one.
+WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+
+# Joins that make ``x + f(x)``: with one branch gone, the output is the other input.
+_RESIDUAL_JOINS = frozenset({"Add", "Sum"})
+
+
+def find_layers(model: Model) -> list[Layer]:
+    """Every layer-removal candidate of the main graph, in graph order.
+
+    Residual layers are identified as ``residual:<join node>``, path layers as
+    ``path:<weighted node>``. A residual branch may contain path layers and other residual
+    layers (nested blocks); removing the outer one removes them too.
+
+    ``Layer.gate`` is a scalar gate (``index == [0]``, one unit): for a residual layer it is the
+    branch's edge into the join (gating with 0 gives ``y = x``); for a path layer it is the output
+    of the path's last node (``input_index == -1`` marks an output edge), and gating with ``g``
+    means ``y -> g*y + (1-g)*x``. :func:`gate_layers` builds exactly these gates.
+    """
+    layers: list[Layer] = []
+    for node in model.nodes:
+        if _default_domain(node) and node.op_type in _RESIDUAL_JOINS:
+            layer = _residual_layer(model, node)
+            if layer is not None:
+                layers.append(layer)
+        if _default_domain(node) and node.op_type in WEIGHTED_OPS:
+            layer = _path_layer(model, node)
+            if layer is not None:
+                layers.append(layer)
+    return layers
+
+
+# -- residual branches -------------------------------------------------------------------------
+
+
+def _residual_layer(model: Model, join: onnx.NodeProto) -> Layer | None:
+    dynamic = [(i, v) for i, v in enumerate(join.input) if v and not model.is_weight(v)]
+    if len(dynamic) != 2 or len(join.input) != 2 or dynamic[0][1] == dynamic[1][1]:
+        return None
+    y = join.output[0]
+    for (_, x), (b_index, b) in (dynamic, dynamic[::-1]):
+        # The branch output must feed the join alone, or removing the branch breaks its reader.
+        if model.is_graph_output(b) or [c.name for c, _ in model.consumers(b)] != [join.name]:
+            continue
+        region = _region(model, x, b)
+        if region is None:
+            continue
+        nodes = [*region, join.name]
+        frozen = _shape_reason(model, x, y)
+        if frozen == _DIFFERENT:
+            continue  # x is broadcast up to y: there is no y = x to fall back on
+        frozen = frozen or _region_reason(model, nodes, x, y)
+        gate = _scalar_gate(model, join.name, b_index, b)
+        return _make_layer(model, f"residual:{join.name}", "residual", nodes, gate, x, y, frozen)
+    return None
+
+
+def _region(model: Model, entry: str, exit_: str) -> list[str] | None:
+    """Nodes computing ``exit_`` from ``entry`` and constants only, closed to outside readers.
+
+    None when ``exit_`` depends on another non-constant value, does not depend on ``entry`` at
+    all (then it is a computed bias, not a branch), or when a value inside is read outside the
+    region (other than ``exit_``) or is a graph output.
+    """
+    start = model.producer(exit_)
+    if start is None:
+        return None
+    members: dict[str, onnx.NodeProto] = {}
+    stack = [start]
+    reads_entry = False
+    while stack:
+        node = stack.pop()
+        if node.name in members:
+            continue
+        members[node.name] = node
+        for value in _reads(node):
+            if value == entry:
+                reads_entry = True
+            elif not model.is_weight(value):
+                producer = model.producer(value)
+                if producer is None:  # another graph input
+                    return None
+                stack.append(producer)
+    if not reads_entry:
+        return None
+    for node in members.values():
+        for out in node.output:
+            if not out or out == exit_:
+                continue
+            if model.is_graph_output(out):
+                return None
+            if any(c.name not in members for c, _ in model.consumers(out)):
+                return None
+    return [n.name for n in model.nodes if n.name in members]
+
+
+def _reads(node: onnx.NodeProto) -> set[str]:
+    """Values a node reads: its inputs and what its nested subgraphs read from outside."""
+    reads = {v for v in node.input if v}
+    if _has_subgraph(node):
+        reads |= _outer_scope_reads(node)
+    return reads
+
+
+# -- single paths --------------------------------------------------------------------------------
+
+
+def _path_layer(model: Model, node: onnx.NodeProto) -> Layer | None:
+    data = _data_input(model, node)
+    if data is None:
+        return None
+    x = data
+    chain = [node]
+    current = node
+    while True:
+        used = _used_outputs(model, current)
+        if len(used) != 1:
+            return None if current is node else _finish_path(model, chain, x)
+        out = used[0]
+        consumers = model.consumers(out)
+        if model.is_graph_output(out) or len(consumers) != 1:
+            break
+        nxt, index = consumers[0]
+        if (
+            index < 0
+            or nxt.op_type in WEIGHTED_OPS
+            or _has_subgraph(nxt)
+            or sum(1 for v in nxt.input if v and not model.is_weight(v)) != 1
+            or len(_used_outputs(model, nxt)) != 1
+            or not _same_shape(model, out, _used_outputs(model, nxt)[0])
+        ):
+            break
+        chain.append(nxt)
+        current = nxt
+    return _finish_path(model, chain, x)
+
+
+def _finish_path(model: Model, chain: list[onnx.NodeProto], x: str) -> Layer | None:
+    used = _used_outputs(model, chain[-1])
+    if len(used) != 1:
+        return None
+    y = used[0]
+    frozen = _shape_reason(model, x, y)
+    if frozen == _DIFFERENT:
+        return None
+    nodes = [n.name for n in chain]
+    frozen = frozen or _region_reason(model, nodes, x, y)
+    gate = _scalar_gate(model, chain[-1].name, -1, y)
+    return _make_layer(model, f"path:{chain[0].name}", "path", nodes, gate, x, y, frozen)
+
+
+def _data_input(model: Model, node: onnx.NodeProto) -> str | None:
+    """The one non-constant input of a weighted node whose weight operand is constant."""
+    inputs = list(node.input)
+    if node.op_type in ("Conv", "ConvTranspose"):
+        if len(inputs) < 2 or not model.is_weight(inputs[1]) or model.is_weight(inputs[0]):
+            return None
+        if len(inputs) > 2 and inputs[2] and not model.is_weight(inputs[2]):
+            return None
+        return inputs[0]
+    operands = inputs[:2]
+    dynamic = [v for v in operands if v and not model.is_weight(v)]
+    if len(dynamic) != 1 or len(operands) != 2:
+        return None
+    if node.op_type == "Gemm" and len(inputs) > 2 and inputs[2] and not model.is_weight(inputs[2]):
+        return None
+    return dynamic[0]
+
+
+def _used_outputs(model: Model, node: onnx.NodeProto) -> list[str]:
+    return [o for o in node.output if o and (model.consumers(o) or model.is_graph_output(o))]
+
+
+# -- shared checks -------------------------------------------------------------------------------
+
+_DIFFERENT = "__different__"  # shapes known and different: not a candidate at all
+
+
+def _shape_reason(model: Model, x: str, y: str) -> str | None:
+    """None when ``x`` and ``y`` provably have one shape and type, else a reason to freeze."""
+    sx, sy = model.shape(x), model.shape(y)
+    if sx is None or sy is None or any(d is None for d in [*sx, *sy]):
+        if sx is not None and sy is not None and len(sx) != len(sy):
+            return _DIFFERENT
+        if _known_different(sx, sy):
+            return _DIFFERENT
+        return (
+            f"shapes of {x!r} ({_fmt(sx)}) and {y!r} ({_fmt(sy)}) are not fully known, so "
+            "replacing one by the other cannot be proven shape-preserving"
+        )
+    if sx != sy:
+        return _DIFFERENT
+    tx, ty = model.elem_type(x), model.elem_type(y)
+    if tx is None or ty is None:
+        return f"element types of {x!r} and {y!r} are not known"
+    if tx != ty:
+        return _DIFFERENT
+    return None
+
+
+def _known_different(sx: list | None, sy: list | None) -> bool:
+    if sx is None or sy is None or len(sx) != len(sy):
+        return False
+    return any(
+        isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(sx, sy)
+    )
+
+
+def _same_shape(model: Model, a: str, b: str) -> bool:
+    sa, sb = model.shape(a), model.shape(b)
+    return sa is not None and sa == sb and all(d is not None for d in sa)
+
+
+def _region_reason(model: Model, nodes: list[str], x: str, y: str) -> str | None:
+    for name in nodes:
+        node = model.node(name)
+        if _has_subgraph(node):
+            return f"contains {node.op_type} node {name!r} with a nested subgraph"
+    if model.is_graph_input(x) and model.is_graph_output(y) and len(model.nodes) == len(nodes):
+        return "the layer is the whole model"
+    return None
+
+
+def _scalar_gate(model: Model, node: str, input_index: int, tensor: str) -> MaskPoint:
+    rank = model.rank(tensor)
+    return MaskPoint(
+        node=node,
+        input_index=input_index,
+        tensor=tensor,
+        axis=0,
+        rank=0 if rank is None else rank,
+        index=np.zeros(1, dtype=np.int64),
+    )
+
+
+def _make_layer(
+    model: Model,
+    layer_id: str,
+    kind: str,
+    nodes: list[str],
+    gate: MaskPoint,
+    x: str,
+    y: str,
+    frozen: str | None,
+) -> Layer:
+    members = set(nodes)
+    macs = sum(model.node_macs(model.node(n)) for n in nodes)
+    # Parameters that go with the layer: weights read by its nodes and by nobody else.
+    weights = {v for n in nodes for v in model.node(n).input if v and model.is_weight(v)}
+    params = sum(
+        model.weight(w).size
+        for w in weights
+        if all(c.name in members for c, _ in model.consumers(w)) and not model.is_graph_output(w)
+    )
+    return Layer(
+        id=layer_id,
+        kind=kind,
+        nodes=nodes,
+        gate=gate,
+        bypass=(x, y),
+        params=int(params),
+        macs=int(macs),
+        frozen=frozen,
+    )
+
+
+def _has_subgraph(node: onnx.NodeProto) -> bool:
+    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
+
+
+def _default_domain(node: onnx.NodeProto) -> bool:
+    return node.domain in ("", "ai.onnx")
+
+
+def _fmt(shape: list | None) -> str:
+    return "unknown rank" if shape is None else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+# -- gating (the oracle and the way to judge layers inside one session) ------------------------------
+
+
+def gate_layers(model: Model, layer_ids: Sequence[str]) -> tuple[Model, dict[str, str]]:
+    """A copy of ``model`` with one scalar gate input per layer; returns it and the input names.
+
+    Feeding 1 to a gate computes the original layer, 0 the model with that layer removed:
+    residual branches are multiplied by the gate on their edge into the join; path outputs
+    become ``g*y + (1-g)*x``. The gate inputs have shape ``[]`` and the layer's element type, so
+    one ONNX Runtime session can judge every combination of removals.
+    """
+    by_id = {layer.id: layer for layer in find_layers(model)}
+    _check_ids(by_id, layer_ids)
+    new = model.copy()
+    graph = new.proto.graph
+    gates: dict[str, str] = {}
+    added: list[tuple[int, list[onnx.NodeProto]]] = []  # (insert before position, nodes)
+    position = {n.name: i for i, n in enumerate(graph.node)}
+    names: set[str] = set()
+
+    def fresh(base: str) -> str:
+        name = new.unique_name(base)
+        while name in names:
+            name = new.unique_name(f"{base}_{len(names)}")
+        names.add(name)
+        return name
+
+    for layer_id in dict.fromkeys(layer_ids):
+        layer = by_id[layer_id]
+        x, y = layer.bypass
+        elem = new.elem_type(layer.gate.tensor) or onnx.TensorProto.FLOAT
+        g = fresh(f"gate:{layer_id}")
+        graph.input.append(helper.make_tensor_value_info(g, elem, []))
+        gates[layer_id] = g
+        if layer.kind == "residual":
+            join = new.node(layer.gate.node)
+            gated = fresh(f"{layer.gate.tensor}_gated")
+            mul = helper.make_node("Mul", [layer.gate.tensor, g], [gated], name=fresh(f"{join.name}_gate"))
+            join.input[layer.gate.input_index] = gated
+            added.append((position[join.name], [mul]))
+        else:
+            last = new.node(layer.gate.node)
+            raw = fresh(f"{y}_ungated")
+            for i, out in enumerate(last.output):
+                if out == y:
+                    last.output[i] = raw
+            one = fresh(f"{g}_one")
+            dtype = helper.tensor_dtype_to_np_dtype(elem)
+            new.add_weight(one, np.ones((), dtype=dtype))
+            names.add(one)
+            kept, rest, keep_x, blended = fresh(f"{y}_kept"), fresh(f"{g}_rest"), fresh(f"{y}_bypass"), y
+            nodes = [
+                helper.make_node("Mul", [raw, g], [kept], name=fresh(f"{last.name}_gate_keep")),
+                helper.make_node("Sub", [one, g], [rest], name=fresh(f"{last.name}_gate_rest")),
+                helper.make_node("Mul", [x, rest], [keep_x], name=fresh(f"{last.name}_gate_bypass")),
+                helper.make_node("Add", [kept, keep_x], [blended], name=fresh(f"{last.name}_gate_blend")),
+            ]
+            added.append((position[last.name] + 1, nodes))
+    ordered: list[onnx.NodeProto] = []
+    inserts: dict[int, list[onnx.NodeProto]] = {}
+    for at, nodes in added:
+        inserts.setdefault(at, []).extend(nodes)
+    for i, node in enumerate(list(graph.node)):
+        ordered.extend(inserts.get(i, []))
+        ordered.append(node)
+    ordered.extend(inserts.get(len(graph.node), []))
+    del graph.node[:]
+    graph.node.extend(ordered)
+    # Stale inferred shapes of renamed values would contradict the new graph.
+    kept_info = [v for v in graph.value_info if v.name not in names]
+    del graph.value_info[:]
+    graph.value_info.extend(kept_info)
+    new.refresh()
+    return new, gates
+
+
+def _check_ids(by_id: dict[str, Layer], layer_ids: Sequence[str]) -> None:
+    if isinstance(layer_ids, str):
+        raise TypeError("layer_ids must be a list of layer ids, not a single string")
+    for layer_id in layer_ids:
+        layer = by_id.get(layer_id)
+        if layer is None:
+            known = ", ".join(sorted(by_id)) or "none"
+            raise ValueError(f"no layer {layer_id!r} in this model (layers: {known})")
+        if layer.frozen is not None:
+            raise ValueError(f"layer {layer_id!r} is frozen: {layer.frozen}")
