@@ -1,0 +1,334 @@
+"""How a (pruned) model is judged: task metrics with labels, fidelity metrics without.
+
+A :class:`Metric` is a name, a function ``(outputs, target) -> float`` and a direction
+(``"higher"`` or ``"lower"`` is better). ``target`` is either the labels of the dataset or the
+outputs of the unpruned model on the same data (the *reference*, computed once and cached by the
+evaluator). Metrics that are a mean of per-sample scores also expose those scores and their
+bounds, which lets an evaluation stop early once a constraint can no longer be met.
+
+Task metrics: :func:`accuracy` (top-1, top-k), :func:`macro_f1`. Fidelity metrics:
+:func:`agreement` (top-1), :func:`cosine`, :func:`relative_mse`, :func:`kl_divergence`. Any
+callable becomes a metric with :func:`custom`; :func:`get` parses names such as ``"top5"``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = [
+    "Metric",
+    "accuracy",
+    "macro_f1",
+    "agreement",
+    "cosine",
+    "relative_mse",
+    "kl_divergence",
+    "custom",
+    "get",
+    "names",
+]
+
+Direction = Literal["higher", "lower"]
+TargetKind = Literal["labels", "reference"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A named score of model outputs against labels or reference outputs.
+
+    ``fn`` receives the selected model output (``outputs[output]``, all samples, or the whole
+    list when ``output`` is None) and the target: the labels array, or the matching reference
+    output (the whole reference list when ``output`` is None).
+
+    ``sample_fn``, when given, returns one score per sample and the metric is their mean; its
+    values lie within ``bounds``. The evaluator uses this to stop early (see
+    :meth:`best_possible`).
+    """
+
+    name: str
+    fn: Callable[[Any, Any], float]
+    direction: Direction = "higher"
+    target: TargetKind = "labels"
+    output: int | None = 0
+    sample_fn: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    bounds: tuple[float, float] = (-math.inf, math.inf)
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("higher", "lower"):
+            raise ValueError(f"metric direction must be 'higher' or 'lower', got {self.direction!r}")
+        if self.target not in ("labels", "reference"):
+            raise ValueError(f"metric target must be 'labels' or 'reference', got {self.target!r}")
+        if not callable(self.fn):
+            raise TypeError(f"metric {self.name!r}: fn must be callable")
+
+    @property
+    def needs_labels(self) -> bool:
+        return self.target == "labels"
+
+    def select(self, outputs: Sequence[np.ndarray], target: Any) -> tuple[Any, Any]:
+        """The output and target this metric looks at (see the class docstring)."""
+        if self.output is None:
+            return list(outputs), target
+        if not 0 <= self.output < len(outputs) and not -len(outputs) <= self.output < 0:
+            raise ValueError(
+                f"metric {self.name!r} reads output {self.output}, the model has {len(outputs)}"
+            )
+        out = outputs[self.output]
+        if self.target == "reference":
+            target = target[self.output]
+        return out, target
+
+    def __call__(self, outputs: Sequence[np.ndarray], target: Any) -> float:
+        """Score ``outputs`` (a list, one array per model output) against ``target``."""
+        out, tgt = self.select(outputs, target)
+        return float(self.fn(out, tgt))
+
+    def sample_scores(self, outputs: Sequence[np.ndarray], target: Any) -> np.ndarray:
+        """Per-sample scores (only for metrics that are a mean of them)."""
+        if self.sample_fn is None:
+            raise TypeError(f"metric {self.name!r} is not a mean of per-sample scores")
+        out, tgt = self.select(outputs, target)
+        return np.asarray(self.sample_fn(out, tgt), dtype=np.float64)
+
+    def is_better(self, a: float, b: float) -> bool:
+        """True when score ``a`` is strictly better than ``b``."""
+        return a > b if self.direction == "higher" else a < b
+
+    def meets(self, value: float, threshold: float) -> bool:
+        """True when ``value`` is at least as good as ``threshold``."""
+        return value >= threshold if self.direction == "higher" else value <= threshold
+
+    def best_possible(self, partial_sum: float, seen: int, total: int) -> float:
+        """Best final value given the per-sample scores summed so far over ``seen`` samples."""
+        best = self.bounds[1] if self.direction == "higher" else self.bounds[0]
+        if math.isinf(best):
+            return best
+        return (partial_sum + (total - seen) * best) / total
+
+
+# -- per-sample scorers ---------------------------------------------------------------------------
+
+
+def _class_labels(out: np.ndarray, labels: np.ndarray, axis: int) -> np.ndarray:
+    """Integer class labels shaped like ``out`` without its class axis."""
+    axis = axis % out.ndim
+    labels = np.asarray(labels)
+    if labels.shape == out.shape:  # one-hot or probabilities
+        return np.argmax(labels, axis=axis)
+    expected = out.shape[:axis] + out.shape[axis + 1 :]
+    if labels.shape != expected:
+        if labels.size == math.prod(expected):
+            labels = labels.reshape(expected)
+        else:
+            raise ValueError(
+                f"labels of shape {list(labels.shape)} do not fit outputs of shape "
+                f"{list(out.shape)} (class axis {axis}): expected {list(expected)}"
+            )
+    if not np.issubdtype(labels.dtype, np.integer):
+        rounded = np.rint(labels)
+        if not np.array_equal(rounded, labels):
+            raise ValueError("labels must be integer class ids (or one-hot rows)")
+        labels = rounded
+    return labels.astype(np.int64)
+
+
+def _per_sample_mean(values: np.ndarray) -> np.ndarray:
+    """Average a per-position array over everything but the sample axis."""
+    values = np.asarray(values, dtype=np.float64)
+    return values.reshape(values.shape[0], -1).mean(axis=1) if values.ndim > 1 else values
+
+
+def _topk_correct(out: np.ndarray, labels: np.ndarray, k: int, axis: int) -> np.ndarray:
+    out = np.asarray(out)
+    axis = axis % out.ndim
+    labels = _class_labels(out, labels, axis)
+    if k == 1:
+        return _per_sample_mean(np.argmax(out, axis=axis) == labels)
+    if k > out.shape[axis]:
+        raise ValueError(f"top-{k} accuracy needs at least {k} classes, outputs have {out.shape[axis]}")
+    # Stable sort of the negated scores breaks ties towards the lower class id, as argmax does.
+    top = np.take(np.argsort(-out, axis=axis, kind="stable"), np.arange(k), axis=axis)
+    hit = (top == np.expand_dims(labels, axis)).any(axis=axis)
+    return _per_sample_mean(hit)
+
+
+def _agreement(out: np.ndarray, ref: np.ndarray, axis: int) -> np.ndarray:
+    out, ref = _same_shape(out, ref)
+    return _per_sample_mean(np.argmax(out, axis=axis) == np.argmax(ref, axis=axis))
+
+
+def _cosine(out: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    out, ref = _same_shape(out, ref)
+    a = out.reshape(len(out), -1).astype(np.float64)
+    b = ref.reshape(len(ref), -1).astype(np.float64)
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    dot = np.einsum("ij,ij->i", a, b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = dot / (na * nb)
+    # Two zero vectors are identical; one zero vector shares no direction with the other.
+    cos = np.where((na == 0) & (nb == 0), 1.0, np.where((na == 0) | (nb == 0), 0.0, cos))
+    return np.clip(cos, -1.0, 1.0)
+
+
+def _log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    x = x.astype(np.float64)
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+
+
+def _kl(out: np.ndarray, ref: np.ndarray, axis: int) -> np.ndarray:
+    out, ref = _same_shape(out, ref)
+    log_p, log_q = _log_softmax(ref, axis), _log_softmax(out, axis)
+    kl = np.sum(np.exp(log_p) * (log_p - log_q), axis=axis)
+    return _per_sample_mean(np.maximum(kl, 0.0))  # rounding can dip a hair below zero
+
+
+def _same_shape(out: Any, ref: Any) -> tuple[np.ndarray, np.ndarray]:
+    out, ref = np.asarray(out), np.asarray(ref)
+    if out.shape != ref.shape:
+        raise ValueError(f"outputs of shape {list(out.shape)} differ from the reference {list(ref.shape)}")
+    return out, ref
+
+
+def _relative_mse(out: Any, ref: Any) -> float:
+    out, ref = _same_shape(out, ref)
+    ref64 = ref.astype(np.float64)
+    err = float(np.sum((out.astype(np.float64) - ref64) ** 2))
+    energy = float(np.sum(ref64**2))
+    # An all-zero reference has no scale to be relative to: report the plain squared error.
+    return err / energy if energy > 0 else err
+
+
+def _macro_f1(out: Any, labels: Any, axis: int) -> float:
+    out = np.asarray(out)
+    axis = axis % out.ndim
+    truth = _class_labels(out, labels, axis).ravel()
+    pred = np.argmax(out, axis=axis).ravel()
+    n_classes = int(max(truth.max(initial=0), pred.max(initial=0))) + 1
+    tp = np.bincount(truth[truth == pred], minlength=n_classes).astype(np.float64)
+    support = np.bincount(truth, minlength=n_classes)
+    predicted = np.bincount(pred, minlength=n_classes)
+    present = (support + predicted) > 0  # classes seen in the labels or the predictions
+    f1 = 2 * tp[present] / (support[present] + predicted[present])
+    return float(f1.mean()) if f1.size else 0.0
+
+
+def _mean_metric(
+    name: str,
+    sample_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    direction: Direction,
+    target: TargetKind,
+    output: int,
+    bounds: tuple[float, float],
+) -> Metric:
+    return Metric(
+        name=name,
+        fn=lambda out, tgt: float(np.mean(sample_fn(out, tgt))),
+        direction=direction,
+        target=target,
+        output=output,
+        sample_fn=sample_fn,
+        bounds=bounds,
+    )
+
+
+# -- public factories -----------------------------------------------------------------------------
+
+
+def accuracy(k: int = 1, output: int = 0, axis: int = -1) -> Metric:
+    """Top-``k`` accuracy against integer labels (or one-hot rows); ``axis`` is the class axis.
+
+    Outputs with positions beyond the class axis (e.g. segmentation maps) score each sample by
+    the fraction of its positions classified correctly.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    name = "accuracy" if k == 1 else f"top{k}_accuracy"
+    return _mean_metric(
+        name, lambda out, y: _topk_correct(out, y, k, axis), "higher", "labels", output, (0.0, 1.0)
+    )
+
+
+def macro_f1(output: int = 0, axis: int = -1) -> Metric:
+    """Unweighted mean of per-class F1 over the classes present in labels or predictions."""
+    return Metric("macro_f1", lambda out, y: _macro_f1(out, y, axis), "higher", "labels", output)
+
+
+def agreement(output: int = 0, axis: int = -1) -> Metric:
+    """Fraction of samples whose top-1 class matches the unpruned model's."""
+    return _mean_metric(
+        "agreement", lambda out, ref: _agreement(out, ref, axis), "higher", "reference", output, (0.0, 1.0)
+    )
+
+
+def cosine(output: int = 0) -> Metric:
+    """Mean over samples of the cosine similarity between outputs and the reference."""
+    return _mean_metric("cosine", _cosine, "higher", "reference", output, (-1.0, 1.0))
+
+
+def relative_mse(output: int = 0) -> Metric:
+    """Squared error summed over all samples, divided by the reference's summed squares."""
+    return Metric("relative_mse", _relative_mse, "lower", "reference", output)
+
+
+def kl_divergence(output: int = 0, axis: int = -1) -> Metric:
+    """Mean KL(softmax(reference) || softmax(outputs)) along ``axis``, in nats."""
+    return _mean_metric(
+        "kl_divergence", lambda out, ref: _kl(out, ref, axis), "lower", "reference", output, (0.0, math.inf)
+    )
+
+
+def custom(
+    fn: Callable[[Any, Any], float],
+    name: str | None = None,
+    direction: Direction = "higher",
+    target: TargetKind = "labels",
+    output: int | None = None,
+) -> Metric:
+    """Wrap any callable ``fn(outputs, labels_or_reference) -> float`` as a metric.
+
+    With the default ``output=None`` ``fn`` gets the list of all model outputs and, for
+    ``target="reference"``, the list of reference outputs; with an int it gets that output only.
+    """
+    return Metric(name or getattr(fn, "__name__", "custom"), fn, direction, target, output)
+
+
+_ALIASES: dict[str, Callable[[], Metric]] = {
+    "accuracy": accuracy,
+    "top1": accuracy,
+    "macro_f1": macro_f1,
+    "f1": macro_f1,
+    "agreement": agreement,
+    "cosine": cosine,
+    "relative_mse": relative_mse,
+    "mse": relative_mse,
+    "kl": kl_divergence,
+    "kl_divergence": kl_divergence,
+}
+
+
+def names() -> list[str]:
+    """Metric names :func:`get` understands (plus ``topK`` for any K)."""
+    return sorted(_ALIASES) + ["topK"]
+
+
+def get(metric: str | Metric) -> Metric:
+    """A metric by name (``"accuracy"``, ``"top5"``, ``"f1"``, ``"agreement"``, ``"cosine"``,
+    ``"mse"``, ``"kl"`` ...); a :class:`Metric` is returned unchanged."""
+    if isinstance(metric, Metric):
+        return metric
+    if not isinstance(metric, str):
+        raise TypeError(f"expected a metric name or Metric, got {type(metric).__name__}")
+    key = metric.strip().lower().replace("-", "_")
+    if key in _ALIASES:
+        return _ALIASES[key]()
+    for prefix in ("top", "top_", "accuracy@", "acc@"):
+        rest = key.removeprefix(prefix).removesuffix("_accuracy")
+        if key.startswith(prefix) and rest.isdigit() and int(rest) >= 1:
+            return accuracy(k=int(rest))
+    raise ValueError(f"unknown metric {metric!r}; known: {', '.join(names())}")

@@ -1,0 +1,118 @@
+"""Metrics against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pyprune import metrics
+
+LOGITS = np.array(
+    [
+        [2.0, 1.0, 0.0],  # predicts 0
+        [0.0, 3.0, 1.0],  # predicts 1
+        [1.0, 0.0, 2.0],  # predicts 2, second choice 0
+        [0.5, 2.0, 1.0],  # predicts 1, second choice 2
+    ],
+    dtype=np.float32,
+)
+LABELS = np.array([0, 1, 0, 2])
+
+
+def test_top1_accuracy():
+    assert metrics.accuracy()([LOGITS], LABELS) == pytest.approx(0.5)
+
+
+def test_top2_accuracy():
+    assert metrics.accuracy(k=2)([LOGITS], LABELS) == pytest.approx(1.0)
+    assert metrics.get("top2").name == "top2_accuracy"
+
+
+def test_accuracy_accepts_one_hot_labels():
+    assert metrics.accuracy()([LOGITS], np.eye(3)[LABELS]) == pytest.approx(0.5)
+
+
+def test_accuracy_rejects_labels_that_do_not_fit():
+    with pytest.raises(ValueError, match=r"labels of shape \[4, 2\] do not fit outputs of shape \[4, 3\]"):
+        metrics.accuracy()([LOGITS], np.zeros((4, 2)))
+
+
+def test_segmentation_accuracy_counts_positions():
+    out = np.zeros((1, 2, 1, 4), np.float32)  # [N, C, H, W], class axis 1
+    out[0, 1, 0, :2] = 1.0  # predicts class 1 at the first two pixels, class 0 elsewhere
+    labels = np.array([[[1, 0, 0, 0]]])
+    assert metrics.accuracy(axis=1)([out], labels) == pytest.approx(0.75)
+
+
+def test_macro_f1():
+    # predictions 0,1,2,1 vs labels 0,1,0,2:
+    # class 0: tp 1, fp 0, fn 1 -> 2/3; class 1: tp 1, fp 1, fn 0 -> 2/3; class 2: tp 0 -> 0.
+    assert metrics.macro_f1()([LOGITS], LABELS) == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
+
+
+def test_agreement():
+    reference = LOGITS[[0, 1, 3, 2]]  # rows 2 and 3 swapped: two of four top-1 classes differ
+    assert metrics.agreement()([LOGITS], [reference]) == pytest.approx(0.5)
+
+
+def test_cosine():
+    out = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    ref = np.array([[0.0, 1.0], [2.0, 2.0], [0.0, 0.0]])
+    # orthogonal -> 0, parallel -> 1, both zero -> 1
+    assert metrics.cosine()([out], [ref]) == pytest.approx(2 / 3)
+
+
+def test_relative_mse():
+    out = np.array([[1.0, 2.0], [3.0, 5.0]])
+    ref = np.array([[1.0, 2.0], [3.0, 4.0]])
+    assert metrics.relative_mse()([out], [ref]) == pytest.approx(1.0 / (1 + 4 + 9 + 16))
+    assert metrics.get("mse").direction == "lower"
+
+
+def test_kl_divergence():
+    out = np.log(np.array([[0.5, 0.5]]))
+    ref = np.log(np.array([[0.9, 0.1]]))
+    expected = 0.9 * math.log(0.9 / 0.5) + 0.1 * math.log(0.1 / 0.5)
+    assert metrics.kl_divergence()([out], [ref]) == pytest.approx(expected)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 6), c=st.integers(2, 5), seed=st.integers(0, 1000))
+def test_fidelity_of_identical_outputs(n, c, seed):
+    x = np.random.default_rng(seed).normal(size=(n, c)).astype(np.float32)
+    assert metrics.agreement()([x], [x]) == 1.0
+    assert metrics.cosine()([x], [x]) == pytest.approx(1.0)
+    assert metrics.relative_mse()([x], [x]) == 0.0
+    assert metrics.kl_divergence()([x], [x]) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_output_selection():
+    other = np.zeros((4, 3), np.float32)
+    assert metrics.accuracy(output=1)([other, LOGITS], LABELS) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="reads output 2, the model has 2"):
+        metrics.accuracy(output=2)([other, LOGITS], LABELS)
+
+
+def test_custom_metric_sees_all_outputs():
+    metric = metrics.custom(lambda outs, ref: float(len(outs) + len(ref)), name="count", direction="lower", target="reference")
+    assert metric([LOGITS, LOGITS], [LOGITS]) == 3.0
+    assert metric.name == "count" and metric.is_better(1.0, 2.0) and metric.meets(2.0, 2.0)
+
+
+def test_bad_direction_and_unknown_names():
+    with pytest.raises(ValueError, match="direction must be 'higher' or 'lower'"):
+        metrics.custom(lambda o, t: 0.0, direction="up")
+    with pytest.raises(ValueError, match="unknown metric 'nope'"):
+        metrics.get("nope")
+
+
+def test_best_possible_bounds_the_final_value():
+    acc = metrics.accuracy()
+    # 1 of 4 correct so far, 4 of 10 remaining could all be correct: (1 + 6) / 10
+    assert acc.best_possible(1.0, 4, 10) == pytest.approx(0.7)
+    kl = metrics.kl_divergence()
+    assert kl.best_possible(2.0, 4, 10) == pytest.approx(0.2)
