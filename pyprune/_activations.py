@@ -1,0 +1,158 @@
+"""Per-channel statistics of intermediate tensors, streamed batch by batch.
+
+The chosen tensors become extra outputs of one ONNX Runtime session; each batch's values are folded
+into running float64 sums (Chan et al.'s pairwise update for mean and variance), so memory stays
+bounded by one batch whatever the dataset size. The results feed activation-aware importance:
+Wanda-style ``|W| * ||X||`` (``l2_norm``), mean activation and APoZ (``zero_fraction``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from ._session import make_session
+from .data import Dataset, ModelLike, as_model
+from .graph import MaskPoint
+
+__all__ = ["ChannelStats", "RunningChannelStats", "activation_stats"]
+
+
+@dataclass(frozen=True)
+class ChannelStats:
+    """Statistics of one tensor per position along ``axis`` (one entry per channel).
+
+    ``count`` is the number of values each channel saw (samples x other positions).
+    ``var`` is the population variance; ``l2_norm`` is ``sqrt(sum(x**2))`` over all of them.
+    """
+
+    tensor: str
+    axis: int
+    count: int
+    mean: np.ndarray
+    var: np.ndarray
+    l2_norm: np.ndarray
+    mean_abs: np.ndarray
+    zero_fraction: np.ndarray
+
+
+class RunningChannelStats:
+    """Accumulates :class:`ChannelStats` over batches of one tensor."""
+
+    def __init__(self, tensor: str, axis: int) -> None:
+        self.tensor, self.axis = tensor, axis
+        self._count = 0
+        self._mean = self._m2 = self._sumsq = self._sumabs = self._zeros = None
+
+    def update(self, x: np.ndarray) -> None:
+        x = np.asarray(x)
+        if x.ndim == 0:
+            raise ValueError(f"tensor {self.tensor!r} is a scalar; it has no channel axis")
+        axis = self.axis if self.axis >= 0 else self.axis + x.ndim
+        if not 0 <= axis < x.ndim:
+            raise ValueError(f"tensor {self.tensor!r} has rank {x.ndim}; channel axis {self.axis} is out of range")
+        self.axis = axis
+        flat = np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1).astype(np.float64)
+        n = flat.shape[1]
+        if n == 0:
+            return
+        mean = flat.mean(axis=1)
+        m2 = np.square(flat - mean[:, None]).sum(axis=1)
+        sumsq = np.square(flat).sum(axis=1)
+        sumabs = np.abs(flat).sum(axis=1)
+        zeros = (flat == 0).sum(axis=1)
+        if self._mean is None:
+            self._mean, self._m2, self._sumsq, self._sumabs, self._zeros = mean, m2, sumsq, sumabs, zeros
+            self._count = n
+            return
+        if mean.shape != self._mean.shape:
+            raise ValueError(
+                f"tensor {self.tensor!r}: channel count changed between batches "
+                f"({self._mean.shape[0]} -> {mean.shape[0]})"
+            )
+        total = self._count + n
+        delta = mean - self._mean
+        self._mean = self._mean + delta * (n / total)
+        self._m2 = self._m2 + m2 + delta**2 * (self._count * n / total)
+        self._sumsq += sumsq
+        self._sumabs += sumabs
+        self._zeros = self._zeros + zeros
+        self._count = total
+
+    def result(self) -> ChannelStats:
+        if self._mean is None:
+            raise ValueError(f"no values of tensor {self.tensor!r} were seen")
+        n = self._count
+        return ChannelStats(
+            tensor=self.tensor,
+            axis=self.axis,
+            count=n,
+            mean=self._mean.copy(),
+            var=self._m2 / n,
+            l2_norm=np.sqrt(self._sumsq),
+            mean_abs=self._sumabs / n,
+            zero_fraction=self._zeros / n,
+        )
+
+
+TensorChoice = Mapping[str, int] | Iterable[str | MaskPoint | tuple[str, int]]
+
+
+def _normalise(tensors: TensorChoice) -> dict[str, int]:
+    """``{tensor: channel axis}`` from a mapping, MaskPoints, (name, axis) pairs or bare names
+    (axis 1, the channel axis of NCHW tensors)."""
+    if isinstance(tensors, Mapping):
+        return {str(k): int(v) for k, v in tensors.items()}
+    chosen: dict[str, int] = {}
+    for item in tensors:
+        if isinstance(item, MaskPoint):
+            chosen[item.tensor] = int(item.axis)
+        elif isinstance(item, str):
+            chosen[item] = 1
+        else:
+            name, axis = item
+            chosen[str(name)] = int(axis)
+    return chosen
+
+
+def activation_stats(
+    model: ModelLike,
+    dataset: Dataset,
+    tensors: TensorChoice,
+    threads: int | None = None,
+    batch_size: int | None = None,
+) -> dict[str, ChannelStats]:
+    """Per-channel statistics of ``tensors`` (intermediate values, graph inputs or outputs) over
+    ``dataset``, keyed by tensor name.
+
+    ``tensors``: ``{name: channel axis}``, or an iterable of MaskPoints (their tensor and axis),
+    ``(name, axis)`` pairs or names (axis 1). Negative axes count from the end.
+    """
+    model = as_model(model)
+    chosen = _normalise(tensors)
+    batches = dataset.batches(model, batch_size)
+    inputs = set(model.input_names)
+    for name in chosen:
+        if model.is_weight(name):
+            raise ValueError(f"{name!r} is a weight, not an activation")
+        if name not in inputs and model.producer(name) is None:
+            raise ValueError(f"the model has no value named {name!r}")
+    proto = onnx.ModelProto()
+    proto.CopyFrom(model.proto)
+    outputs = {o.name for o in proto.graph.output}
+    fetched = [name for name in chosen if name not in inputs]
+    for name in fetched:
+        if name not in outputs:
+            elem = model.elem_type(name) or onnx.TensorProto.FLOAT
+            proto.graph.output.append(helper.make_tensor_value_info(name, elem, None))
+    session = make_session(proto, threads)
+    running = {name: RunningChannelStats(name, axis) for name, axis in chosen.items()}
+    for batch in batches:
+        values = dict(zip(fetched, session.run(fetched, batch.feed))) if fetched else {}
+        for name, stats in running.items():
+            stats.update(values[name] if name in values else batch.feed[name])
+    return {name: stats.result() for name, stats in running.items()}

@@ -1,0 +1,457 @@
+"""One ONNX Runtime session that judges every candidate of a search ("mask to search").
+
+The model is edited once: a ``Mul`` by a fed-in mask on every edge where a group's channels enter a
+consumer (and, on request, an ``Add`` of a fed-in shift), a scalar gate on every layer's gate edge,
+and the weights a search may change exposed as overridable inputs. A candidate is then only a set
+of feeds; weights stay constants wherever they are not overridden, so ONNX Runtime keeps its
+constant-weight optimisations and a structured candidate costs about one plain inference.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper
+
+from . import core
+from . import metrics as _metrics
+from .data import Batch, Dataset, ModelLike, as_model
+from .errors import DataError
+from .graph import Group, Layer, MaskPoint, Model
+
+__all__ = ["MaskedSession", "Check", "EdgeKey", "edge_key", "session_options", "run_batches"]
+
+#: An edge of the graph: (name of the consuming node, index of its input).
+EdgeKey = tuple[str, int]
+
+_PREFIX = "pyprune_"
+
+
+def edge_key(point: MaskPoint) -> EdgeKey:
+    """The edge a :class:`~pyprune.graph.MaskPoint` sits on."""
+    return (point.node, int(point.input_index))
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """Options every pyprune session uses: all graph optimisations, ``threads`` intra-op threads
+    (None = all cores), sequential execution, quiet logging."""
+    if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = int(threads) if threads is not None else (os.cpu_count() or 1)
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return options
+
+
+def make_session(proto: onnx.ModelProto, threads: int | None = None) -> ort.InferenceSession:
+    """A CPU inference session for ``proto`` with :func:`session_options`."""
+    return ort.InferenceSession(
+        proto.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"]
+    )
+
+
+def run_batches(
+    session: ort.InferenceSession,
+    batches: Sequence[Batch],
+    extra_feed: Mapping[str, np.ndarray] | None = None,
+    output_names: Sequence[str] | None = None,
+) -> list[np.ndarray]:
+    """Run every batch and join each output along the sample axis."""
+    per_batch = [
+        session.run(output_names, {**batch.feed, **(extra_feed or {})}) for batch in batches
+    ]
+    return [_join([outs[i] for outs in per_batch]) for i in range(len(per_batch[0]))]
+
+
+def _join(parts: list[np.ndarray]) -> np.ndarray:
+    if len(parts) == 1:
+        return parts[0]
+    if parts[0].ndim == 0:
+        return np.stack(parts)
+    return np.concatenate(parts, axis=0)
+
+
+@dataclass(frozen=True)
+class Check:
+    """Outcome of checking a candidate against a constraint (:meth:`MaskedSession.check`).
+
+    ``value`` is the metric over the whole dataset, or, when the evaluation ``stopped_early``, the
+    best value still reachable after ``samples`` of ``total`` samples (already failing).
+    """
+
+    value: float
+    passed: bool
+    stopped_early: bool
+    samples: int
+    total: int
+
+
+@dataclass
+class _Edge:
+    """One rewritten edge: ``consumer.input[i] = x * mask (+ shift)``."""
+
+    key: EdgeKey
+    tensor: str
+    axis: int
+    rank: int
+    size: int  # channels along axis; 0 for a scalar-only edge (layer gates alone)
+    dtype: np.dtype
+    mask_input: str
+    shift_input: str | None = None
+    owners: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (group id, index)
+    gates: list[str] = field(default_factory=list)  # layer ids gated on this edge
+
+    @property
+    def mask_shape(self) -> list[int]:
+        if self.size == 0:
+            return []  # a scalar broadcasts against any tensor
+        shape = [1] * self.rank
+        shape[self.axis] = self.size
+        return shape
+
+    def ones(self) -> np.ndarray:
+        return np.ones(self.mask_shape, dtype=self.dtype)
+
+
+class MaskedSession:
+    """Evaluate pruning candidates of ``model`` on ``dataset`` inside one ONNX Runtime session.
+
+    ``groups`` (:class:`~pyprune.graph.Group`): channels/neurons to mask, one ``Mul`` per distinct
+    mask-point edge. ``layers`` (:class:`~pyprune.graph.Layer`): a scalar gate on each layer's gate
+    edge. ``weights``: initializer names made overridable (each costs the runtime its
+    constant-weight optimisations for that weight, so expose only what the search changes).
+    ``affine``: extra :class:`~pyprune.graph.MaskPoint` edges (any consumer input: a mask point,
+    a BatchNormalization input, ...) that also get a per-channel ``scale`` and ``shift`` input,
+    so a recovery step can feed bias compensation or re-estimated normalisation statistics
+    without a rebuild: the edge then carries ``x * (mask * scale) + shift``.
+
+    The data is validated against the model before anything else is done.
+    """
+
+    def __init__(
+        self,
+        model: ModelLike,
+        dataset: Dataset,
+        groups: Iterable[Group] = (),
+        layers: Iterable[Layer] = (),
+        weights: Iterable[str] = (),
+        threads: int | None = None,
+        batch_size: int | None = None,
+        affine: Iterable[MaskPoint] = (),
+        reference: Sequence[np.ndarray] | None = None,
+    ) -> None:
+        self.model: Model = as_model(model)
+        self.dataset = dataset
+        self.batches: list[Batch] = dataset.batches(self.model, batch_size)
+        self.threads = threads
+        self._groups = {g.id: g for g in groups}
+        self._layers = {layer.id: layer for layer in layers}
+        self._weights = list(dict.fromkeys(weights))
+        self._edges: dict[EdgeKey, _Edge] = {}
+        self._group_edges: dict[str, list[_Edge]] = {}
+        self._layer_edges: dict[str, _Edge] = {}
+        self._weight_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._reference = None if reference is None else [np.asarray(r) for r in reference]
+        proto = self._build(list(affine))
+        self.output_names = [o.name for o in proto.graph.output]
+        self._session = make_session(proto, threads)
+
+    # -- building -------------------------------------------------------------------------------
+
+    def _edge(self, point: MaskPoint, used: set[str]) -> _Edge:
+        key = edge_key(point)
+        edge = self._edges.get(key)
+        if edge is None:
+            try:
+                node = self.model.node(point.node)
+            except KeyError:
+                raise ValueError(f"mask point names node {point.node!r}, which the model lacks") from None
+            if not 0 <= point.input_index < len(node.input) or node.input[point.input_index] != point.tensor:
+                raise ValueError(
+                    f"mask point: input {point.input_index} of node {point.node!r} is not {point.tensor!r}"
+                )
+            elem = self.model.elem_type(point.tensor)
+            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem)) if elem else np.dtype(np.float32)
+            edge = _Edge(key, point.tensor, int(point.axis), int(point.rank), 0, dtype, _fresh("mask", used))
+            self._edges[key] = edge
+        return edge
+
+    def _widen(self, edge: _Edge, point: MaskPoint) -> None:
+        """Make ``edge`` carry a per-channel mask along ``point``'s axis."""
+        size = len(point.index)
+        if edge.size and (edge.size, edge.axis) != (size, int(point.axis)):
+            raise ValueError(
+                f"edge {edge.key}: mask points disagree on its channel axis/size "
+                f"({edge.axis}/{edge.size} vs {point.axis}/{size})"
+            )
+        edge.size, edge.axis, edge.rank = size, int(point.axis), int(point.rank)
+
+    def _build(self, affine: list[MaskPoint]) -> onnx.ModelProto:
+        proto = onnx.ModelProto()
+        proto.CopyFrom(self.model.proto)
+        graph = proto.graph
+        used = _names(graph)
+        for group in self._groups.values():
+            edges = []
+            for point in group.mask_points:
+                index = np.asarray(point.index, dtype=np.int64)
+                if index.ndim != 1 or (index >= group.size).any():
+                    raise ValueError(f"group {group.id!r}: mask point index does not fit {group.size} units")
+                edge = self._edge(point, used)
+                self._widen(edge, point)
+                edge.owners.append((group.id, index))
+                edges.append(edge)
+            self._group_edges[group.id] = edges
+        for layer in self._layers.values():
+            edge = self._edge(layer.gate, used)
+            edge.gates.append(layer.id)
+            self._layer_edges[layer.id] = edge
+        for point in affine:
+            edge = self._edge(point, used)
+            self._widen(edge, point)
+            if edge.shift_input is None:
+                edge.shift_input = _fresh("shift", used)
+
+        by_node: dict[str, list[_Edge]] = {}
+        for edge in self._edges.values():
+            by_node.setdefault(edge.key[0], []).append(edge)
+        nodes = []
+        for node in graph.node:
+            for edge in by_node.get(node.name, ()):
+                elem = helper.np_dtype_to_tensor_dtype(edge.dtype)
+                graph.input.append(helper.make_tensor_value_info(edge.mask_input, elem, edge.mask_shape))
+                value = _fresh("masked", used)
+                nodes.append(helper.make_node("Mul", [edge.tensor, edge.mask_input], [value], name=_fresh("mul", used)))
+                if edge.shift_input is not None:
+                    graph.input.append(helper.make_tensor_value_info(edge.shift_input, elem, edge.mask_shape))
+                    shifted = _fresh("shifted", used)
+                    nodes.append(helper.make_node("Add", [value, edge.shift_input], [shifted], name=_fresh("add", used)))
+                    value = shifted
+                node.input[edge.key[1]] = value
+            nodes.append(node)
+        del graph.node[:]
+        graph.node.extend(nodes)
+
+        initializers = {t.name: t for t in graph.initializer}
+        for name in self._weights:
+            tensor = initializers.get(name)
+            if tensor is None:
+                raise ValueError(f"{name!r} is not a weight (initializer) of the model")
+            graph.input.append(helper.make_tensor_value_info(name, tensor.data_type, list(tensor.dims)))
+        return proto
+
+    # -- candidates -----------------------------------------------------------------------------
+
+    @property
+    def edges(self) -> list[EdgeKey]:
+        """Every rewritten edge, in graph order of insertion."""
+        return list(self._edges)
+
+    def feed(
+        self,
+        group_masks: Mapping[str, Any] | None = None,
+        layer_gates: Mapping[str, float] | None = None,
+        weights: Mapping[str, np.ndarray] | None = None,
+        affine: Mapping[EdgeKey, tuple[Any, Any]] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """The extra inputs describing one candidate (see :meth:`run`)."""
+        group_masks, layer_gates = group_masks or {}, layer_gates or {}
+        affine = affine or {}
+        for gid in group_masks:
+            if gid not in self._groups:
+                raise ValueError(f"group {gid!r} is not masked by this session; it masks {sorted(self._groups)}")
+        for lid in layer_gates:
+            if lid not in self._layers:
+                raise ValueError(f"layer {lid!r} is not gated by this session; it gates {sorted(self._layers)}")
+        keeps = {gid: self._keep_mask(gid, m) for gid, m in group_masks.items()}
+        feed: dict[str, np.ndarray] = {}
+        for edge in self._edges.values():
+            touched = any(g in keeps for g, _ in edge.owners) or any(l in layer_gates for l in edge.gates)
+            if not touched and edge.key not in affine:
+                feed[edge.mask_input] = edge.ones()
+                if edge.shift_input is not None:
+                    feed[edge.shift_input] = np.zeros(edge.mask_shape, dtype=edge.dtype)
+                continue
+            vector = np.ones(max(edge.size, 1), dtype=np.float64)
+            for gid, index in edge.owners:
+                keep = keeps.get(gid)
+                if keep is not None:
+                    owned = index >= 0
+                    vector[owned] *= keep[index[owned]]
+            for lid in edge.gates:
+                vector *= float(layer_gates.get(lid, 1.0))
+            shift = np.zeros_like(vector)
+            if edge.key in affine:
+                if edge.shift_input is None:
+                    raise ValueError(f"edge {edge.key} has no affine inputs; pass it in affine= when building")
+                scale, offset = affine[edge.key]
+                vector *= _channel_vector(scale, edge, "scale", 1.0)
+                shift = _channel_vector(offset, edge, "shift", 0.0)
+            feed[edge.mask_input] = vector.astype(edge.dtype).reshape(edge.mask_shape)
+            if edge.shift_input is not None:
+                feed[edge.shift_input] = shift.astype(edge.dtype).reshape(edge.mask_shape)
+        for key in affine:
+            if key not in self._edges or self._edges[key].shift_input is None:
+                raise ValueError(f"edge {key} has no affine inputs; pass it in affine= when building")
+        feed.update(self._weight_feed(weights or {}))
+        return feed
+
+    def _keep_mask(self, gid: str, mask: Any) -> np.ndarray:
+        size = self._groups[gid].size
+        keep = np.asarray(mask)
+        if keep.dtype != np.bool_ or keep.shape != (size,):
+            raise ValueError(
+                f"group {gid!r}: expected a bool keep-mask of shape ({size},), got "
+                f"{keep.dtype} {list(keep.shape)}"
+            )
+        return keep.astype(np.float64)
+
+    def _weight_feed(self, weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feed = {}
+        for name, given in weights.items():
+            if name not in self._weights:
+                raise ValueError(f"weight {name!r} is not overridable in this session; it exposes {self._weights}")
+            original = self.model.weight(name)
+            given = np.asarray(given)
+            if given.shape != original.shape:
+                raise ValueError(f"weight {name!r}: expected shape {list(original.shape)}, got {list(given.shape)}")
+            if given.dtype != np.bool_:  # replacement values, e.g. after a recovery step
+                feed[name] = np.ascontiguousarray(given, dtype=original.dtype)
+                continue
+            cached = self._weight_cache.get(name)
+            if cached is not None and np.array_equal(cached[0], given):
+                feed[name] = cached[1]  # unchanged since the last candidate: no re-masking
+                continue
+            out = cached[1] if cached is not None else None
+            masked = core.apply_mask(original, given, out=out) if out is not None else core.apply_mask(original, given)
+            self._weight_cache[name] = (given.copy(), masked)
+            feed[name] = masked
+        return feed
+
+    # -- evaluation -----------------------------------------------------------------------------
+
+    def run(
+        self,
+        group_masks: Mapping[str, Any] | None = None,
+        layer_gates: Mapping[str, float] | None = None,
+        weights: Mapping[str, np.ndarray] | None = None,
+        affine: Mapping[EdgeKey, tuple[Any, Any]] | None = None,
+    ) -> list[np.ndarray]:
+        """Outputs over the whole dataset for one candidate.
+
+        ``group_masks``: group id -> bool keep-mask over its units (unlisted groups keep all).
+        ``layer_gates``: layer id -> gate value (0 removes the layer, 1 keeps it).
+        ``weights``: weight name -> bool keep-mask (the original masked by the core, re-masked only
+        when the mask changed) or an array of new values. Unlisted weights keep their values.
+        ``affine``: edge -> (scale, shift) per channel (None for either = identity).
+        """
+        return run_batches(self._session, self.batches, self.feed(group_masks, layer_gates, weights, affine))
+
+    @property
+    def reference(self) -> list[np.ndarray]:
+        """Outputs of the unmodified model over the dataset, computed once."""
+        if self._reference is None:
+            self._reference = self.run()
+        return self._reference
+
+    def target(self, metric: _metrics.Metric) -> Any:
+        """What ``metric`` compares against: the labels or the reference outputs."""
+        if metric.needs_labels:
+            if self.dataset.labels is None:
+                raise DataError(
+                    f"metric {metric.name!r} needs labels and the dataset has none; use a fidelity "
+                    "metric such as 'agreement', 'kl' or 'mse'"
+                )
+            return self.dataset.labels
+        return self.reference
+
+    def evaluate(
+        self,
+        metric: str | _metrics.Metric,
+        group_masks: Mapping[str, Any] | None = None,
+        layer_gates: Mapping[str, float] | None = None,
+        weights: Mapping[str, np.ndarray] | None = None,
+        affine: Mapping[EdgeKey, tuple[Any, Any]] | None = None,
+    ) -> float:
+        """``metric`` of one candidate over the whole dataset (arguments as in :meth:`run`)."""
+        metric = _metrics.get(metric)
+        target = self.target(metric)
+        return metric(self.run(group_masks, layer_gates, weights, affine), target)
+
+    def check(
+        self,
+        metric: str | _metrics.Metric,
+        threshold: float,
+        group_masks: Mapping[str, Any] | None = None,
+        layer_gates: Mapping[str, float] | None = None,
+        weights: Mapping[str, np.ndarray] | None = None,
+        affine: Mapping[EdgeKey, tuple[Any, Any]] | None = None,
+        early_stop: bool = False,
+    ) -> Check:
+        """Whether a candidate's ``metric`` meets ``threshold`` (>= for higher-is-better metrics).
+
+        With ``early_stop=True`` and a metric that is a mean of bounded per-sample scores
+        (accuracy, agreement, cosine, KL), batches stop as soon as even perfect scores on the
+        remaining samples could not meet the threshold; the result says so.
+        """
+        metric = _metrics.get(metric)
+        target = self.target(metric)
+        if not early_stop or metric.sample_fn is None:
+            value = self.evaluate(metric, group_masks, layer_gates, weights, affine)
+            return Check(value, metric.meets(value, threshold), False, len(self.dataset), len(self.dataset))
+        feed = self.feed(group_masks, layer_gates, weights, affine)
+        total, seen, partial = len(self.dataset), 0, 0.0
+        for batch in self.batches:
+            outs = self._session.run(None, {**batch.feed, **feed})
+            tgt = _slice_target(target, batch)
+            partial += float(np.sum(metric.sample_scores(outs, tgt)))
+            seen = batch.stop
+            best = metric.best_possible(partial, seen, total)
+            if seen < total and not metric.meets(best, threshold):
+                return Check(best, False, True, seen, total)
+        value = partial / total
+        return Check(value, metric.meets(value, threshold), False, total, total)
+
+
+def _slice_target(target: Any, batch: Batch) -> Any:
+    if isinstance(target, np.ndarray):
+        return target[batch.start : batch.stop]
+    return [t[batch.start : batch.stop] for t in target]
+
+
+def _channel_vector(values: Any, edge: _Edge, what: str, default: float) -> np.ndarray:
+    size = max(edge.size, 1)
+    if values is None:
+        return np.full(size, default)
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if v.shape != (size,):
+        raise ValueError(f"edge {edge.key}: {what} needs {size} values (one per channel), got {v.size}")
+    return v
+
+
+def _names(graph: onnx.GraphProto) -> set[str]:
+    used = {t.name for t in graph.initializer} | {v.name for v in graph.input}
+    used |= {v.name for v in graph.output}
+    for node in graph.node:
+        used.add(node.name)
+        used.update(node.input)
+        used.update(node.output)
+    return used
+
+
+def _fresh(kind: str, used: set[str]) -> str:
+    i = len(used)
+    while f"{_PREFIX}{kind}_{i}" in used:
+        i += 1
+    name = f"{_PREFIX}{kind}_{i}"
+    used.add(name)
+    return name

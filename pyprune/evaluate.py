@@ -1,0 +1,135 @@
+"""Judging models in ONNX Runtime: scores, fast masked candidates, latency and activations.
+
+:class:`Evaluator` ties a model, a dataset and a metric together and caches the unpruned model's
+outputs (the reference every fidelity metric compares against). :class:`MaskedSession` judges
+pruning candidates inside one session, :func:`measure_latency` times a model and
+:func:`activation_stats` streams per-channel statistics of intermediate tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from . import metrics as _metrics
+from ._activations import ChannelStats, RunningChannelStats, activation_stats
+from ._latency import Latency, measure_latency
+from ._session import Check, EdgeKey, MaskedSession, edge_key, make_session, run_batches, session_options
+from .data import Dataset, ModelLike, as_model
+from .errors import DataError
+from .graph import Group, Layer, MaskPoint, Model
+
+__all__ = [
+    "Evaluator",
+    "MaskedSession",
+    "Check",
+    "EdgeKey",
+    "edge_key",
+    "run_model",
+    "measure_latency",
+    "Latency",
+    "activation_stats",
+    "ChannelStats",
+    "RunningChannelStats",
+    "session_options",
+]
+
+
+def run_model(
+    model: ModelLike, dataset: Dataset, threads: int | None = None, batch_size: int | None = None
+) -> list[np.ndarray]:
+    """Outputs of ``model`` over the whole dataset (each output joined along the sample axis)."""
+    model = as_model(model)
+    batches = dataset.batches(model, batch_size)
+    return run_batches(make_session(model.proto, threads), batches)
+
+
+class Evaluator:
+    """A model, the data it is judged on and the metric that judges it.
+
+    The reference outputs of the unpruned model are computed once, on first use, and shared with
+    every :class:`MaskedSession` made by :meth:`session`, so a whole search runs the original
+    model a single time.
+    """
+
+    def __init__(
+        self,
+        model: ModelLike,
+        dataset: Dataset,
+        metric: str | _metrics.Metric = "agreement",
+        threads: int | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        self.model: Model = as_model(model)
+        self.dataset = dataset
+        self.metric = _metrics.get(metric)
+        self.threads = threads
+        self.batch_size = batch_size
+        dataset.bind(self.model)  # fail on bad data before any work
+        if self.metric.needs_labels and not dataset.has_labels:
+            raise DataError(
+                f"metric {self.metric.name!r} needs labels and the dataset has none; use a "
+                "fidelity metric such as 'agreement', 'kl' or 'mse'"
+            )
+        self._reference: list[np.ndarray] | None = None
+        self._baseline: float | None = None
+
+    @property
+    def reference(self) -> list[np.ndarray]:
+        """Outputs of the unpruned model over the dataset (computed once)."""
+        if self._reference is None:
+            self._reference = run_model(self.model, self.dataset, self.threads, self.batch_size)
+        return self._reference
+
+    @property
+    def target(self) -> object:
+        """What the metric compares against: the labels, or the reference outputs."""
+        return self.dataset.labels if self.metric.needs_labels else self.reference
+
+    @property
+    def baseline(self) -> float:
+        """The metric of the unpruned model (fidelity metrics: the model against itself)."""
+        if self._baseline is None:
+            self._baseline = self.metric(self.reference, self.target)
+        return self._baseline
+
+    def score(self, model: ModelLike | None = None, metric: str | _metrics.Metric | None = None) -> float:
+        """The metric of ``model`` (e.g. a physically pruned copy; default: the unpruned model)."""
+        metric = self.metric if metric is None else _metrics.get(metric)
+        if metric.needs_labels and not self.dataset.has_labels:
+            raise DataError(f"metric {metric.name!r} needs labels and the dataset has none")
+        target = self.dataset.labels if metric.needs_labels else self.reference
+        outputs = self.reference if model is None else run_model(model, self.dataset, self.threads, self.batch_size)
+        return metric(outputs, target)
+
+    def session(
+        self,
+        groups: Iterable[Group] = (),
+        layers: Iterable[Layer] = (),
+        weights: Iterable[str] = (),
+        affine: Iterable[MaskPoint] = (),
+    ) -> MaskedSession:
+        """A :class:`MaskedSession` over this model and data, sharing the cached reference."""
+        return MaskedSession(
+            self.model,
+            self.dataset,
+            groups=groups,
+            layers=layers,
+            weights=weights,
+            threads=self.threads,
+            batch_size=self.batch_size,
+            affine=affine,
+            reference=self.reference,
+        )
+
+    def latency(self, model: ModelLike | None = None, batch_size: int = 1, **options: object) -> Latency:
+        """:func:`measure_latency` of ``model`` (default: the unpruned model) with these threads."""
+        options.setdefault("threads", self.threads)
+        return measure_latency(self.model if model is None else model, batch_size, **options)  # type: ignore[arg-type]
+
+    def activation_stats(
+        self, tensors: Mapping[str, int] | Iterable[str | MaskPoint | tuple[str, int]]
+    ) -> dict[str, ChannelStats]:
+        """:func:`activation_stats` of the unpruned model over this dataset."""
+        return activation_stats(self.model, self.dataset, tensors, self.threads, self.batch_size)
