@@ -9,6 +9,7 @@ pruning candidates inside one session, :func:`measure_latency` times a model and
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,6 +23,8 @@ from .graph import Group, Layer, MaskPoint, Model
 
 __all__ = [
     "Evaluator",
+    "Complexity",
+    "complexity",
     "MaskedSession",
     "Check",
     "EdgeKey",
@@ -34,6 +37,26 @@ __all__ = [
     "RunningChannelStats",
     "session_options",
 ]
+
+
+@dataclass(frozen=True)
+class Complexity:
+    """What a model costs: parameters, non-zero parameters, MACs per sample, serialized bytes and,
+    when measured, ONNX Runtime latency on this machine."""
+
+    params: int
+    nonzeros: int
+    macs: int
+    file_size: int
+    latency: Latency | None = None
+
+
+def complexity(model: ModelLike, latency: bool = False, **latency_options: object) -> Complexity:
+    """The figures of :class:`Complexity` (counted by :class:`~pyprune.graph.Model`); with
+    ``latency=True`` also :func:`measure_latency` (``latency_options`` are passed on)."""
+    model = as_model(model)
+    measured = measure_latency(model, **latency_options) if latency else None  # type: ignore[arg-type]
+    return Complexity(model.params(), model.nonzeros(), model.macs(), model.file_size(), measured)
 
 
 def run_model(

@@ -135,3 +135,15 @@ def test_latency_rejects_bad_settings():
         measure_latency(model, runs=0)
     with pytest.raises(ValueError, match="threads must be a positive integer"):
         measure_latency(model, threads=0)
+
+
+def test_complexity_comes_from_the_model_view():
+    from pyprune.evaluate import complexity
+
+    model = load(_model())
+    figures = complexity(model)
+    assert figures.params == 4 * 3 * 3 * 3 + 4 * 2 == model.params()
+    assert figures.nonzeros == model.nonzeros() and figures.macs == model.macs() > 0
+    assert figures.file_size == model.file_size() and figures.latency is None
+    timed = complexity(model, latency=True, batch_size=2, threads=1, warmup=1, runs=3)
+    assert timed.latency is not None and timed.latency.batch_size == 2
