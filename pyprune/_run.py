@@ -1,0 +1,273 @@
+"""What the ``prune`` command, recipes and the demo share: read inputs, prune, save, report.
+
+Everything here is a thin layer over :func:`pyprune.prune`; it adds what a command line needs
+around it: files instead of objects, checks before any work starts, a one-screen summary, and the
+rule that the best model is always written, even when the target was not reached or the run was
+interrupted.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # heavy imports stay inside the functions so `pyprune --help` stays instant
+    from .data import Dataset
+    from .graph import Model
+
+__all__ = [
+    "GRANULARITIES",
+    "STRATEGIES",
+    "TARGET_KINDS",
+    "DataSource",
+    "PruneOptions",
+    "RunOutcome",
+    "load_model",
+    "load_data",
+    "prune_and_save",
+    "save_model",
+    "format_table",
+]
+
+GRANULARITIES = ("weight", "nm", "channel", "layer")
+STRATEGIES = ("oneshot", "recursive", "greedy", "random")
+TARGET_KINDS = ("sparsity", "params", "macs", "latency")
+DEFAULT_MAX_DROP = 0.01
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """A ``.npz`` file and the key of its labels array (None: no labels)."""
+
+    path: Path
+    labels: str | None = None
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """One pruning run's settings, checked on construction (ValueError/TypeError naming the field)."""
+
+    granularity: str
+    target: tuple[str, float]  # (kind, value), kind in TARGET_KINDS
+    importance: str = "l2"
+    strategy: str = "greedy"
+    max_drop: float | None = DEFAULT_MAX_DROP  # None: no constraint
+    metric: str | None = None  # None: accuracy with labels, agreement without
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _choice("granularity", self.granularity, GRANULARITIES)
+        _choice("strategy", self.strategy, STRATEGIES)
+        kind, value = self.target
+        _choice("target", kind, TARGET_KINDS)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise TypeError(f"{kind!r} must be a number, got {value!r}")
+        if kind == "latency":
+            if value <= 0:
+                raise ValueError(f"'latency' must be a positive number of milliseconds, got {value!r}")
+        elif not 0.0 <= value <= 1.0:
+            raise ValueError(f"{kind!r} must be a fraction between 0 and 1, got {value!r}")
+        if not isinstance(self.importance, str) or not self.importance:
+            raise TypeError(f"'importance' must be a name such as 'l2', got {self.importance!r}")
+        if self.max_drop is not None:
+            if isinstance(self.max_drop, bool) or not isinstance(self.max_drop, (int, float)):
+                raise TypeError(f"'max_drop' must be a number, got {self.max_drop!r}")
+            if not self.max_drop >= 0:
+                raise ValueError(f"'max_drop' must be a non-negative number, got {self.max_drop!r}")
+        if self.metric is not None:
+            from . import metrics
+
+            if not isinstance(self.metric, str):
+                raise TypeError(f"'metric' must be a metric name, got {self.metric!r}")
+            metrics.get(self.metric)  # raises ValueError listing the known names
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise TypeError(f"'seed' must be an integer, got {self.seed!r}")
+
+    def describe(self) -> str:
+        kind, value = self.target
+        goal = f"{value:g} ms latency" if kind == "latency" else f"{kind} {value:g}"
+        drop = "no constraint" if self.max_drop is None else f"max drop {self.max_drop:g}"
+        return (f"{self.granularity} by {self.importance}, {self.strategy} search to {goal}, "
+                f"{drop}")
+
+    def make_target(self) -> Any:
+        from . import targets
+
+        kind, value = self.target
+        cls = {"sparsity": targets.Sparsity, "params": targets.Params, "macs": targets.MACs,
+               "latency": targets.Latency}[kind]
+        return cls(value)
+
+
+@dataclass
+class RunOutcome:
+    """One pruning run as the command line sees it."""
+
+    model: Model
+    result: Any  # pyprune.PruneResult
+    met: bool
+    interrupted: bool
+    metric_text: str
+    params: int
+    macs: int
+    output: Path | None = None
+    report: Path | None = None
+
+
+def _choice(field: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{field!r} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs
+
+
+def load_model(path: str | Path) -> Model:
+    from .graph import load
+
+    return load(path)
+
+
+def load_data(source: DataSource, model: Model, *, quiet: bool = False) -> Dataset:
+    """Read ``source`` and keep the arrays ``model`` takes, so one file can also carry other
+    arrays (a test split, ...). Missing inputs, wrong shapes or dtypes raise DataError here,
+    before any pruning starts."""
+    from .data import Dataset, input_specs
+
+    data = Dataset.from_npz(source.path, labels_key=source.labels)
+    arrays = data.arrays
+    wanted = {spec.name for spec in input_specs(model)}
+    extra = sorted(set(arrays) - wanted)
+    if extra and wanted <= set(arrays):
+        if not quiet:
+            print(f"note: {source.path}: ignoring arrays {', '.join(extra)} (not inputs of the model)",
+                  file=sys.stderr)
+        data = Dataset({k: arrays[k] for k in wanted}, data.labels, source=data.source)
+    return data.bind(model)
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+
+
+def prune_and_save(
+    model: Model,
+    data: Dataset | None,
+    options: PruneOptions,
+    *,
+    output: Path | None,
+    report: Path | None = None,
+    threads: int | None = None,
+    quiet: bool = False,
+    overwrite_input: bool = False,
+    original_path: Path | None = None,
+) -> RunOutcome:
+    """Prune ``model`` as ``options`` say; write the result to ``output`` and the report to
+    ``report`` (either may be None). The best model found is written even when the target was not
+    reached or the run was interrupted."""
+    from ._prune import prune
+
+    result = prune(
+        model,
+        data,
+        granularity=options.granularity,
+        importance=options.importance,
+        strategy=options.strategy,
+        target=options.make_target(),
+        max_drop=options.max_drop,
+        metric=options.metric,
+        seed=options.seed,
+        threads=threads,
+        quiet=quiet,
+    )
+    outcome = RunOutcome(
+        model=result.model,
+        result=result,
+        met=bool(getattr(result, "met", True)),
+        interrupted=bool(getattr(result, "interrupted", False)),
+        metric_text=_metric_text(result),
+        params=result.model.params(),
+        macs=result.model.macs(),
+    )
+    if output is not None:
+        outcome.output = save_model(result.model, output, overwrite_input=overwrite_input)
+    if report is not None:
+        outcome.report = write_report(result, report)
+    return outcome
+
+
+def save_model(model: Model, path: Path, *, overwrite_input: bool = False) -> Path:
+    """Save atomically, creating the folder; the input model is refused unless asked."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return model.save(path, overwrite_input=overwrite_input)
+
+
+def write_report(result: Any, directory: Path) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    result.report.write(directory)
+    return directory
+
+
+def _metric_text(result: Any) -> str:
+    return str(getattr(result, "metric", "-"))
+
+
+# ---------------------------------------------------------------------------------------------
+# output
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    """A plain-text table with aligned columns (numbers right-aligned)."""
+    cells = [header] + rows
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+
+    def numeric(text: str) -> bool:
+        return bool(text) and (text[0].isdigit() or text[0] in "+-.") and text not in "-"
+
+    lines = []
+    for r, row in enumerate(cells):
+        parts = [c.rjust(w) if r and numeric(c) else c.ljust(w) for c, w in zip(row, widths)]
+        lines.append("  ".join(parts).rstrip())
+        if r == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_outcome(outcome: RunOutcome) -> str:
+    """What a finished run prints: the report's summary and where the files went."""
+    lines = [str(outcome.result.report)]
+    if outcome.output is not None:
+        lines.append(f"pruned model: {outcome.output}")
+    if outcome.report is not None:
+        lines.append(f"report: {outcome.report}")
+    return "\n".join(lines)
+
+
+def run_sensitivity(
+    model: Model,
+    data: Dataset,
+    *,
+    metric: str | None = None,
+    granularity: str = "channel",
+    importance: str = "l2",
+    report: Path | None = None,
+    threads: int | None = None,
+    quiet: bool = False,
+) -> Any:
+    """Sensitivity analysis of every group (or layer): print the table, write it with the plot."""
+    from .search.sensitivity import sensitivity
+
+    result = sensitivity(model, data, metric=metric, granularity=granularity,
+                         importance=importance, threads=threads, quiet=quiet)
+    if report is not None:
+        Path(report).mkdir(parents=True, exist_ok=True)
+        result.write(report)
+    if not quiet:
+        print(result)
+    return result

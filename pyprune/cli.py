@@ -1,0 +1,413 @@
+"""The ``pyprune`` command: inspect, prune, sensitivity, bench, run and demo.
+
+Exit codes (the same for every command):
+
+* ``0`` — success;
+* ``1`` — the target could not be reached under the constraint; the best model found is still
+  saved and reported;
+* ``2`` — bad usage or bad input (unknown flag, unreadable model, data that does not fit): one line
+  ``pyprune: error: ...`` on stderr, no traceback unless ``--debug``;
+* ``3`` — an unexpected internal error (rerun with ``--debug`` for the traceback);
+* ``130`` — interrupted with Ctrl-C before anything could be saved.
+
+Heavy imports (onnxruntime, the graph analysis) happen inside the commands, so ``--help`` stays
+instant and a broken optional piece cannot break the whole command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from ._run import GRANULARITIES, STRATEGIES, TARGET_KINDS, format_outcome
+from .errors import PyPruneError
+
+__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_NOT_MET", "EXIT_BAD_INPUT", "EXIT_INTERNAL"]
+
+EXIT_OK = 0
+EXIT_NOT_MET = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+
+
+
+class UsageError(PyPruneError, ValueError):
+    """A command-line request that parses but makes no sense (e.g. output equal to the input)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"pyprune: error: {message} (see '{self.prog} --help')\n")
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show defaults next to options and keep the examples' line breaks.
+
+    Unset defaults (None, False) are not shown: "(default: None)" says nothing, and options whose
+    default depends on other flags describe it in their own help text.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _describe(text: str) -> str:
+    """Wrap a description (the formatter keeps line breaks, for the examples in the epilog)."""
+    return textwrap.fill(" ".join(text.split()), width=88)
+
+
+def _examples(*lines: str) -> str:
+    return "example:\n" + textwrap.indent("\n".join(lines), "  ")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0.0:  # also rejects NaN
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    return value
+
+
+def _ratio(text: str) -> float:
+    value = _non_negative_float(text)
+    if value > 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
+    return value
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """Options every command takes (a parent parser, so they may follow the command name)."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("general options")
+    group.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                       help="threads for ONNX Runtime and the C++ core (default: all cores)")
+    group.add_argument("--quiet", action="store_true", help="no progress bars or tables, errors only")
+    group.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    return common
+
+
+def _data_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    group = parser.add_argument_group("data and metric")
+    group.add_argument("--data", type=Path, metavar="FILE.npz", required=required, default=None,
+                       help="arrays keyed by the model's input names (plus labels, see --labels)")
+    group.add_argument("--labels", metavar="KEY", default=None,
+                       help="key of the labels array in the data file; without labels the "
+                            "metric is fidelity to the original model")
+    group.add_argument("--metric", default=None, metavar="NAME",
+                       help="how the model is judged: accuracy, f1, agreement, cosine, topK, kl, "
+                            "mse (default: accuracy with labels, else agreement with the "
+                            "original model)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``pyprune`` command (exposed for documentation and tests)."""
+    from . import __version__
+
+    common = _common_options()
+    parser = _Parser(
+        prog="pyprune",
+        description=_describe("Prune ONNX models (weights, channels/neurons, layers), judged in ONNX Runtime."),
+        formatter_class=_Formatter,
+        epilog=_examples("pyprune demo",
+                         "pyprune inspect model.onnx",
+                         "pyprune prune model.onnx -o small.onnx --macs 0.5 --data calib.npz "
+                         "--labels y --max-drop 0.01"),
+    )
+    parser.add_argument("--version", action="version", version=f"pyprune {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    # inspect -----------------------------------------------------------------------------------
+    p = commands.add_parser(
+        "inspect", parents=[common], formatter_class=_Formatter,
+        help="list the prunable groups and layers of a model, with totals",
+        description=_describe("Show what can be pruned in MODEL: every channel/neuron group and removable "
+                    "layer with its size, MACs, parameters and, when frozen, the reason; plus "
+                    "model totals (params, non-zeros, MACs, file size)."),
+        epilog=_examples("pyprune inspect model.onnx", "pyprune inspect model.onnx --json > groups.json"),
+    )
+    p.add_argument("model", type=Path, metavar="MODEL", help="ONNX model file")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
+    p.set_defaults(run=_cmd_inspect)
+
+    # prune -------------------------------------------------------------------------------------
+    p = commands.add_parser(
+        "prune", parents=[common], formatter_class=_Formatter,
+        help="prune a model to a target under a metric constraint",
+        description=_describe("Prune MODEL to a target (sparsity, params or MACs ratio, or latency) while the "
+                    "metric drops at most --max-drop, and write the smaller model to OUT. Exit "
+                    "code 1 means the target was not reached; the best model found is still written."),
+        epilog=_examples(
+            "pyprune prune model.onnx -o small.onnx --macs 0.5 --data calib.npz --labels y",
+            "pyprune prune model.onnx -o sparse.onnx --granularity weight --sparsity 0.7",
+            "pyprune prune model.onnx -o fast.onnx --latency 2.5 --data calib.npz --report report/",
+        ),
+    )
+    p.add_argument("model", type=Path, metavar="MODEL", help="ONNX model file (never modified "
+                   "unless --in-place)")
+    out = p.add_argument_group("output")
+    out.add_argument("-o", "--output", type=Path, metavar="OUT", default=None,
+                     help="where to write the pruned model (required unless --in-place)")
+    out.add_argument("--in-place", action="store_true", help="overwrite MODEL with the pruned model")
+    out.add_argument("--report", type=Path, metavar="DIR", default=None,
+                     help="write a report (Markdown, JSON, plot) to this directory")
+    how = p.add_argument_group("what to prune and how")
+    how.add_argument("--granularity", choices=GRANULARITIES, default="channel",
+                     help="weights (unstructured), nm (2:4 weights), channels/neurons, or layers")
+    how.add_argument("--importance", default="l2", metavar="NAME",
+                     help="importance score: l1, l2, linf, fpgm, random, or an activation-aware "
+                          "one (see pyprune.prune)")
+    how.add_argument("--strategy", choices=STRATEGIES, default="greedy",
+                     help="search loop")
+    how.add_argument("--seed", type=int, default=0, metavar="N", help="seed for random choices")
+    target = p.add_argument_group("target (exactly one)").add_mutually_exclusive_group(required=True)
+    target.add_argument("--sparsity", type=_ratio, metavar="F", help="fraction of prunable weights to zero")
+    target.add_argument("--params", type=_ratio, metavar="F", help="keep this fraction of the parameters")
+    target.add_argument("--macs", type=_ratio, metavar="F", help="keep this fraction of the MACs")
+    target.add_argument("--latency", type=_non_negative_float, metavar="MS",
+                        help="reach this latency (milliseconds, measured here with ONNX Runtime)")
+    _data_options(p, required=False)
+    p.add_argument("--max-drop", type=_non_negative_float, metavar="F", default=0.01,
+                   help="largest allowed drop of the metric from the original (absolute, e.g. "
+                        "0.01 = one point of accuracy)")
+    p.set_defaults(run=_cmd_prune)
+
+    # sensitivity -------------------------------------------------------------------------------
+    p = commands.add_parser(
+        "sensitivity", parents=[common], formatter_class=_Formatter,
+        help="metric of each group/layer pruned alone at several ratios",
+        description=_describe("For each prunable group (or layer), prune it alone at several ratios and "
+                    "measure the metric; prints a table and optionally writes it with a plot."),
+        epilog=_examples("pyprune sensitivity model.onnx --data calib.npz --labels y --report sens/"),
+    )
+    p.add_argument("model", type=Path, metavar="MODEL", help="ONNX model file")
+    _data_options(p, required=True)
+    p.add_argument("--granularity", choices=("channel", "layer"), default="channel",
+                   help="analyse channel/neuron groups or whole layers")
+    p.add_argument("--importance", default="l2", metavar="NAME", help="importance score")
+    p.add_argument("--report", type=Path, metavar="DIR", default=None,
+                   help="write the table (Markdown, JSON) and the plot to this directory")
+    p.set_defaults(run=_cmd_sensitivity)
+
+    # bench -------------------------------------------------------------------------------------
+    p = commands.add_parser(
+        "bench", parents=[common], formatter_class=_Formatter,
+        help="params, non-zeros, MACs, size and latency of one or two models side by side",
+        description=_describe("Measure MODEL (and OTHER, side by side with ratios): parameters, non-zero "
+                    "parameters, MACs, file size and ONNX Runtime latency (median and IQR). With "
+                    "--data, latency uses a real batch and the metric is reported too."),
+        epilog=_examples("pyprune bench model.onnx small.onnx --data calib.npz --labels y"),
+    )
+    p.add_argument("model", type=Path, metavar="MODEL", help="ONNX model file")
+    p.add_argument("other", type=Path, metavar="OTHER", nargs="?", default=None,
+                   help="a second model (e.g. the pruned one) to compare against MODEL")
+    _data_options(p, required=False)
+    p.add_argument("--runs", type=_positive_int, default=50, metavar="N", help="timed runs per model")
+    p.add_argument("--batch", type=_positive_int, default=1, metavar="N",
+                   help="batch size for latency (where the model's batch dimension is free)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
+    p.set_defaults(run=_cmd_bench)
+
+    # run ---------------------------------------------------------------------------------------
+    p = commands.add_parser(
+        "run", parents=[common], formatter_class=_Formatter,
+        help="run a pruning pipeline described in a TOML recipe",
+        description=_describe("Run the steps of RECIPE (e.g. channels greedily to 60% MACs, then 2:4 "
+                    "weights), writing each step's model and report where the recipe says. Paths "
+                    "in the recipe are relative to the recipe file."),
+        epilog=_examples("pyprune run examples/recipe.toml"),
+    )
+    p.add_argument("recipe", type=Path, metavar="RECIPE.toml", help="recipe file")
+    p.set_defaults(run=_cmd_run)
+
+    # demo --------------------------------------------------------------------------------------
+    p = commands.add_parser(
+        "demo", parents=[common], formatter_class=_Formatter,
+        help="prune the bundled digits classifier with three search strategies",
+        description=_describe("Prune the small digits classifier shipped with pyprune with recursive, greedy "
+                    "and random search to a MACs target under a one-point accuracy constraint, "
+                    "print a comparison table, and write the pruned models and a report."),
+        epilog=_examples("pyprune demo", "pyprune demo --out /tmp/demo --quick"),
+    )
+    p.add_argument("--out", type=Path, metavar="DIR", default=Path("pyprune-demo"),
+                   help="directory for the pruned models and the report")
+    p.add_argument("--quick", action="store_true", help="a faster, smaller run (fewer evaluations)")
+    p.set_defaults(run=_cmd_demo)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
+
+
+def _setup(args: argparse.Namespace) -> None:
+    if args.threads is not None:
+        from . import core
+
+        core.set_num_threads(args.threads)
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from .graph import load
+
+    model = load(args.model)
+    from .graph._inspect import format_inspect, inspect_model
+
+    info = inspect_model(model)
+    print(json.dumps(info, indent=2) if args.json else format_inspect(info))
+    return EXIT_OK
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    from ._run import DataSource, PruneOptions, load_data, load_model, prune_and_save
+
+    output = _output_path(args.model, args.output, in_place=args.in_place)
+    if args.labels is not None and args.data is None:
+        raise UsageError("--labels needs --data")
+    (kind, value), = ((k, getattr(args, k)) for k in TARGET_KINDS if getattr(args, k) is not None)
+    options = PruneOptions(granularity=args.granularity, target=(kind, value),
+                           importance=args.importance, strategy=args.strategy,
+                           max_drop=args.max_drop, metric=args.metric, seed=args.seed)
+    model = load_model(args.model)
+    data = None
+    if args.data is not None:
+        data = load_data(DataSource(args.data, args.labels), model, quiet=args.quiet)
+    outcome = prune_and_save(model, data, options, output=output, report=args.report,
+                             threads=args.threads, quiet=args.quiet, overwrite_input=args.in_place)
+    if not args.quiet:
+        print(format_outcome(outcome))
+    if not outcome.met:
+        sys.stderr.write(f"pyprune: target not reached: {outcome.shortfall}; the best model found "
+                         f"was written to {outcome.output}\n")
+        return EXIT_NOT_MET
+    return EXIT_OK
+
+
+def _cmd_sensitivity(args: argparse.Namespace) -> int:
+    from ._run import DataSource, load_data, load_model, run_sensitivity
+
+    model = load_model(args.model)
+    data = load_data(DataSource(args.data, args.labels), model, quiet=args.quiet)
+    run_sensitivity(model, data, metric=args.metric, granularity=args.granularity,
+                    importance=args.importance, report=args.report, threads=args.threads,
+                    quiet=args.quiet)
+    return EXIT_OK
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from ._bench import bench_models, format_bench
+
+    if args.other is not None and _same_file(args.model, args.other):
+        raise UsageError(f"MODEL and OTHER are the same file: {args.other}")
+    results = bench_models(args.model, args.other, data=args.data, labels=args.labels,
+                           metric=args.metric, runs=args.runs, batch=args.batch,
+                           threads=args.threads)
+    if args.json:
+        import json
+
+        print(json.dumps(results, indent=2))
+    else:
+        print(format_bench(results))
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ._recipe import load_recipe, run_recipe
+
+    recipe = load_recipe(args.recipe)
+    outcome = run_recipe(recipe, threads=args.threads, quiet=args.quiet)
+    return EXIT_OK if outcome.met else EXIT_NOT_MET
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    outcome = run_demo(args.out, quick=args.quick, threads=args.threads, quiet=args.quiet)
+    return EXIT_OK if outcome.met else EXIT_NOT_MET
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and a.samefile(b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def _output_path(model: Path, output: Path | None, *, in_place: bool) -> Path:
+    """Where the pruned model goes; refuses to overwrite the input unless ``--in-place``."""
+    if in_place:
+        if output is not None and not _same_file(model, output) and output.resolve() != model.resolve():
+            raise UsageError("--in-place writes to MODEL itself; do not also give -o/--output")
+        return model
+    if output is None:
+        raise UsageError("missing -o/--output OUT (or pass --in-place to overwrite MODEL)")
+    if output.resolve() == model.resolve() or _same_file(model, output):
+        raise UsageError(f"output {output} is the input model; pass --in-place to overwrite it")
+    if output.is_dir():
+        raise UsageError(f"output {output} is a directory; give a file name such as {output / model.name}")
+    return output
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``pyprune`` command line with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors
+        return int(exc.code or 0) if isinstance(exc.code, int) or exc.code is None else EXIT_BAD_INPUT
+    try:
+        _setup(args)
+        return args.run(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        sys.stderr.write("pyprune: interrupted\n")
+        return EXIT_INTERRUPTED
+    except (PyPruneError, ValueError, TypeError, OSError) as exc:
+        if args.debug:
+            raise
+        sys.stderr.write(f"pyprune: error: {_one_line(exc)}\n")
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # a bug, not bad input: say so, keep the terminal readable
+        if args.debug:
+            raise
+        sys.stderr.write(f"pyprune: internal error: {type(exc).__name__}: {_one_line(exc)} "
+                         "(rerun with --debug for the traceback)\n")
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

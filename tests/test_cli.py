@@ -1,0 +1,266 @@
+"""The ``pyprune`` command end to end, run as users run it: the installed console script.
+
+Every command's success path, every exit code (0 success, 1 target not reached with the best
+model still written, 2 bad usage or bad input), ``--help`` everywhere, and the promises around
+files: the input is never modified, and nothing is written when the command fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from pyprune.cli import main
+
+COMMANDS = ("inspect", "prune", "sensitivity", "bench", "run", "demo")
+
+
+def _pyprune_command() -> list[str]:
+    """The console script installed next to this interpreter (how users run pyprune)."""
+    beside = Path(sys.executable).with_name("pyprune")
+    if beside.is_file():
+        return [str(beside)]
+    found = shutil.which("pyprune")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "import sys; from pyprune.cli import main; sys.exit(main())"]
+
+
+PYPRUNE = _pyprune_command()
+
+
+def pyprune(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(PYPRUNE + [str(a) for a in args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def assert_usage_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """Exit code 2 and exactly one line on stderr, `pyprune: error: ...`, no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("pyprune: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *args: object) -> subprocess.CompletedProcess[str]:
+    """``main()`` in-process, for the long matrices of bad input (each case through the console
+    script would cost a second of interpreter start-up); the console script runs a case of each."""
+    argv = [str(a) for a in args]
+    code = main(argv)
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, code, captured.out, captured.err)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# -- models and data built in code ------------------------------------------------------------
+
+
+def make_mlp(path: Path, sizes: tuple[int, ...] = (8, 16, 12, 4), seed: int = 0) -> Path:
+    """Gemm -> Relu -> ... -> Gemm -> Softmax with a symbolic batch; two prunable hidden layers."""
+    rng = np.random.default_rng(seed)
+    nodes, inits, x = [], [], "input"
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        inits.append(numpy_helper.from_array((rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32), f"w{i}"))
+        inits.append(numpy_helper.from_array((rng.standard_normal(b) * 0.1).astype(np.float32), f"b{i}"))
+        nodes.append(helper.make_node("Gemm", [x, f"w{i}", f"b{i}"], [f"h{i}"], name=f"fc{i}"))
+        x = f"h{i}"
+        if i < len(sizes) - 2:
+            nodes.append(helper.make_node("Relu", [x], [f"r{i}"], name=f"relu{i}"))
+            x = f"r{i}"
+    nodes.append(helper.make_node("Softmax", [x], ["probabilities"], axis=1, name="softmax"))
+    graph = helper.make_graph(
+        nodes, "mlp",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", sizes[0]])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", sizes[-1]])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
+
+
+def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A model, a second smaller one, data labelled by the model itself, and broken inputs."""
+    root = tmp_path_factory.mktemp("cli")
+    model = make_mlp(root / "model.onnx")
+    small = make_mlp(root / "small.onnx", sizes=(8, 10, 6, 4), seed=1)
+    x = np.random.default_rng(2).standard_normal((96, 8)).astype(np.float32)
+    labels = run_onnx(model, x).argmax(axis=1)  # the unpruned model scores 100%
+    np.savez(root / "data.npz", input=x, label=labels)
+    np.savez(root / "wrong_name.npz", pixels=x, label=labels)
+    np.savez(root / "wrong_shape.npz", input=x[:, :5], label=labels)
+    np.savez(root / "wrong_dtype.npz", input=x.astype(np.int32), label=labels)
+    (root / "not_npz.npz").write_text("not a numpy archive")
+    (root / "garbage.onnx").write_bytes(b"\x00\x01 definitely not a protobuf" * 10)
+    return {"root": root, "model": model, "small": small, "data": root / "data.npz"}
+
+
+# -- help and usage ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ("",) + COMMANDS)
+def test_help_shows_usage_defaults_and_an_example(command: str) -> None:
+    proc = pyprune(*([command] if command else []), "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"usage: pyprune {command}".rstrip())
+    assert "example:" in proc.stdout
+    text = " ".join(proc.stdout.split())  # help wraps lines
+    if command == "prune":
+        assert "(default: greedy)" in text and "(default: 0.01)" in text
+    if command == "demo":
+        assert "(default: pyprune-demo)" in text
+
+
+def test_version() -> None:
+    proc = pyprune("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("pyprune ")
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        ((), "COMMAND"),
+        (("frobnicate",), "invalid choice"),
+        (("inspect",), "MODEL"),
+        (("prune", "{model}", "-o", "{out}"), "one of the arguments --sparsity --params --macs --latency"),
+        (("prune", "{model}", "-o", "{out}", "--macs", "0.5", "--params", "0.5"), "not allowed with"),
+        (("prune", "{model}", "-o", "{out}", "--macs", "1.5"), "between 0 and 1"),
+        (("prune", "{model}", "-o", "{out}", "--macs", "0.5", "--strategy", "best"), "invalid choice"),
+        (("prune", "{model}", "-o", "{out}", "--macs", "0.5", "--threads", "0"), "positive integer"),
+        (("prune", "{model}", "-o", "{out}", "--macs", "0.5", "--bogus"), "unrecognized arguments"),
+        (("bench", "{model}", "--runs", "many"), "positive integer"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line(
+    files: dict[str, Path], args: tuple[str, ...], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = files["root"] / "never.onnx"
+    assert_usage_error(run_main(capsys, *(a.format(model=files["model"], out=out) for a in args)), needle)
+    assert not out.exists()
+
+
+def test_bad_flag_through_the_console_script(files: dict[str, Path]) -> None:
+    assert_usage_error(pyprune("prune", files["model"], "-o", files["root"] / "x.onnx"), "--macs")
+
+
+# -- bad files --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["inspect", "bench", "prune", "sensitivity"])
+@pytest.mark.parametrize("name", ["does_not_exist.onnx", "garbage.onnx"])
+def test_missing_and_corrupt_models_exit_2(
+    files: dict[str, Path], command: str, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = files["root"] / "never.onnx"
+    extra = {"prune": ["-o", out, "--macs", "0.5"], "sensitivity": ["--data", files["data"]]}
+    assert_usage_error(run_main(capsys, command, files["root"] / name, *extra.get(command, [])), name)
+    assert not out.exists()
+
+
+def test_corrupt_model_through_the_console_script(files: dict[str, Path]) -> None:
+    out = files["root"] / "never.onnx"
+    proc = pyprune("prune", files["root"] / "garbage.onnx", "-o", out, "--macs", "0.5")
+    assert_usage_error(proc, "garbage.onnx", "not a valid ONNX model")
+    assert not out.exists()
+
+
+def test_debug_shows_the_traceback(files: dict[str, Path]) -> None:
+    proc = pyprune("inspect", files["root"] / "garbage.onnx", "--debug")
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr and "ModelLoadError" in proc.stderr
+
+
+# -- bench --------------------------------------------------------------------------------------
+
+
+def _expected_params(path: Path) -> int:
+    return sum(int(np.prod(t.dims)) for t in onnx.load(path).graph.initializer)
+
+
+def test_bench_one_model(files: dict[str, Path]) -> None:
+    proc = pyprune("bench", files["model"], "--runs", "3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    (entry,) = result["models"]
+    assert entry["params"] == entry["nonzeros"] == _expected_params(files["model"])
+    assert entry["macs"] == 8 * 16 + 16 * 12 + 12 * 4
+    assert entry["latency_ms"] > 0 and "ratios" not in result and "metric" not in result
+
+
+def test_bench_two_models_side_by_side_with_the_metric(files: dict[str, Path]) -> None:
+    proc = pyprune("bench", files["model"], files["small"], "--data", files["data"],
+                   "--labels", "label", "--runs", "3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    first, second = result["models"]
+    assert second["params"] == _expected_params(files["small"])
+    assert result["ratios"]["params"] == pytest.approx(second["params"] / first["params"])
+    assert result["ratios"]["macs"] == pytest.approx((8 * 10 + 10 * 6 + 6 * 4) / (8 * 16 + 16 * 12 + 12 * 4))
+    assert result["metric"] == "accuracy"
+    assert first["metric"] == 1.0  # the labels are the first model's own predictions
+    x, labels = (np.load(files["data"])[k] for k in ("input", "label"))
+    assert second["metric"] == pytest.approx(float((run_onnx(files["small"], x).argmax(1) == labels).mean()))
+
+
+def test_bench_table_and_fidelity_without_labels(files: dict[str, Path]) -> None:
+    proc = pyprune("bench", files["model"], files["small"], "--data", files["data"], "--runs", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert "MACs" in proc.stdout and "ratio" in proc.stdout and "agreement" in proc.stdout
+    assert "ignoring arrays label" not in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "data, labels, needle",
+    [
+        ("wrong_name.npz", "label", "missing input 'input'"),
+        ("wrong_shape.npz", "label", "input"),
+        ("wrong_dtype.npz", "label", "input"),
+        ("not_npz.npz", "label", "not_npz.npz"),
+        ("data.npz", "nolabels", "no labels array 'nolabels'"),
+        ("absent.npz", "label", "absent.npz"),
+    ],
+)
+def test_bad_data_exits_2_before_any_work(
+    files: dict[str, Path], data: str, labels: str, needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = files["root"] / "never.onnx"
+    for args in (("bench", files["model"]), ("prune", files["model"], "-o", out, "--macs", "0.5")):
+        proc = run_main(capsys, *args, "--data", files["root"] / data, "--labels", labels)
+        assert_usage_error(proc, needle)
+    assert not out.exists()
+
+
+def test_bad_data_through_the_console_script(files: dict[str, Path]) -> None:
+    out = files["root"] / "never.onnx"
+    proc = pyprune("prune", files["model"], "-o", out, "--macs", "0.5",
+                   "--data", files["root"] / "wrong_shape.npz", "--labels", "label")
+    assert_usage_error(proc, "input")
+    assert not out.exists()
+
+
+def test_bench_refuses_comparing_a_file_with_itself(files: dict[str, Path]) -> None:
+    assert_usage_error(pyprune("bench", files["model"], files["model"]), "same file")
