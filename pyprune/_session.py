@@ -1,8 +1,9 @@
 """One ONNX Runtime session that judges every candidate of a search ("mask to search").
 
 The model is edited once: a ``Mul`` by a fed-in mask on every edge where a group's channels enter a
-consumer (and, on request, an ``Add`` of a fed-in shift), a scalar gate on every layer's gate edge,
-and the weights a search may change exposed as overridable inputs. A candidate is then only a set
+consumer (and, on request, an ``Add`` of a fed-in shift), a scalar gate input per layer (placed by
+the graph layer's own :func:`~pyprune.graph._layers.gate_layers`, the oracle of layer removal), and
+the weights a search may change exposed as overridable inputs. A candidate is then only a set
 of feeds; weights stay constants wherever they are not overridden, so ONNX Runtime keeps its
 constant-weight optimisations and a structured candidate costs about one plain inference.
 """
@@ -24,6 +25,7 @@ from . import metrics as _metrics
 from .data import Batch, Dataset, ModelLike, as_model
 from .errors import DataError
 from .graph import Group, Layer, MaskPoint, Model
+from .graph._layers import gate_layers
 
 __all__ = ["MaskedSession", "Check", "EdgeKey", "edge_key", "session_options", "run_batches"]
 
@@ -103,17 +105,14 @@ class _Edge:
     tensor: str
     axis: int
     rank: int
-    size: int  # channels along axis; 0 for a scalar-only edge (layer gates alone)
+    size: int  # channels along axis
     dtype: np.dtype
     mask_input: str
     shift_input: str | None = None
     owners: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (group id, index)
-    gates: list[str] = field(default_factory=list)  # layer ids gated on this edge
 
     @property
     def mask_shape(self) -> list[int]:
-        if self.size == 0:
-            return []  # a scalar broadcasts against any tensor
         shape = [1] * self.rank
         shape[self.axis] = self.size
         return shape
@@ -126,8 +125,9 @@ class MaskedSession:
     """Evaluate pruning candidates of ``model`` on ``dataset`` inside one ONNX Runtime session.
 
     ``groups`` (:class:`~pyprune.graph.Group`): channels/neurons to mask, one ``Mul`` per distinct
-    mask-point edge. ``layers`` (:class:`~pyprune.graph.Layer`): a scalar gate on each layer's gate
-    edge. ``weights``: initializer names made overridable (each costs the runtime its
+    mask-point edge. ``layers`` (:class:`~pyprune.graph.Layer`): a scalar gate each (1 keeps the
+    layer, 0 equals removing it: a residual branch is multiplied by it, a path's output blended
+    back to its input). ``weights``: initializer names made overridable (each costs the runtime its
     constant-weight optimisations for that weight, so expose only what the search changes).
     ``affine``: extra :class:`~pyprune.graph.MaskPoint` edges (any consumer input: a mask point,
     a BatchNormalization input, ...) that also get a per-channel ``scale`` and ``shift`` input,
@@ -157,8 +157,7 @@ class MaskedSession:
         self._layers = {layer.id: layer for layer in layers}
         self._weights = list(dict.fromkeys(weights))
         self._edges: dict[EdgeKey, _Edge] = {}
-        self._group_edges: dict[str, list[_Edge]] = {}
-        self._layer_edges: dict[str, _Edge] = {}
+        self._gates: dict[str, tuple[str, np.dtype]] = {}  # layer id -> (gate input, dtype)
         self._weight_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._reference = None if reference is None else [np.asarray(r) for r in reference]
         proto = self._build(list(affine))
@@ -170,6 +169,7 @@ class MaskedSession:
     def _edge(self, point: MaskPoint, used: set[str]) -> _Edge:
         key = edge_key(point)
         edge = self._edges.get(key)
+        size = len(point.index)
         if edge is None:
             try:
                 node = self.model.node(point.node)
@@ -179,45 +179,39 @@ class MaskedSession:
                 raise ValueError(
                     f"mask point: input {point.input_index} of node {point.node!r} is not {point.tensor!r}"
                 )
+            if not 0 <= point.axis < point.rank:
+                raise ValueError(f"mask point on {key}: axis {point.axis} is outside rank {point.rank}")
             elem = self.model.elem_type(point.tensor)
             dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem)) if elem else np.dtype(np.float32)
-            edge = _Edge(key, point.tensor, int(point.axis), int(point.rank), 0, dtype, _fresh("mask", used))
+            edge = _Edge(key, point.tensor, int(point.axis), int(point.rank), size, dtype, _fresh("mask", used))
             self._edges[key] = edge
-        return edge
-
-    def _widen(self, edge: _Edge, point: MaskPoint) -> None:
-        """Make ``edge`` carry a per-channel mask along ``point``'s axis."""
-        size = len(point.index)
-        if edge.size and (edge.size, edge.axis) != (size, int(point.axis)):
+        elif (edge.size, edge.axis) != (size, int(point.axis)):
             raise ValueError(
-                f"edge {edge.key}: mask points disagree on its channel axis/size "
+                f"edge {key}: mask points disagree on its channel axis/size "
                 f"({edge.axis}/{edge.size} vs {point.axis}/{size})"
             )
-        edge.size, edge.axis, edge.rank = size, int(point.axis), int(point.rank)
+        return edge
 
     def _build(self, affine: list[MaskPoint]) -> onnx.ModelProto:
-        proto = onnx.ModelProto()
-        proto.CopyFrom(self.model.proto)
+        if self._layers:
+            gated, inputs = gate_layers(self.model, list(self._layers))
+            proto = gated.proto
+            for lid, name in inputs.items():
+                elem = gated.elem_type(name) or onnx.TensorProto.FLOAT
+                self._gates[lid] = (name, np.dtype(helper.tensor_dtype_to_np_dtype(elem)))
+        else:
+            proto = onnx.ModelProto()
+            proto.CopyFrom(self.model.proto)
         graph = proto.graph
         used = _names(graph)
         for group in self._groups.values():
-            edges = []
             for point in group.mask_points:
                 index = np.asarray(point.index, dtype=np.int64)
                 if index.ndim != 1 or (index >= group.size).any():
                     raise ValueError(f"group {group.id!r}: mask point index does not fit {group.size} units")
-                edge = self._edge(point, used)
-                self._widen(edge, point)
-                edge.owners.append((group.id, index))
-                edges.append(edge)
-            self._group_edges[group.id] = edges
-        for layer in self._layers.values():
-            edge = self._edge(layer.gate, used)
-            edge.gates.append(layer.id)
-            self._layer_edges[layer.id] = edge
+                self._edge(point, used).owners.append((group.id, index))
         for point in affine:
             edge = self._edge(point, used)
-            self._widen(edge, point)
             if edge.shift_input is None:
                 edge.shift_input = _fresh("shift", used)
 
@@ -227,6 +221,8 @@ class MaskedSession:
         nodes = []
         for node in graph.node:
             for edge in by_node.get(node.name, ()):
+                if node.input[edge.key[1]] != edge.tensor:  # moved by a layer gate
+                    raise ValueError(f"edge {edge.key} is also a layer's gate edge; mask it upstream")
                 elem = helper.np_dtype_to_tensor_dtype(edge.dtype)
                 graph.input.append(helper.make_tensor_value_info(edge.mask_input, elem, edge.mask_shape))
                 value = _fresh("masked", used)
@@ -274,21 +270,21 @@ class MaskedSession:
                 raise ValueError(f"layer {lid!r} is not gated by this session; it gates {sorted(self._layers)}")
         keeps = {gid: self._keep_mask(gid, m) for gid, m in group_masks.items()}
         feed: dict[str, np.ndarray] = {}
+        for lid, (name, dtype) in self._gates.items():
+            feed[name] = np.asarray(layer_gates.get(lid, 1.0), dtype=dtype)
         for edge in self._edges.values():
-            touched = any(g in keeps for g, _ in edge.owners) or any(l in layer_gates for l in edge.gates)
+            touched = any(g in keeps for g, _ in edge.owners)
             if not touched and edge.key not in affine:
                 feed[edge.mask_input] = edge.ones()
                 if edge.shift_input is not None:
                     feed[edge.shift_input] = np.zeros(edge.mask_shape, dtype=edge.dtype)
                 continue
-            vector = np.ones(max(edge.size, 1), dtype=np.float64)
+            vector = np.ones(edge.size, dtype=np.float64)
             for gid, index in edge.owners:
                 keep = keeps.get(gid)
                 if keep is not None:
                     owned = index >= 0
                     vector[owned] *= keep[index[owned]]
-            for lid in edge.gates:
-                vector *= float(layer_gates.get(lid, 1.0))
             shift = np.zeros_like(vector)
             if edge.key in affine:
                 if edge.shift_input is None:
@@ -429,7 +425,7 @@ def _slice_target(target: Any, batch: Batch) -> Any:
 
 
 def _channel_vector(values: Any, edge: _Edge, what: str, default: float) -> np.ndarray:
-    size = max(edge.size, 1)
+    size = edge.size
     if values is None:
         return np.full(size, default)
     v = np.asarray(values, dtype=np.float64).reshape(-1)

@@ -15,7 +15,9 @@ from pyprune import metrics
 from pyprune.data import Dataset
 from pyprune.errors import DataError
 from pyprune.evaluate import Evaluator, MaskedSession, edge_key, run_model
-from pyprune.graph import Group, Layer, MaskPoint, load
+from pyprune.graph import Group, MaskPoint, load
+from pyprune.graph._layer_surgery import remove_layers
+from pyprune.graph._layers import find_layers
 
 RNG = np.random.default_rng(0)
 
@@ -57,12 +59,13 @@ G2 = Group("conv2", "conv2", "Conv", 5, mask_points=[MaskPoint("fc", 0, "f", 1, 
 def concat_model() -> onnx.ModelProto:
     """Two convs (2 and 3 channels) concatenated, then a 1x1 conv and a residual add."""
     nodes = [
-        helper.make_node("Conv", ["x", "Wa"], ["a"], name="conv_a"),
-        helper.make_node("Conv", ["x", "Wb"], ["b"], name="conv_b"),
+        helper.make_node("Abs", ["x"], ["h"], name="abs"),
+        helper.make_node("Conv", ["h", "Wa"], ["a"], name="conv_a"),
+        helper.make_node("Conv", ["h", "Wb"], ["b"], name="conv_b"),
         helper.make_node("Concat", ["a", "b"], ["cat"], name="cat", axis=1),
         helper.make_node("Conv", ["cat", "Wc"], ["c"], name="conv_c"),
         helper.make_node("Relu", ["c"], ["branch"], name="relu"),
-        helper.make_node("Add", ["x", "branch"], ["y"], name="add"),
+        helper.make_node("Add", ["h", "branch"], ["y"], name="add"),
     ]
     return _make(
         nodes,
@@ -74,7 +77,22 @@ def concat_model() -> onnx.ModelProto:
 
 GA = Group("a", "conv_a", "Conv", 2, mask_points=[MaskPoint("conv_c", 0, "cat", 1, 4, np.array([0, 1, -1, -1, -1]))])
 GB = Group("b", "conv_b", "Conv", 3, mask_points=[MaskPoint("conv_c", 0, "cat", 1, 4, np.array([-1, -1, 0, 1, 2]))])
-BRANCH = Layer("branch", "residual", ["conv_a", "conv_b", "cat", "conv_c", "relu"], MaskPoint("add", 1, "branch", 1, 4, np.arange(3)), ("x", "y"))
+
+
+def path_model() -> onnx.ModelProto:
+    """x[N,4,3,3] -> Conv(4) -> Relu -> Conv(4) -> Relu: two shape-preserving path layers."""
+    nodes = [
+        helper.make_node("Conv", ["x", "W1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "W2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["y"], name="relu2"),
+    ]
+    return _make(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 3, 3])],
+        [_init("W1", (4, 4, 3, 3)), _init("W2", (4, 4, 3, 3))],
+    )
 
 
 def ort_run(proto: onnx.ModelProto, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -211,16 +229,17 @@ def test_candidate_errors_name_the_problem(chain_session):
 
 def test_shared_edge_layer_gate_and_affine():
     model = load(concat_model())
+    (branch,) = [layer for layer in find_layers(model) if layer.kind == "residual"]
     x = RNG.normal(size=(5, 3, 4, 4)).astype(np.float32)
     bn_edge = MaskPoint("relu", 0, "c", 1, 4, np.arange(3))  # e.g. where a BN re-estimate would go
-    session = MaskedSession(model, Dataset(x), groups=[GA, GB], layers=[BRANCH], affine=[GA.mask_points[0], bn_edge], batch_size=2)
-    assert len(session.edges) == 3  # the Concat edge is shared by both groups
+    session = MaskedSession(model, Dataset(x), groups=[GA, GB], layers=[branch], affine=[GA.mask_points[0], bn_edge], batch_size=2)
+    assert len(session.edges) == 2  # the Concat edge is shared by both groups
     keep_a, keep_b = np.array([True, False]), np.array([False, True, True])
     scale, shift = np.array([1.0, 2.0, 0.5, 1.0, 3.0]), np.array([0.1, 0.0, -0.2, 0.3, 0.0])
     bn_scale, bn_shift = np.array([0.9, 1.1, 1.0]), np.array([0.0, 0.5, -0.5])
     (got,) = session.run(
         {"a": keep_a, "b": keep_b},
-        {"branch": 0.5},
+        {branch.id: 0.5},
         affine={edge_key(GA.mask_points[0]): (scale, shift), ("relu", 0): (bn_scale, bn_shift)},
     )
     edges = {
@@ -231,12 +250,29 @@ def test_shared_edge_layer_gate_and_affine():
     (expected,) = ort_run(with_constant_edges(model.proto, edges), {"x": x})
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     # Gate 0 removes the branch: the block becomes the identity.
-    (gated,) = session.run(layer_gates={"branch": 0.0})
-    np.testing.assert_allclose(gated, x, rtol=1e-6, atol=1e-6)
+    (gated,) = session.run(layer_gates={branch.id: 0.0})
+    np.testing.assert_allclose(gated, np.abs(x), rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match=r"shift needs 5 values"):
         session.run(affine={edge_key(GA.mask_points[0]): (None, np.zeros(4))})
-    with pytest.raises(ValueError, match=r"edge \('add', 1\) has no affine inputs"):
-        session.run(affine={("add", 1): (None, None)})
+    with pytest.raises(ValueError, match=r"edge \('conv_a', 0\) has no affine inputs"):
+        session.run(affine={("conv_a", 0): (None, None)})
+
+
+def test_layer_gates_equal_layer_removal():
+    model = load(path_model())
+    layers = [layer for layer in find_layers(model) if layer.prunable]
+    assert {layer.kind for layer in layers} == {"path"} and len(layers) == 2
+    x = RNG.normal(size=(3, 4, 3, 3)).astype(np.float32)
+    session = MaskedSession(model, Dataset(x), layers=layers, batch_size=2)
+    np.testing.assert_allclose(session.run()[0], run_model(model, Dataset(x))[0], rtol=1e-6)
+    for layer in layers:
+        (gated,) = session.run(layer_gates={layer.id: 0.0})
+        (removed,) = run_model(remove_layers(model, [layer.id]), Dataset(x))
+        np.testing.assert_allclose(gated, removed, rtol=1e-5, atol=1e-6)
+    (both,) = session.run(layer_gates={layer.id: 0.0 for layer in layers})
+    np.testing.assert_allclose(both, x, rtol=1e-6)
+    with pytest.raises(ValueError, match="layer 'nope' is not gated by this session"):
+        session.run(layer_gates={"nope": 0.0})
 
 
 def test_bad_mask_point_is_rejected(chain, chain_data):
