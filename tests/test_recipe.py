@@ -1,0 +1,129 @@
+"""Recipes: validation that names the bad key before any work, and a two-step pipeline run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from pyprune._recipe import RecipeError, load_recipe, run_recipe
+from pyprune.graph import load
+
+DATA_DIR = Path(__file__).resolve().parents[1] / "pyprune" / "data"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "recipe.toml"
+
+
+@pytest.fixture()
+def workdir(tmp_path: Path) -> Path:
+    """A folder holding the digits model and data, as a user's project would."""
+    shutil.copy(DATA_DIR / "digits_mlp.onnx", tmp_path / "model.onnx")
+    shutil.copy(DATA_DIR / "digits.npz", tmp_path / "digits.npz")
+    return tmp_path
+
+
+HEADER = """\
+model = "model.onnx"
+output = "out/final.onnx"
+data = { path = "digits.npz", labels = "label" }
+"""
+
+CHANNELS = """
+[[step]]
+name = "channels"
+granularity = "channel"
+strategy = "greedy"
+macs = 0.6
+max_drop = 0.02
+"""
+
+
+def write(workdir: Path, text: str) -> Path:
+    path = workdir / "recipe.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_valid_recipe_resolves_paths_against_its_folder(workdir: Path) -> None:
+    recipe = load_recipe(write(workdir, HEADER + 'metric = "accuracy"\nseed = 3\n' + CHANNELS + """
+[[step]]
+name = "weights"
+granularity = "nm"
+strategy = "oneshot"
+sparsity = 0.5
+output = "out/weights.onnx"
+report = "out/weights-report"
+"""))
+    assert recipe.model == workdir / "model.onnx"
+    assert recipe.output == workdir / "out" / "final.onnx"
+    assert recipe.data.path == workdir / "digits.npz" and recipe.data.labels == "label"
+    first, second = recipe.steps
+    assert (first.name, first.options.granularity, first.options.target) == ("channels", "channel", ("macs", 0.6))
+    assert first.options.max_drop == 0.02 and first.options.metric == "accuracy" and first.options.seed == 3
+    assert second.options.max_drop == 0.01  # the default constraint
+    assert second.output == workdir / "out" / "weights.onnx"
+    assert second.report == workdir / "out" / "weights-report"
+
+
+@pytest.mark.parametrize(
+    "text, needles",
+    [
+        (HEADER.replace("model =", "modle =") + CHANNELS, ["unknown key 'modle'", "did you mean 'model'"]),
+        (HEADER + CHANNELS.replace("granularity", "granularty"), ["step 1 ('channels')", "'granularty'"]),
+        (HEADER + CHANNELS.replace('"channel"', '"filters"'), ["step 1", "'granularity' must be one of"]),
+        (HEADER + CHANNELS.replace('"greedy"', '"best"'), ["'strategy' must be one of"]),
+        (HEADER + CHANNELS.replace("macs = 0.6", ""), ["exactly one target key", "got none"]),
+        (HEADER + CHANNELS + "params = 0.5\n", ["exactly one target key", "macs, params"]),
+        (HEADER + CHANNELS.replace("0.6", "1.6"), ["'macs' must be a fraction"]),
+        (HEADER + CHANNELS.replace("0.6", '"half"'), ["'macs' must be a number"]),
+        (HEADER + CHANNELS.replace("max_drop = 0.02", "max_drop = -1"), ["'max_drop' must be a non-negative"]),
+        (HEADER + CHANNELS + 'metric = "precision"\n', ["unknown metric 'precision'"]),
+        (HEADER, ["no steps"]),
+        (HEADER + "step = 3\n", ["'step' must be a list of tables"]),
+        (HEADER.replace("model.onnx", "absent.onnx") + CHANNELS, ["'model' file 'absent.onnx' does not exist"]),
+        (HEADER.replace("digits.npz", "absent.npz") + CHANNELS, ["data", "'absent.npz' does not exist"]),
+        (HEADER.replace('output = "out/final.onnx"', 'output = "model.onnx"') + CHANNELS, ["is the input model"]),
+        (HEADER.replace('output = "out/final.onnx"\n', "") + CHANNELS, ["missing 'output'"]),
+        (HEADER + CHANNELS + CHANNELS, ["two steps are named 'channels'"]),
+        (HEADER + CHANNELS + 'output = "out/final.onnx"\n', ["same file"]),
+        (HEADER + "threads = 0\n" + CHANNELS, ["'threads' must be a positive integer"]),
+        (HEADER.replace("data = { path", "data = { file") + CHANNELS, ["unknown key 'file'"]),
+        ("model = [\n", ["not valid TOML"]),
+    ],
+)
+def test_mistakes_name_the_step_and_key(workdir: Path, text: str, needles: list[str]) -> None:
+    path = write(workdir, text)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    message = str(info.value)
+    assert message.startswith(str(path))
+    for needle in needles:
+        assert needle in message, (needle, message)
+    assert not (workdir / "out").exists()
+
+
+def test_a_missing_recipe_file(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match="does not exist"):
+        load_recipe(tmp_path / "nowhere.toml")
+
+
+def test_steps_without_data_are_refused(workdir: Path) -> None:
+    text = HEADER.replace('data = { path = "digits.npz", labels = "label" }\n', "") + CHANNELS
+    with pytest.raises(RecipeError, match="step 'channels' has no data"):
+        load_recipe(write(workdir, text))
+    # ... unless the step brings its own
+    recipe = load_recipe(write(workdir, text + 'data = "digits.npz"\n'))
+    assert recipe.steps[0].data.path == workdir / "digits.npz" and recipe.steps[0].data.labels is None
+
+
+def test_the_example_recipe_is_valid() -> None:
+    recipe = load_recipe(EXAMPLE)
+    assert len(recipe.steps) >= 2
+    assert recipe.model.is_file() and recipe.data.path.is_file()
