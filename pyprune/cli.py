@@ -391,6 +391,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _setup(args)
         return args.run(args)
+    except BrokenPipeError:
+        # The reader went away (`pyprune inspect m.onnx | head`): not an error; silence the
+        # interpreter's final flush of stdout, which would fail the same way.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except KeyboardInterrupt:
         if args.debug:
             raise

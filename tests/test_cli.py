@@ -264,3 +264,24 @@ def test_bad_data_through_the_console_script(files: dict[str, Path]) -> None:
 
 def test_bench_refuses_comparing_a_file_with_itself(files: dict[str, Path]) -> None:
     assert_usage_error(pyprune("bench", files["model"], files["model"]), "same file")
+
+
+# -- inspect --------------------------------------------------------------------------------------
+
+
+def test_inspect_prints_groups_and_totals(files: dict[str, Path]) -> None:
+    proc = pyprune("inspect", files["model"])
+    assert proc.returncode == 0, proc.stderr
+    for needle in ("model.onnx", "fc0", "fc1", "Softmax", "MACs"):
+        assert needle in proc.stdout
+
+
+def test_inspect_json_is_machine_readable(files: dict[str, Path]) -> None:
+    proc = pyprune("inspect", files["model"], "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["model"]["params"] == _expected_params(files["model"])
+    assert info["model"]["macs"] == 8 * 16 + 16 * 12 + 12 * 4
+    units = {g["root"]: (g["units"], g["frozen"]) for g in info["groups"]}
+    assert units["fc0"] == (16, None) and units["fc1"] == (12, None)
+    assert units["fc2"][0] == 4 and units["fc2"][1]  # the output layer is frozen, with a reason
