@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from . import _core as _compiled
+from . import _core
 
 __all__ = [
     "SelectResult",
@@ -361,7 +361,7 @@ def prune_global(
     if in_place:
         # Arrays that were not C-contiguous were pruned in a contiguous copy; write them back.
         for orig, a in zip(originals, arrays):
-            if orig is not a and not np.shares_memory(orig, a):
+            if orig is not a and not np.may_share_memory(orig, a):
                 np.copyto(orig, a)
         return counts
     return arrays, counts
@@ -615,153 +615,3 @@ def gather(
         index_arrays[ax] = np.ascontiguousarray(np.where(ia < 0, ia + dim, ia))
     return _core.gather(np.ascontiguousarray(a), index_arrays, _threads(threads))
 
-
-# ---------------------------------------------------------------------------------------------
-# numpy implementation of the kernel interface, used until every kernel is compiled
-
-
-class _NumpyKernels:
-    @staticmethod
-    def _check(a: np.ndarray, allow: bool, name: str = "w") -> None:
-        if not allow and not np.isfinite(a).all():
-            raise ValueError(f"{name} contains NaN or Inf; pass nan='max' to treat them as most important")
-
-    def element_scores(self, a, square, allow, threads):
-        self._check(a, allow)
-        x = a.astype(np.float32)
-        r = x * x if square else np.abs(x)
-        return np.where(np.isfinite(x), r, np.float32(np.inf)).astype(np.float32)
-
-    def slice_norms(self, a, axes, ord, allow, threads):
-        self._check(a, allow)
-        x = np.abs(a.astype(np.float64))
-        red = tuple(i for i in range(a.ndim) if i not in axes)
-        bad = ~np.isfinite(x)
-        x = np.where(bad, 0.0, x)
-        if ord == "l1":
-            r = x.sum(axis=red)
-        elif ord == "l2":
-            r = np.sqrt((x * x).sum(axis=red))
-        elif ord == "linf":
-            r = x.max(axis=red) if red else x
-        else:
-            r = x.mean(axis=red)
-        return np.where(bad.any(axis=red) if red else bad, np.inf, r).astype(np.float64)
-
-    def wanda_scores(self, a, norms, axis, allow, threads):
-        self._check(a, allow)
-        shape = [1] * a.ndim
-        shape[axis] = -1
-        x = np.abs(a.astype(np.float32))
-        x = np.where(np.isfinite(x), x, np.float32(np.inf))
-        return (x * norms.reshape(shape)).astype(np.float32)
-
-    def fpgm_scores(self, a, axis, allow, threads):
-        self._check(a, allow)
-        f = np.moveaxis(a.astype(np.float64), axis, 0).reshape(a.shape[axis], -1)
-        d = np.sqrt(np.maximum(((f[:, None, :] - f[None, :, :]) ** 2).sum(-1), 0))
-        return d.sum(1)
-
-    def random_scores(self, n, seed, threads):
-        with np.errstate(over="ignore"):
-            def mix(z):
-                z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-                z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-                return z ^ (z >> np.uint64(31))
-            base = mix(np.array([seed], dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15))[0]
-            i = np.arange(n, dtype=np.uint64)
-            z = mix(base + (i + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15))
-            return ((z >> np.uint64(40)).astype(np.float64) * 2.0**-24).astype(np.float32)
-
-    def _order(self, arrays, allow, absolute):
-        vals = []
-        for i, a in enumerate(arrays):
-            self._check(a, allow, f"array {i}")
-            x = a.astype(np.float64).ravel()
-            if absolute:
-                x = np.abs(x)
-            vals.append(np.where(np.isfinite(x), x, np.inf))
-        cat = np.concatenate(vals)
-        return cat, np.argsort(cat, kind="stable")
-
-    def global_select(self, arrays, k, absolute, allow, threads):
-        cat, order = self._order(arrays, allow, absolute)
-        sel = order[:k]
-        sizes = [a.size for a in arrays]
-        bounds = np.cumsum([0] + sizes)
-        which = np.searchsorted(bounds, sel, side="right") - 1
-        counts = np.bincount(which, minlength=len(arrays)).tolist()
-        if k == 0:
-            return -np.inf, counts, [0] * len(arrays)
-        t = cat[order[k - 1]]
-        ties = np.bincount(which[cat[sel] == t], minlength=len(arrays)).tolist()
-        return t, counts, ties
-
-    def global_masks(self, arrays, k, allow, threads):
-        cat, order = self._order(arrays, allow, False)
-        keep = np.ones(cat.size, dtype=bool)
-        keep[order[:k]] = False
-        out, start = [], 0
-        for a in arrays:
-            out.append(keep[start : start + a.size].reshape(a.shape))
-            start += a.size
-        return out
-
-    def prune_global(self, arrays, scores, k, allow, threads):
-        masks = (
-            self.global_masks([np.abs(a) for a in arrays], k, allow, threads)
-            if scores is None
-            else self.global_masks(scores, k, allow, threads)
-        )
-        counts = []
-        for a, m in zip(arrays, masks):
-            a[~m] = 0
-            counts.append(int((~m).sum()))
-        return counts
-
-    def lowest_slices(self, s, k, allow):
-        self._check(s, allow, "scores")
-        x = np.where(np.isfinite(s), s.astype(np.float64), np.inf)
-        return np.sort(np.argsort(x, kind="stable")[:k]).astype(np.int64)
-
-    def nm_mask(self, a, n, m, axis, use_abs, allow, threads):
-        self._check(a, allow)
-        x = a.astype(np.float64)
-        if use_abs:
-            x = np.abs(x)
-        x = np.where(np.isfinite(x), x, np.inf)
-        x = np.moveaxis(x, axis, -1)
-        g = x.reshape(x.shape[:-1] + (x.shape[-1] // m, m))
-        order = np.argsort(-g, axis=-1, kind="stable")
-        keep = np.zeros(g.shape, dtype=bool)
-        np.put_along_axis(keep, order[..., :n], True, axis=-1)
-        return np.ascontiguousarray(np.moveaxis(keep.reshape(x.shape), -1, axis))
-
-    def apply_mask(self, a, mk, dst, threads):
-        np.copyto(dst, np.where(mk, a, np.zeros((), a.dtype)))
-
-    def apply_threshold(self, a, t, inclusive, dst, threads):
-        x = np.abs(a)
-        drop = x <= t if inclusive else x < t
-        np.copyto(dst, np.where(drop, np.zeros((), a.dtype), a))
-
-    def count_nonzero(self, a, threads):
-        return int(np.count_nonzero(a))
-
-    def keep_indices(self, mk):
-        return np.flatnonzero(mk).astype(np.int64)
-
-    def gather(self, a, index_arrays, threads):
-        out = a
-        for ax, idx in enumerate(index_arrays):
-            if idx is not None:
-                out = np.take(out, idx, axis=ax)
-        return np.ascontiguousarray(out)
-
-
-class _Dispatch:
-    def __getattr__(self, name: str):
-        return getattr(_compiled, name, None) or getattr(_NumpyKernels(), name)
-
-
-_core = _Dispatch()

@@ -3,4 +3,8 @@
 
 namespace pyprune::bindings {
 void register_parallel(pybind11::module_& m);
+void register_scores(pybind11::module_& m);
+void register_select(pybind11::module_& m);
+void register_masks(pybind11::module_& m);
+void register_gather(pybind11::module_& m);
 }  // namespace pyprune::bindings

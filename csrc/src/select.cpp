@@ -1,0 +1,497 @@
+#include "pyprune/select.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <mutex>
+#include <string>
+#include <type_traits>
+
+#include "pyprune/parallel.hpp"
+
+namespace pyprune {
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Order-preserving integer keys of float values: comparing keys as unsigned integers compares the
+// values (or magnitudes). -0 and +0 share a key; NaN/Inf get the largest key.
+
+template <class K>
+struct KeyTraits;
+template <>
+struct KeyTraits<std::uint32_t> {
+  using F = float;
+  static constexpr std::uint32_t sign = 0x80000000u;
+};
+template <>
+struct KeyTraits<std::uint64_t> {
+  using F = double;
+  static constexpr std::uint64_t sign = 0x8000000000000000ull;
+};
+
+template <class K, bool Magnitude, class S>
+inline K key_of(S x) {
+  using F = typename KeyTraits<K>::F;
+  constexpr K sign = KeyTraits<K>::sign;
+  K u = bit_cast<K>(static_cast<F>(elem<S>::load(x)));
+  K key;
+  if (Magnitude) {
+    key = u & ~sign;
+  } else {
+    if (u == sign) u = 0;
+    key = (u & sign) ? static_cast<K>(~u) : static_cast<K>(u | sign);
+  }
+  return elem<S>::finite(x) ? key : static_cast<K>(~K(0));
+}
+
+template <class K, bool Magnitude>
+double value_of(K key) {
+  using F = typename KeyTraits<K>::F;
+  constexpr K sign = KeyTraits<K>::sign;
+  if (key == static_cast<K>(~K(0))) return std::numeric_limits<double>::infinity();
+  if (Magnitude) return static_cast<double>(bit_cast<F>(key));
+  const K u = (key & sign) ? static_cast<K>(key & ~sign) : static_cast<K>(~key);
+  return static_cast<double>(bit_cast<F>(u));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A list of tensors seen as one concatenated index space, walked in segments of one tensor each.
+
+std::vector<std::size_t> offsets_of(const std::vector<Tensor>& ts) {
+  std::vector<std::size_t> off(ts.size() + 1, 0);
+  for (std::size_t t = 0; t < ts.size(); ++t) off[t + 1] = off[t] + ts[t].size();
+  return off;
+}
+
+template <class Fn>
+void for_segments(const std::vector<std::size_t>& off, std::size_t b, std::size_t e, Fn&& fn) {
+  std::size_t t = static_cast<std::size_t>(std::upper_bound(off.begin(), off.end(), b) - off.begin()) - 1;
+  while (b < e) {
+    const std::size_t hi = std::min(e, off[t + 1]);
+    if (hi > b) fn(t, b - off[t], hi - off[t]);
+    b = hi;
+    ++t;
+  }
+}
+
+// Calls body(p) with the typed pointer of tensor t's data.
+template <class Body>
+void typed(const Tensor& t, Body&& body) {
+  dispatch(t.dtype, [&](auto tag) {
+    using S = decltype(tag);
+    body(t.as<S>());
+  });
+}
+
+// An element (tensor t, flat index i, key) is selected iff key < key_ or key == key_ and (t, i)
+// comes before (tensor, pos) in list-then-flat order.
+template <class K>
+struct Cut {
+  K key = 0;
+  std::size_t tensor = 0;
+  std::size_t pos = 0;
+  // Within tensor t, elements with index < limit(t) are selected when key <= cut key, others when key < cut key.
+  std::size_t limit(std::size_t t) const {
+    return t < tensor ? std::numeric_limits<std::size_t>::max() : t == tensor ? pos : 0;
+  }
+};
+
+template <class K>
+struct Found {
+  Cut<K> cut;
+  std::vector<std::int64_t> counts, ties;
+};
+
+constexpr int kDigit = 11;
+
+// Per-tensor histogram of the digit (key >> shift) & (2^width - 1) over elements whose bits above
+// shift + width equal prefix (all elements when !filter).
+template <class K, bool Mag>
+std::vector<std::vector<std::uint64_t>> histogram_pass(const std::vector<Tensor>& ts,
+                                                       const std::vector<std::size_t>& off, int shift, int width,
+                                                       K prefix, bool filter, bool allow, int threads) {
+  const std::size_t bins = std::size_t{1} << width;
+  std::vector<std::vector<std::uint64_t>> hist(ts.size(), std::vector<std::uint64_t>(bins, 0));
+  std::mutex merge;
+  const K digit_mask = static_cast<K>(bins - 1);
+  parallel_for(off.back(), threads, [&](std::size_t b, std::size_t e) {
+    // Four interleaved sub-histograms so runs of equal digits do not serialise on one counter.
+    std::vector<std::uint32_t> local(4 * bins);
+    for_segments(off, b, e, [&](std::size_t t, std::size_t lo, std::size_t hi) {
+      typed(ts[t], [&](auto p) {
+        for (std::size_t blo = lo; blo < hi; blo += (std::size_t{1} << 30)) {
+          const std::size_t bhi = std::min(hi, blo + (std::size_t{1} << 30));
+          bool bad = false;
+          std::size_t i = blo;
+          if (bhi - blo < bins) {
+            // Small tensors (biases...): count straight into the shared histogram.
+            std::vector<std::uint32_t> digits;
+            digits.reserve(bhi - blo);
+            for (; i < bhi; ++i) {
+              const K k0 = key_of<K, Mag>(p[i]);
+              bad |= k0 == static_cast<K>(~K(0));
+              if (!filter || (k0 >> (shift + width)) == prefix)
+                digits.push_back(static_cast<std::uint32_t>((k0 >> shift) & digit_mask));
+            }
+            if (bad && !allow && !filter) throw_nonfinite("scores");
+            std::lock_guard<std::mutex> lock(merge);
+            for (auto d : digits) ++hist[t][d];
+            continue;
+          }
+          std::fill(local.begin(), local.end(), 0u);
+          if (!filter) {
+            for (; i + 4 <= bhi; i += 4) {
+              const K k0 = key_of<K, Mag>(p[i]), k1 = key_of<K, Mag>(p[i + 1]);
+              const K k2 = key_of<K, Mag>(p[i + 2]), k3 = key_of<K, Mag>(p[i + 3]);
+              bad |= (k0 == static_cast<K>(~K(0))) | (k1 == static_cast<K>(~K(0))) |
+                     (k2 == static_cast<K>(~K(0))) | (k3 == static_cast<K>(~K(0)));
+              ++local[(k0 >> shift) & digit_mask];
+              ++local[bins + ((k1 >> shift) & digit_mask)];
+              ++local[2 * bins + ((k2 >> shift) & digit_mask)];
+              ++local[3 * bins + ((k3 >> shift) & digit_mask)];
+            }
+            for (; i < bhi; ++i) {
+              const K k0 = key_of<K, Mag>(p[i]);
+              bad |= k0 == static_cast<K>(~K(0));
+              ++local[(k0 >> shift) & digit_mask];
+            }
+            if (bad && !allow) throw_nonfinite("scores");
+          } else {
+            const int above = shift + width;
+            for (; i < bhi; ++i) {
+              const K k0 = key_of<K, Mag>(p[i]);
+              if ((k0 >> above) == prefix) ++local[(k0 >> shift) & digit_mask];
+            }
+          }
+          std::lock_guard<std::mutex> lock(merge);
+          auto& h = hist[t];
+          for (std::size_t j = 0; j < bins; ++j)
+            h[j] += static_cast<std::uint64_t>(local[j]) + local[bins + j] + local[2 * bins + j] + local[3 * bins + j];
+        }
+      });
+    });
+  });
+  return hist;
+}
+
+template <class K, bool Mag>
+Found<K> find_cut(const std::vector<Tensor>& ts, const std::vector<std::size_t>& off, std::uint64_t k, bool allow,
+                  int threads) {
+  constexpr int W = 8 * sizeof(K);
+  const std::size_t nt = ts.size(), total = off.back();
+  if (k > total) throw std::invalid_argument("k=" + std::to_string(k) + " is larger than the number of elements (" +
+                                             std::to_string(total) + ")");
+  Found<K> found;
+  found.counts.assign(nt, 0);
+  found.ties.assign(nt, 0);
+  std::vector<std::uint64_t> below(nt, 0);
+  if (k == 0) {
+    // Nothing selected; still reject NaN/Inf like every other k.
+    if (!allow) histogram_pass<K, Mag>(ts, off, W - kDigit, kDigit, 0, false, allow, threads);
+    return found;
+  }
+  // Refine the key of the k-th lowest digit by digit; `rank` is its rank among elements sharing `prefix`.
+  std::uint64_t rank = k, matching = total;
+  K prefix = 0;
+  int resolved = 0;
+  std::vector<std::uint64_t> equal(nt, 0);
+  const std::uint64_t cap = std::max<std::uint64_t>(1 << 16, total / 1024);
+  bool first = true;
+  while (resolved < W && (first || matching > cap)) {
+    const int hi = W - resolved, width = std::min(kDigit, hi), shift = hi - width;
+    auto hist = histogram_pass<K, Mag>(ts, off, shift, width, prefix, resolved > 0, allow, threads);
+    first = false;
+    std::size_t bin = 0;
+    for (;; ++bin) {
+      std::uint64_t in_bin = 0;
+      for (std::size_t t = 0; t < nt; ++t) in_bin += hist[t][bin];
+      if (rank <= in_bin) {
+        matching = in_bin;
+        break;
+      }
+      rank -= in_bin;
+      for (std::size_t t = 0; t < nt; ++t) below[t] += hist[t][bin];
+    }
+    for (std::size_t t = 0; t < nt; ++t) equal[t] = hist[t][bin];
+    prefix = static_cast<K>((width == W ? K(0) : static_cast<K>(prefix << width)) | static_cast<K>(bin));
+    resolved += width;
+  }
+
+  Cut<K>& cut = found.cut;
+  if (resolved == W) {
+    // The key is exact: take the equal elements in list order, then find where the last one sits.
+    cut.key = prefix;
+    std::uint64_t remaining = rank;
+    std::size_t last = 0;
+    for (std::size_t t = 0; t < nt && remaining > 0; ++t) {
+      const std::uint64_t take = std::min(remaining, equal[t]);
+      found.ties[t] = static_cast<std::int64_t>(take);
+      remaining -= take;
+      if (take > 0) last = t;
+    }
+    cut.tensor = last;
+    const std::uint64_t want = static_cast<std::uint64_t>(found.ties[last]);
+    if (want == equal[last]) {
+      cut.pos = ts[last].size();
+    } else {
+      // Position just after the want-th element equal to the key in tensor `last`.
+      typed(ts[last], [&](auto p) {
+        std::uint64_t seen = 0;
+        for (std::size_t i = 0;; ++i)
+          if (key_of<K, Mag>(p[i]) == cut.key && ++seen == want) {
+            cut.pos = i + 1;
+            break;
+          }
+      });
+    }
+  } else {
+    // Few candidates left: collect (key, global index) and select exactly among them.
+    const int above = W - resolved;
+    std::vector<std::pair<K, std::uint64_t>> cands;
+    std::mutex merge;
+    parallel_for(total, threads, [&](std::size_t b, std::size_t e) {
+      std::vector<std::pair<K, std::uint64_t>> local;
+      for_segments(off, b, e, [&](std::size_t t, std::size_t lo, std::size_t hi) {
+        typed(ts[t], [&](auto p) {
+          for (std::size_t i = lo; i < hi; ++i) {
+            const K key = key_of<K, Mag>(p[i]);
+            if (above >= W || (key >> above) == prefix) local.emplace_back(key, off[t] + i);
+          }
+        });
+      });
+      std::lock_guard<std::mutex> lock(merge);
+      cands.insert(cands.end(), local.begin(), local.end());
+    });
+    auto nth = cands.begin() + static_cast<std::ptrdiff_t>(rank - 1);
+    std::nth_element(cands.begin(), nth, cands.end());
+    const auto pivot = *nth;
+    cut.key = pivot.first;
+    cut.tensor = static_cast<std::size_t>(std::upper_bound(off.begin(), off.end(), pivot.second) - off.begin()) - 1;
+    cut.pos = pivot.second - off[cut.tensor] + 1;
+    for (const auto& c : cands) {
+      if (c.first > pivot.first || (c.first == pivot.first && c.second > pivot.second)) continue;
+      const std::size_t t = static_cast<std::size_t>(std::upper_bound(off.begin(), off.end(), c.second) - off.begin()) - 1;
+      if (c.first < pivot.first)
+        ++below[t];
+      else
+        ++found.ties[t];
+    }
+  }
+  for (std::size_t t = 0; t < nt; ++t) found.counts[t] = static_cast<std::int64_t>(below[t]) + found.ties[t];
+  return found;
+}
+
+// Calls fn(K{}, integral_constant<bool, Magnitude>) with 64-bit keys if any tensor is float64.
+template <class Fn>
+decltype(auto) with_keys(const std::vector<Tensor>& ts, bool magnitude, Fn&& fn) {
+  bool wide = false;
+  for (const auto& t : ts) wide |= t.dtype == DType::f64;
+  if (wide)
+    return magnitude ? fn(std::uint64_t{}, std::true_type{}) : fn(std::uint64_t{}, std::false_type{});
+  return magnitude ? fn(std::uint32_t{}, std::true_type{}) : fn(std::uint32_t{}, std::false_type{});
+}
+
+void check_list(const std::vector<Tensor>& ts) {
+  if (ts.empty()) throw std::invalid_argument("the list of arrays is empty");
+}
+
+}  // namespace
+
+GlobalSelection global_select(const std::vector<Tensor>& scores, std::uint64_t k, bool magnitude,
+                              bool allow_nonfinite, int threads) {
+  check_list(scores);
+  const auto off = offsets_of(scores);
+  return with_keys(scores, magnitude, [&](auto ktag, auto mag) {
+    using K = decltype(ktag);
+    auto found = find_cut<K, decltype(mag)::value>(scores, off, k, allow_nonfinite, threads);
+    GlobalSelection out;
+    out.threshold = k == 0 ? -std::numeric_limits<double>::infinity() : value_of<K, decltype(mag)::value>(found.cut.key);
+    out.counts = std::move(found.counts);
+    out.ties = std::move(found.ties);
+    return out;
+  });
+}
+
+void global_masks(const std::vector<Tensor>& scores, std::uint64_t k, bool allow_nonfinite, int threads,
+                  const std::vector<std::uint8_t*>& keep) {
+  check_list(scores);
+  const auto off = offsets_of(scores);
+  with_keys(scores, false, [&](auto ktag, auto mag) {
+    using K = decltype(ktag);
+    constexpr bool Mag = decltype(mag)::value;
+    const auto found = find_cut<K, Mag>(scores, off, k, allow_nonfinite, threads);
+    const Cut<K> cut = found.cut;
+    const bool none = k == 0;
+    parallel_for(off.back(), threads, [&](std::size_t b, std::size_t e) {
+      for_segments(off, b, e, [&](std::size_t t, std::size_t lo, std::size_t hi) {
+        std::uint8_t* out = keep[t];
+        typed(scores[t], [&](auto p) {
+          if (none) {
+            std::fill(out + lo, out + hi, std::uint8_t{1});
+            return;
+          }
+          const std::size_t mid = std::clamp(cut.limit(t), lo, hi);
+          for (std::size_t i = lo; i < mid; ++i) out[i] = key_of<K, Mag>(p[i]) > cut.key;
+          for (std::size_t i = mid; i < hi; ++i) out[i] = key_of<K, Mag>(p[i]) >= cut.key;
+        });
+      });
+    });
+  });
+}
+
+namespace {
+
+// Zeroes w[i] where the key of s[i] is selected; returns how many.
+template <class K, bool Mag, class SS, class WS>
+std::size_t zero_selected(const SS* s, WS* w, std::size_t lo, std::size_t hi, std::size_t mid, K cut) {
+  using Bits = typename elem<WS>::bits;
+  Bits* wb = reinterpret_cast<Bits*>(w);
+  std::size_t zeroed = 0;
+  for (std::size_t i = lo; i < mid; ++i) {
+    const bool sel = key_of<K, Mag>(s[i]) <= cut;
+    zeroed += sel;
+    wb[i] = sel ? Bits{0} : wb[i];
+  }
+  for (std::size_t i = mid; i < hi; ++i) {
+    const bool sel = key_of<K, Mag>(s[i]) < cut;
+    zeroed += sel;
+    wb[i] = sel ? Bits{0} : wb[i];
+  }
+  return zeroed;
+}
+
+}  // namespace
+
+std::vector<std::int64_t> prune_global(const std::vector<MutableTensor>& weights, const std::vector<Tensor>& scores,
+                                       std::uint64_t k, bool allow_nonfinite, int threads) {
+  std::vector<Tensor> views;
+  for (const auto& w : weights) views.push_back(w.view());
+  check_list(views);
+  const bool by_magnitude = scores.empty();
+  if (!by_magnitude) {
+    if (scores.size() != weights.size())
+      throw std::invalid_argument("scores has " + std::to_string(scores.size()) + " arrays but weights has " +
+                                  std::to_string(weights.size()));
+    for (std::size_t t = 0; t < scores.size(); ++t)
+      if (scores[t].shape != weights[t].shape)
+        throw std::invalid_argument("scores[" + std::to_string(t) + "] and weights[" + std::to_string(t) +
+                                    "] have different shapes");
+  }
+  const std::vector<Tensor>& keys = by_magnitude ? views : scores;
+  const auto off = offsets_of(keys);
+  std::vector<std::int64_t> zeroed(weights.size(), 0);
+  if (k == 0) {
+    if (!allow_nonfinite) global_select(keys, 0, by_magnitude, false, threads);  // still reject NaN/Inf
+    return zeroed;
+  }
+  with_keys(keys, by_magnitude, [&](auto ktag, auto mag) {
+    using K = decltype(ktag);
+    constexpr bool Mag = decltype(mag)::value;
+    const auto found = find_cut<K, Mag>(keys, off, k, allow_nonfinite, threads);
+    const Cut<K> cut = found.cut;
+    std::mutex merge;
+    parallel_for(off.back(), threads, [&](std::size_t b, std::size_t e) {
+      std::vector<std::int64_t> local(weights.size(), 0);
+      for_segments(off, b, e, [&](std::size_t t, std::size_t lo, std::size_t hi) {
+        const std::size_t mid = std::clamp(cut.limit(t), lo, hi);
+        typed(keys[t], [&](auto s) {
+          dispatch(weights[t].dtype, [&](auto wtag) {
+            using WS = decltype(wtag);
+            local[t] += static_cast<std::int64_t>(zero_selected<K, Mag>(s, weights[t].as<WS>(), lo, hi, mid, cut.key));
+          });
+        });
+      });
+      std::lock_guard<std::mutex> lock(merge);
+      for (std::size_t t = 0; t < local.size(); ++t) zeroed[t] += local[t];
+    });
+  });
+  return zeroed;
+}
+
+std::vector<std::int64_t> lowest_slices(const Tensor& scores, std::size_t k, bool allow_nonfinite) {
+  const std::size_t n = scores.size();
+  if (k > n)
+    throw std::invalid_argument("k=" + std::to_string(k) + " is larger than the number of slices (" +
+                                std::to_string(n) + ")");
+  std::vector<std::pair<std::uint64_t, std::int64_t>> order(n);
+  typed(scores, [&](auto p) {
+    for (std::size_t i = 0; i < n; ++i) {
+      if (!allow_nonfinite && !elem<std::remove_cv_t<std::remove_pointer_t<decltype(p)>>>::finite(p[i]))
+        throw_nonfinite("scores");
+      order[i] = {key_of<std::uint64_t, false>(p[i]), static_cast<std::int64_t>(i)};
+    }
+  });
+  if (k < n) std::nth_element(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k), order.end());
+  std::vector<std::int64_t> idx(k);
+  for (std::size_t i = 0; i < k; ++i) idx[i] = order[i].second;
+  std::sort(idx.begin(), idx.end());
+  return idx;
+}
+
+namespace {
+
+// Keeps the n best of m keys; "better" = larger key, or equal key at a lower position.
+template <class K>
+inline void keep_best(const K* keys, int n, int m, std::uint8_t* keep, std::size_t stride) {
+  if (m <= 16) {
+    for (int j = 0; j < m; ++j) {
+      int better = 0;
+      for (int l = 0; l < m; ++l) better += (keys[l] > keys[j]) | ((keys[l] == keys[j]) & (l < j));
+      keep[j * stride] = better < n;
+    }
+    return;
+  }
+  std::vector<std::pair<K, int>> order(m);
+  for (int j = 0; j < m; ++j) order[j] = {keys[j], j};
+  std::nth_element(order.begin(), order.begin() + n, order.end(), [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  });
+  for (int j = 0; j < m; ++j) keep[j * stride] = 0;
+  for (int j = 0; j < n; ++j) keep[order[j].second * stride] = 1;
+}
+
+template <class K, bool Mag, class S>
+void nm_impl(const S* p, const AxisSplit& s, int n, int m, bool allow, int threads, std::uint8_t* keep) {
+  const std::size_t groups_per_row = s.dim / static_cast<std::size_t>(m);
+  const std::size_t blocks = s.outer * groups_per_row;  // one block = m consecutive positions x inner
+  parallel_for(blocks, threads, [&](std::size_t b, std::size_t e) {
+    std::vector<K> keys(static_cast<std::size_t>(m));
+    bool bad = false;
+    for (std::size_t blk = b; blk < e; ++blk) {
+      const std::size_t base = blk * static_cast<std::size_t>(m) * s.inner;
+      for (std::size_t i = 0; i < s.inner; ++i) {
+        for (int j = 0; j < m; ++j) {
+          const K key = key_of<K, Mag>(p[base + j * s.inner + i]);
+          bad |= key == static_cast<K>(~K(0));
+          keys[j] = key;
+        }
+        keep_best(keys.data(), n, m, keep + base + i, s.inner);
+      }
+      if (bad && !allow) throw_nonfinite("w");
+    }
+  }, std::max<std::size_t>(1, (1 << 14) / (static_cast<std::size_t>(m) * s.inner)));
+}
+
+}  // namespace
+
+void nm_mask(const Tensor& w, int n, int m, int axis, bool magnitude, bool allow_nonfinite, int threads,
+             std::uint8_t* keep) {
+  if (m < 1 || n < 0 || n > m)
+    throw std::invalid_argument("need 0 <= n <= m and m >= 1, got n=" + std::to_string(n) + ", m=" + std::to_string(m));
+  const AxisSplit s = split_at(w.shape, axis);
+  if (s.dim % static_cast<std::size_t>(m))
+    throw std::invalid_argument("m=" + std::to_string(m) + " does not divide the axis size " + std::to_string(s.dim));
+  typed(w, [&](auto p) {
+    using S = std::remove_cv_t<std::remove_pointer_t<decltype(p)>>;
+    using K = std::conditional_t<std::is_same_v<S, double>, std::uint64_t, std::uint32_t>;
+    if (magnitude)
+      nm_impl<K, true>(p, s, n, m, allow_nonfinite, threads, keep);
+    else
+      nm_impl<K, false>(p, s, n, m, allow_nonfinite, threads, keep);
+  });
+}
+
+}  // namespace pyprune
