@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from ._dependency import DependencyGraph
+from ._masking import insert_masks
 from ._model import MIN_OPSET, Model, TensorSpec, load
+from ._rules import RULES
 from ._units import Coupling, Group, Layer, MaskPoint
 
 __all__ = [
@@ -10,6 +13,9 @@ __all__ = [
     "Model",
     "TensorSpec",
     "MIN_OPSET",
+    "DependencyGraph",
+    "insert_masks",
+    "RULES",
     "MaskPoint",
     "Coupling",
     "Group",

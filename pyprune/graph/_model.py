@@ -177,6 +177,59 @@ class Model:
                     if known is None or _rank(v.type) is not None:
                         types[v.name] = v.type
         self._types = types
+        if sources:
+            self._infer_reshapes()
+
+    def _infer_reshapes(self) -> None:
+        """Help onnx's inference through Reshape targets computed from Shape at run time.
+
+        onnx propagates shape values only in limited cases; exporters often compute Reshape
+        targets as Shape -> Gather -> Unsqueeze -> Concat. Such targets are evaluated
+        symbolically here, their outputs annotated and inference re-run downstream.
+        """
+        for _ in range(8):
+            hints = []
+            for node in self.proto.graph.node:
+                if node.op_type != "Reshape" or node.domain not in ("", "ai.onnx"):
+                    continue
+                if len(node.input) < 2:
+                    continue
+                dims = _reshape_output(self, node)
+                if dims is None or dims == self.shape(node.output[0]):
+                    continue
+                elem = self.elem_type(node.input[0]) or 0
+                hints.append(helper.make_tensor_value_info(node.output[0], elem, dims))
+            if not hints:
+                return
+            skeleton = _skeleton(self.proto)
+            skeleton.graph.value_info.extend(hints)
+            try:
+                inferred = shape_inference.infer_shapes(
+                    skeleton, check_type=False, strict_mode=False, data_prop=True
+                ).graph
+            except Exception:
+                return
+            for values in (inferred.value_info, inferred.output):
+                for v in values:
+                    if v.type.WhichOneof("value") is not None and _rank(v.type) is not None:
+                        self._types[v.name] = v.type
+            for h in hints:
+                self._types[h.name] = h.type
+            if all(_reshape_output(self, self._producers[h.name]) == self.shape(h.name)
+                   for h in hints):
+                return
+
+    def shape_vector(
+        self, name: str, reader: tuple[str, int] | None = None
+    ) -> list[tuple[Dim, tuple[str, int, int] | None]] | None:
+        """Entries of a 1-D shape tensor, evaluated symbolically where possible.
+
+        Each entry is ``(value, where)``: value an int, a symbolic dim name, or None if unknown;
+        ``where`` = (node, input index, element) of the constant holding it, None when computed
+        at run time; ``reader`` = (node, input index) reading ``name`` locates a constant
+        ``name`` itself. Returns None when the tensor is not an understood shape computation.
+        """
+        return _shape_vector(self, name, reader, 0)
 
     @property
     def graph(self) -> onnx.GraphProto:
@@ -476,6 +529,102 @@ def node_macs(model: Model, node: onnx.NodeProto) -> int:
             return 0
         return int(np.prod(out, dtype=np.int64) * a[-1])
     return 0
+
+
+# -- shape computations -------------------------------------------------------------------------
+
+Entry = tuple[Dim, "tuple[str, int, int] | None"]
+
+
+def _shape_vector(model: Model, name: str, reader: tuple[str, int] | None, depth: int):
+    if depth > 12:
+        return None
+    if model.is_weight(name):
+        value = model.weight(name)
+        if value.dtype.kind not in "iu" or value.ndim > 1:
+            return None
+        return [
+            (int(v), (reader[0], reader[1], k) if reader else None)
+            for k, v in enumerate(value.ravel().tolist())
+        ]
+    node = model.producer(name)
+    if node is None or node.domain not in ("", "ai.onnx"):
+        return None
+    op = node.op_type
+    if op == "Shape":
+        shape = model.shape(node.input[0])
+        if shape is None:
+            return None
+        start, end = _attr(node, "start", 0), _attr(node, "end", len(shape))
+        return [(d, None) for d in shape[start:end]]
+    if op in ("Unsqueeze", "Squeeze", "Cast", "Identity"):
+        return _shape_vector(model, node.input[0], (node.name, 0), depth + 1)
+    if op == "Concat":
+        out = []
+        for k, piece in enumerate(node.input):
+            entries = _shape_vector(model, piece, (node.name, k), depth + 1)
+            if entries is None:
+                return None
+            out.extend(entries)
+        return out
+    if op in ("Gather", "Slice"):
+        data = _shape_vector(model, node.input[0], (node.name, 0), depth + 1)
+        if data is None:
+            return None
+        if op == "Gather":
+            if not model.is_weight(node.input[1]):
+                return None
+            idx = model.weight(node.input[1]).ravel().tolist()
+            return [data[int(i) % len(data)] for i in idx] if data else None
+        bounds = [model.weight(n) if model.is_weight(n) else None for n in node.input[1:]]
+        if len(bounds) < 2 or any(b is None for b in bounds):
+            return None
+        start, end = int(bounds[0].ravel()[0]), int(bounds[1].ravel()[0])
+        step = int(bounds[3].ravel()[0]) if len(bounds) > 3 else 1
+        return data[start:end:step]
+    return None
+
+
+def _reshape_output(model: Model, node: onnx.NodeProto) -> list[Dim] | None:
+    """Output shape of a Reshape whose target is a (symbolically) known shape vector."""
+    src = model.shape(node.input[0])
+    entries = model.shape_vector(node.input[1])
+    if src is None or entries is None or None in src:
+        return None
+    dims: list[Dim] = []
+    free = -1
+    for k, (value, _) in enumerate(entries):
+        if value is None:
+            return None
+        if value == 0 and not _attr(node, "allowzero", 0):
+            if k >= len(src):
+                return None
+            value = src[k]
+        if value == -1:
+            free = k
+        dims.append(value)
+    if free >= 0:
+        # what is left of the input's element count once the other output dims are divided out
+        remaining_syms = [d for d in src if isinstance(d, str)]
+        remaining = int(np.prod([d for d in src if isinstance(d, int)], dtype=np.int64))
+        for k, d in enumerate(dims):
+            if k == free:
+                continue
+            if isinstance(d, str):
+                if d not in remaining_syms:
+                    return None
+                remaining_syms.remove(d)
+            elif d <= 0 or remaining % d:
+                return None
+            else:
+                remaining //= d
+        if not remaining_syms:
+            dims[free] = remaining
+        elif len(remaining_syms) == 1 and remaining == 1:
+            dims[free] = remaining_syms[0]
+        else:
+            return None
+    return dims
 
 
 # -- normalisation on load ----------------------------------------------------------------------

@@ -40,6 +40,7 @@ class Coupling:
     axis: int
     index: np.ndarray  # int64, shape [weight.shape[axis]], unit id or -1
     role: str  # "out" (producer rows), "in" (consumer columns), "param" (bias/BN/scale ...)
+    node: str = ""  # a node reading the weight through this slice (the one that coupled it)
 
 
 @dataclass

@@ -1,0 +1,451 @@
+"""Dependency groups: the smallest sets of coupled weight slices that must be removed together.
+
+One walk over the main graph in topological order. Every producer of prunable units (Conv
+output channels, Gemm/MatMul output features) allocates one *unit* per output position; the
+op rules (``_rules.py``) carry per-position labels forward and record what each unit is coupled
+to. Joins (residual Add, SE Mul, Concat along another axis, shared weights) unite units with a
+union-find, so a unit of the final graph is an equivalence class of allocated units, and a group
+is a connected set of producers and the classes they share.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from ._model import Model
+from ._rules import RULES, freeze_all
+from ._units import Coupling, Group, Layer, MaskPoint
+
+__all__ = ["DependencyGraph", "ChannelInfo"]
+
+_WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    """The channel axis of a tensor and the unit each position along it belongs to (-1: none)."""
+
+    axis: int
+    labels: np.ndarray
+
+
+@dataclass
+class _Space:
+    node: str
+    op_type: str
+    first: int
+    size: int
+    frozen: str | None
+
+
+@dataclass
+class _RawCoupling:
+    weight: str
+    axis: int
+    labels: np.ndarray
+    role: str
+    node: str
+
+
+@dataclass
+class _RawMask:
+    node: str
+    input_index: int
+    tensor: str
+    axis: int
+    rank: int
+    labels: np.ndarray
+
+
+@dataclass
+class Edit:
+    """A shape constant or attribute that must follow the kept channels on removal.
+
+    ``kind``: ``"attr"`` (integer attribute = kept count of ``labels[0]``), ``"const"``
+    (element ``element`` of input ``input_index`` = kept count of ``labels[0]``), ``"split"``
+    (split sizes = kept counts of each ``labels[i]``), ``"slice"`` (start/end of entry
+    ``element`` of the Slice bounds; ``labels[0]`` is the sliced axis, ``span`` the slice).
+    Labels are global unit ids (``DependencyGraph.unit_offset(group) + unit``), -1 = kept.
+    """
+
+    kind: str
+    node: str
+    labels: list[np.ndarray]
+    name: str = ""
+    input_index: int = -1
+    element: int = -1
+    span: tuple[int, int] = (0, 0)
+
+
+class Walk:
+    """State of one analysis; the op rules talk to it."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.opset = model.opset
+        self._parent: list[int] = []
+        self._unit_space: list[int] = []
+        self.spaces: list[_Space] = []
+        self._info: dict[str, ChannelInfo] = {}
+        self.couplings: list[_RawCoupling] = []
+        self.masks: list[_RawMask] = []
+        self.edits: list[Edit] = []
+        self.freezes: list[tuple[np.ndarray, str]] = []
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def info(self, name: str) -> ChannelInfo | None:
+        return self._info.get(name) if name else None
+
+    def shape(self, name: str):
+        return self.model.shape(name)
+
+    def rank(self, name: str) -> int | None:
+        return self.model.rank(name)
+
+    def is_weight(self, name: str) -> bool:
+        return bool(name) and self.model.is_weight(name)
+
+    def const(self, name: str) -> np.ndarray | None:
+        return self.model.weight(name) if self.is_weight(name) else None
+
+    def consumers(self, name: str):
+        return self.model.consumers(name)
+
+    def shape_entry(self, node: onnx.NodeProto, input_index: int, j: int):
+        """Entry ``j`` of the shape vector read by ``node`` at ``input_index``.
+
+        ``(value, (node, input, element))`` for an entry held by a constant, ``(value, None)``
+        when computed at run time (value None if unknown), None when not understood.
+        """
+        entries = self.model.shape_vector(node.input[input_index], (node.name, input_index))
+        if entries is None or j >= len(entries):
+            return None
+        value, where = entries[j]
+        if where is not None and where[0] != node.name:
+            # held by a constant of an upstream shape computation: editing it must not change
+            # what other readers of the computed vector see
+            if len(self.consumers(node.input[input_index])) > 1:
+                where = None
+        return value, where
+
+    # -- recording -----------------------------------------------------------------------------
+
+    def set(self, name: str, axis: int, labels: np.ndarray) -> None:
+        self._info[name] = ChannelInfo(int(axis), np.asarray(labels, dtype=np.int64))
+
+    def new_units(
+        self, node: onnx.NodeProto, output: str, axis: int, size: int, frozen: str | None = None
+    ) -> np.ndarray:
+        """Allocate the units ``node`` produces on ``axis`` of ``output``."""
+        first = len(self._parent)
+        space = len(self.spaces)
+        self._parent.extend(range(first, first + size))
+        self._unit_space.extend([space] * size)
+        self.spaces.append(_Space(node.name, node.op_type, first, size, frozen))
+        labels = np.arange(first, first + size, dtype=np.int64)
+        if size:
+            self.set(output, axis, labels)
+        return labels
+
+    def couple(
+        self, weight: str, axis: int, labels: np.ndarray, role: str, node: onnx.NodeProto
+    ) -> None:
+        labels = np.asarray(labels, dtype=np.int64)
+        if self.model.shape(weight)[axis] != len(labels):
+            self.freeze(labels, f"{node.op_type} node {node.name!r}: {weight!r} has an odd shape")
+            return
+        self.couplings.append(_RawCoupling(weight, axis, labels, role, node.name))
+
+    def mask(self, node: onnx.NodeProto, input_index: int, info: ChannelInfo) -> None:
+        name = node.input[input_index]
+        rank = self.rank(name)
+        if rank is None:
+            self.freeze(info.labels, f"{node.op_type} node {node.name!r} reads an unknown rank")
+            return
+        self.masks.append(_RawMask(node.name, input_index, name, info.axis, rank, info.labels))
+
+    def union(self, a: np.ndarray, b: np.ndarray, node: onnx.NodeProto) -> np.ndarray:
+        """Unite position-wise; a unit meeting a position no group owns is frozen."""
+        out = a.copy()
+        for p, (u, v) in enumerate(zip(a.tolist(), b.tolist())):
+            if u >= 0 and v >= 0:
+                self._union(u, v)
+            elif u >= 0 or v >= 0:
+                self.freeze(
+                    np.array([max(u, v)]),
+                    f"{node.op_type} node {node.name!r} joins the channel with one no group owns",
+                )
+                out[p] = max(u, v)
+        return out
+
+    def _find(self, u: int) -> int:
+        parent = self._parent
+        root = u
+        while parent[root] != root:
+            root = parent[root]
+        while parent[u] != root:
+            parent[u], u = root, parent[u]
+        return root
+
+    def _union(self, u: int, v: int) -> None:
+        ru, rv = self._find(u), self._find(v)
+        if ru != rv:
+            self._parent[max(ru, rv)] = min(ru, rv)
+
+    def freeze(self, labels: np.ndarray, reason: str) -> None:
+        labels = np.asarray(labels)
+        if (labels >= 0).any():
+            self.freezes.append((labels[labels >= 0], reason))
+
+    def edit_attr(self, node: onnx.NodeProto, name: str, labels: np.ndarray) -> None:
+        self.edits.append(Edit("attr", node.name, [labels], name=name))
+
+    def edit_const(self, node: onnx.NodeProto | str | None, input_index: int, element: int,
+                   labels: np.ndarray) -> None:
+        name = node.name if isinstance(node, onnx.NodeProto) else node
+        if name is None:
+            self.freeze(labels, "a shape constant holding the channel count is shared")
+            return
+        self.edits.append(Edit("const", name, [labels], input_index=input_index, element=element))
+
+    def edit_split(self, node: onnx.NodeProto, pieces: list[np.ndarray]) -> None:
+        self.edits.append(Edit("split", node.name, list(pieces)))
+
+    def edit_slice(self, node: onnx.NodeProto, j: int, labels: np.ndarray, start: int,
+                   end: int) -> None:
+        self.edits.append(Edit("slice", node.name, [labels], element=j, span=(start, end)))
+
+    # -- the walk ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        model = self.model
+        for node in model.proto.graph.node:
+            default = node.domain in ("", "ai.onnx")
+            fn = RULES.get(node.op_type) if default else None
+            if fn is None or any(a.HasField("g") or a.graphs for a in node.attribute):
+                freeze_all(self, node)
+            else:
+                fn(self, node)
+        for name, info in self._info.items():
+            if model.is_graph_output(name):
+                self.freeze(info.labels, f"reaches the graph output {name!r}")
+            for consumer, index in model.consumers(name):
+                if index < 0:
+                    self.freeze(
+                        info.labels,
+                        f"{consumer.op_type} node {consumer.name!r} reads it in a nested subgraph",
+                    )
+        self._check_weights()
+
+    def _check_weights(self) -> None:
+        """Shared weights: slices coupled twice are the same units; other readers freeze them."""
+        by_key: dict[tuple[str, int], np.ndarray] = {}
+        readers: dict[str, set[str]] = {}
+        for c in self.couplings:
+            readers.setdefault(c.weight, set()).add(c.node)
+            known = by_key.get((c.weight, c.axis))
+            if known is None:
+                by_key[(c.weight, c.axis)] = c.labels
+            else:
+                node = self.model.node(c.node)
+                by_key[(c.weight, c.axis)] = self.union(known, c.labels, node)
+        for weight, nodes in readers.items():
+            others = [n for n, _ in self.model.consumers(weight) if n.name not in nodes]
+            if others:
+                reason = (
+                    f"weight {weight!r} is also read by {others[0].op_type} node "
+                    f"{others[0].name!r}"
+                )
+                for c in self.couplings:
+                    if c.weight == weight:
+                        self.freeze(c.labels, reason)
+
+    # -- grouping ------------------------------------------------------------------------------
+
+    def groups(self) -> tuple[list[Group], dict[int, tuple[int, int]]]:
+        """Build the Group records; also return unit -> (group number, class) for every unit."""
+        n_units = len(self._parent)
+        cls_root = np.array([self._find(u) for u in range(n_units)], dtype=np.int64)
+        # spaces sharing a class belong to one group
+        space_parent = list(range(len(self.spaces)))
+
+        def find_space(s: int) -> int:
+            while space_parent[s] != s:
+                space_parent[s] = space_parent[space_parent[s]]
+                s = space_parent[s]
+            return s
+
+        owner: dict[int, int] = {}
+        for u in range(n_units):
+            s = self._unit_space[u]
+            r = int(cls_root[u])
+            if r in owner:
+                a, b = find_space(owner[r]), find_space(s)
+                if a != b:
+                    space_parent[max(a, b)] = min(a, b)
+            else:
+                owner[r] = s
+        members: dict[int, list[int]] = {}
+        for s in range(len(self.spaces)):
+            members.setdefault(find_space(s), []).append(s)
+        unit_map: dict[int, tuple[int, int]] = {}
+        groups: list[Group] = []
+        reasons: list[list[str]] = []
+        for spaces in members.values():
+            gi = len(groups)
+            classes: dict[int, int] = {}
+            for s in spaces:
+                sp = self.spaces[s]
+                for u in range(sp.first, sp.first + sp.size):
+                    r = int(cls_root[u])
+                    if r not in classes:
+                        classes[r] = len(classes)
+                    unit_map[u] = (gi, classes[r])
+            root = self.spaces[spaces[0]]
+            for s in spaces:
+                sp = self.spaces[s]
+                units = {unit_map[u][1] for u in range(sp.first, sp.first + sp.size)}
+                if sp.size == len(classes) and len(units) == len(classes):
+                    root = sp
+                    break
+            groups.append(Group(id=root.node, root=root.node, op_type=root.op_type,
+                                size=len(classes)))
+            reasons.append([self.spaces[s].frozen for s in spaces if self.spaces[s].frozen])
+        for labels, reason in self.freezes:
+            for u in labels.tolist():
+                reasons[unit_map[u][0]].append(reason)
+        for group, why in zip(groups, reasons):
+            if why:
+                group.frozen = "; ".join(dict.fromkeys(why))
+            elif group.size == 0:
+                group.frozen = "has no units"
+        return groups, unit_map
+
+
+class DependencyGraph:
+    """The channel/neuron groups (and removable layers) of a model.
+
+    ``groups`` lists every group in graph order, frozen ones included (``Group.frozen`` says
+    why). Unit ``u`` of a group is coupled to every position ``p`` of each ``Coupling`` /
+    ``MaskPoint`` with ``index[p] == u``.
+    """
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        walk = Walk(model)
+        walk.run()
+        groups, unit_map = walk.groups()
+        self._offsets: dict[str, int] = {}
+        offset = 0
+        for g in groups:
+            self._offsets[g.id] = offset
+            offset += g.size
+        self.total_units = offset
+        to_global = np.full(len(unit_map), -1, dtype=np.int64)
+        for u, (gi, c) in unit_map.items():
+            to_global[u] = self._offsets[groups[gi].id] + c
+        group_of = np.empty(offset, dtype=np.int64)
+        for gi, g in enumerate(groups):
+            group_of[self._offsets[g.id] : self._offsets[g.id] + g.size] = gi
+
+        def global_labels(labels: np.ndarray) -> np.ndarray:
+            out = np.full(len(labels), -1, dtype=np.int64)
+            owned = labels >= 0
+            out[owned] = to_global[labels[owned]]
+            return out
+
+        def split(labels: np.ndarray):
+            """(group number, local index array) for each group present in ``labels``."""
+            glob = global_labels(labels)
+            present = np.unique(group_of[glob[glob >= 0]])
+            for gi in present.tolist():
+                mine = (glob >= 0) & (group_of[np.maximum(glob, 0)] == gi)
+                local = np.where(mine, glob - self._offsets[groups[gi].id], -1)
+                yield gi, local
+
+        seen: set[tuple[int, str, int]] = set()
+        coupled: dict[tuple[int, str, int], Coupling] = {}
+        for c in walk.couplings:
+            for gi, local in split(c.labels):
+                key = (gi, c.weight, c.axis)
+                if key in seen:
+                    continue
+                seen.add(key)
+                coupled[key] = Coupling(c.weight, c.axis, local, c.role, node=c.node)
+                groups[gi].couplings.append(coupled[key])
+        seen_masks: set[tuple[int, str, int]] = set()
+        for m in walk.masks:
+            for gi, local in split(m.labels):
+                key = (gi, m.node, m.input_index)
+                if key not in seen_masks:
+                    seen_masks.add(key)
+                    groups[gi].mask_points.append(
+                        MaskPoint(m.node, m.input_index, m.tensor, m.axis, m.rank, local)
+                    )
+        self.edits = [
+            Edit(e.kind, e.node, [global_labels(lab) for lab in e.labels], e.name,
+                 e.input_index, e.element, e.span)
+            for e in walk.edits
+        ]
+        for g in groups:
+            _complexity(model, g)
+        self.groups: list[Group] = groups
+        self._by_id = {g.id: g for g in groups}
+        self._layers: list[Layer] | None = None
+
+    def group(self, group_id: str) -> Group:
+        try:
+            return self._by_id[group_id]
+        except KeyError:
+            raise KeyError(f"no group {group_id!r}") from None
+
+    def unit_offset(self, group_id: str) -> int:
+        """Global id of unit 0 of a group (the numbering ``edits`` use)."""
+        self.group(group_id)
+        return self._offsets[group_id]
+
+    @property
+    def prunable_groups(self) -> list[Group]:
+        return [g for g in self.groups if g.prunable]
+
+    @property
+    def layers(self) -> list[Layer]:
+        if self._layers is None:
+            from ._layers import find_layers
+
+            self._layers = find_layers(self.model)
+        return self._layers
+
+    def layer(self, layer_id: str) -> Layer:
+        for layer in self.layers:
+            if layer.id == layer_id:
+                return layer
+        raise KeyError(f"no layer {layer_id!r}")
+
+    def __repr__(self) -> str:
+        n = len(self.prunable_groups)
+        return f"<DependencyGraph: {len(self.groups)} groups ({n} prunable)>"
+
+
+def _complexity(model: Model, group: Group) -> None:
+    """Parameters and MACs removed with each unit of a group."""
+    params = np.zeros(group.size, dtype=np.float64)
+    macs = np.zeros(group.size, dtype=np.float64)
+    for c in group.couplings:
+        shape = model.shape(c.weight)
+        per_slice = int(np.prod(shape, dtype=np.int64)) // max(shape[c.axis], 1)
+        owned = c.index[c.index >= 0]
+        counts = np.bincount(owned, minlength=group.size).astype(np.float64)
+        params += counts * per_slice
+        node_macs = sum(
+            model.node_macs(n)
+            for n, i in model.consumers(c.weight)
+            if n.op_type in _WEIGHTED and i == 1
+        )
+        macs += counts * (node_macs / max(shape[c.axis], 1))
+    group.params_per_unit = params.astype(np.int64)
+    group.macs_per_unit = np.rint(macs).astype(np.int64)

@@ -1,0 +1,422 @@
+"""Small ONNX models built in code, one per supported (or deliberately frozen) pattern.
+
+Every builder takes ``opset`` and ``batch`` (an int for a fixed batch, a str for a symbolic one)
+and returns an ``onnx.ModelProto`` with random weights (seeded). ``CATALOGUE`` lists the builders
+with the opsets they support and how many prunable groups each must yield.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSETS = (11, 13, 17, 18, 21)
+
+
+class Builder:
+    """Appends nodes and random initializers; opset-aware helpers for ops whose form changed."""
+
+    def __init__(self, opset: int = 13, batch: int | str = "N", seed: int = 0) -> None:
+        self.opset = opset
+        self.batch = batch
+        self.rng = np.random.default_rng(seed)
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.inputs: list[onnx.ValueInfoProto] = []
+        self._n = 0
+
+    def name(self, base: str) -> str:
+        self._n += 1
+        return f"{base}{self._n}"
+
+    def input(self, shape: list, name: str = "x", dtype=TensorProto.FLOAT) -> str:
+        self.inputs.append(helper.make_tensor_value_info(name, dtype, [self.batch, *shape]))
+        return name
+
+    def const(self, value, base: str = "c") -> str:
+        name = self.name(base)
+        self.inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def weight(self, shape: list[int], scale: float | None = None, positive=False) -> str:
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        scale = scale if scale is not None else 1.0 / np.sqrt(max(fan_in, 1))
+        w = self.rng.standard_normal(shape).astype(np.float32) * scale
+        if positive:
+            w = np.abs(w) + 0.5
+        return self.const(w.astype(np.float32), "w")
+
+    def op(self, op_type: str, inputs: list[str], n_out: int = 1, **attrs) -> str | list[str]:
+        outs = [self.name(op_type.lower()) for _ in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, inputs, outs, name=self.name(op_type), **attrs))
+        return outs[0] if n_out == 1 else outs
+
+    # -- layers ---------------------------------------------------------------------------------
+
+    def conv(self, x, cin, cout, k=3, group=1, bias=True, dims=2, stride=1):
+        w = self.weight([cout, cin // group] + [k] * dims)
+        ins = [x, w] + ([self.weight([cout], 0.1)] if bias else [])
+        return self.op("Conv", ins, pads=[k // 2] * (2 * dims), group=group,
+                       strides=[stride] * dims)
+
+    def bn(self, x, c):
+        return self.op("BatchNormalization", [x, self.weight([c], positive=True),
+                       self.weight([c], 0.1), self.weight([c], 0.1),
+                       self.weight([c], positive=True)])
+
+    def gemm(self, x, k, n, trans_b=0, bias=True):
+        w = self.weight([n, k] if trans_b else [k, n])
+        ins = [x, w] + ([self.weight([n], 0.1)] if bias else [])
+        return self.op("Gemm", ins, transB=trans_b)
+
+    def matmul(self, x, k, n):
+        return self.op("MatMul", [x, self.weight([k, n])])
+
+    def relu(self, x):
+        return self.op("Relu", [x])
+
+    def unsqueeze(self, x, axes):
+        if self.opset >= 13:
+            return self.op("Unsqueeze", [x, self.const(np.array(axes, np.int64))])
+        return self.op("Unsqueeze", [x], axes=axes)
+
+    def squeeze(self, x, axes):
+        if self.opset >= 13:
+            return self.op("Squeeze", [x, self.const(np.array(axes, np.int64))])
+        return self.op("Squeeze", [x], axes=axes)
+
+    def split(self, x, sizes, axis=1):
+        if self.opset >= 13:
+            return self.op("Split", [x, self.const(np.array(sizes, np.int64))], n_out=len(sizes),
+                           axis=axis)
+        return self.op("Split", [x], n_out=len(sizes), axis=axis, split=sizes)
+
+    def reduce_mean(self, x, axes, keepdims=1):
+        if self.opset >= 18:
+            return self.op("ReduceMean", [x, self.const(np.array(axes, np.int64))],
+                           keepdims=keepdims)
+        return self.op("ReduceMean", [x], axes=axes, keepdims=keepdims)
+
+    def slice(self, x, start, end, axis):
+        return self.op("Slice", [x, self.const(np.array([start], np.int64)),
+                                 self.const(np.array([end], np.int64)),
+                                 self.const(np.array([axis], np.int64))])
+
+    def gelu_erf(self, x):
+        d = self.op("Div", [x, self.const(np.array(np.sqrt(2.0), np.float32))])
+        e = self.op("Erf", [d])
+        a = self.op("Add", [e, self.const(np.array(1.0, np.float32))])
+        m = self.op("Mul", [x, a])
+        return self.op("Mul", [m, self.const(np.array(0.5, np.float32))])
+
+    def gelu_tanh(self, x):
+        cube = self.op("Pow", [x, self.const(np.array(3.0, np.float32))])
+        inner = self.op("Add", [x, self.op("Mul", [cube, self.const(np.array(0.044715, np.float32))])])
+        t = self.op("Tanh", [self.op("Mul", [inner, self.const(np.array(0.7978845608, np.float32))])])
+        half = self.op("Mul", [x, self.const(np.array(0.5, np.float32))])
+        return self.op("Mul", [half, self.op("Add", [t, self.const(np.array(1.0, np.float32))])])
+
+    def model(self, outputs: list[str], ir_version: int | None = None,
+              shapes: dict[str, list] | None = None) -> onnx.ModelProto:
+        """The model; output types come from onnx's inference or ``shapes`` where it fails."""
+        outs = [helper.make_empty_tensor_value_info(o) for o in outputs]
+        graph = helper.make_graph(self.nodes, "test", self.inputs, outs, self.inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
+        model.ir_version = ir_version or max(
+            8, helper.find_min_ir_version_for([helper.make_opsetid("", self.opset)])
+        )
+        inferred = onnx.shape_inference.infer_shapes(model)
+        # declare the output types, as exporters do
+        types = {
+            v.name: v
+            for v in list(inferred.graph.value_info) + list(inferred.graph.output)
+            if v.type.tensor_type.HasField("shape")
+        }
+        for name, shape in (shapes or {}).items():
+            types[name] = helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+        del model.graph.output[:]
+        model.graph.output.extend(types.get(o, helper.make_empty_tensor_value_info(o)) for o in outputs)
+        return model
+
+
+# -- the patterns -------------------------------------------------------------------------------
+
+
+def conv_stack(opset=13, batch="N"):
+    """Conv 2-D + BN + ReLU stack, with pooling, padding and a 1x1 conv head."""
+    b = Builder(opset, batch)
+    x = b.input([3, 8, 8])
+    h = b.relu(b.bn(b.conv(x, 3, 6), 6))
+    h = b.op("MaxPool", [h], kernel_shape=[2, 2], strides=[2, 2])
+    h = b.relu(b.bn(b.conv(h, 6, 8, bias=False), 8))
+    h = b.op("Pad", [h, b.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64))])
+    h = b.op("AveragePool", [h], kernel_shape=[3, 3])
+    return b.model([b.conv(h, 8, 4, k=1)])
+
+
+def conv_1d_3d(opset=13, batch="N"):
+    """Conv 1-D and 3-D chains with InstanceNormalization and LeakyReLU."""
+    b = Builder(opset, batch)
+    x = b.input([2, 10], "x")
+    h = b.op("LeakyRelu", [b.conv(x, 2, 5, dims=1)], alpha=0.1)
+    h = b.op("InstanceNormalization", [h, b.weight([5], positive=True), b.weight([5], 0.1)])
+    y1 = b.conv(h, 5, 3, dims=1)
+    v = b.input([2, 4, 4, 4], "v")
+    g = b.relu(b.conv(v, 2, 4, dims=3))
+    g = b.op("GlobalAveragePool", [b.conv(g, 4, 3, dims=3, k=1)])
+    return b.model([y1, g])
+
+
+def residual_nested(opset=13, batch="N"):
+    """Stacked and nested residual blocks: all joined channels become one group."""
+    b = Builder(opset, batch)
+    x = b.input([3, 6, 6])
+    stem = b.relu(b.bn(b.conv(x, 3, 4), 4))
+    inner = b.op("Add", [stem, b.bn(b.conv(b.relu(b.conv(stem, 4, 5)), 5, 4), 4)])
+    inner = b.relu(inner)
+    inner2 = b.op("Add", [inner, b.conv(inner, 4, 4)])
+    outer = b.relu(b.op("Add", [inner2, stem]))
+    outer = b.op("Sum", [outer, b.conv(outer, 4, 4, k=1)])
+    return b.model([b.conv(outer, 4, 2)])
+
+
+def concat_residuals(opset=13, batch="N"):
+    """Concat (channel axis) of two residual outputs, then a residual over the concat."""
+    b = Builder(opset, batch)
+    x = b.input([3, 5, 5])
+    a = b.conv(x, 3, 3)
+    a = b.op("Add", [a, b.conv(b.relu(a), 3, 3)])
+    c = b.conv(x, 3, 2)
+    c = b.op("Add", [c, b.conv(b.relu(c), 2, 2)])
+    cat = b.op("Concat", [a, c], axis=1)
+    joined = b.op("Add", [cat, b.conv(x, 3, 5)])  # unit i of this conv = position i of concat
+    return b.model([b.conv(b.relu(joined), 5, 2)])
+
+
+def depthwise_after_concat(opset=13, batch="N"):
+    """Concat -> depthwise conv (multiplier 1 and 2) -> pointwise, as in MobileNet/ShuffleNet."""
+    b = Builder(opset, batch)
+    x = b.input([3, 6, 6])
+    cat = b.op("Concat", [b.conv(x, 3, 2), b.relu(b.conv(x, 3, 3)), x], axis=1)
+    dw = b.op("Clip", [b.conv(cat, 8, 8, group=8), b.const(np.array(0, np.float32)),
+                       b.const(np.array(6, np.float32))])
+    pw = b.bn(b.conv(dw, 8, 6, k=1), 6)
+    dw2 = b.conv(b.relu(pw), 6, 12, group=6)  # channel multiplier 2
+    return b.model([b.conv(dw2, 12, 3, k=1)])
+
+
+def se_in_residual(opset=13, batch="N"):
+    """Squeeze-and-excitation inside a residual block (GAP -> Conv -> ReLU -> Conv -> Mul)."""
+    b = Builder(opset, batch)
+    x = b.input([3, 6, 6])
+    stem = b.relu(b.conv(x, 3, 6))
+    t = b.bn(b.conv(stem, 6, 6), 6)
+    s = b.op("GlobalAveragePool", [t])
+    s = b.op("HardSigmoid", [b.conv(b.relu(b.conv(s, 6, 3, k=1)), 3, 6, k=1)])
+    t = b.op("Mul", [t, s])
+    # a second SE with ReduceMean + Gemm, the way Keras exports it
+    pooled = b.reduce_mean(t, [2, 3], keepdims=0)
+    e = b.op("Sigmoid", [b.gemm(b.relu(b.gemm(pooled, 6, 2, trans_b=1)), 2, 6)])
+    e = b.unsqueeze(e, [2, 3])
+    t = b.op("Mul", [e, t])
+    y = b.relu(b.op("Add", [stem, t]))
+    return b.model([b.conv(y, 6, 2, k=1)])
+
+
+def flatten_gemm(opset=13, batch="N"):
+    """Conv -> Flatten -> Gemm -> Gemm: a channel is a contiguous block of H*W features."""
+    b = Builder(opset, batch)
+    x = b.input([2, 6, 6])
+    h = b.op("MaxPool", [b.relu(b.conv(x, 2, 4))], kernel_shape=[2, 2], strides=[2, 2])
+    f = b.op("Flatten", [h], axis=1)
+    h = b.relu(b.gemm(f, 36, 7, trans_b=1))
+    h = b.op("Dropout", [h])
+    return b.model([b.gemm(h, 7, 3)])
+
+
+def shape_reshape(opset=13, batch="N"):
+    """Reshape target computed at run time: Shape -> Gather -> Unsqueeze -> Concat(-1)."""
+    b = Builder(opset, batch)
+    x = b.input([3, 4, 4])
+    h = b.relu(b.conv(x, 3, 5, stride=2))
+    s = b.op("Shape", [h])
+    n = b.op("Gather", [s, b.const(np.array(0, np.int64))], axis=0)
+    target = b.op("Concat", [b.unsqueeze(n, [0]), b.const(np.array([-1], np.int64))], axis=0)
+    f = b.op("Reshape", [h, target])
+    # a second reshape with a constant target that names the merged size explicitly
+    g = b.relu(b.conv(x, 3, 2))
+    g = b.op("Reshape", [g, b.const(np.array([0, 2, 16], np.int64))])
+    g = b.op("Reshape", [g, b.const(np.array([0, 32], np.int64))])
+    y = b.gemm(f, 20, 3, trans_b=1)
+    return b.model([y, b.gemm(g, 32, 2)], shapes={y: [batch, 3]})
+
+
+def channels_last(opset=13, batch="N"):
+    """Keras-style NHWC: Transpose to channels-last, per-channel Mul/Add, Reshape, MatMul."""
+    b = Builder(opset, batch)
+    x = b.input([3, 4, 4])
+    h = b.conv(x, 3, 5)
+    t = b.op("Transpose", [h], perm=[0, 2, 3, 1])
+    t = b.op("Add", [b.op("Mul", [t, b.weight([5], positive=True)]), b.weight([5], 0.1)])
+    t = b.relu(t)
+    back = b.op("Transpose", [t], perm=[0, 3, 1, 2])
+    y1 = b.conv(back, 5, 2, k=1)
+    f = b.op("Reshape", [t, b.const(np.array([-1, 80], np.int64))])  # strided channel features
+    y2 = b.op("Add", [b.matmul(f, 80, 3), b.weight([3], 0.1)])
+    return b.model([y1, y2])
+
+
+def transformer_ffn(opset=13, batch="N"):
+    """MatMul -> bias Add -> GELU (Erf and Tanh forms) -> MatMul, with the residual."""
+    b = Builder(opset, batch)
+    x = b.input([4, 6])
+    h = b.op("Add", [b.matmul(x, 6, 10), b.weight([10], 0.1)])
+    h = b.gelu_erf(h)
+    y = b.op("Add", [x, b.op("Add", [b.matmul(h, 10, 6), b.weight([6], 0.1)])])
+    h2 = b.gelu_tanh(b.op("Add", [b.weight([8], 0.1), b.matmul(y, 6, 8)]))
+    if opset >= 20:
+        h2 = b.op("Gelu", [h2])
+    z = b.op("Add", [y, b.matmul(h2, 8, 6)])
+    return b.model([z])
+
+
+def elementwise_zoo(opset=13, batch="N"):
+    """Per-channel constants with broadcasting and shape-preserving ops between two convs."""
+    b = Builder(opset, batch)
+    x = b.input([3, 6, 6])
+    h = b.conv(x, 3, 4)
+    h = b.op("Mul", [h, b.weight([4, 1, 1], positive=True)])
+    h = b.op("Sub", [h, b.weight([1, 4, 1, 1], 0.1)])
+    h = b.op("Div", [h, b.const(np.array([2.0], np.float32))])
+    h = b.op("PRelu", [h, b.weight([4, 1, 1], 0.2)])
+    h = b.op("Elu", [h])
+    h = b.op("Sigmoid", [h]) if opset < 14 else b.op("HardSwish", [h])
+    h = b.op("Sqrt", [b.op("Add", [b.op("Pow", [h, b.const(np.array(2.0, np.float32))]),
+                                   b.const(np.array(1.0, np.float32))])])
+    h = b.op("Cast", [b.op("Identity", [h])], to=TensorProto.FLOAT)
+    h = b.op("Softmax", [h], axis=3)
+    h = b.op("Tanh", [h])
+    roi = b.const(np.zeros(0, np.float32))
+    h = b.op("Resize", [h, roi, b.const(np.array([1, 1, 2, 2], np.float32))], mode="nearest")
+    h = b.op("Max", [h, b.const(np.array(0.0, np.float32))])
+    return b.model([b.conv(h, 4, 2)])
+
+
+def split_slice(opset=13, batch="N"):
+    """Split and Slice along the channel axis (sizes and bounds rewritten on removal)."""
+    b = Builder(opset, batch)
+    x = b.input([3, 4, 4])
+    h = b.relu(b.conv(x, 3, 7))
+    p1, p2 = b.split(h, [3, 4])
+    y = b.op("Concat", [b.conv(p1, 3, 2), b.conv(p2, 4, 2)], axis=1)
+    s = b.slice(h, 2, 6, 1)
+    return b.model([y, b.conv(s, 4, 3), b.conv(b.slice(h, -3, 100, 1), 3, 2)])
+
+
+def gemm_variants(opset=13, batch="N"):
+    """Gemm with every transA/transB, MatMul on 3-D activations, ConvTranspose."""
+    b = Builder(opset, batch)
+    x = b.input([5])
+    h = b.relu(b.gemm(x, 5, 6, trans_b=1))
+    h = b.relu(b.gemm(h, 6, 4, trans_b=0))
+    t = b.op("Transpose", [h], perm=[1, 0])
+    h = b.op("Gemm", [t, b.weight([4, 3]), b.weight([1, 3], 0.1)], transA=1)
+    h = b.op("Gemm", [h, b.weight([2, 3])], transA=0, transB=1, alpha=0.5)
+    v = b.input([3, 4, 4], "v")
+    u = b.op("ConvTranspose", [b.relu(b.conv(v, 3, 4)), b.weight([4, 5, 2, 2]), b.weight([5], 0.1)],
+             strides=[2, 2])
+    u = b.op("ConvTranspose", [b.relu(u), b.weight([5, 3, 3, 3])], pads=[1, 1, 1, 1])
+    s = b.input([3, 4], "s")
+    m = b.relu(b.matmul(s, 4, 6))
+    m = b.matmul(b.op("Transpose", [m], perm=[0, 1, 2]), 6, 2)
+    return b.model([h, b.conv(u, 3, 2), m])
+
+
+def frozen_cases(opset=13, batch="N"):
+    """Patterns that must freeze: LRN, channel Softmax, grouped conv, graph output, If."""
+    b = Builder(opset, batch)
+    x = b.input([4, 4, 4])
+    lrn = b.conv(b.op("LRN", [b.conv(x, 4, 4)], size=3), 4, 2)
+    soft = b.conv(b.op("Softmax", [b.conv(x, 4, 4)], axis=1), 4, 2)
+    grouped = b.conv(b.conv(x, 4, 4, group=2), 4, 2)
+    direct = b.conv(x, 4, 3)  # reaches a graph output
+    # a tensor read inside an If branch
+    inner = b.conv(x, 4, 2)
+    then_out = helper.make_tensor_value_info("then_y", TensorProto.FLOAT, None)
+    else_out = helper.make_tensor_value_info("else_y", TensorProto.FLOAT, None)
+    then_g = helper.make_graph([helper.make_node("Relu", [inner], ["then_y"])], "then", [], [then_out])
+    else_g = helper.make_graph([helper.make_node("Neg", [inner], ["else_y"])], "else", [], [else_out])
+    cond = b.const(np.array(True))
+    iff = b.name("if")
+    b.nodes.append(helper.make_node("If", [cond], [iff], name="If_0", then_branch=then_g,
+                                    else_branch=else_g))
+    # and an open one: Conv -> Relu -> Conv, prunable
+    ok = b.conv(b.relu(b.conv(x, 4, 3)), 3, 2)
+    return b.model([lrn, soft, grouped, direct, iff, ok])
+
+
+def gated_concat_add(opset=13, batch="N"):
+    """Gating Mul of two activations, and channel Concat joined with another producer."""
+    b = Builder(opset, batch)
+    x = b.input([3, 5, 5])
+    a = b.conv(x, 3, 4)
+    g = b.op("Sigmoid", [b.conv(x, 3, 4)])
+    gated = b.op("Mul", [a, g])
+    # ReduceMean over H,W then a Gemm classifier (keepdims=1 + Flatten)
+    pooled = b.op("Flatten", [b.reduce_mean(gated, [2, 3], keepdims=1)])
+    y = b.gemm(pooled, 4, 2)
+    return b.model([y, b.conv(b.relu(gated), 4, 2)])
+
+
+def shared_weight(opset=13, batch="N"):
+    """One initializer used by two convs: their output channels are pruned together."""
+    b = Builder(opset, batch)
+    x = b.input([3, 5, 5])
+    w = b.weight([4, 3, 3, 3])
+    c1 = b.op("Conv", [x, w], pads=[1, 1, 1, 1])
+    c2 = b.op("Conv", [b.op("Neg", [x]), w], pads=[1, 1, 1, 1])
+    return b.model([b.conv(b.relu(c1), 4, 2), b.conv(c2, 4, 2)])
+
+
+@dataclass(frozen=True)
+class Case:
+    build: Callable[..., onnx.ModelProto]
+    prunable: int  # prunable groups the analysis must find
+    min_opset: int = 11
+
+
+CATALOGUE: dict[str, Case] = {
+    "conv_stack": Case(conv_stack, 2),
+    "conv_1d_3d": Case(conv_1d_3d, 2),
+    "residual_nested": Case(residual_nested, 2),
+    "concat_residuals": Case(concat_residuals, 1),
+    "depthwise_after_concat": Case(depthwise_after_concat, 3),
+    "se_in_residual": Case(se_in_residual, 3),
+    "flatten_gemm": Case(flatten_gemm, 2),
+    "shape_reshape": Case(shape_reshape, 2),
+    "channels_last": Case(channels_last, 1),
+    "transformer_ffn": Case(transformer_ffn, 2),
+    "elementwise_zoo": Case(elementwise_zoo, 1),
+    "split_slice": Case(split_slice, 1),
+    "gemm_variants": Case(gemm_variants, 7),
+    "frozen_cases": Case(frozen_cases, 1),
+    "gated_concat_add": Case(gated_concat_add, 1),
+    "shared_weight": Case(shared_weight, 1),
+}
+
+
+def random_inputs(model: onnx.ModelProto, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random float inputs for a model, symbolic dims set to ``batch``."""
+    rng = np.random.default_rng(seed)
+    init = {t.name for t in model.graph.initializer}
+    feeds = {}
+    for v in model.graph.input:
+        if v.name in init:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else batch for d in v.type.tensor_type.shape.dim]
+        feeds[v.name] = rng.standard_normal(dims).astype(np.float32)
+    return feeds
