@@ -162,7 +162,7 @@ def test_nm(tmp_path_factory, nm, seed):
 
 def test_nm_named_ineligible_weight():
     model = load(mixed_model())
-    with pytest.raises(ValueError, match="dw_w.*not a multiple of 4"):
+    with pytest.raises(ValueError, match="dw_w.*size 1, not a multiple of 4"):
         nm_masks(model, 2, 4, weights=["dw_w"])
 
 

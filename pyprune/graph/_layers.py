@@ -140,7 +140,7 @@ def _reads(node: onnx.NodeProto) -> set[str]:
 
 def _path_layer(model: Model, node: onnx.NodeProto) -> Layer | None:
     data = _data_input(model, node)
-    if data is None:
+    if data is None or _changes_width(model, node):
         return None
     x = data
     chain = [node]
@@ -198,6 +198,38 @@ def _data_input(model: Model, node: onnx.NodeProto) -> str | None:
     if node.op_type == "Gemm" and len(inputs) > 2 and inputs[2] and not model.is_weight(inputs[2]):
         return None
     return dynamic[0]
+
+
+def _changes_width(model: Model, node: onnx.NodeProto) -> bool:
+    """Whether the weight alone shows the node changes the channel/feature count.
+
+    This rules a node out even where shape inference gave up (no shapes needed).
+    """
+    inputs = list(node.input)
+    op = node.op_type
+    if op in ("Conv", "ConvTranspose"):
+        w = model.weight(inputs[1]).shape
+        group = _int_attr(node, "group", 1)
+        width_in, width_out = (w[1] * group, w[0]) if op == "Conv" else (w[0], w[1] * group)
+        return width_in != width_out
+    if model.is_weight(inputs[1]):
+        w = model.weight(inputs[1]).shape
+        if len(w) < 2:
+            return False
+        if op == "Gemm" and _int_attr(node, "transB", 0):
+            return w[0] != w[1]
+        return w[-2] != w[-1]
+    w = model.weight(inputs[0]).shape  # constant left operand: rows change from K to M
+    if len(w) < 2:
+        return False
+    return w[-2] != w[-1]
+
+
+def _int_attr(node: onnx.NodeProto, name: str, default: int) -> int:
+    for a in node.attribute:
+        if a.name == name:
+            return int(helper.get_attribute_value(a))
+    return default
 
 
 def _used_outputs(model: Model, node: onnx.NodeProto) -> list[str]:

@@ -58,7 +58,7 @@ class MaskableWeight:
             return "shared by nodes that reduce over different axes"
         size = self.shape[self.reduction_axis]
         if size % m:
-            return f"reduction axis {self.reduction_axis} has {size} elements, not a multiple of {m}"
+            return f"reduction axis {self.reduction_axis} has size {size}, not a multiple of {m}"
         return None
 
 
