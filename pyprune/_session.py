@@ -238,11 +238,13 @@ class MaskedSession:
         graph.node.extend(nodes)
 
         initializers = {t.name: t for t in graph.initializer}
+        listed = {v.name for v in graph.input}  # models of IR version < 4 list initializers already
         for name in self._weights:
             tensor = initializers.get(name)
             if tensor is None:
                 raise ValueError(f"{name!r} is not a weight (initializer) of the model")
-            graph.input.append(helper.make_tensor_value_info(name, tensor.data_type, list(tensor.dims)))
+            if name not in listed:
+                graph.input.append(helper.make_tensor_value_info(name, tensor.data_type, list(tensor.dims)))
         return proto
 
     # -- candidates -----------------------------------------------------------------------------
