@@ -134,7 +134,8 @@ class Builder:
         types = {
             v.name: v
             for v in list(inferred.graph.value_info) + list(inferred.graph.output)
-            if v.type.tensor_type.HasField("shape")
+            if v.type.WhichOneof("value") not in (None, "tensor_type")
+            or v.type.tensor_type.HasField("shape")
         }
         for name, shape in (shapes or {}).items():
             types[name] = helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)

@@ -1,0 +1,341 @@
+"""The model view: loading, normalisation, index, shapes, complexity figures and atomic save."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper, parser
+
+from pyprune.errors import ModelLoadError, UnsupportedModelError
+from pyprune.graph import DependencyGraph, load
+from pyprune.surgery import remove_units
+
+sys.path.insert(0, str(Path(__file__).parent))  # the generated test models live next to this
+from _models import Builder, conv_stack, random_inputs  # noqa: E402
+
+
+def _run(proto: onnx.ModelProto, feeds):
+    s = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return s.run(None, feeds)
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+
+def test_load_from_path_bytes_and_proto_give_the_same_model(tmp_path):
+    proto = conv_stack(13, "N")
+    path = tmp_path / "m.onnx"
+    onnx.save(proto, path)
+    a, b, c = load(path), load(str(path)), load(proto.SerializeToString())
+    d = load(proto)
+    assert a.path == path and d.path is None
+    assert a.weight_names == b.weight_names == c.weight_names == d.weight_names
+    assert [n.name for n in a.nodes] == [n.name for n in d.nodes]
+
+
+def test_load_does_not_modify_the_given_proto():
+    b = Builder(13)
+    x = b.input([3])
+    w = b.op("Constant", [], value=numpy_helper.from_array(np.ones((3, 2), np.float32), "v"))
+    proto = b.model([b.op("MatMul", [x, w])])
+    before = proto.SerializeToString()
+    load(proto)
+    assert proto.SerializeToString() == before
+
+
+def test_missing_file_names_the_file(tmp_path):
+    with pytest.raises(ModelLoadError, match="nope.onnx: no such file"):
+        load(tmp_path / "nope.onnx")
+
+
+@pytest.mark.parametrize("content", [b"not a model at all", b"\x08\x07\x12"])
+def test_garbage_file_is_a_load_error_naming_the_file(tmp_path, content):
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(content)
+    with pytest.raises(ModelLoadError, match="bad.onnx"):
+        load(path)
+
+
+def test_truncated_file_is_a_load_error(tmp_path):
+    path = tmp_path / "cut.onnx"
+    data = conv_stack(13).SerializeToString()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError, match="cut.onnx"):
+        load(path)
+
+
+def test_invalid_graph_is_a_load_error_with_the_cause():
+    proto = parser.parse_model(
+        """<ir_version: 8, opset_import: ["" : 13]>
+        g (float[2] x) => (float[2] y) { y = Add(x, missing) }"""
+    )
+    with pytest.raises(ModelLoadError, match="invalid ONNX model"):
+        load(proto)
+
+
+def test_old_opset_is_unsupported():
+    proto = parser.parse_model(
+        """<ir_version: 5, opset_import: ["" : 10]>
+        g (float[2] x) => (float[2] y) { y = Relu(x) }"""
+    )
+    with pytest.raises(UnsupportedModelError, match="opset 10"):
+        load(proto)
+
+
+def test_wrong_source_type_is_a_type_error():
+    with pytest.raises(TypeError, match="path, bytes or onnx.ModelProto"):
+        load(123)  # type: ignore[arg-type]
+
+
+# -- normalisation ------------------------------------------------------------------------------
+
+
+def test_constants_and_constant_chains_fold_into_initializers():
+    b = Builder(13)
+    x = b.input([4, 3, 3])
+    c = b.op("Constant", [], value=numpy_helper.from_array(
+        np.arange(24, dtype=np.float64).reshape(3, 4, 2) / 24, "v"))
+    w = b.op("Cast", [b.op("Transpose", [c], perm=[1, 0, 2])], to=TensorProto.FLOAT)  # [4,3,2]
+    w = b.op("Reshape", [w, b.const(np.array([4, 6, 1, 1], np.int64))])  # [4, 6, 1, 1]
+    w = b.op("Slice", [w, b.const(np.array([0], np.int64)), b.const(np.array([4], np.int64)),
+                       b.const(np.array([1], np.int64))])  # [4, 4, 1, 1]
+    w = b.op("Identity", [w])
+    bias = b.op("Constant", [], value_floats=[0.1, 0.2, 0.3, 0.4])
+    proto = b.model([b.op("Conv", [x, w, bias])])
+    model = load(proto)
+    assert [n.op_type for n in model.nodes] == ["Conv"]
+    conv = model.nodes[0]
+    assert model.is_weight(conv.input[1]) and model.is_weight(conv.input[2])
+    assert model.weight(conv.input[1]).shape == (4, 4, 1, 1)
+    assert model.weight(conv.input[1]).dtype == np.float32
+    np.testing.assert_allclose(model.weight(conv.input[2]), [0.1, 0.2, 0.3, 0.4], rtol=1e-6)
+    feeds = random_inputs(proto)
+    np.testing.assert_allclose(_run(model.proto, feeds)[0], _run(proto, feeds)[0], rtol=1e-6)
+    # folded values are weights the groups can cut
+    assert DependencyGraph(model).groups[0].couplings[0].weight == conv.input[1]
+
+
+def test_nodes_get_unique_names():
+    proto = parser.parse_model(
+        """<ir_version: 8, opset_import: ["" : 13]>
+        g (float[2] x) => (float[2] y) { a = Relu(x) b = Relu(a) c = Neg(b) y = Abs(c) }"""
+    )
+    proto.graph.node[1].name = "same"
+    proto.graph.node[2].name = "same"
+    names = [n.name for n in load(proto).nodes]
+    assert len(set(names)) == 4 and all(names)
+    assert "same" in names
+
+
+def test_initializers_listed_as_inputs_become_constants():
+    b = Builder(13)
+    x = b.input([3])
+    proto = b.model([b.gemm(x, 3, 2)])
+    w = proto.graph.initializer[0]
+    proto.graph.input.append(helper.make_tensor_value_info(w.name, w.data_type, list(w.dims)))
+    model = load(proto)
+    assert model.input_names == ["x"]
+    assert [s.name for s in model.input_specs()] == ["x"]
+
+
+# -- the index ----------------------------------------------------------------------------------
+
+
+def test_producers_consumers_shapes_and_specs():
+    model = load(conv_stack(13, "N"))
+    conv = model.nodes[0]
+    assert model.producer(conv.output[0]) is conv
+    assert model.producer("x") is None
+    (reader, index), = model.consumers(conv.output[0])
+    assert reader.op_type == "BatchNormalization" and index == 0
+    assert model.shape(conv.output[0]) == ["N", 6, 8, 8]
+    assert model.shape(conv.input[1]) == [6, 3, 3, 3]
+    assert model.node(conv.name) is conv
+    with pytest.raises(KeyError):
+        model.node("nothing")
+    (spec,) = model.input_specs()
+    assert spec.name == "x" and spec.dtype == np.float32 and spec.shape == ["N", 3, 8, 8]
+    (out,) = model.output_specs()
+    assert out.dtype == np.float32 and out.shape == ["N", 4, 4, 4]
+
+
+def test_weights_are_read_only_and_set_weight_keeps_the_dtype():
+    model = load(conv_stack(13))
+    name = model.nodes[0].input[1]
+    w = model.weight(name)
+    with pytest.raises(ValueError):
+        w[0, 0, 0, 0] = 1.0
+    model.set_weight(name, np.zeros((2, 3, 3, 3), np.float64))
+    assert model.weight(name).dtype == np.float32 and model.weight(name).shape == (2, 3, 3, 3)
+    with pytest.raises(KeyError):
+        model.weight("nothing")
+
+
+def _if_model(opset=13):
+    b = Builder(opset)
+    x = b.input([3])
+    h = b.gemm(x, 3, 4)
+    inner_w = numpy_helper.from_array(np.full((4,), 2.0, np.float32), "inner_w")
+    then_g = helper.make_graph(
+        [helper.make_node("Mul", [h, "inner_w"], ["t"])], "then", [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)], [inner_w])
+    else_g = helper.make_graph(
+        [helper.make_node("Neg", [h], ["e"])], "else", [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)])
+    cond = b.const(np.array(True))
+    y = "y_if"
+    b.nodes.append(helper.make_node("If", [cond], [y], name="the_if", then_branch=then_g,
+                                    else_branch=else_g))
+    return b.model([y], shapes={y: [b.batch, 4]})
+
+
+def test_nested_subgraphs_round_trip_and_their_reads_are_consumers(tmp_path):
+    proto = _if_model()
+    model = load(proto)
+    h = model.nodes[0].output[0]
+    assert ("the_if", -1) in [(n.name, i) for n, i in model.consumers(h)]
+    out = tmp_path / "if.onnx"
+    model.save(out)
+    again = onnx.load(out)
+    original_if = [n for n in proto.graph.node if n.op_type == "If"][0]
+    saved_if = [n for n in again.graph.node if n.op_type == "If"][0]
+    assert saved_if.attribute == original_if.attribute
+    feeds = random_inputs(proto)
+    np.testing.assert_allclose(_run(again, feeds)[0], _run(proto, feeds)[0])
+    assert "inner_w" not in model.weight_names  # subgraph weights are not pruned structurally
+    assert model.params() == 3 * 4 + 4 + 4  # but they count as parameters
+    group = DependencyGraph(model).groups[0]
+    assert "If node 'the_if' reads it in a nested subgraph" in group.frozen
+
+
+def test_non_tensor_and_integer_outputs_survive_removal():
+    b = Builder(13)
+    x = b.input([3, 4, 4])
+    h = b.relu(b.conv(x, 3, 5))
+    y = b.conv(h, 5, 2)
+    arg = b.op("ArgMax", [y], axis=1)
+    seq = b.op("SequenceConstruct", [y, y])
+    proto = b.model([arg, seq])
+    model = load(proto)
+    graph = DependencyGraph(model)
+    pruned = remove_units(model, {graph.prunable_groups[0].id: [0, 3]}, graph)
+    onnx.checker.check_model(pruned.proto, full_check=True)
+    assert [o.name for o in pruned.proto.graph.output] == [arg, seq]
+    assert pruned.proto.graph.output[1].type.WhichOneof("value") == "sequence_type"
+    specs = pruned.output_specs()
+    assert specs[0].dtype == np.int64 and specs[1].dtype is None
+    feeds = random_inputs(proto)
+    got = _run(pruned.proto, feeds)
+    assert got[0].dtype == np.int64 and len(got[1]) == 2
+
+
+# -- complexity ---------------------------------------------------------------------------------
+
+
+def test_macs_and_params_match_hand_computed_values():
+    b = Builder(13, batch="N")
+    x = b.input([3, 8, 8])
+    c = b.conv(x, 3, 4)  # 4*8*8 outputs x 3*3*3 = 6912
+    d = b.conv(c, 4, 4, group=4)  # depthwise: 4*8*8 x 1*3*3 = 2304
+    t = b.op("ConvTranspose", [d, b.weight([4, 2, 2, 2])], strides=[2, 2])  # 4*8*8 x 2*2*2 = 2048
+    f = b.op("Flatten", [b.op("GlobalAveragePool", [t])])
+    g = b.gemm(f, 2, 5, trans_b=1)  # 2*5 = 10
+    s = b.input([6, 7], "s")
+    m = b.matmul(s, 7, 3)  # 6*7*3 = 126 (symbolic batch counts 1)
+    model = load(b.model([g, m]))
+    per_node = {n.op_type + str(i): model.node_macs(n) for i, n in enumerate(model.nodes)}
+    assert sorted(v for v in per_node.values() if v) == [10, 126, 2048, 2304, 6912]
+    assert model.macs() == 6912 + 2304 + 2048 + 10 + 126
+    params = (4 * 27 + 4) + (4 * 9 + 4) + 4 * 8 + (5 * 2 + 5) + 7 * 3
+    assert model.params() == params
+    assert model.nonzeros() == params  # random normals are never exactly zero
+    model.set_weight(model.nodes[0].input[1], np.zeros((4, 3, 3, 3), np.float32))
+    assert model.nonzeros() == params - 108
+    assert model.file_size() == len(model.proto.SerializeToString())
+
+
+def test_fixed_batch_counts_every_sample():
+    b = Builder(13, batch=3)
+    x = b.input([5])
+    model = load(b.model([b.gemm(x, 5, 2)]))
+    assert model.macs() == 3 * 5 * 2
+
+
+# -- saving -------------------------------------------------------------------------------------
+
+
+def test_save_refuses_the_input_file_and_leaves_it_untouched(tmp_path):
+    path = tmp_path / "in.onnx"
+    onnx.save(conv_stack(13), path)
+    before = path.read_bytes()
+    model = load(path)
+    with pytest.raises(ValueError, match="refusing to overwrite the input model"):
+        model.save(path)
+    with pytest.raises(ValueError, match="refusing to overwrite"):
+        model.copy().save(str(path))
+    assert path.read_bytes() == before
+    model.save(path, overwrite_input=True)
+    assert load(path).weight_names == model.weight_names
+
+
+def test_failed_save_leaves_nothing_behind(tmp_path, monkeypatch):
+    model = load(conv_stack(13))
+
+    def broken(*args, **kwargs):
+        Path(args[1]).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(onnx, "save_model", broken)
+    with pytest.raises(OSError, match="disk full"):
+        model.save(tmp_path / "out.onnx")
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(ValueError, match="does not exist"):
+        model.save(tmp_path / "missing" / "out.onnx")
+
+
+def test_external_data_round_trip(tmp_path):
+    b = Builder(13)
+    x = b.input([64])
+    proto = b.model([b.gemm(b.relu(b.gemm(x, 64, 32)), 32, 4)])
+    first = numpy_helper.to_array(proto.graph.initializer[0])
+    src = tmp_path / "src"
+    src.mkdir()
+    onnx.save_model(onnx.ModelProto.FromString(proto.SerializeToString()), src / "m.onnx", save_as_external_data=True, location="weights.bin",
+                    size_threshold=1024)
+    assert (src / "weights.bin").exists()
+    model = load(src / "m.onnx")
+    assert model.external_data
+    w = model.nodes[0].input[1]
+    np.testing.assert_array_equal(model.weight(w), first)
+    graph = DependencyGraph(model)
+    pruned = remove_units(model, {graph.prunable_groups[0].id: list(range(16))}, graph)
+    out = tmp_path / "out"
+    out.mkdir()
+    pruned.save(out / "p.onnx")
+    assert sorted(os.listdir(out)) == ["p.onnx", "p.onnx.data"]
+    again = load(out / "p.onnx")
+    assert again.external_data
+    assert again.weight(w).shape == (64, 16)
+    feeds = random_inputs(proto)
+    on_disk = ort.InferenceSession(str(out / "p.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(on_disk.run(None, feeds)[0], _run(pruned.proto, feeds)[0])
+    # and back into one file when asked
+    pruned.save(out / "single.onnx", external_data=False)
+    assert not (out / "single.onnx.data").exists()
+    assert not load(out / "single.onnx").external_data
+
+
+def test_external_data_that_is_missing_is_a_load_error(tmp_path):
+    b = Builder(13)
+    x = b.input([64])
+    onnx.save_model(b.model([b.gemm(x, 64, 32)]), tmp_path / "m.onnx",
+                    save_as_external_data=True, location="w.bin", size_threshold=0)
+    (tmp_path / "w.bin").unlink()
+    with pytest.raises(ModelLoadError, match="external data"):
+        load(tmp_path / "m.onnx")
