@@ -65,7 +65,7 @@ def basic_block(b: Builder, x: str, c: int) -> str:
     return b.op("Relu", [b.op("Add", [x, b.conv(h, c, c)])])
 
 
-def resnet_like(batch="N", seed: int = 0) -> onnx.ModelProto:
+def resnet_like(batch="N", seed: int = 0, opset: int = 17) -> onnx.ModelProto:
     b = Builder(seed)
     t = b.op("Relu", [b.conv("x", 3, 8)])
     t = basic_block(b, t, 8)
@@ -76,7 +76,7 @@ def resnet_like(batch="N", seed: int = 0) -> onnx.ModelProto:
     t = b.op("Relu", [b.op("Add", [main, short])])
     t = b.op("Flatten", [b.op("GlobalAveragePool", [t])])
     out = b.op("Gemm", [t, b.weight([10, 16]), b.weight([10])], transB=1)
-    return b.model("x", [batch, 3, 8, 8], out, [batch, 10])
+    return b.model("x", [batch, 3, 8, 8], out, [batch, 10], opset=opset)
 
 
 def transformer_like(seed: int = 0) -> onnx.ModelProto:
@@ -218,9 +218,14 @@ def test_gate_one_is_the_original():
 
 
 @settings(max_examples=12, deadline=None)
-@given(seed=st.integers(0, 10_000), batch=st.sampled_from([1, 2, "N"]), data=st.data())
-def test_removal_equals_gating(seed, batch, data):
-    model = load(resnet_like(batch=batch, seed=seed))
+@given(
+    seed=st.integers(0, 10_000),
+    batch=st.sampled_from([1, 2, "N"]),
+    opset=st.sampled_from([11, 13, 17, 21]),
+    data=st.data(),
+)
+def test_removal_equals_gating(seed, batch, opset, data):
+    model = load(resnet_like(batch=batch, seed=seed, opset=opset))
     layers = [layer.id for layer in find_layers(model)]
     removed = data.draw(st.lists(st.sampled_from(layers), min_size=1, max_size=len(layers), unique=True))
     n = 2 if batch == "N" else batch
@@ -271,3 +276,29 @@ def test_bad_ids():
         remove_layers(model, ["nope"])
     with pytest.raises(TypeError):
         remove_layers(model, "residual:Add1")
+
+
+def test_output_read_inside_a_subgraph_is_renamed():
+    """A path whose output an If branch reads from the outer scope."""
+    b = Builder()
+    t = b.op("Relu", [b.conv("x", 3, 4)])
+    p = b.conv(t, 4, 4)
+    then_out = helper.make_tensor_value_info("then_y", TensorProto.FLOAT, None)
+    else_out = helper.make_tensor_value_info("else_y", TensorProto.FLOAT, None)
+    then_g = helper.make_graph([helper.make_node("Relu", [p], ["then_y"], name="then_relu")], "then", [], [then_out])
+    else_g = helper.make_graph([helper.make_node("Neg", [p], ["else_y"], name="else_neg")], "else", [], [else_out])
+    b.nodes.append(helper.make_node("If", ["cond"], ["y"], name="branch", then_branch=then_g, else_branch=else_g))
+    proto = b.model("x", [1, 3, 4, 4], "y", [1, 4, 4, 4])
+    proto.graph.input.append(helper.make_tensor_value_info("cond", TensorProto.BOOL, []))
+    model = load(proto)
+    layers = {layer.id: layer for layer in find_layers(model)}
+    layer = layers[f"path:{model.producer(p).name}"]
+    assert layer.prunable and layer.bypass == (t, p)
+    pruned = remove_layers(model, [layer.id])
+    onnx.checker.check_model(pruned.proto, full_check=True)
+    x = np.random.default_rng(0).standard_normal((1, 3, 4, 4)).astype(np.float32)
+    gated, gates = gate_layers(model, [layer.id])
+    for cond in (True, False):
+        feeds = {"x": x, "cond": np.array(cond)}
+        want = run(gated.proto, {**feeds, gates[layer.id]: np.array(0.0, dtype=np.float32)})
+        np.testing.assert_allclose(run(pruned.proto, feeds)[0], want[0], rtol=1e-5, atol=1e-6)

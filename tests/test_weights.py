@@ -228,3 +228,40 @@ def test_bad_masks_raise_and_change_nothing():
     with pytest.raises(ValueError, match="not a weight of a Conv"):
         unstructured_masks(model, 0.5, weights=["conv_b"])
     assert model.proto.SerializeToString() == before
+
+
+def test_scores_override_magnitude():
+    model = load(mixed_model())
+    rng = np.random.default_rng(5)
+    scores = {w.name: rng.random(w.shape).astype(np.float32) for w in maskable_weights(model)}
+    masks = unstructured_masks(model, 0.5, scores=scores, scope="layer")
+    for name, mask in masks.items():
+        s = scores[name]
+        assert s[~mask].max() <= s[mask].min()  # the lowest scores went, whatever |w| says
+    nm = nm_masks(model, 2, 4, scores=scores)
+    for name, mask in nm.items():
+        axis = REDUCTION[name]
+        s = np.moveaxis(scores[name], axis, -1)
+        mk = np.moveaxis(mask, axis, -1)
+        s, mk = s.reshape(*s.shape[:-1], -1, 4), mk.reshape(*mk.shape[:-1], -1, 4)
+        assert (np.where(mk, -np.inf, s).max(-1) <= np.where(mk, s, np.inf).min(-1)).all()
+    with pytest.raises(ValueError, match="scores for 'conv_w'"):
+        unstructured_masks(model, 0.5, scores={"conv_w": np.ones(3, dtype=np.float32)})
+
+
+def test_float16_weights(tmp_path):
+    proto = mixed_model()
+    for t in proto.graph.initializer:
+        t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name))
+    graph = proto.graph
+    graph.input[0].type.tensor_type.elem_type = TensorProto.FLOAT16
+    graph.output[0].type.tensor_type.elem_type = TensorProto.FLOAT16
+    model = load(proto)
+    masks = nm_masks(model, 2, 4)
+    masked = apply_weight_masks(model, masks)
+    for name, mask in masks.items():
+        w = masked.weight(name)
+        assert w.dtype == np.float16
+        np.testing.assert_array_equal(w, np.where(mask, model.weight(name), np.float16(0)))
+    out = masked.save(tmp_path / "half.onnx")
+    onnx.checker.check_model(str(out), full_check=True)
