@@ -22,17 +22,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from pyprune.data import Dataset
 from pyprune.evaluate import MaskedSession, session_options
-from pyprune.graph import Group, MaskPoint, Model, load
+from pyprune.graph import DependencyGraph, Model, insert_masks, load
 
 
-def resnet18(seed: int = 0) -> tuple[onnx.ModelProto, list[tuple[str, str, str, int]]]:
-    """ResNet-18 (ImageNet layout, 1000 classes), input [N, 3, 224, 224], random weights.
-
-    Also returns, for each residual block, (inner conv, its BatchNorm, the conv reading it,
-    channels): the block-internal channel groups a structured search prunes.
-    """
+def resnet18(seed: int = 0) -> onnx.ModelProto:
+    """ResNet-18 (ImageNet layout, 1000 classes), input [N, 3, 224, 224], random weights."""
     rng = np.random.default_rng(seed)
-    nodes, inits, blocks = [], [], []
+    nodes, inits = [], []
 
     def param(name: str, values: np.ndarray) -> str:
         inits.append(numpy_helper.from_array(values.astype(np.float32), name))
@@ -66,7 +62,6 @@ def resnet18(seed: int = 0) -> tuple[onnx.ModelProto, list[tuple[str, str, str, 
             name = f"layer{stage}.{b}"
             h = conv_bn(x, f"{name}.conv1", cin, cout, 3, stride, relu=True)
             h = conv_bn(h, f"{name}.conv2", cout, cout, 3, 1, relu=False)
-            blocks.append((f"{name}.conv1", f"{name}.conv1.relu", f"{name}.conv2", cout))
             shortcut = x if stride == 1 and cin == cout else conv_bn(x, f"{name}.down", cin, cout, 1, stride, relu=False)
             nodes.append(helper.make_node("Add", [h, shortcut], [f"{name}.sum"], name=f"{name}.add"))
             nodes.append(helper.make_node("Relu", [f"{name}.sum"], [f"{name}.out"], name=f"{name}.relu"))
@@ -84,16 +79,7 @@ def resnet18(seed: int = 0) -> tuple[onnx.ModelProto, list[tuple[str, str, str, 
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model, full_check=True)
-    return model, blocks
-
-
-def block_groups(blocks: list[tuple[str, str, str, int]]) -> list[Group]:
-    """One group per residual block: the inner conv's output channels, masked where they enter
-    the block's second conv (after BatchNormalization and ReLU)."""
-    return [
-        Group(conv, conv, "Conv", c, mask_points=[MaskPoint(consumer, 0, tensor, 1, 4, np.arange(c))])
-        for conv, tensor, consumer, c in blocks
-    ]
+    return model
 
 
 def timed_ms(fn) -> float:
@@ -102,15 +88,20 @@ def timed_ms(fn) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-def rebuild_and_run(model: Model, weights: dict[str, np.ndarray], feed: dict[str, np.ndarray], threads: int) -> None:
-    """The baseline: a modified copy of the model, serialised, in a new session, run once."""
+def run_in_new_session(proto: onnx.ModelProto, feed: dict[str, np.ndarray], threads: int) -> None:
+    """The rebuild baseline's last step: serialise, open a new session, run once."""
+    session = ort.InferenceSession(proto.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
+    session.run(None, feed)
+
+
+def with_weight(model: Model, name: str, values: np.ndarray) -> onnx.ModelProto:
+    """A copy of the model's proto with one initializer replaced."""
     proto = onnx.ModelProto()
     proto.CopyFrom(model.proto)
     for tensor in proto.graph.initializer:
-        if tensor.name in weights:
-            tensor.CopyFrom(numpy_helper.from_array(weights[tensor.name], tensor.name))
-    session = ort.InferenceSession(proto.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
-    session.run(None, feed)
+        if tensor.name == name:
+            tensor.CopyFrom(numpy_helper.from_array(values, name))
+    return proto
 
 
 def main() -> None:
@@ -123,9 +114,9 @@ def main() -> None:
     rebuilds = 2 if args.quick else 8
     batches = [1] if args.quick else [1, 8]
 
-    proto, blocks = resnet18()
-    model = load(proto)
-    groups = block_groups(blocks)
+    model = load(resnet18())
+    graph = DependencyGraph(model)
+    groups = graph.prunable_groups
     weight_names = [n for n in model.weight_names if n.endswith(".weight") and model.weight(n).ndim == 4]
     rng = np.random.default_rng(1)
     # Candidates are drawn before timing: each structured one keeps a random half of every
@@ -139,6 +130,8 @@ def main() -> None:
 
     print(f"ResNet-18 ({model.params() / 1e6:.1f} M params, {model.macs() / 1e9:.2f} GMACs), "
           f"{threads} threads, {candidates} candidates ({rebuilds} for rebuilds), ms per candidate")  # fmt: skip
+    print(f"structured: {len(groups)} channel groups on {sum(len(g.mask_points) for g in groups)} mask points; "
+          f"weights: {len(weight_names)} conv weights overridable, one changed per candidate")  # fmt: skip
     header = (
         f"{'batch':>5} | {'plain':>8} | {'struct':>8} {'x plain':>7} | {'rebuild':>8} {'speedup':>7} | "
         f"{'weights':>8} {'x plain':>7} | {'rebuild':>8} {'speedup':>7}"
@@ -158,14 +151,11 @@ def main() -> None:
             overridable.run(weights=dict([weight_cands[i]]))
 
         def structured_rebuild(cand: dict[str, np.ndarray]) -> None:
-            # Zero the dropped channels' BatchNorm scale and bias: the same effect as the masks.
-            changed = {
-                f"{g.id}.bn.{p}": model.weight(f"{g.id}.bn.{p}") * cand[g.id] for g in groups for p in ("scale", "bias")
-            }
-            rebuild_and_run(model, changed, feed, threads)
+            # The same candidate as constant masks in a modified copy (the graph's masked oracle).
+            run_in_new_session(insert_masks(model, cand, graph).proto, feed, threads)
 
         def weight_rebuild(name: str, mask: np.ndarray) -> None:
-            rebuild_and_run(model, {name: model.weight(name) * mask}, feed, threads)
+            run_in_new_session(with_weight(model, name, model.weight(name) * mask), feed, threads)
 
         # Interleaved, so that load from other processes hits every column alike.
         times: dict[str, list[float]] = {k: [] for k in ("plain", "struct", "weights", "rs", "rw")}
