@@ -302,3 +302,37 @@ def test_output_read_inside_a_subgraph_is_renamed():
         feeds = {"x": x, "cond": np.array(cond)}
         want = run(gated.proto, {**feeds, gates[layer.id]: np.array(0.0, dtype=np.float32)})
         np.testing.assert_allclose(run(pruned.proto, feeds)[0], want[0], rtol=1e-5, atol=1e-6)
+
+
+def test_branch_reading_another_graph_input():
+    """Branches that also read a second input through a shared side computation (as attention
+    blocks read a mask) are residual layers; the side computation stays while anyone reads it."""
+    b = Builder()
+    gate = b.op("Sigmoid", [b.op("Unsqueeze", ["m", _axes(b, [0])])])  # shared by both blocks
+    t = "x"
+    for _ in range(2):
+        t = b.op("Add", [t, b.op("Mul", [b.op("MatMul", [t, b.weight([6, 6])]), gate])])
+    proto = b.model("x", [3, 6], t, [3, 6])
+    proto.graph.input.append(helper.make_tensor_value_info("m", TensorProto.FLOAT, [6]))
+    model = load(proto)
+    residual = [layer for layer in find_layers(model) if layer.kind == "residual"]
+    assert len(residual) == 2
+    assert all(len(layer.nodes) == 3 for layer in residual)  # MatMul, Mul, Add; not the side chain
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.standard_normal((3, 6)).astype(np.float32),
+             "m": rng.standard_normal(6).astype(np.float32)}
+    for removed in ([residual[0].id], [layer.id for layer in residual]):
+        pruned = remove_layers(model, removed)
+        onnx.checker.check_model(pruned.proto, full_check=True)
+        assert pruned.input_names == ["x", "m"]  # the interface never changes
+        gated, gates = gate_layers(model, [layer.id for layer in residual])
+        gate_feeds = {g: np.array(0.0 if i in removed else 1.0, dtype=np.float32) for i, g in gates.items()}
+        want = run(gated.proto, {**feeds, **gate_feeds})
+        np.testing.assert_allclose(run(pruned.proto, feeds)[0], want[0], rtol=1e-5, atol=1e-6)
+    assert not any(n.op_type == "Sigmoid" for n in remove_layers(model, [r.id for r in residual]).nodes)
+
+
+def _axes(b: Builder, axes: list[int]) -> str:
+    name = b.name("axes")
+    b.inits.append(numpy_helper.from_array(np.array(axes, dtype=np.int64), name))
+    return name

@@ -89,33 +89,30 @@ def _residual_layer(model: Model, join: onnx.NodeProto) -> Layer | None:
 
 
 def _region(model: Model, entry: str, exit_: str) -> list[str] | None:
-    """Nodes computing ``exit_`` from ``entry`` and constants only, closed to outside readers.
+    """The nodes between ``entry`` and ``exit_``: descendants of ``entry`` that ``exit_`` needs.
 
-    None when ``exit_`` depends on another non-constant value, does not depend on ``entry`` at
-    all (then it is a computed bias, not a branch), or when a value inside is read outside the
-    region (other than ``exit_``) or is a graph output.
+    Values the region reads that do not depend on ``entry`` (constants, other graph inputs such
+    as an attention mask, side computations made outside) stay where they are. None when
+    ``exit_`` does not depend on ``entry`` (then it is a computed bias, not a branch), or when a
+    value inside the region is read outside it (other than ``exit_``) or is a graph output.
     """
     start = model.producer(exit_)
     if start is None:
         return None
+    downstream = _descendants(model, entry)
+    if start.name not in downstream:
+        return None
     members: dict[str, onnx.NodeProto] = {}
     stack = [start]
-    reads_entry = False
     while stack:
         node = stack.pop()
         if node.name in members:
             continue
         members[node.name] = node
         for value in _reads(node):
-            if value == entry:
-                reads_entry = True
-            elif not model.is_weight(value):
-                producer = model.producer(value)
-                if producer is None:  # another graph input
-                    return None
+            producer = model.producer(value)
+            if producer is not None and producer.name in downstream:
                 stack.append(producer)
-    if not reads_entry:
-        return None
     for node in members.values():
         for out in node.output:
             if not out or out == exit_:
@@ -125,6 +122,18 @@ def _region(model: Model, entry: str, exit_: str) -> list[str] | None:
             if any(c.name not in members for c, _ in model.consumers(out)):
                 return None
     return [n.name for n in model.nodes if n.name in members]
+
+
+def _descendants(model: Model, value: str) -> set[str]:
+    """Names of the nodes that (transitively) read ``value``, nested-subgraph reads included."""
+    seen: set[str] = set()
+    stack = [value]
+    while stack:
+        for node, _ in model.consumers(stack.pop()):
+            if node.name not in seen:
+                seen.add(node.name)
+                stack.extend(o for o in node.output if o)
+    return seen
 
 
 def _reads(node: onnx.NodeProto) -> set[str]:
