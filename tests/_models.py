@@ -165,6 +165,8 @@ def conv_1d_3d(opset=13, batch="N"):
     x = b.input([2, 10], "x")
     h = b.op("LeakyRelu", [b.conv(x, 2, 5, dims=1)], alpha=0.1)
     h = b.op("InstanceNormalization", [h, b.weight([5], positive=True), b.weight([5], 0.1)])
+    if opset >= 17:  # normalises over the length axis only: channels pass through
+        h = b.op("LayerNormalization", [h, b.weight([10], positive=True)], axis=-1)
     y1 = b.conv(h, 5, 3, dims=1)
     v = b.input([2, 4, 4, 4], "v")
     g = b.relu(b.conv(v, 2, 4, dims=3))
@@ -182,7 +184,9 @@ def residual_nested(opset=13, batch="N"):
     inner2 = b.op("Add", [inner, b.conv(inner, 4, 4)])
     outer = b.relu(b.op("Add", [inner2, stem]))
     outer = b.op("Sum", [outer, b.conv(outer, 4, 4, k=1)])
-    return b.model([b.conv(outer, 4, 2)])
+    outer = b.op("Sub", [b.conv(outer, 4, 4, k=1), outer])
+    pooled = b.op("GlobalMaxPool", [outer])
+    return b.model([b.conv(outer, 4, 2), b.conv(pooled, 4, 2, k=1)])
 
 
 def concat_residuals(opset=13, batch="N"):
@@ -223,6 +227,7 @@ def se_in_residual(opset=13, batch="N"):
     pooled = b.reduce_mean(t, [2, 3], keepdims=0)
     e = b.op("Sigmoid", [b.gemm(b.relu(b.gemm(pooled, 6, 2, trans_b=1)), 2, 6)])
     e = b.unsqueeze(e, [2, 3])
+    e = b.op("Expand", [e, b.const(np.array([1, 1, 6, 6], np.int64))])
     t = b.op("Mul", [e, t])
     y = b.relu(b.op("Add", [stem, t]))
     return b.model([b.conv(y, 6, 2, k=1)])
@@ -304,6 +309,8 @@ def elementwise_zoo(opset=13, batch="N"):
     roi = b.const(np.zeros(0, np.float32))
     h = b.op("Resize", [h, roi, b.const(np.array([1, 1, 2, 2], np.float32))], mode="nearest")
     h = b.op("Max", [h, b.const(np.array(0.0, np.float32))])
+    if opset >= 18:
+        h = b.op("Resize", [h, "", "", b.const(np.array([6, 6], np.int64))], axes=[2, 3])
     return b.model([b.conv(h, 4, 2)])
 
 
@@ -330,7 +337,11 @@ def gemm_variants(opset=13, batch="N"):
     v = b.input([3, 4, 4], "v")
     u = b.op("ConvTranspose", [b.relu(b.conv(v, 3, 4)), b.weight([4, 5, 2, 2]), b.weight([5], 0.1)],
              strides=[2, 2])
-    u = b.op("ConvTranspose", [b.relu(u), b.weight([5, 3, 3, 3])], pads=[1, 1, 1, 1])
+    u = b.op("ConvTranspose", [b.relu(u), b.weight([5, 2, 3, 3]), b.weight([10], 0.1)],
+             pads=[1, 1, 1, 1], group=5)  # depthwise, multiplier 2
+    u = b.op("Where", [b.op("Greater", [u, b.const(np.array(0.0, np.float32))]), u,
+                       b.op("Neg", [u])])
+    u = b.op("ConvTranspose", [u, b.weight([10, 3, 3, 3])], pads=[1, 1, 1, 1])
     s = b.input([3, 4], "s")
     m = b.relu(b.matmul(s, 4, 6))
     m = b.matmul(b.op("Transpose", [m], perm=[0, 1, 2]), 6, 2)
