@@ -163,12 +163,19 @@ def slice_norms(
     kept = _axes_tuple(axes, a.ndim)
     order = sorted(kept)
     out = _core.slice_norms(a, order, ord, _nan_policy(nan), _threads(threads))
+    out = out.reshape([a.shape[ax] for ax in order])  # a 0-D result (no kept axis) stays 0-D
     # The kernel returns the kept axes in increasing order; present them in the order asked for.
-    return np.ascontiguousarray(np.transpose(out, [order.index(ax) for ax in kept]))
+    out = np.transpose(out, [order.index(ax) for ax in kept])
+    return out if out.flags.c_contiguous else out.copy()
 
 
 def _axes_tuple(axes: int | Sequence[int], ndim: int) -> tuple[int, ...]:
-    seq = (axes,) if isinstance(axes, (int, np.integer)) else tuple(axes)
+    if isinstance(axes, (int, np.integer)):
+        seq: tuple = (axes,)
+    elif isinstance(axes, (tuple, list, np.ndarray)):
+        seq = tuple(axes)
+    else:
+        raise TypeError(f"axes must be an integer axis or a sequence of them, got {axes!r}")
     norm = tuple(_axis(ax, ndim, "axes entry") for ax in seq)
     if len(set(norm)) != len(norm):
         raise ValueError(f"axes {tuple(seq)} repeat an axis")

@@ -24,7 +24,7 @@ void apply_mask_impl(const S* w, const std::uint8_t* keep, S* out, std::size_t n
 template <class S>
 constexpr typename elem<S>::bits abs_mask() {
   using Bits = typename elem<S>::bits;
-  return static_cast<Bits>(~Bits(0) >> 1);
+  return static_cast<Bits>(static_cast<Bits>(~Bits(0)) >> 1);  // no int promotion for uint16
 }
 
 template <class S>
