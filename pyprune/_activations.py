@@ -1,9 +1,10 @@
 """Per-channel statistics of intermediate tensors, streamed batch by batch.
 
-The chosen tensors become extra outputs of one ONNX Runtime session; each batch's values are folded
-into running float64 sums (Chan et al.'s pairwise update for mean and variance), so memory stays
-bounded by one batch whatever the dataset size. The results feed activation-aware importance:
-Wanda-style ``|W| * ||X||`` (``l2_norm``), mean activation and APoZ (``zero_fraction``).
+The evaluator fetches the chosen tensors as extra outputs of its session; each batch's values are
+folded into running float64 sums (Chan et al.'s pairwise update for mean and variance), so memory
+stays bounded by one batch whatever the dataset size. The results feed activation-aware
+importance: Wanda-style ``|W| * ||X||`` (``l2_norm``), mean activation and APoZ
+(``zero_fraction``), and recovery steps (re-estimated normalisation statistics, bias compensation).
 """
 
 from __future__ import annotations
@@ -12,14 +13,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
-from onnx import helper
 
-from ._session import make_session
-from .data import Dataset, ModelLike, as_model
 from .graph import MaskPoint
 
-__all__ = ["ChannelStats", "RunningChannelStats", "activation_stats"]
+__all__ = ["ChannelStats", "RunningChannelStats", "TensorChoice", "channel_axes"]
 
 
 @dataclass(frozen=True)
@@ -102,7 +99,7 @@ class RunningChannelStats:
 TensorChoice = Mapping[str, int] | Iterable[str | MaskPoint | tuple[str, int]]
 
 
-def _normalise(tensors: TensorChoice) -> dict[str, int]:
+def channel_axes(tensors: TensorChoice) -> dict[str, int]:
     """``{tensor: channel axis}`` from a mapping, MaskPoints, (name, axis) pairs or bare names
     (axis 1, the channel axis of NCHW tensors)."""
     if isinstance(tensors, Mapping):
@@ -117,42 +114,3 @@ def _normalise(tensors: TensorChoice) -> dict[str, int]:
             name, axis = item
             chosen[str(name)] = int(axis)
     return chosen
-
-
-def activation_stats(
-    model: ModelLike,
-    dataset: Dataset,
-    tensors: TensorChoice,
-    threads: int | None = None,
-    batch_size: int | None = None,
-) -> dict[str, ChannelStats]:
-    """Per-channel statistics of ``tensors`` (intermediate values, graph inputs or outputs) over
-    ``dataset``, keyed by tensor name.
-
-    ``tensors``: ``{name: channel axis}``, or an iterable of MaskPoints (their tensor and axis),
-    ``(name, axis)`` pairs or names (axis 1). Negative axes count from the end.
-    """
-    model = as_model(model)
-    chosen = _normalise(tensors)
-    batches = dataset.batches(model, batch_size)
-    inputs = set(model.input_names)
-    for name in chosen:
-        if model.is_weight(name):
-            raise ValueError(f"{name!r} is a weight, not an activation")
-        if name not in inputs and model.producer(name) is None:
-            raise ValueError(f"the model has no value named {name!r}")
-    proto = onnx.ModelProto()
-    proto.CopyFrom(model.proto)
-    outputs = {o.name for o in proto.graph.output}
-    fetched = [name for name in chosen if name not in inputs]
-    for name in fetched:
-        if name not in outputs:
-            elem = model.elem_type(name) or onnx.TensorProto.FLOAT
-            proto.graph.output.append(helper.make_tensor_value_info(name, elem, None))
-    session = make_session(proto, threads)
-    running = {name: RunningChannelStats(name, axis) for name, axis in chosen.items()}
-    for batch in batches:
-        values = dict(zip(fetched, session.run(fetched, batch.feed))) if fetched else {}
-        for name, stats in running.items():
-            stats.update(values[name] if name in values else batch.feed[name])
-    return {name: stats.result() for name, stats in running.items()}

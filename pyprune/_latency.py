@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._session import make_session
+from ._ort import make_session
 from .data import Dataset, ModelLike, as_model
 
 __all__ = ["Latency", "measure_latency"]

@@ -10,24 +10,24 @@ constant-weight optimisations and a structured candidate costs about one plain i
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import helper
 
 from . import core
 from . import metrics as _metrics
+from ._activations import ChannelStats, RunningChannelStats, TensorChoice, channel_axes
+from ._ort import make_session, run_batches
 from .data import Batch, Dataset, ModelLike, as_model
 from .errors import DataError
 from .graph import Group, Layer, MaskPoint, Model
 from .graph._layers import gate_layers
 
-__all__ = ["MaskedSession", "Check", "EdgeKey", "edge_key", "session_options", "run_batches"]
+__all__ = ["MaskedSession", "Check", "EdgeKey", "edge_key"]
 
 #: An edge of the graph: (name of the consuming node, index of its input).
 EdgeKey = tuple[str, int]
@@ -38,48 +38,6 @@ _PREFIX = "pyprune_"
 def edge_key(point: MaskPoint) -> EdgeKey:
     """The edge a :class:`~pyprune.graph.MaskPoint` sits on."""
     return (point.node, int(point.input_index))
-
-
-def session_options(threads: int | None = None) -> ort.SessionOptions:
-    """Options every pyprune session uses: all graph optimisations, ``threads`` intra-op threads
-    (None = all cores), sequential execution, quiet logging."""
-    if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
-        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = int(threads) if threads is not None else (os.cpu_count() or 1)
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return options
-
-
-def make_session(proto: onnx.ModelProto, threads: int | None = None) -> ort.InferenceSession:
-    """A CPU inference session for ``proto`` with :func:`session_options`."""
-    return ort.InferenceSession(
-        proto.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"]
-    )
-
-
-def run_batches(
-    session: ort.InferenceSession,
-    batches: Sequence[Batch],
-    extra_feed: Mapping[str, np.ndarray] | None = None,
-    output_names: Sequence[str] | None = None,
-) -> list[np.ndarray]:
-    """Run every batch and join each output along the sample axis."""
-    per_batch = [
-        session.run(output_names, {**batch.feed, **(extra_feed or {})}) for batch in batches
-    ]
-    return [_join([outs[i] for outs in per_batch]) for i in range(len(per_batch[0]))]
-
-
-def _join(parts: list[np.ndarray]) -> np.ndarray:
-    if len(parts) == 1:
-        return parts[0]
-    if parts[0].ndim == 0:
-        return np.stack(parts)
-    return np.concatenate(parts, axis=0)
 
 
 @dataclass(frozen=True)
@@ -132,7 +90,10 @@ class MaskedSession:
     ``affine``: extra :class:`~pyprune.graph.MaskPoint` edges (any consumer input: a mask point,
     a BatchNormalization input, ...) that also get a per-channel ``scale`` and ``shift`` input,
     so a recovery step can feed bias compensation or re-estimated normalisation statistics
-    without a rebuild: the edge then carries ``x * (mask * scale) + shift``.
+    without a rebuild: the edge then carries ``x * (mask * scale) + shift``. ``capture``:
+    tensors (``{name: channel axis}``, MaskPoints, ``(name, axis)`` pairs or names with axis 1)
+    whose per-channel statistics :meth:`activation_stats` streams under any candidate, e.g. the
+    inputs of BatchNormalization nodes to re-estimate their statistics after masking.
 
     The data is validated against the model before anything else is done.
     """
@@ -148,6 +109,7 @@ class MaskedSession:
         batch_size: int | None = None,
         affine: Iterable[MaskPoint] = (),
         reference: Sequence[np.ndarray] | None = None,
+        capture: TensorChoice = (),
     ) -> None:
         self.model: Model = as_model(model)
         self.dataset = dataset
@@ -160,11 +122,21 @@ class MaskedSession:
         self._gates: dict[str, tuple[str, np.dtype]] = {}  # layer id -> (gate input, dtype)
         self._weight_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._reference = None if reference is None else [np.asarray(r) for r in reference]
+        self._capture = self._check_capture(channel_axes(capture))
+        self.output_names = list(self.model.output_names)
         proto = self._build(list(affine))
-        self.output_names = [o.name for o in proto.graph.output]
         self._session = make_session(proto, threads)
 
     # -- building -------------------------------------------------------------------------------
+
+    def _check_capture(self, chosen: dict[str, int]) -> dict[str, int]:
+        inputs = set(self.model.input_names)
+        for name in chosen:
+            if self.model.is_weight(name):
+                raise ValueError(f"{name!r} is a weight, not an activation")
+            if name not in inputs and self.model.producer(name) is None:
+                raise ValueError(f"the model has no value named {name!r}")
+        return chosen
 
     def _edge(self, point: MaskPoint, used: set[str]) -> _Edge:
         key = edge_key(point)
@@ -236,6 +208,13 @@ class MaskedSession:
             nodes.append(node)
         del graph.node[:]
         graph.node.extend(nodes)
+
+        outputs = {v.name for v in graph.output}
+        inputs = set(self.model.input_names)
+        for name in self._capture:
+            if name not in outputs and name not in inputs:
+                elem = self.model.elem_type(name) or onnx.TensorProto.FLOAT
+                graph.output.append(helper.make_tensor_value_info(name, elem, None))
 
         initializers = {t.name: t for t in graph.initializer}
         listed = {v.name for v in graph.input}  # models of IR version < 4 list initializers already
@@ -352,7 +331,29 @@ class MaskedSession:
         when the mask changed) or an array of new values. Unlisted weights keep their values.
         ``affine``: edge -> (scale, shift) per channel (None for either = identity).
         """
-        return run_batches(self._session, self.batches, self.feed(group_masks, layer_gates, weights, affine))
+        feed = self.feed(group_masks, layer_gates, weights, affine)
+        return run_batches(self._session, self.batches, feed, self.output_names)
+
+    def activation_stats(
+        self,
+        group_masks: Mapping[str, Any] | None = None,
+        layer_gates: Mapping[str, float] | None = None,
+        weights: Mapping[str, np.ndarray] | None = None,
+        affine: Mapping[EdgeKey, tuple[Any, Any]] | None = None,
+    ) -> dict[str, ChannelStats]:
+        """Per-channel statistics of the ``capture`` tensors over the dataset under one candidate
+        (arguments as in :meth:`run`; none = the unmodified model), keyed by tensor name."""
+        if not self._capture:
+            raise ValueError("this session captures no tensors; pass capture= when building it")
+        feed = self.feed(group_masks, layer_gates, weights, affine)
+        inputs = set(self.model.input_names)
+        fetched = [name for name in self._capture if name not in inputs]
+        running = {name: RunningChannelStats(name, axis) for name, axis in self._capture.items()}
+        for batch in self.batches:
+            values = dict(zip(fetched, self._session.run(fetched, {**batch.feed, **feed}))) if fetched else {}
+            for name, stats in running.items():
+                stats.update(values[name] if name in values else batch.feed[name])
+        return {name: stats.result() for name, stats in running.items()}
 
     @property
     def reference(self) -> list[np.ndarray]:
@@ -409,7 +410,7 @@ class MaskedSession:
         feed = self.feed(group_masks, layer_gates, weights, affine)
         total, seen, partial = len(self.dataset), 0, 0.0
         for batch in self.batches:
-            outs = self._session.run(None, {**batch.feed, **feed})
+            outs = self._session.run(self.output_names, {**batch.feed, **feed})
             tgt = _slice_target(target, batch)
             partial += float(np.sum(metric.sample_scores(outs, tgt)))
             seen = batch.stop

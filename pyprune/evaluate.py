@@ -8,15 +8,16 @@ pruning candidates inside one session, :func:`measure_latency` times a model and
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import metrics as _metrics
-from ._activations import ChannelStats, RunningChannelStats, activation_stats
+from ._activations import ChannelStats, RunningChannelStats, TensorChoice
 from ._latency import Latency, measure_latency
-from ._session import Check, EdgeKey, MaskedSession, edge_key, make_session, run_batches, session_options
+from ._ort import make_session, run_batches, session_options
+from ._session import Check, EdgeKey, MaskedSession, edge_key
 from .data import Dataset, ModelLike, as_model
 from .errors import DataError
 from .graph import Group, Layer, MaskPoint, Model
@@ -66,6 +67,24 @@ def run_model(
     model = as_model(model)
     batches = dataset.batches(model, batch_size)
     return run_batches(make_session(model.proto, threads), batches)
+
+
+def activation_stats(
+    model: ModelLike,
+    dataset: Dataset,
+    tensors: TensorChoice,
+    threads: int | None = None,
+    batch_size: int | None = None,
+) -> dict[str, ChannelStats]:
+    """Per-channel statistics of ``tensors`` (intermediate values, graph inputs or outputs) of the
+    unmodified model over ``dataset``, streamed batch by batch, keyed by tensor name.
+
+    ``tensors``: ``{name: channel axis}``, or an iterable of MaskPoints (their tensor and axis),
+    ``(name, axis)`` pairs or names (axis 1). Negative axes count from the end. For statistics
+    under pruning candidates, build a :class:`MaskedSession` with ``capture=``.
+    """
+    session = MaskedSession(model, dataset, threads=threads, batch_size=batch_size, capture=tensors)
+    return session.activation_stats()
 
 
 class Evaluator:
@@ -132,6 +151,7 @@ class Evaluator:
         layers: Iterable[Layer] = (),
         weights: Iterable[str] = (),
         affine: Iterable[MaskPoint] = (),
+        capture: TensorChoice = (),
     ) -> MaskedSession:
         """A :class:`MaskedSession` over this model and data, sharing the cached reference."""
         return MaskedSession(
@@ -144,6 +164,7 @@ class Evaluator:
             batch_size=self.batch_size,
             affine=affine,
             reference=self.reference,
+            capture=capture,
         )
 
     def latency(self, model: ModelLike | None = None, batch_size: int = 1, **options: object) -> Latency:
@@ -151,8 +172,6 @@ class Evaluator:
         options.setdefault("threads", self.threads)
         return measure_latency(self.model if model is None else model, batch_size, **options)  # type: ignore[arg-type]
 
-    def activation_stats(
-        self, tensors: Mapping[str, int] | Iterable[str | MaskPoint | tuple[str, int]]
-    ) -> dict[str, ChannelStats]:
+    def activation_stats(self, tensors: TensorChoice) -> dict[str, ChannelStats]:
         """:func:`activation_stats` of the unpruned model over this dataset."""
         return activation_stats(self.model, self.dataset, tensors, self.threads, self.batch_size)

@@ -326,3 +326,22 @@ def test_evaluator_scores_pruned_models_against_the_cached_reference(chain, chai
     assert evaluator.score(pruned, "accuracy") == pytest.approx(session.evaluate("accuracy", {"conv1": keep1}))
     with pytest.raises(DataError, match="needs labels"):
         Evaluator(chain, Dataset(chain_data.arrays[""]), metric="accuracy")
+
+
+def test_activation_stats_under_a_candidate(chain, chain_data):
+    session = MaskedSession(chain, chain_data, groups=[G1], capture={"c2": 1, "x": 1}, batch_size=3)
+    keep = np.array([True, False, False, True])
+    stats = session.activation_stats({"conv1": keep})
+    masked = with_constant_edges(chain.proto, {("conv2", 0): (keep.reshape(1, 4, 1, 1), None)})
+    masked.graph.output.append(helper.make_tensor_value_info("c2", TensorProto.FLOAT, None))
+    c2 = ort_run(masked, {"x": chain_data.arrays[""]})[1].astype(np.float64)
+    per_channel = np.moveaxis(c2, 1, 0).reshape(5, -1)
+    np.testing.assert_allclose(stats["c2"].mean, per_channel.mean(1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats["c2"].var, per_channel.var(1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats["x"].mean, np.moveaxis(chain_data.arrays[""], 1, 0).reshape(3, -1).mean(1), rtol=1e-6)
+    unmasked = session.activation_stats()
+    assert not np.allclose(unmasked["c2"].mean, stats["c2"].mean)
+    (out,) = session.run()  # captured tensors are not part of the model's outputs
+    assert out.shape == (10, 3)
+    with pytest.raises(ValueError, match="captures no tensors"):
+        MaskedSession(chain, chain_data).activation_stats()

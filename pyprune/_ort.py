@@ -1,0 +1,56 @@
+"""ONNX Runtime sessions as pyprune opens them, and running a dataset through one."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from .data import Batch
+
+__all__ = ["session_options", "make_session", "run_batches"]
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """Options every pyprune session uses: all graph optimisations, ``threads`` intra-op threads
+    (None = all cores), sequential execution, quiet logging."""
+    if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = int(threads) if threads is not None else (os.cpu_count() or 1)
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return options
+
+
+def make_session(proto: onnx.ModelProto, threads: int | None = None) -> ort.InferenceSession:
+    """A CPU inference session for ``proto`` with :func:`session_options`."""
+    return ort.InferenceSession(
+        proto.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"]
+    )
+
+
+def run_batches(
+    session: ort.InferenceSession,
+    batches: Sequence[Batch],
+    extra_feed: Mapping[str, np.ndarray] | None = None,
+    output_names: Sequence[str] | None = None,
+) -> list[np.ndarray]:
+    """Run every batch and join each output along the sample axis."""
+    per_batch = [
+        session.run(output_names, {**batch.feed, **(extra_feed or {})}) for batch in batches
+    ]
+    return [_join([outs[i] for outs in per_batch]) for i in range(len(per_batch[0]))]
+
+
+def _join(parts: list[np.ndarray]) -> np.ndarray:
+    if len(parts) == 1:
+        return parts[0]
+    if parts[0].ndim == 0:
+        return np.stack(parts)
+    return np.concatenate(parts, axis=0)
