@@ -233,6 +233,25 @@ def se_in_residual(opset=13, batch="N"):
     return b.model([b.conv(y, 6, 2, k=1)])
 
 
+def se_dynamic_view(opset=13, batch="N"):
+    """SE written as torch exports ``y.view(b, c)`` / ``expand_as(x)`` with dynamic axes:
+    the channel count is read at run time with Shape -> Gather and fed to Reshape/Expand."""
+    b = Builder(opset, batch)
+    x = b.input([3, 5, 5])
+    t = b.relu(b.conv(x, 3, 6))
+    shape = b.op("Shape", [t])
+    n = b.unsqueeze(b.op("Gather", [shape, b.const(np.array(0, np.int64))], axis=0), [0])
+    c = b.unsqueeze(b.op("Gather", [shape, b.const(np.array(1, np.int64))], axis=0), [0])
+    pooled = b.op("GlobalAveragePool", [t])
+    v = b.op("Reshape", [pooled, b.op("Concat", [n, c], axis=0)])
+    v = b.op("Sigmoid", [b.gemm(b.relu(b.gemm(v, 6, 2, trans_b=1)), 2, 6, trans_b=1)])
+    one = b.const(np.array([1, 1], np.int64))
+    v = b.op("Reshape", [v, b.op("Concat", [n, c, one], axis=0)])
+    v = b.op("Expand", [v, b.op("Shape", [t])])
+    out = b.conv(b.op("Mul", [t, v]), 6, 2)
+    return b.model([out], shapes={out: [batch, 2, 5, 5]})
+
+
 def flatten_gemm(opset=13, batch="N"):
     """Conv -> Flatten -> Gemm -> Gemm: a channel is a contiguous block of H*W features."""
     b = Builder(opset, batch)
@@ -408,6 +427,7 @@ CATALOGUE: dict[str, Case] = {
     "concat_residuals": Case(concat_residuals, 1),
     "depthwise_after_concat": Case(depthwise_after_concat, 3),
     "se_in_residual": Case(se_in_residual, 3),
+    "se_dynamic_view": Case(se_dynamic_view, 2),
     "flatten_gemm": Case(flatten_gemm, 2),
     "shape_reshape": Case(shape_reshape, 2),
     "channels_last": Case(channels_last, 1),

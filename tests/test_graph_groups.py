@@ -189,11 +189,21 @@ def test_shape_reading_the_channel_count_freezes():
     b = Builder(13, batch="N")
     x = b.input([3, 4, 4])
     h = b.relu(b.conv(x, 3, 4))
-    c = b.op("Gather", [b.op("Shape", [h]), b.const(np.array(1, np.int64))], axis=0)
-    target = b.op("Concat", [b.unsqueeze(c, [0]), b.const(np.array([-1], np.int64))], axis=0)
-    y = b.op("Reshape", [h, target])
-    model, graph = _graph(b.model([y], shapes={y: [4, None]}))
-    assert "the channel count is read at run time" in graph.groups[0].frozen
+    c = b.op("Gather", [b.op("Shape", [h]), b.const(np.array([1], np.int64))], axis=0)
+    zeros = b.op("ConstantOfShape", [c])
+    model, graph = _graph(b.model([b.conv(h, 4, 2), zeros], shapes={zeros: [4]}))
+    assert "the channel count is read at run time by ConstantOfShape" in graph.groups[0].frozen
+
+
+def test_channel_count_read_into_a_view_unites_the_shaped_channels():
+    from _models import se_dynamic_view
+
+    model, graph = _graph(se_dynamic_view(13))
+    trunk = graph.prunable_groups[0]
+    gemms = [n.name for n in model.nodes if n.op_type == "Gemm"]
+    # the SE expansion Gemm is shaped by the trunk's run-time channel count: one group
+    assert gemms[1] in {c.node for c in trunk.couplings if c.role == "out"}
+    assert not graph.edits  # nothing to rewrite: the counts follow at run time
 
 
 def test_weight_read_by_another_op_freezes():

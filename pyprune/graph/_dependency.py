@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from ._model import Model
+from ._model import Model, ShapeEntry
 from ._rules import RULES, freeze_all
 from ._units import Coupling, Group, Layer, MaskPoint
 
@@ -115,22 +115,22 @@ class Walk:
     def consumers(self, name: str):
         return self.model.consumers(name)
 
-    def shape_entry(self, node: onnx.NodeProto, input_index: int, j: int):
-        """Entry ``j`` of the shape vector read by ``node`` at ``input_index``.
+    def shape_entries(self, node: onnx.NodeProto, input_index: int) -> list[ShapeEntry] | None:
+        """The shape vector read by ``node`` at ``input_index`` (see ``Model.shape_vector``).
 
-        ``(value, (node, input, element))`` for an entry held by a constant, ``(value, None)``
-        when computed at run time (value None if unknown), None when not understood.
+        A constant held upstream (in a Concat feeding the target) is only reported editable
+        when this node is the vector's only reader.
         """
-        entries = self.model.shape_vector(node.input[input_index], (node.name, input_index))
-        if entries is None or j >= len(entries):
+        name = node.input[input_index]
+        entries = self.model.shape_vector(name, (node.name, input_index))
+        if entries is None:
             return None
-        value, where = entries[j]
-        if where is not None and where[0] != node.name:
-            # held by a constant of an upstream shape computation: editing it must not change
-            # what other readers of the computed vector see
-            if len(self.consumers(node.input[input_index])) > 1:
-                where = None
-        return value, where
+        shared = len(self.consumers(name)) > 1
+        return [
+            e._replace(const_at=None) if e.const_at and e.const_at[0] != node.name and shared
+            else e
+            for e in entries
+        ]
 
     # -- recording -----------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from onnx import external_data_helper, helper, numpy_helper, shape_inference
 
 from ..errors import ModelLoadError, UnsupportedModelError
 
-__all__ = ["load", "Model", "TensorSpec", "MIN_OPSET"]
+__all__ = ["load", "Model", "TensorSpec", "ShapeEntry", "MIN_OPSET"]
 
 #: Oldest default-domain opset pyprune analyses (older models: convert them with onnx's
 #: version converter first).
@@ -215,19 +215,12 @@ class Model:
                         self._types[v.name] = v.type
             for h in hints:
                 self._types[h.name] = h.type
-            if all(_reshape_output(self, self._producers[h.name]) == self.shape(h.name)
-                   for h in hints):
-                return
 
-    def shape_vector(
-        self, name: str, reader: tuple[str, int] | None = None
-    ) -> list[tuple[Dim, tuple[str, int, int] | None]] | None:
+    def shape_vector(self, name: str, reader: tuple[str, int] | None = None) -> list[ShapeEntry] | None:
         """Entries of a 1-D shape tensor, evaluated symbolically where possible.
 
-        Each entry is ``(value, where)``: value an int, a symbolic dim name, or None if unknown;
-        ``where`` = (node, input index, element) of the constant holding it, None when computed
-        at run time; ``reader`` = (node, input index) reading ``name`` locates a constant
-        ``name`` itself. Returns None when the tensor is not an understood shape computation.
+        ``reader`` = (node, input index) reading ``name``, so that a constant ``name`` itself can
+        be located. Returns None when the tensor is not an understood shape computation.
         """
         return _shape_vector(self, name, reader, 0)
 
@@ -533,7 +526,20 @@ def node_macs(model: Model, node: onnx.NodeProto) -> int:
 
 # -- shape computations -------------------------------------------------------------------------
 
-Entry = tuple[Dim, "tuple[str, int, int] | None"]
+class ShapeEntry(NamedTuple):
+    """One entry of a shape vector computed in the graph.
+
+    ``value``: int, symbolic dim name, or None when unknown. ``const_at``: (node, input index,
+    element) of the constant holding it, None when computed at run time. ``source``: (tensor,
+    axis) when the entry is ``Shape(tensor)[axis]`` read at run time.
+    """
+
+    value: Dim
+    const_at: tuple[str, int, int] | None = None
+    source: tuple[str, int] | None = None
+
+
+_SHAPE_PLUMBING = frozenset({"Unsqueeze", "Squeeze", "Cast", "Identity"})
 
 
 def _shape_vector(model: Model, name: str, reader: tuple[str, int] | None, depth: int):
@@ -544,7 +550,7 @@ def _shape_vector(model: Model, name: str, reader: tuple[str, int] | None, depth
         if value.dtype.kind not in "iu" or value.ndim > 1:
             return None
         return [
-            (int(v), (reader[0], reader[1], k) if reader else None)
+            ShapeEntry(int(v), (reader[0], reader[1], k) if reader else None)
             for k, v in enumerate(value.ravel().tolist())
         ]
     node = model.producer(name)
@@ -555,9 +561,10 @@ def _shape_vector(model: Model, name: str, reader: tuple[str, int] | None, depth
         shape = model.shape(node.input[0])
         if shape is None:
             return None
+        axes = list(range(len(shape)))
         start, end = _attr(node, "start", 0), _attr(node, "end", len(shape))
-        return [(d, None) for d in shape[start:end]]
-    if op in ("Unsqueeze", "Squeeze", "Cast", "Identity"):
+        return [ShapeEntry(shape[a], None, (node.input[0], a)) for a in axes[start:end]]
+    if op in _SHAPE_PLUMBING:
         return _shape_vector(model, node.input[0], (node.name, 0), depth + 1)
     if op == "Concat":
         out = []
@@ -593,7 +600,7 @@ def _reshape_output(model: Model, node: onnx.NodeProto) -> list[Dim] | None:
         return None
     dims: list[Dim] = []
     free = -1
-    for k, (value, _) in enumerate(entries):
+    for k, (value, _, _) in enumerate(entries):
         if value is None:
             return None
         if value == 0 and not _attr(node, "allowzero", 0):

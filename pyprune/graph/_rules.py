@@ -531,10 +531,17 @@ def flatten(w: Walk, node: onnx.NodeProto) -> None:
 @rule("Reshape")
 def reshape(w: Walk, node: onnx.NodeProto) -> None:
     info = w.info(node.input[0])
-    if info is None:
-        return
+    entries = w.shape_entries(node, 1)
     if w.info(node.input[1]) is not None:
         return freeze_all(w, node, "takes its target shape from channel data")
+    if entries is None:
+        _freeze_shape_sources(w, node, "has a target shape computed at run time")
+        return freeze_all(w, node, "has a target shape computed at run time")
+    counts = _channel_counts(w, entries)
+    if info is None:
+        for labels in counts.values():
+            w.freeze(labels, f"Reshape node {node.name!r} reads a channel count into its target")
+        return
     src, dst = w.shape(node.input[0]), w.shape(node.output[0])
     if src is None or dst is None or None in src or None in dst:
         return freeze_all(w, node, "has an input or output of unknown shape")
@@ -551,27 +558,86 @@ def reshape(w: Walk, node: onnx.NodeProto) -> None:
         return freeze_all(w, node, "splits the channel axis into several axes")
     out_axis = j0 + axis
     out_labels = np.moveaxis(labels, axis, 0).reshape(labels.shape[axis], -1)[:, 0]
-    entry = w.shape_entry(node, 1, out_axis)
-    if entry is None:
-        return freeze_all(w, node, "has a target shape computed at run time")
-    value, where = entry
+    if not _follow_target(w, node, 1, entries, counts, out_axis, out_labels, info):
+        return
+    w.set(node.output[0], out_axis, w.info(node.output[0]).labels if w.info(node.output[0])
+          else out_labels)
+
+
+def _follow_target(w: Walk, node, index, entries, counts, out_axis, out_labels, info) -> bool:
+    """Make entry ``out_axis`` of a target shape follow the kept channels; False if frozen.
+
+    A channel count read at run time from the tensor whose channels these are (``Shape(x)[c]``)
+    follows by itself once both are united; a constant is rewritten; -1 is inferred.
+    """
+    for j, labels in counts.items():
+        if j != out_axis or len(labels) != len(out_labels):
+            w.freeze(labels, f"{node.op_type} node {node.name!r} puts a channel count elsewhere")
+            freeze_all(w, node, "puts a channel count on another axis")
+            return False
+    if out_axis in counts:
+        w.set(node.output[0], out_axis, w.union(out_labels, counts[out_axis], node))
+        return True
+    value, where, _ = entries[out_axis]
     if not isinstance(value, int):
-        return freeze_all(w, node, "has a channel dimension computed at run time")
-    if value == 0 and not attr(node, "allowzero", 0):
+        freeze_all(w, node, "has a channel dimension computed at run time")
+        return False
+    if value == 0 and node.op_type == "Reshape" and not attr(node, "allowzero", 0):
         if not (out_axis == info.axis and np.array_equal(out_labels, info.labels)):
-            return freeze_all(w, node, "copies a dimension (0) into the channel axis")
-    elif value > 0:
+            freeze_all(w, node, "copies a dimension (0) into the channel axis")
+            return False
+    elif value == len(out_labels) and value > 1:
         if where is None:
-            return freeze_all(w, node, "has a channel dimension computed at run time")
+            freeze_all(w, node, "has a channel dimension computed at run time")
+            return False
         w.edit_const(where[0], where[1], where[2], out_labels)
-    elif value != -1:
-        return freeze_all(w, node, "has an unexpected target shape")
-    w.set(node.output[0], out_axis, out_labels)
+    elif value not in (-1, 1) or (value == 1 and node.op_type == "Reshape"):
+        freeze_all(w, node, "has an unexpected target shape")
+        return False
+    return True
+
+
+def _channel_counts(w: Walk, entries) -> dict[int, np.ndarray]:
+    """Entries of a shape vector that are ``Shape(x)[a]`` with ``a`` the channel axis of x."""
+    counts = {}
+    for j, entry in enumerate(entries):
+        if entry.source is not None:
+            src = w.info(entry.source[0])
+            if src is not None and src.axis == entry.source[1]:
+                counts[j] = src.labels
+    return counts
+
+
+def _freeze_shape_sources(w: Walk, node: onnx.NodeProto, why: str) -> None:
+    """Freeze the channels of every tensor whose Shape feeds this node's shape input."""
+    seen, stack = set(), [n for n in node.input[1:] if n]
+    while stack and len(seen) < 64:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        producer = w.model.producer(name)
+        if producer is None:
+            continue
+        if producer.op_type == "Shape":
+            info = w.info(producer.input[0])
+            if info is not None:
+                w.freeze(info.labels, f"{node.op_type} node {node.name!r} {why}")
+            continue
+        stack.extend(n for n in producer.input if n)
+
+
+_SHAPE_PLUMBING = frozenset({"Gather", "Slice", "Unsqueeze", "Squeeze", "Cast", "Identity",
+                             "Concat"})
 
 
 @rule("Shape")
 def shape_op(w: Walk, node: onnx.NodeProto) -> None:
-    """Shape of a channel tensor: safe while nothing reads the channel dimension from it."""
+    """Shape of a channel tensor: safe while its channel count only reaches shape targets.
+
+    A channel count read at run time may flow (through Gather/Slice/Unsqueeze/Concat ...) into
+    Reshape or Expand targets, whose rules unite it with the channels they shape.
+    """
     info = w.info(node.input[0])
     if info is None:
         return
@@ -584,13 +650,36 @@ def shape_op(w: Walk, node: onnx.NodeProto) -> None:
         return
     channel = dims.index(info.axis)
     for consumer, _ in w.consumers(node.output[0]):
-        if not _reads_other_entries(w, consumer, channel, len(dims)):
+        if _reads_other_entries(w, consumer, channel, len(dims)):
+            continue
+        bad = _outside_shape_targets(w, node.output[0], 0)
+        if bad is not None:
             w.freeze(
                 info.labels,
                 f"Shape node {node.name!r}: the channel count is read at run time by "
-                f"{consumer.op_type} node {consumer.name!r}",
+                f"{bad.op_type} node {bad.name!r}",
             )
             return
+
+
+def _outside_shape_targets(w: Walk, value: str, depth: int) -> onnx.NodeProto | None:
+    """A node using a shape value other than as a Reshape/Expand target (None if none)."""
+    for consumer, index in w.consumers(value):
+        if consumer.op_type in ("Reshape", "Expand") and index == 1:
+            continue
+        if consumer.op_type in _SHAPE_PLUMBING and index == 0 or consumer.op_type == "Concat":
+            if depth > 12:
+                return consumer
+            if consumer.op_type in ("Gather", "Slice") and not all(
+                w.is_weight(n) for n in consumer.input[1:] if n
+            ):
+                return consumer
+            bad = _outside_shape_targets(w, consumer.output[0], depth + 1)
+            if bad is not None:
+                return bad
+            continue
+        return consumer
+    return None
 
 
 def _reads_other_entries(w: Walk, consumer: onnx.NodeProto, channel: int, n: int) -> bool:
@@ -738,27 +827,48 @@ def gather(w: Walk, node: onnx.NodeProto) -> None:
     w.set(node.output[0], out_axis, info.labels)
 
 
-@rule("Expand", "Tile")
-def expand(w: Walk, node: onnx.NodeProto) -> None:
+@rule("Tile")
+def tile(w: Walk, node: onnx.NodeProto) -> None:
     info = w.info(node.input[0])
     if info is None:
         return freeze_all(w, node) if w.info(node.input[1]) is not None else None
-    value = w.const(node.input[1])
+    repeats = w.const(node.input[1])
+    if repeats is None:
+        return freeze_all(w, node, "has repeats computed at run time")
+    if int(repeats.ravel()[info.axis]) != 1:
+        return freeze_all(w, node, "repeats the channel axis")
+    w.set(node.output[0], info.axis, info.labels)
+
+
+@rule("Expand")
+def expand(w: Walk, node: onnx.NodeProto) -> None:
+    """Broadcast to a target shape: the channel entry must be 1, or follow the channels."""
+    info = w.info(node.input[0])
+    if w.info(node.input[1]) is not None:
+        return freeze_all(w, node, "takes its target shape from channel data")
+    entries = w.shape_entries(node, 1)
+    if entries is None:
+        _freeze_shape_sources(w, node, "has a target shape computed at run time")
+        return freeze_all(w, node, "has a target shape computed at run time")
+    counts = _channel_counts(w, entries)
     rank, out_rank = w.rank(node.input[0]), w.rank(node.output[0])
-    if value is None or rank is None or out_rank is None:
-        return freeze_all(w, node, "has a target computed at run time")
-    value = value.ravel().tolist()
-    if node.op_type == "Tile":
-        if value[info.axis] != 1:
-            return freeze_all(w, node, "repeats the channel axis")
-        return w.set(node.output[0], info.axis, info.labels)
+    if info is None:
+        # a tensor broadcast to the shape of a channel tensor: only size-1 positions follow
+        for j, labels in counts.items():
+            w.freeze(labels, f"Expand node {node.name!r} broadcasts to a channel count")
+        return
+    if rank is None or out_rank is None:
+        return freeze_all(w, node, "has inputs of unknown rank")
     out_axis = info.axis + out_rank - rank
-    local = out_axis - (out_rank - len(value))
-    if local >= 0 and value[local] not in (1, len(info.labels)):
-        return freeze_all(w, node, "expands the channel axis")
-    if local >= 0 and value[local] == len(info.labels):
-        w.edit_const(node, 1, local, info.labels)
-    w.set(node.output[0], out_axis, info.labels)
+    local = out_axis - (out_rank - len(entries))
+    if local < 0:
+        return w.set(node.output[0], out_axis, info.labels)
+    shifted = {j + out_rank - len(entries): labels for j, labels in counts.items()}
+    entries = [None] * (out_rank - len(entries)) + list(entries)
+    if not _follow_target(w, node, 1, entries, shifted, out_axis, info.labels, info):
+        return
+    if w.info(node.output[0]) is None:
+        w.set(node.output[0], out_axis, info.labels)
 
 
 # -- helpers ------------------------------------------------------------------------------------
