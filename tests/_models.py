@@ -252,6 +252,19 @@ def se_dynamic_view(opset=13, batch="N"):
     return b.model([out], shapes={out: [batch, 2, 5, 5]})
 
 
+def grouped_convs(opset=13, batch="N"):
+    """ResNeXt/ShuffleNet-style grouped convs (Conv and ConvTranspose), stacked."""
+    b = Builder(opset, batch)
+    x = b.input([4, 6, 6])
+    h = b.relu(b.bn(b.conv(x, 4, 8, k=1), 8))
+    h = b.relu(b.bn(b.conv(h, 8, 12, group=2), 12))  # 4 channels per input block
+    h = b.relu(b.conv(h, 12, 6, group=3, k=1))
+    u = b.op("ConvTranspose", [h, b.weight([6, 2, 2, 2]), b.weight([4], 0.1)], strides=[2, 2],
+             group=2)
+    side = b.conv(x, 4, 6, group=2, k=1)  # grouped conv on the graph input
+    return b.model([b.conv(b.relu(u), 4, 2), b.conv(side, 6, 2)])
+
+
 def flatten_gemm(opset=13, batch="N"):
     """Conv -> Flatten -> Gemm -> Gemm: a channel is a contiguous block of H*W features."""
     b = Builder(opset, batch)
@@ -373,7 +386,7 @@ def frozen_cases(opset=13, batch="N"):
     x = b.input([4, 4, 4])
     lrn = b.conv(b.op("LRN", [b.conv(x, 4, 4)], size=3), 4, 2)
     soft = b.conv(b.op("Softmax", [b.conv(x, 4, 4)], axis=1), 4, 2)
-    grouped = b.conv(b.conv(x, 4, 4, group=2), 4, 2)
+    grouped = b.conv(b.op("DepthToSpace", [b.conv(x, 4, 4)], blocksize=2), 1, 2)
     direct = b.conv(x, 4, 3)  # reaches a graph output
     # a tensor read inside an If branch
     inner = b.conv(x, 4, 2)
@@ -428,6 +441,7 @@ CATALOGUE: dict[str, Case] = {
     "depthwise_after_concat": Case(depthwise_after_concat, 3),
     "se_in_residual": Case(se_in_residual, 3),
     "se_dynamic_view": Case(se_dynamic_view, 2),
+    "grouped_convs": Case(grouped_convs, 4),
     "flatten_gemm": Case(flatten_gemm, 2),
     "shape_reshape": Case(shape_reshape, 2),
     "channels_last": Case(channels_last, 1),

@@ -150,7 +150,7 @@ def test_frozen_reasons_name_the_op_and_why():
     text = "\n".join(r for r in reasons.values() if r)
     assert "LRN node" in text and "mixes neighbouring channels" in text
     assert "Softmax node" in text and "normalises over the channel axis" in text
-    assert "is grouped (group=2)" in text
+    assert "DepthToSpace node" in text and "is not understood" in text
     assert "reaches the graph output" in text
     assert "If node 'If_0' reads it in a nested subgraph" in text
     assert len(graph.prunable_groups) == 1
@@ -234,3 +234,27 @@ def test_dynamic_split_sizes_freeze():
     outs = [b.op("Relu", [p]), b.op("Relu", [q])]
     model, graph = _graph(b.model(outs, shapes={o: ["N", None, 4, 4] for o in outs}))
     assert "split sizes computed at run time" in graph.groups[0].frozen
+
+
+def test_grouped_conv_units_are_positions_within_blocks():
+    b = Builder(13, batch="N")
+    x = b.input([4, 5, 5])
+    h = b.relu(b.conv(x, 4, 6, k=1))
+    g = b.conv(h, 6, 4, group=2)  # input blocks of 3, output blocks of 2
+    model, graph = _graph(b.model([b.conv(b.relu(g), 4, 2)]))
+    first, second = graph.prunable_groups
+    grouped = model.node(second.root)
+    assert first.size == 3  # channel i and i + 3 meet the same filters: one unit
+    coupled = _couplings(first)
+    assert coupled[(model.nodes[0].input[1], 0, "out")] == [0, 1, 2, 0, 1, 2]
+    assert coupled[(grouped.input[1], 1, "in")] == [0, 1, 2]
+    assert second.size == 2
+    assert _couplings(second)[(grouped.input[1], 0, "out")] == [0, 1, 0, 1]
+    assert not graph.edits  # the group count stays
+
+
+def test_single_unit_groups_are_frozen():
+    b = Builder(13, batch="N")
+    x = b.input([3, 4, 4])
+    model, graph = _graph(b.model([b.conv(b.relu(b.conv(x, 3, 1)), 1, 2)]))
+    assert graph.groups[0].frozen == "has 1 unit(s): nothing can be removed"

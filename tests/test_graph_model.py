@@ -252,6 +252,7 @@ def test_macs_and_params_match_hand_computed_values():
     per_node = {n.op_type + str(i): model.node_macs(n) for i, n in enumerate(model.nodes)}
     assert sorted(v for v in per_node.values() if v) == [10, 126, 2048, 2304, 6912]
     assert model.macs() == 6912 + 2304 + 2048 + 10 + 126
+    assert model.node_params(model.nodes[0]) == 4 * 27 + 4
     params = (4 * 27 + 4) + (4 * 9 + 4) + 4 * 8 + (5 * 2 + 5) + 7 * 3
     assert model.params() == params
     assert model.nonzeros() == params  # random normals are never exactly zero

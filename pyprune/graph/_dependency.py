@@ -321,8 +321,8 @@ class Walk:
         for group, why in zip(groups, reasons):
             if why:
                 group.frozen = "; ".join(dict.fromkeys(why))
-            elif group.size == 0:
-                group.frozen = "has no units"
+            elif group.size < 2:
+                group.frozen = f"has {group.size} unit(s): nothing can be removed"
         return groups, unit_map
 
 

@@ -372,6 +372,14 @@ class Model:
         """
         return node_macs(self, node)
 
+    def node_params(self, node: onnx.NodeProto) -> int:
+        """Elements of the weights a node reads (initializers among its inputs)."""
+        return sum(
+            int(np.prod(self._initializers[n].dims, dtype=np.int64))
+            for n in dict.fromkeys(node.input)
+            if n in self._initializers and self._initializers[n].data_type in _PARAM_DTYPES
+        )
+
     def macs(self) -> int:
         return sum(self.node_macs(n) for n in self.proto.graph.node)
 
@@ -753,7 +761,7 @@ def _fold_constants(proto: onnx.ModelProto) -> None:
             kept.append(node)
             continue
         if node.op_type == "Constant":
-            values = _evaluate(node, {}, opset_imports)
+            values = _constant_value(node) or _evaluate(node, {}, opset_imports)
         elif node.op_type == "Identity" and node.input[0] in inits:
             alias[node.output[0]] = node.input[0]
             continue
@@ -792,6 +800,20 @@ def _rename_reads(graph: onnx.GraphProto, alias: dict[str, str]) -> None:
                         if name in sub_alias:
                             inner.input[i] = sub_alias[name]
                 _rename_reads(sub, sub_alias)
+
+
+def _constant_value(node: onnx.NodeProto) -> list[np.ndarray] | None:
+    """The value of a Constant node without running it (the common attribute forms)."""
+    (a,) = node.attribute or [None]
+    if a is None:
+        return None
+    if a.name == "value" and a.t.data_location != onnx.TensorProto.EXTERNAL:
+        return [numpy_helper.to_array(a.t)]
+    simple = {"value_float": np.float32, "value_floats": np.float32,
+              "value_int": np.int64, "value_ints": np.int64}
+    if a.name in simple:
+        return [np.array(helper.get_attribute_value(a), dtype=simple[a.name])]
+    return None
 
 
 def _evaluate(

@@ -190,14 +190,29 @@ def conv(w: Walk, node: onnx.NodeProto) -> None:
         w.edit_attr(node, "group", info.labels)
         w.set(node.output[0], 1, labels)
         return
-    reason = (
-        f"Conv node {node.name!r} is grouped (group={groups}); its channels are tied within groups"
-        if in_per_group > 1
-        else f"depthwise Conv node {node.name!r} reads channels no prunable group produces"
-    )
+    # Grouped conv: position i of every input block meets the same filters, so those channels
+    # are one unit (removing it keeps the blocks equal); output units are positions within an
+    # output block, repeated in every block. The group count stays.
     if info is not None:
-        w.freeze(info.labels, reason)
-    w.new_units(node, node.output[0], 1, out_ch, frozen=reason)
+        if len(info.labels) != in_ch:
+            freeze_all(w, node, "reads a channel count that does not match its weights")
+        else:
+            w.couple(weight, 1, _unite_blocks(w, info.labels, groups, node), "in", node)
+            w.mask(node, 0, info)
+    units = np.tile(w.new_units(node, node.output[0], 1, out_ch // groups), groups)
+    w.set(node.output[0], 1, units)
+    w.couple(weight, 0, units, "out", node)
+    if bias:
+        w.couple(bias, 0, units, "out", node)
+
+
+def _unite_blocks(w: Walk, labels: np.ndarray, groups: int, node: onnx.NodeProto) -> np.ndarray:
+    """Unite position i of each of ``groups`` equal blocks; return the labels of one block."""
+    blocks = labels.reshape(groups, -1)
+    first = blocks[0]
+    for block in blocks[1:]:
+        first = w.union(first, block, node)
+    return first
 
 
 @rule("ConvTranspose")
@@ -235,10 +250,18 @@ def conv_transpose(w: Walk, node: onnx.NodeProto) -> None:
         w.edit_attr(node, "group", info.labels)
         w.set(node.output[0], 1, labels)
         return
-    reason = f"ConvTranspose node {node.name!r} is grouped (group={groups})"
     if info is not None:
-        w.freeze(info.labels, reason)
-    w.new_units(node, node.output[0], 1, out_per_group * groups, frozen=reason)
+        if len(info.labels) != in_ch:
+            freeze_all(w, node, "reads a channel count that does not match its weights")
+        else:
+            _unite_blocks(w, info.labels, groups, node)
+            w.couple(weight, 0, info.labels, "in", node)
+            w.mask(node, 0, info)
+    units = w.new_units(node, node.output[0], 1, out_per_group)
+    w.set(node.output[0], 1, np.tile(units, groups))
+    w.couple(weight, 1, units, "out", node)
+    if bias:
+        w.couple(bias, 0, np.tile(units, groups), "out", node)
 
 
 @rule("Gemm")
