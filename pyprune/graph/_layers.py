@@ -2,9 +2,9 @@
 
 Two kinds of candidate are found in the main graph:
 
-* ``residual``: ``y = Add(x, f(x))`` where ``f`` is a region of nodes that reads nothing from the
-  rest of the graph but ``x`` and constants, and whose values nobody outside reads. Removing it
-  makes ``y = x``.
+* ``residual``: ``y = Add(x, f(x))`` where ``f`` is the region of nodes between ``x`` and the
+  join (it may also read values that do not depend on ``x``: constants, an attention mask) and
+  nobody outside reads its values. Removing it makes ``y = x``.
 * ``path``: a weighted node (Conv, ConvTranspose, Gemm, MatMul with a constant weight) followed by
   the shape-preserving single-consumer ops that only post-process its output (bias, BatchNorm,
   activations), when the input and the output have the same shape and element type. Removing it
