@@ -41,19 +41,19 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, layers: list[int], num_classes: int = 1000) -> None:
+    def __init__(self, layers: list[int], num_classes: int = 1000, width: int = 64) -> None:
         super().__init__()
-        self.inplanes = 64
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.inplanes = width
+        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.layer1 = self._make_layer(64, layers[0])
-        self.layer2 = self._make_layer(128, layers[1], stride=2)
-        self.layer3 = self._make_layer(256, layers[2], stride=2)
-        self.layer4 = self._make_layer(512, layers[3], stride=2)
+        self.layer1 = self._make_layer(width, layers[0])
+        self.layer2 = self._make_layer(2 * width, layers[1], stride=2)
+        self.layer3 = self._make_layer(4 * width, layers[2], stride=2)
+        self.layer4 = self._make_layer(8 * width, layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(512, num_classes)
+        self.fc = nn.Linear(8 * width, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -74,9 +74,13 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def resnet18(num_classes: int = 1000) -> nn.Module:
-    """torchvision's ``resnet18`` architecture (BasicBlock, [2, 2, 2, 2])."""
-    return ResNet([2, 2, 2, 2], num_classes)
+def resnet18(num_classes: int = 1000, channel_scale: float = 1.0) -> nn.Module:
+    """torchvision's ``resnet18`` architecture (BasicBlock, [2, 2, 2, 2]).
+
+    ``channel_scale`` multiplies every channel count (0.5: the network 50% channel pruning
+    leaves, the classifier's outputs aside).
+    """
+    return ResNet([2, 2, 2, 2], num_classes, width=int(64 * channel_scale))
 
 
 # ---------------------------------------------------------------------------------- MobileNetV2
@@ -114,15 +118,21 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    def __init__(self, num_classes: int = 1000, width_mult: float = 1.0) -> None:
+    def __init__(self, num_classes: int = 1000, width_mult: float = 1.0,
+                 channel_scale: float = 1.0) -> None:
         super().__init__()
         settings = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2],
                     [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]
-        input_channel = _make_divisible(32 * width_mult)
-        self.last_channel = _make_divisible(1280 * max(1.0, width_mult))
+
+        def scaled(channels: float) -> int:
+            # channel_scale applies after torchvision's rounding, exactly as pruning would
+            return int(_make_divisible(channels) * channel_scale)
+
+        input_channel = scaled(32 * width_mult)
+        self.last_channel = scaled(1280 * max(1.0, width_mult))
         features: list[nn.Module] = [ConvBNReLU(3, input_channel, stride=2)]
         for t, c, n, s in settings:
-            output_channel = _make_divisible(c * width_mult)
+            output_channel = scaled(c * width_mult)
             for i in range(n):
                 features.append(InvertedResidual(input_channel, output_channel, s if i == 0 else 1, t))
                 input_channel = output_channel
@@ -142,12 +152,13 @@ class MobileNetV2(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
-def mobilenet_v2(num_classes: int = 1000) -> nn.Module:
-    """torchvision's ``mobilenet_v2`` architecture (width 1.0)."""
-    return MobileNetV2(num_classes)
+def mobilenet_v2(num_classes: int = 1000, channel_scale: float = 1.0) -> nn.Module:
+    """torchvision's ``mobilenet_v2`` architecture (width 1.0); ``channel_scale`` as in
+    :func:`resnet18` (expansion layers follow: hidden = scaled input * expand ratio)."""
+    return MobileNetV2(num_classes, channel_scale=channel_scale)
 
 
-MODELS: dict[str, Callable[[], nn.Module]] = {"resnet18": resnet18, "mobilenet_v2": mobilenet_v2}
+MODELS: dict[str, Callable[..., nn.Module]] = {"resnet18": resnet18, "mobilenet_v2": mobilenet_v2}
 
 
 def _randomise_batchnorm(model: nn.Module, generator: torch.Generator) -> None:
@@ -162,15 +173,18 @@ def _randomise_batchnorm(model: nn.Module, generator: torch.Generator) -> None:
 
 
 def export_onnx(name: str, path: str | Path | None = None, *, seed: int = 0,
-                opset: int = 17) -> bytes:
+                opset: int = 17, channel_scale: float = 1.0) -> bytes:
     """Build ``name`` with seeded random weights in eval mode and export it (1x3x224x224).
+
+    ``channel_scale`` < 1 builds the narrower network directly (the baseline a pruned model's
+    speed is compared with).
 
     Returns the serialised model; also writes it to ``path`` when given. The TorchScript-based
     exporter is used (``dynamo=False``): it produces the same Conv/BatchNorm-folded graphs users
     have been shipping for years.
     """
     torch.manual_seed(seed)
-    model = MODELS[name]()
+    model = MODELS[name](channel_scale=channel_scale)
     _randomise_batchnorm(model, torch.Generator().manual_seed(seed + 1))
     model.eval()
     x = torch.randn(1, 3, 224, 224)

@@ -6,16 +6,18 @@ by L1 magnitude (the sum over the group's producer slices), removes 50% of each 
 channels (the classifier's outputs are graph outputs and stay) and saves the result. Printed side
 by side: parameters, MACs, file size and ONNX Runtime latency (pyprune's session options: all
 graph optimisations, 2 intra-op threads; batch 1; median of the timed runs after warm-up, the two
-models timed in turn) before and after, the time pyprune took, and the largest
+models timed in alternating blocks) before and after, the time pyprune took, and the largest
 difference between the pruned model and the original with the same channels masked (the
-removal-equals-masking oracle, on real exported graphs).
+removal-equals-masking oracle, on real exported graphs). As a second baseline, the same
+architectures built with half the channels in torch and exported directly are timed alongside:
+a pruned file should run exactly as fast as the network that was narrow from the start.
 
 Reference (Torch-Pruning 1.6.1 doing the same in PyTorch on this machine): ResNet-18
 1.82 -> 0.49 GMACs, 11.7M -> 3.1M params, 3.9x faster; MobileNetV2 0.32 -> 0.093 GMACs,
 2.9x faster.
 
-    python benchmarks/bench_structure.py            # both models, 30 timed runs each
-    python benchmarks/bench_structure.py --quick    # ResNet-18 only, 5 timed runs
+    python benchmarks/bench_structure.py            # both models, 60 timed runs each
+    python benchmarks/bench_structure.py --quick    # ResNet-18 only, 6 timed runs
 """
 
 from __future__ import annotations
@@ -106,21 +108,26 @@ def max_masked_diff(model: Model, pruned: Model, graph: DependencyGraph,
     return max(float(np.abs(g - w).max()) for g, w in zip(got, want))
 
 
-def interleaved_latency(models: list[Model], runs: int, warmup: int) -> list[tuple[float, float]]:
-    """(median, fastest) ms per model, timing the models in turn so that load changes on the
-    machine hit all of them alike."""
+def block_latency(models: list[Model], runs: int, warmup: int, rounds: int = 3) -> list[tuple[float, float]]:
+    """(median, fastest) ms per model over ``runs`` timed runs each.
+
+    The models take turns in ``rounds`` blocks of consecutive runs (each block after its own
+    warm-up), so that a change of load on the machine hits all of them alike, while no session's
+    spinning worker threads compete with another session's run.
+    """
     x = np.random.default_rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)
     sessions = [make_session(m.proto, THREADS) for m in models]
-    for s in sessions:
-        for _ in range(warmup):
-            s.run(None, {"input": x})
-    times = np.empty((len(sessions), runs))
-    for i in range(runs):
-        for j, s in enumerate(sessions):
-            start = time.perf_counter()
-            s.run(None, {"input": x})
-            times[j, i] = time.perf_counter() - start
-    return [(float(np.median(t) * 1e3), float(t.min() * 1e3)) for t in times]
+    times: list[list[float]] = [[] for _ in sessions]
+    per_round = [runs // rounds + (i < runs % rounds) for i in range(rounds)]
+    for count in per_round:
+        for session, log in zip(sessions, times):
+            for _ in range(warmup):
+                session.run(None, {"input": x})
+            for _ in range(count):
+                start = time.perf_counter()
+                session.run(None, {"input": x})
+                log.append(time.perf_counter() - start)
+    return [(float(np.median(t) * 1e3), float(np.min(t) * 1e3)) for t in times]
 
 
 def frozen_report(graph: DependencyGraph) -> list[str]:
@@ -134,13 +141,15 @@ def bench(name: str, workdir: Path, runs: int, warmup: int) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         export_onnx(name, src)
+        # the architecture the pruning leaves, built narrow in torch: the speed to match
+        narrow = load(export_onnx(name, channel_scale=1 - RATIO))
     start = time.perf_counter()
     model = load(src)
     pruned, removals, graph = prune(model)
     out = pruned.save(workdir / f"{name}.pruned.onnx")
     seconds = time.perf_counter() - start
     diff = max_masked_diff(model, pruned, graph, removals)
-    latency = interleaved_latency([model, pruned], runs, warmup)
+    latency = block_latency([model, pruned, narrow], runs, warmup)
     return {
         "name": name,
         "params": (model.params(), pruned.params()),
@@ -149,6 +158,7 @@ def bench(name: str, workdir: Path, runs: int, warmup: int) -> dict:
         "size": (src.stat().st_size, out.stat().st_size),
         "latency": (latency[0][0], latency[1][0]),
         "fastest": (latency[0][1], latency[1][1]),
+        "narrow": {"macs": narrow.macs(), "params": narrow.params(), "latency": latency[2][0]},
         "seconds": seconds,
         "diff": diff,
         "groups": (len(graph.prunable_groups), len(graph.groups)),
@@ -178,6 +188,10 @@ def report(r: dict, runs: int) -> None:
           f"   (ORT, {THREADS} threads, batch 1, median of {runs})")
     f0, f1 = r["fastest"]
     print(f"  {'fastest (ms)':14}{f0:12.2f}{f1:12.2f}{f0 / f1:8.2f}x")
+    n = r["narrow"]
+    print(f"  same widths built narrow in torch: {n['macs'] / 1e9:.3f} GMACs, "
+          f"{n['params'] / 1e6:.3f} M params, {n['latency']:.2f} ms "
+          f"(pruned / narrow latency {l1 / n['latency']:.2f})")
     print(f"  pyprune time: {r['seconds']:.2f} s (load, groups, scores, removal, save)")
     print(f"  max |pruned - masked original|: {r['diff']:.3g}")
     for line in r["frozen"]:
@@ -186,12 +200,12 @@ def report(r: dict, runs: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="ResNet-18 only, 5 timed runs")
-    parser.add_argument("--runs", type=int, default=None, help="timed runs per latency (default 30)")
+    parser.add_argument("--quick", action="store_true", help="ResNet-18 only, 6 timed runs")
+    parser.add_argument("--runs", type=int, default=None, help="timed runs per latency (default 60)")
     parser.add_argument("--models", nargs="+", choices=sorted(REFERENCE), default=None)
     args = parser.parse_args(argv)
-    runs = args.runs or (5 if args.quick else 30)
-    warmup = 2 if args.quick else 10
+    runs = args.runs or (6 if args.quick else 60)
+    warmup = 2 if args.quick else 5
     names = args.models or (["resnet18"] if args.quick else ["resnet18", "mobilenet_v2"])
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
