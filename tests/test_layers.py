@@ -336,3 +336,38 @@ def _axes(b: Builder, axes: list[int]) -> str:
     name = b.name("axes")
     b.inits.append(numpy_helper.from_array(np.array(axes, dtype=np.int64), name))
     return name
+
+
+def test_branch_with_a_subgraph_goes_whole():
+    b = Builder()
+    t = b.op("Relu", [b.conv("x", 3, 3)])
+    out = helper.make_tensor_value_info("sub_y", TensorProto.FLOAT, [1, 3, 4, 4])
+    then_g = helper.make_graph([helper.make_node("Relu", [t], ["sub_y"], name="sub_relu")], "then", [], [out])
+    else_g = helper.make_graph([helper.make_node("Neg", [t], ["sub_y"], name="sub_neg")], "else", [], [out])
+    f = b.name("f")
+    b.nodes.append(helper.make_node("If", ["cond"], [f], name="choice", then_branch=then_g, else_branch=else_g))
+    y = b.op("Sigmoid", [b.op("Add", ["x", f])])
+    proto = b.model("x", [1, 3, 4, 4], y, [1, 3, 4, 4])
+    proto.graph.input.append(helper.make_tensor_value_info("cond", TensorProto.BOOL, []))
+    model = load(proto)
+    residual = [layer for layer in find_layers(model) if layer.kind == "residual"]
+    assert len(residual) == 1
+    assert "choice" in residual[0].nodes  # reached through the subgraph's outer-scope read
+    assert residual[0].prunable
+    pruned = remove_layers(model, [residual[0].id])
+    onnx.checker.check_model(pruned.proto, full_check=True)
+    assert not any(n.op_type == "If" for n in pruned.nodes)
+    x = np.random.default_rng(0).standard_normal((1, 3, 4, 4)).astype(np.float32)
+    gated, gates = gate_layers(model, [residual[0].id])
+    for cond in (True, False):
+        feeds = {"x": x, "cond": np.array(cond)}
+        zero = {gates[residual[0].id]: np.array(0.0, dtype=np.float32)}
+        np.testing.assert_allclose(run(pruned.proto, feeds)[0], run(gated.proto, {**feeds, **zero})[0])
+
+
+def test_a_layer_that_is_the_whole_model_is_frozen():
+    b = Builder()
+    y = b.op("Relu", [b.conv("x", 3, 3)])
+    model = load(b.model("x", [1, 3, 4, 4], y, [1, 3, 4, 4]))
+    (layer,) = find_layers(model)
+    assert layer.kind == "path" and layer.frozen == "the layer is the whole model"

@@ -10,8 +10,9 @@ Two kinds of candidate are found in the main graph:
   activations), when the input and the output have the same shape and element type. Removing it
   replaces the path by the identity.
 
-A candidate whose removal cannot be proven to keep the model valid (shapes unknown, nested
-subgraphs inside) is still listed, with ``frozen`` saying why.
+A candidate whose removal cannot be proven to keep the model valid (shapes unknown) is still
+listed, with ``frozen`` saying why. Nodes with nested subgraphs (If, Loop, Scan) may sit inside a
+residual branch: removing the branch drops them whole, which is always safe.
 
 The oracle the tests check: removing a layer equals gating it with 0 (:func:`gate_layers`), i.e.
 multiplying the residual branch by 0 on its edge into the join, or blending a path's output back
@@ -51,9 +52,10 @@ def find_layers(model: Model) -> list[Layer]:
     means ``y -> g*y + (1-g)*x``. :func:`gate_layers` builds exactly these gates.
     """
     layers: list[Layer] = []
+    position = {node.name: i for i, node in enumerate(model.nodes)}
     for node in model.nodes:
         if _default_domain(node) and node.op_type in _RESIDUAL_JOINS:
-            layer = _residual_layer(model, node)
+            layer = _residual_layer(model, node, position)
             if layer is not None:
                 layers.append(layer)
         if _default_domain(node) and node.op_type in WEIGHTED_OPS:
@@ -66,7 +68,7 @@ def find_layers(model: Model) -> list[Layer]:
 # -- residual branches -------------------------------------------------------------------------
 
 
-def _residual_layer(model: Model, join: onnx.NodeProto) -> Layer | None:
+def _residual_layer(model: Model, join: onnx.NodeProto, position: dict[str, int]) -> Layer | None:
     dynamic = [(i, v) for i, v in enumerate(join.input) if v and not model.is_weight(v)]
     if len(dynamic) != 2 or len(join.input) != 2 or dynamic[0][1] == dynamic[1][1]:
         return None
@@ -75,7 +77,7 @@ def _residual_layer(model: Model, join: onnx.NodeProto) -> Layer | None:
         # The branch output must feed the join alone, or removing the branch breaks its reader.
         if model.is_graph_output(b) or [c.name for c, _ in model.consumers(b)] != [join.name]:
             continue
-        region = _region(model, x, b)
+        region = _region(model, x, b, position)
         if region is None:
             continue
         nodes = [*region, join.name]
@@ -88,7 +90,9 @@ def _residual_layer(model: Model, join: onnx.NodeProto) -> Layer | None:
     return None
 
 
-def _region(model: Model, entry: str, exit_: str) -> list[str] | None:
+def _region(
+    model: Model, entry: str, exit_: str, position: dict[str, int]
+) -> list[str] | None:
     """The nodes between ``entry`` and ``exit_``: descendants of ``entry`` that ``exit_`` needs.
 
     Values the region reads that do not depend on ``entry`` (constants, other graph inputs such
@@ -99,7 +103,8 @@ def _region(model: Model, entry: str, exit_: str) -> list[str] | None:
     start = model.producer(exit_)
     if start is None:
         return None
-    downstream = _descendants(model, entry)
+    # Nodes are in topological order: only those up to exit_'s producer can lie in between.
+    downstream = _descendants(model, entry, position, position[start.name])
     if start.name not in downstream:
         return None
     members: dict[str, onnx.NodeProto] = {}
@@ -121,16 +126,17 @@ def _region(model: Model, entry: str, exit_: str) -> list[str] | None:
                 return None
             if any(c.name not in members for c, _ in model.consumers(out)):
                 return None
-    return [n.name for n in model.nodes if n.name in members]
+    return sorted(members, key=position.__getitem__)
 
 
-def _descendants(model: Model, value: str) -> set[str]:
-    """Names of the nodes that (transitively) read ``value``, nested-subgraph reads included."""
+def _descendants(model: Model, value: str, position: dict[str, int], last: int) -> set[str]:
+    """Names of the nodes up to position ``last`` that (transitively) read ``value``, reads
+    from nested subgraphs included."""
     seen: set[str] = set()
     stack = [value]
     while stack:
         for node, _ in model.consumers(stack.pop()):
-            if node.name not in seen:
+            if node.name not in seen and position[node.name] <= last:
                 seen.add(node.name)
                 stack.extend(o for o in node.output if o)
     return seen
@@ -286,11 +292,7 @@ def _same_shape(model: Model, a: str, b: str) -> bool:
 
 
 def _region_reason(model: Model, nodes: list[str], x: str, y: str) -> str | None:
-    for name in nodes:
-        node = model.node(name)
-        if _has_subgraph(node):
-            return f"contains {node.op_type} node {name!r} with a nested subgraph"
-    if model.is_graph_input(x) and model.is_graph_output(y) and len(model.nodes) == len(nodes):
+    if model.is_graph_input(x) and model.is_graph_output(y) and len(model.graph.node) == len(nodes):
         return "the layer is the whole model"
     return None
 
