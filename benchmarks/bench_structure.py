@@ -31,13 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from pyprune import core
+from pyprune.evaluate import make_session
+from pyprune.graph import DependencyGraph, Group, Model, insert_masks, load
+from pyprune.surgery import remove_units
 
-from pyprune import core  # noqa: E402
-from pyprune.evaluate import make_session  # noqa: E402
-from pyprune.graph import DependencyGraph, Group, Model, insert_masks, load  # noqa: E402
-from pyprune.surgery import remove_units  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 REFERENCE = {  # Torch-Pruning 1.6.1, same pruning, measured on this machine
     "resnet18": {"macs": (1.82e9, 0.49e9), "params": (11.7e6, 3.1e6), "speedup": 3.9},
@@ -135,6 +134,7 @@ def frozen_report(graph: DependencyGraph) -> list[str]:
 
 
 def bench(name: str, workdir: Path, runs: int, warmup: int) -> dict:
+    sys.path.insert(0, str(HERE))
     from _torch_models import export_onnx  # torch is needed for the export only
 
     src = workdir / f"{name}.onnx"
