@@ -258,3 +258,19 @@ def test_single_unit_groups_are_frozen():
     x = b.input([3, 4, 4])
     model, graph = _graph(b.model([b.conv(b.relu(b.conv(x, 3, 1)), 1, 2)]))
     assert graph.groups[0].frozen == "has 1 unit(s): nothing can be removed"
+
+
+def test_layers_and_lookups_by_id():
+    from _models import residual_nested
+
+    model, graph = _graph(residual_nested(13))
+    assert any(layer.kind == "residual" for layer in graph.layers)
+    first = graph.layers[0]
+    assert graph.layer(first.id) is first
+    assert graph.group(graph.groups[0].id) is graph.groups[0]
+    with pytest.raises(KeyError):
+        graph.group("nothing")
+    with pytest.raises(KeyError):
+        graph.layer("nothing")
+    offsets = [graph.unit_offset(g.id) for g in graph.groups]
+    assert offsets == sorted(offsets) and graph.total_units == sum(g.size for g in graph.groups)
