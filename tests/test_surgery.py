@@ -183,3 +183,35 @@ def test_insert_masks_validates_the_keep_masks():
         insert_masks(model, {group.id: np.ones(3, bool)}, graph)
     with pytest.raises(KeyError, match="no group"):
         insert_masks(model, {"nothing": np.ones(3, bool)}, graph)
+
+
+def test_onnxruntime_contrib_gelu_ops_pass_channels():
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = {"w1": rng.standard_normal((4, 6)), "b1": rng.standard_normal(6),
+               "w2": rng.standard_normal((6, 3))}
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["a"]),
+        helper.make_node("BiasGelu", ["a", "b1"], ["g"], domain="com.microsoft"),
+        helper.make_node("Gelu", ["g"], ["g2"], domain="com.microsoft"),
+        helper.make_node("MatMul", ["g2", "w2"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "contrib",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5, 3])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    model = load(proto)
+    deps = DependencyGraph(model)
+    group = deps.groups[0]
+    assert group.prunable and {c.weight for c in group.couplings} == {"w1", "b1", "w2"}
+    pruned = remove_units(model, {group.id: [0, 3]}, deps)
+    onnx.checker.check_model(pruned.proto, full_check=True)
+    masked = insert_masks(model, {group.id: _keep(group, [0, 3])}, deps)
+    feeds = random_inputs(proto)
+    np.testing.assert_allclose(_run(pruned, feeds)[0], _run(masked, feeds)[0], rtol=1e-4,
+                               atol=1e-5)

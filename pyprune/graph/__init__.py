@@ -5,7 +5,7 @@ from __future__ import annotations
 from ._dependency import DependencyGraph
 from ._masking import insert_masks
 from ._model import MIN_OPSET, Model, TensorSpec, load
-from ._rules import RULES
+from ._rules import CONTRIB_RULES, RULES
 from ._units import Coupling, Group, Layer, MaskPoint
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "DependencyGraph",
     "insert_masks",
     "RULES",
+    "CONTRIB_RULES",
     "MaskPoint",
     "Coupling",
     "Group",

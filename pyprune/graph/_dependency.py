@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from ._model import Model, ShapeEntry
-from ._rules import RULES, freeze_all
+from ._rules import freeze_all, rule_for
 from ._units import Coupling, Group, Layer, MaskPoint
 
 __all__ = ["DependencyGraph", "ChannelInfo"]
@@ -224,8 +224,7 @@ class Walk:
     def run(self) -> None:
         model = self.model
         for node in model.proto.graph.node:
-            default = node.domain in ("", "ai.onnx")
-            fn = RULES.get(node.op_type) if default else None
+            fn = rule_for(node)
             if fn is None or any(a.HasField("g") or a.graphs for a in node.attribute):
                 freeze_all(self, node)
             else:

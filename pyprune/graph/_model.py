@@ -44,6 +44,10 @@ _FOLDABLE = frozenset(
     }
 )  # fmt: skip
 
+# ONNX Runtime contrib ops (in models saved after ORT's optimisations) whose output has the shape
+# and type of their first input.
+_CONTRIB_SAME_SHAPE = frozenset({"Gelu", "QuickGelu", "BiasGelu", "FastGelu"})
+
 _PARAM_DTYPES = frozenset(
     {
         onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
@@ -181,15 +185,23 @@ class Model:
             self._infer_reshapes()
 
     def _infer_reshapes(self) -> None:
-        """Help onnx's inference through Reshape targets computed from Shape at run time.
+        """Help onnx's inference where it stops: run-time Reshape targets and contrib ops.
 
         onnx propagates shape values only in limited cases; exporters often compute Reshape
         targets as Shape -> Gather -> Unsqueeze -> Concat. Such targets are evaluated
-        symbolically here, their outputs annotated and inference re-run downstream.
+        symbolically here, their outputs annotated and inference re-run downstream. The same
+        is done for the shape-preserving ONNX Runtime contrib ops onnx has no schema for.
         """
         for _ in range(8):
             hints = []
             for node in self.proto.graph.node:
+                if node.domain == "com.microsoft" and node.op_type in _CONTRIB_SAME_SHAPE:
+                    # onnx knows no schema for these: the output is shaped like the input
+                    dims = self.shape(node.input[0])
+                    if dims is not None and self.shape(node.output[0]) is None:
+                        elem = self.elem_type(node.input[0]) or 0
+                        hints.append(helper.make_tensor_value_info(node.output[0], elem, dims))
+                    continue
                 if node.op_type != "Reshape" or node.domain not in ("", "ai.onnx"):
                     continue
                 if len(node.input) < 2:

@@ -27,25 +27,38 @@ from onnx import helper
 if TYPE_CHECKING:
     from ._dependency import Walk
 
-__all__ = ["RULES", "rule", "freeze_all"]
+__all__ = ["RULES", "CONTRIB_RULES", "rule", "rule_for", "freeze_all"]
 
 Rule = Callable[["Walk", onnx.NodeProto], None]
 
 #: op_type -> rule, for the default ONNX domain.
 RULES: dict[str, Rule] = {}
 
+#: op_type -> rule for ONNX Runtime's "com.microsoft" ops that appear in models saved after
+#: ORT's graph optimisations (fused activations with a per-channel bias).
+CONTRIB_RULES: dict[str, Rule] = {}
 
-def rule(*op_types: str) -> Callable[[Rule], Rule]:
+
+def rule(*op_types: str, registry: dict[str, Rule] = RULES) -> Callable[[Rule], Rule]:
     """Register ``fn`` as the rule of ``op_types``."""
 
     def register(fn: Rule) -> Rule:
         for op in op_types:
-            if op in RULES:
+            if op in registry:
                 raise RuntimeError(f"two rules for {op}")
-            RULES[op] = fn
+            registry[op] = fn
         return fn
 
     return register
+
+
+def rule_for(node: onnx.NodeProto) -> Rule | None:
+    """The rule of a node's op (None: not understood, its channels freeze)."""
+    if node.domain in ("", "ai.onnx"):
+        return RULES.get(node.op_type)
+    if node.domain == "com.microsoft":
+        return CONTRIB_RULES.get(node.op_type)
+    return None
 
 
 def attr(node: onnx.NodeProto, name: str, default=None):
@@ -148,6 +161,12 @@ def broadcast(w: Walk, node: onnx.NodeProto) -> None:
     for out in node.output:
         if out:
             w.set(out, axis, labels)
+
+
+# BiasGelu(X, bias) and FastGelu(X[, bias]) add a bias along the last axis, then apply GELU:
+# position-wise with a per-channel constant, exactly what the broadcasting rule handles.
+rule("Gelu", "QuickGelu", registry=CONTRIB_RULES)(unary)
+rule("BiasGelu", "FastGelu", registry=CONTRIB_RULES)(broadcast)
 
 
 # -- weighted ops: consumers of incoming channels, roots of new units -------------------------
