@@ -115,8 +115,10 @@ class Builder:
 
     def gelu_tanh(self, x):
         cube = self.op("Pow", [x, self.const(np.array(3.0, np.float32))])
-        inner = self.op("Add", [x, self.op("Mul", [cube, self.const(np.array(0.044715, np.float32))])])
-        t = self.op("Tanh", [self.op("Mul", [inner, self.const(np.array(0.7978845608, np.float32))])])
+        scaled = self.op("Mul", [cube, self.const(np.array(0.044715, np.float32))])
+        inner = self.op("Add", [x, scaled])
+        k = self.const(np.array(0.7978845608, np.float32))
+        t = self.op("Tanh", [self.op("Mul", [inner, k])])
         half = self.op("Mul", [x, self.const(np.array(0.5, np.float32))])
         return self.op("Mul", [half, self.op("Add", [t, self.const(np.array(1.0, np.float32))])])
 
@@ -140,7 +142,9 @@ class Builder:
         for name, shape in (shapes or {}).items():
             types[name] = helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
         del model.graph.output[:]
-        model.graph.output.extend(types.get(o, helper.make_empty_tensor_value_info(o)) for o in outputs)
+        model.graph.output.extend(
+            types.get(o, helper.make_empty_tensor_value_info(o)) for o in outputs
+        )
         return model
 
 
@@ -392,8 +396,10 @@ def frozen_cases(opset=13, batch="N"):
     inner = b.conv(x, 4, 2)
     then_out = helper.make_tensor_value_info("then_y", TensorProto.FLOAT, None)
     else_out = helper.make_tensor_value_info("else_y", TensorProto.FLOAT, None)
-    then_g = helper.make_graph([helper.make_node("Relu", [inner], ["then_y"])], "then", [], [then_out])
-    else_g = helper.make_graph([helper.make_node("Neg", [inner], ["else_y"])], "else", [], [else_out])
+    then_g = helper.make_graph([helper.make_node("Relu", [inner], ["then_y"])], "then", [],
+                               [then_out])
+    else_g = helper.make_graph([helper.make_node("Neg", [inner], ["else_y"])], "else", [],
+                               [else_out])
     cond = b.const(np.array(True))
     iff = b.name("if")
     b.nodes.append(helper.make_node("If", [cond], [iff], name="If_0", then_branch=then_g,
@@ -463,6 +469,7 @@ def random_inputs(model: onnx.ModelProto, batch: int = 2, seed: int = 0) -> dict
     for v in model.graph.input:
         if v.name in init:
             continue
-        dims = [d.dim_value if d.HasField("dim_value") else batch for d in v.type.tensor_type.shape.dim]
+        dims = [d.dim_value if d.HasField("dim_value") else batch
+                for d in v.type.tensor_type.shape.dim]
         feeds[v.name] = rng.standard_normal(dims).astype(np.float32)
     return feeds

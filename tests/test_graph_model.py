@@ -307,7 +307,8 @@ def test_external_data_round_trip(tmp_path):
     first = numpy_helper.to_array(proto.graph.initializer[0])
     src = tmp_path / "src"
     src.mkdir()
-    onnx.save_model(onnx.ModelProto.FromString(proto.SerializeToString()), src / "m.onnx", save_as_external_data=True, location="weights.bin",
+    onnx.save_model(onnx.ModelProto.FromString(proto.SerializeToString()), src / "m.onnx",
+                    save_as_external_data=True, location="weights.bin",
                     size_threshold=1024)
     assert (src / "weights.bin").exists()
     model = load(src / "m.onnx")

@@ -71,9 +71,12 @@ def insert_masks(
         dtype = helper.tensor_dtype_to_np_dtype(elem)
         shape = [1] * mp.rank
         shape[mp.axis] = len(vector)
-        mask_name = out.add_weight(out.unique_name(f"{mp.tensor}_mask"), vector.astype(dtype).reshape(shape))
+        mask = vector.astype(dtype).reshape(shape)
+        mask_name = out.add_weight(out.unique_name(f"{mp.tensor}_mask"), mask)
         masked = out.unique_name(f"{mp.tensor}_masked")
-        mul = helper.make_node("Mul", [mp.tensor, mask_name], [masked], name=out.unique_name(f"{node_name}_mask"))
+        mul = helper.make_node(
+            "Mul", [mp.tensor, mask_name], [masked], name=out.unique_name(f"{node_name}_mask")
+        )
         by_name[node_name].input[index] = masked
         inserted.setdefault(node_name, []).append(mul)
         out._producers[masked] = mul  # keep unique_name() aware of the new names

@@ -228,7 +228,9 @@ class Model:
             for h in hints:
                 self._types[h.name] = h.type
 
-    def shape_vector(self, name: str, reader: tuple[str, int] | None = None) -> list[ShapeEntry] | None:
+    def shape_vector(
+        self, name: str, reader: tuple[str, int] | None = None
+    ) -> list[ShapeEntry] | None:
         """Entries of a 1-D shape tensor, evaluated symbolically where possible.
 
         ``reader`` = (node, input index) reading ``name``, so that a constant ``name`` itself can
@@ -396,7 +398,8 @@ class Model:
         return sum(self.node_macs(n) for n in self.proto.graph.node)
 
     def params(self) -> int:
-        """Elements of all weight tensors (float and 8/4-bit integer initializers, subgraphs too)."""
+        """Elements of all weight tensors (float and 8/4-bit integer initializers, subgraphs
+        included)."""
         return sum(int(np.prod(t.dims, dtype=np.int64)) for t in self._param_tensors())
 
     def nonzeros(self) -> int:

@@ -600,14 +600,15 @@ def reshape(w: Walk, node: onnx.NodeProto) -> None:
         return freeze_all(w, node, "splits the channel axis into several axes")
     out_axis = j0 + axis
     out_labels = np.moveaxis(labels, axis, 0).reshape(labels.shape[axis], -1)[:, 0]
-    if not _follow_target(w, node, 1, entries, counts, out_axis, out_labels, info):
-        return
-    w.set(node.output[0], out_axis, w.info(node.output[0]).labels if w.info(node.output[0])
-          else out_labels)
+    labels = _follow_target(w, node, entries, counts, out_axis, out_labels, info)
+    if labels is not None:
+        w.set(node.output[0], out_axis, labels)
 
 
-def _follow_target(w: Walk, node, index, entries, counts, out_axis, out_labels, info) -> bool:
-    """Make entry ``out_axis`` of a target shape follow the kept channels; False if frozen.
+def _follow_target(w: Walk, node, entries, counts, out_axis, out_labels, info):
+    """Make entry ``out_axis`` of a target shape follow the kept channels.
+
+    Returns the output's labels, or None when the node had to be frozen.
 
     A channel count read at run time from the tensor whose channels these are (``Shape(x)[c]``)
     follows by itself once both are united; a constant is rewritten; -1 is inferred.
@@ -616,27 +617,26 @@ def _follow_target(w: Walk, node, index, entries, counts, out_axis, out_labels, 
         if j != out_axis or len(labels) != len(out_labels):
             w.freeze(labels, f"{node.op_type} node {node.name!r} puts a channel count elsewhere")
             freeze_all(w, node, "puts a channel count on another axis")
-            return False
+            return None
     if out_axis in counts:
-        w.set(node.output[0], out_axis, w.union(out_labels, counts[out_axis], node))
-        return True
+        return w.union(out_labels, counts[out_axis], node)
     value, where, _ = entries[out_axis]
     if not isinstance(value, int):
         freeze_all(w, node, "has a channel dimension computed at run time")
-        return False
+        return None
     if value == 0 and node.op_type == "Reshape" and not attr(node, "allowzero", 0):
         if not (out_axis == info.axis and np.array_equal(out_labels, info.labels)):
             freeze_all(w, node, "copies a dimension (0) into the channel axis")
-            return False
+            return None
     elif value == len(out_labels) and value > 1:
         if where is None:
             freeze_all(w, node, "has a channel dimension computed at run time")
-            return False
+            return None
         w.edit_const(where[0], where[1], where[2], out_labels)
     elif value not in (-1, 1) or (value == 1 and node.op_type == "Reshape"):
         freeze_all(w, node, "has an unexpected target shape")
-        return False
-    return True
+        return None
+    return out_labels
 
 
 def _channel_counts(w: Walk, entries) -> dict[int, np.ndarray]:
@@ -907,10 +907,9 @@ def expand(w: Walk, node: onnx.NodeProto) -> None:
         return w.set(node.output[0], out_axis, info.labels)
     shifted = {j + out_rank - len(entries): labels for j, labels in counts.items()}
     entries = [None] * (out_rank - len(entries)) + list(entries)
-    if not _follow_target(w, node, 1, entries, shifted, out_axis, info.labels, info):
-        return
-    if w.info(node.output[0]) is None:
-        w.set(node.output[0], out_axis, info.labels)
+    labels = _follow_target(w, node, entries, shifted, out_axis, info.labels, info)
+    if labels is not None:
+        w.set(node.output[0], out_axis, labels)
 
 
 # -- helpers ------------------------------------------------------------------------------------
