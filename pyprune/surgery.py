@@ -1,9 +1,10 @@
-"""Physical removal of channel/neuron units: the smaller model equals the masked original.
+"""Physical removal: channel/neuron units (here), whole layers and weight masks (re-exported).
 
-Every weight slice coupled to a removed unit is cut (through the C++ gather), and every shape
-constant and attribute that counts channels follows: depthwise ``group``, Reshape targets,
-Resize/Expand sizes, Split sizes and Slice bounds. Stale shape annotations are dropped, unused
-initializers removed, and shapes inferred again.
+The smaller model equals the masked original. For units, every weight slice coupled to a
+removed unit is cut (through the C++ gather), and every shape constant and attribute that counts
+channels follows: depthwise ``group``, Reshape targets, Resize/Expand sizes, Split sizes and
+Slice bounds. Stale shape annotations are dropped, unused initializers removed, and shapes
+inferred again.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from onnx import helper
 
 from . import core
 from .graph._dependency import DependencyGraph, Edit
+from .graph._layer_surgery import remove_layers
 from .graph._model import Model, drop_unused
+from .graph._weights import apply_weight_masks
 
-__all__ = ["remove_units", "removal_plan"]
+__all__ = ["remove_units", "removal_plan", "remove_layers", "apply_weight_masks"]
 
 
 def removal_plan(
