@@ -45,7 +45,7 @@ def bench_models(
     models = [load_model(p) for p in paths]  # load both first: a bad file fails before timing
     datasets = [None] * len(models)
     if data is not None:
-        datasets = [load_data(DataSource(Path(data), labels), m, quiet=True) for m in models]
+        datasets = [load_data(DataSource(Path(data), labels), m) for m in models]
 
     chosen = None
     if data is not None:

@@ -9,7 +9,7 @@ MACs, then 2:4 weights). Every step may write its own model and report; the last
     output = "out/model.pruned.onnx"
     data = { path = "calib.npz", labels = "label" }
     metric = "accuracy"          # default for every step
-    max_drop = 0.01              # default for every step
+    max_drop = 0.01              # default for every step ("none": no constraint)
 
     [[step]]
     name = "channels"
@@ -48,6 +48,7 @@ from ._run import (
     load_data,
     load_model,
     prune_and_save,
+    save_model,
 )
 from .errors import PyPruneError
 
@@ -192,6 +193,8 @@ def _step(raw: dict[str, Any], number: int, defaults: dict[str, Any], base: Path
         raise RecipeError(f"{label}: {kind!r} must be a number, got {value!r}")
 
     values = {**defaults, **{k: raw[k] for k in _STEP_OPTION_KEYS if k in raw}}
+    if isinstance(values.get("max_drop"), str) and values["max_drop"].strip().lower() == "none":
+        values["max_drop"] = None  # TOML has no null: "none" means no constraint
     try:
         options = PruneOptions(granularity=granularity, target=(kind, float(value)), **values)
     except (TypeError, ValueError) as exc:
@@ -278,7 +281,7 @@ def run_recipe(recipe: Recipe, *, threads: int | None = None, quiet: bool = Fals
         source = step.data or recipe.data
         assert source is not None  # parse_recipe guarantees a data source per step
         if source not in datasets:
-            datasets[source] = load_data(source, model, quiet=quiet)
+            datasets[source] = load_data(source, model)
         if not quiet:
             print(f"[{number}/{total}] {step.name}: {step.options.describe()}")
         report = step.report
@@ -292,8 +295,7 @@ def run_recipe(recipe: Recipe, *, threads: int | None = None, quiet: bool = Fals
         if result.interrupted:
             outcome.interrupted = True
             break
-    model.save(recipe.output)
-    outcome.output = recipe.output
+    outcome.output = save_model(model, recipe.output)
     if not quiet:
         print(format_outcome(outcome))
     return outcome

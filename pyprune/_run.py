@@ -9,10 +9,11 @@ interrupted.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .errors import TargetError
 
 if TYPE_CHECKING:  # heavy imports stay inside the functions so `pyprune --help` stays instant
     from .data import Dataset
@@ -61,17 +62,14 @@ class PruneOptions:
     def __post_init__(self) -> None:
         _choice("granularity", self.granularity, GRANULARITIES)
         _choice("strategy", self.strategy, STRATEGIES)
-        kind, value = self.target
+        kind, _ = self.target
         _choice("target", kind, TARGET_KINDS)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise TypeError(f"{kind!r} must be a number, got {value!r}")
-        if kind == "latency":
-            if value <= 0:
-                raise ValueError(f"'latency' must be a positive number of milliseconds, got {value!r}")
-        elif not 0.0 <= value <= 1.0:
-            raise ValueError(f"{kind!r} must be a fraction between 0 and 1, got {value!r}")
+        self.make_target()  # the target classes say what a valid value is
         if not isinstance(self.importance, str) or not self.importance:
             raise TypeError(f"'importance' must be a name such as 'l2', got {self.importance!r}")
+        from . import importance
+
+        importance.needs_data(self.importance)  # raises ValueError listing the known names
         if self.max_drop is not None:
             if isinstance(self.max_drop, bool) or not isinstance(self.max_drop, (int, float)):
                 raise TypeError(f"'max_drop' must be a number, got {self.max_drop!r}")
@@ -97,9 +95,14 @@ class PruneOptions:
         from . import targets
 
         kind, value = self.target
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{kind!r} must be a number, got {value!r}")
         cls = {"sparsity": targets.Sparsity, "params": targets.Params, "macs": targets.MACs,
                "latency": targets.Latency}[kind]
-        return cls(value)
+        try:
+            return cls(value)
+        except TargetError as exc:  # name the option as the user wrote it
+            raise TargetError(f"{kind!r}: {exc}") from None
 
 
 @dataclass
@@ -115,6 +118,15 @@ class RunOutcome:
     macs: int
     output: Path | None = None
     report: Path | None = None
+
+    @property
+    def evaluations(self) -> int:
+        return int(self.result.report.evaluations)
+
+    @property
+    def statement(self) -> str:
+        """One sentence: what was reached, or how far the run got and why it stopped."""
+        return str(self.result.statement)
 
 
 def _choice(field: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -132,7 +144,7 @@ def load_model(path: str | Path) -> Model:
     return load(path)
 
 
-def load_data(source: DataSource, model: Model, *, quiet: bool = False) -> Dataset:
+def load_data(source: DataSource, model: Model) -> Dataset:
     """Read ``source`` and keep the arrays ``model`` takes, so one file can also carry other
     arrays (a test split, ...). Missing inputs, wrong shapes or dtypes raise DataError here,
     before any pruning starts."""
@@ -143,9 +155,6 @@ def load_data(source: DataSource, model: Model, *, quiet: bool = False) -> Datas
     wanted = {spec.name for spec in input_specs(model)}
     extra = sorted(set(arrays) - wanted)
     if extra and wanted <= set(arrays):
-        if not quiet:
-            print(f"note: {source.path}: ignoring arrays {', '.join(extra)} (not inputs of the model)",
-                  file=sys.stderr)
         data = Dataset({k: arrays[k] for k in wanted}, data.labels, source=data.source)
     return data.bind(model)
 
@@ -187,8 +196,8 @@ def prune_and_save(
     outcome = RunOutcome(
         model=result.model,
         result=result,
-        met=bool(getattr(result, "met", True)),
-        interrupted=bool(getattr(result, "interrupted", False)),
+        met=bool(result.met),
+        interrupted=bool(result.interrupted),
         metric_text=_metric_text(result),
         params=result.model.params(),
         macs=result.model.macs(),
@@ -215,7 +224,10 @@ def write_report(result: Any, directory: Path) -> Path:
 
 
 def _metric_text(result: Any) -> str:
-    return str(getattr(result, "metric", "-"))
+    report = result.report
+    if report.after.metric is None:
+        return "-"
+    return f"{report.metric_name} {report.after.metric:.4f}"
 
 
 # ---------------------------------------------------------------------------------------------
