@@ -341,3 +341,20 @@ def test_external_data_that_is_missing_is_a_load_error(tmp_path):
     (tmp_path / "w.bin").unlink()
     with pytest.raises(ModelLoadError, match="external data"):
         load(tmp_path / "m.onnx")
+
+
+def test_deduplicated_bias_vectors_are_unshared_but_shared_filters_stay():
+    b = Builder(13)
+    x = b.input([3, 4, 4])
+    bias = b.const(np.zeros(4, np.float32))  # exporters merge equal constants like this
+    w = b.weight([4, 3, 1, 1])
+    c1 = b.op("Conv", [x, b.weight([4, 3, 1, 1]), bias])
+    c2 = b.op("Conv", [x, w, bias])
+    c3 = b.op("Conv", [b.op("Neg", [x]), w])
+    model = load(b.model([b.conv(c1, 4, 2), b.conv(c2, 4, 2), b.conv(c3, 4, 2)]))
+    convs = [n for n in model.nodes if n.op_type == "Conv"][:3]
+    assert convs[0].input[2] != convs[1].input[2]
+    np.testing.assert_array_equal(model.weight(convs[1].input[2]), np.zeros(4))
+    assert convs[1].input[1] == convs[2].input[1]
+    groups = DependencyGraph(model).prunable_groups
+    assert len(groups) == 2  # c1 alone; c2 and c3 through their shared filter

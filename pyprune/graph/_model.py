@@ -48,6 +48,11 @@ _FOLDABLE = frozenset(
 # and type of their first input.
 _CONTRIB_SAME_SHAPE = frozenset({"Gelu", "QuickGelu", "BiasGelu", "FastGelu"})
 
+_FLOAT_PARAMS = frozenset(
+    {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+     onnx.TensorProto.BFLOAT16}
+)
+
 _PARAM_DTYPES = frozenset(
     {
         onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
@@ -705,6 +710,44 @@ def _normalise(proto: onnx.ModelProto) -> None:
     _fold_constants(proto)
     drop_unused(graph, nodes=False)
     _name_nodes(graph)
+    _unshare_small_weights(graph)
+
+
+# Exporters deduplicate equal constants (zero biases, unit scales): one initializer then reads
+# as a weight shared by unrelated layers, which would tie their channels together. Float
+# vectors (biases, scales) are given one copy per reading node instead; shared matrices and
+# filters (tied weights) stay shared and are pruned consistently.
+_UNSHARE_MAX_ELEMENTS = 65536
+
+
+def _unshare_small_weights(graph: onnx.GraphProto) -> None:
+    inits = {t.name: t for t in graph.initializer}
+    used = {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output}
+    used |= {v.name for v in graph.input}
+    readers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in inits:
+                readers.setdefault(name, []).append((node, i))
+    outputs = {v.name for v in graph.output}
+    for name, reads in readers.items():
+        tensor = inits[name]
+        nodes = list(dict.fromkeys(n.name for n, _ in reads))
+        if len(nodes) < 2 or name in outputs or tensor.data_type not in _FLOAT_PARAMS:
+            continue
+        if len(tensor.dims) > 1 or int(np.prod(tensor.dims)) > _UNSHARE_MAX_ELEMENTS:
+            continue
+        for node, i in reads:
+            if node.name == nodes[0]:
+                continue
+            copy_name, k = f"{name}__{node.name}", 1
+            while copy_name in used:
+                copy_name, k = f"{name}__{node.name}_{k}", k + 1
+            used.add(copy_name)
+            clone = graph.initializer.add()
+            clone.CopyFrom(tensor)
+            clone.name = copy_name
+            node.input[i] = copy_name
 
 
 def drop_unused(graph: onnx.GraphProto, *, nodes: bool = True) -> None:
