@@ -297,6 +297,25 @@ def shape_reshape(opset=13, batch="N"):
     return b.model([y, b.gemm(g, 32, 2)], shapes={y: [batch, 3]})
 
 
+def reshape_zoo(opset=13, batch="N"):
+    """Reshapes that keep the channel axis whole: tokens of a ViT stem, GAP -> [N, C], size-1
+    axes, Squeeze/Unsqueeze around the channel axis."""
+    b = Builder(opset, batch)
+    x = b.input([3, 4, 4])
+    t = b.relu(b.conv(x, 3, 6, k=1, stride=2))  # [N, 6, 2, 2]
+    tokens = b.op("Reshape", [t, b.const(np.array([0, 0, -1], np.int64))])  # [N, 6, 4]
+    tokens = b.op("Transpose", [tokens], perm=[0, 2, 1])  # [N, 4, 6]
+    y1 = b.matmul(b.op("Tanh", [tokens]), 6, 3)
+    g = b.op("GlobalAveragePool", [b.relu(b.conv(x, 3, 5))])  # [N, 5, 1, 1]
+    v = b.op("Reshape", [g, b.const(np.array([0, -1], np.int64))])  # [N, 5]
+    v = b.relu(b.gemm(v, 5, 4))
+    v = b.unsqueeze(v, [2])  # [N, 4, 1]
+    v = b.op("Reshape", [v, b.const(np.array([0, 1, 4, 1], np.int64))])  # [N, 1, 4, 1]
+    v = b.squeeze(v, [1])  # [N, 4, 1]
+    v = b.conv(b.op("Sigmoid", [v]), 4, 2, k=1, dims=1)
+    return b.model([y1, v], shapes={y1: [batch, 4, 3], v: [batch, 2, 1]})
+
+
 def channels_last(opset=13, batch="N"):
     """Keras-style NHWC: Transpose to channels-last, per-channel Mul/Add, Reshape, MatMul."""
     b = Builder(opset, batch)
@@ -450,6 +469,7 @@ CATALOGUE: dict[str, Case] = {
     "grouped_convs": Case(grouped_convs, 4),
     "flatten_gemm": Case(flatten_gemm, 2),
     "shape_reshape": Case(shape_reshape, 2),
+    "reshape_zoo": Case(reshape_zoo, 3),
     "channels_last": Case(channels_last, 1),
     "transformer_ffn": Case(transformer_ffn, 2),
     "elementwise_zoo": Case(elementwise_zoo, 1),
