@@ -39,7 +39,6 @@ EXIT_INTERRUPTED = 130
 IMPORTANCE_NAMES = ("l1", "l2", "linf", "fpgm", "random", "wanda", "mean_activation", "apoz")
 
 
-
 class UsageError(PyPruneError, ValueError):
     """A command-line request that parses but makes no sense (e.g. output equal to the input)."""
 
@@ -299,8 +298,9 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     output = _output_path(args.model, args.output, in_place=args.in_place)
     if args.labels is not None and args.data is None:
         raise UsageError("--labels needs --data")
-    (kind, value), = ((k, getattr(args, k)) for k in TARGET_KINDS if getattr(args, k) is not None)
-    options = PruneOptions(granularity=args.granularity, target=(kind, value),
+    # argparse guarantees exactly one of the mutually exclusive target flags
+    target = next((k, getattr(args, k)) for k in TARGET_KINDS if getattr(args, k) is not None)
+    options = PruneOptions(granularity=args.granularity, target=target,
                            importance=args.importance, strategy=args.strategy,
                            max_drop=args.max_drop, metric=args.metric, seed=args.seed)
     model = load_model(args.model)
@@ -394,9 +394,10 @@ def _output_path(model: Path, output: Path | None, *, in_place: bool) -> Path:
     return output
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+def _one_line(message: object) -> str:
+    """A message (or exception) on one line, so stderr stays one line per problem."""
+    text = " ".join(str(message).split())
+    return text or type(message).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
