@@ -272,7 +272,11 @@ def run_recipe(recipe: Recipe, *, threads: int | None = None, quiet: bool = Fals
     outcome's ``met`` is then False). Ctrl-C inside a step keeps that step's best model, writes it
     as the final output and stops the pipeline.
     """
-    threads = threads if threads is not None else recipe.threads
+    if threads is None and recipe.threads is not None:
+        from . import core
+
+        threads = recipe.threads
+        core.set_num_threads(threads)
     outcome = RecipeOutcome()
     model = load_model(recipe.model)
     datasets: dict[DataSource, Any] = {}
