@@ -236,3 +236,28 @@ def test_nan_max_never_selects_nonfinite_before_finite():
     assert np.isnan(work[0]) and np.isinf(work[2]) and work[1] == 0 and work[3] == 0
     np.testing.assert_array_equal(core.lowest_slices(a, 2, nan="max"), [1, 3])
     np.testing.assert_array_equal(core.nm_mask(a, 2, 4, nan="max"), [True, False, True, False])
+
+
+@pytest.mark.parametrize("data", ["normal", "ties", "sorted"])
+def test_global_selection_on_more_than_a_million_elements(data):
+    """Large inputs take the sampled one-pass path (and fall back to exact refinement when it misses)."""
+    rng = np.random.default_rng(8)
+    n = 1_300_000
+    if data == "normal":
+        flat = rng.standard_normal(n).astype(np.float32)
+    elif data == "ties":
+        flat = rng.integers(-3, 4, n).astype(np.float32)
+    else:
+        flat = np.linspace(-1, 1, n, dtype=np.float32)
+    arrays = [flat[:700_001].copy(), flat[700_001:].astype(np.float16), np.ones(3, np.float32)]
+    total = sum(a.size for a in arrays)
+    for k in [1, 5_000, total // 2, total - 10]:
+        threshold, masks, ties = reference_selection(arrays, k, magnitude=True)
+        work = [a.copy() for a in arrays]
+        counts = core.prune_global(work, k, threads=2)
+        assert counts == [int(m.sum()) for m in masks]
+        for w, a, m in zip(work, arrays, masks):
+            np.testing.assert_array_equal(w, np.where(m, 0, a).astype(a.dtype))
+        threshold, masks, ties = reference_selection(arrays, k)
+        r = core.global_threshold(arrays, k, threads=1)
+        assert (r.threshold, r.counts, r.ties) == (threshold, [int(m.sum()) for m in masks], ties)

@@ -26,14 +26,14 @@ bool any_nonfinite(const S* p, std::size_t n, int threads) {
   return bad;
 }
 
-template <class S>
-void element_scores_impl(const S* p, std::size_t n, float* out, bool square, bool allow, int threads) {
+template <bool Square, class S>
+void element_scores_impl(const S* p, std::size_t n, float* out, bool allow, int threads) {
   parallel_for(n, threads, [&](std::size_t b, std::size_t e) {
     bool bad = false;
     for (std::size_t i = b; i < e; ++i) {
       const auto x = elem<S>::load(p[i]);
       bad |= !elem<S>::finite(p[i]);
-      out[i] = static_cast<float>(square ? x * x : std::abs(x));
+      out[i] = static_cast<float>(Square ? x * x : std::abs(x));
     }
     if (bad) {
       if (!allow) throw_nonfinite("w");
@@ -257,7 +257,10 @@ inline std::uint64_t splitmix_mix(std::uint64_t z) {
 void element_scores(const Tensor& w, float* out, bool square, bool allow_nonfinite, int threads) {
   dispatch(w.dtype, [&](auto tag) {
     using S = decltype(tag);
-    element_scores_impl(w.as<S>(), w.size(), out, square, allow_nonfinite, threads);
+    if (square)
+      element_scores_impl<true>(w.as<S>(), w.size(), out, allow_nonfinite, threads);
+    else
+      element_scores_impl<false>(w.as<S>(), w.size(), out, allow_nonfinite, threads);
   });
 }
 

@@ -177,6 +177,147 @@ std::vector<std::vector<std::uint64_t>> histogram_pass(const std::vector<Tensor>
   return hist;
 }
 
+// With the cut key known, `rank` elements equal to it are still to be taken, in list order then flat
+// order; equal[t] is how many tensor t holds. Fills found.ties and the cut position.
+template <class K, bool Mag>
+void resolve_ties(const std::vector<Tensor>& ts, K key, std::uint64_t rank, const std::vector<std::uint64_t>& equal,
+                  Found<K>& found) {
+  Cut<K>& cut = found.cut;
+  cut.key = key;
+  std::uint64_t remaining = rank;
+  std::size_t last = 0;
+  for (std::size_t t = 0; t < ts.size() && remaining > 0; ++t) {
+    const std::uint64_t take = std::min(remaining, equal[t]);
+    found.ties[t] = static_cast<std::int64_t>(take);
+    remaining -= take;
+    if (take > 0) last = t;
+  }
+  cut.tensor = last;
+  const std::uint64_t want = static_cast<std::uint64_t>(found.ties[last]);
+  if (want == equal[last]) {
+    cut.pos = ts[last].size();
+    return;
+  }
+  // Position just after the want-th element equal to the key in tensor `last`.
+  typed(ts[last], [&](auto p) {
+    std::uint64_t seen = 0;
+    for (std::size_t i = 0;; ++i)
+      if (key_of<K, Mag>(p[i]) == key && ++seen == want) {
+        cut.pos = i + 1;
+        break;
+      }
+  });
+}
+
+// One-pass selection for large inputs: a strided sample brackets the k-th key in [lo, hi]; one pass
+// counts keys below lo per tensor and collects the keys inside the bracket; the k-th is selected
+// among those. Returns false (nothing decided) when the bracket misses or holds too many keys, and
+// the caller falls back to the exact radix refinement.
+template <class K, bool Mag>
+bool sampled_cut(const std::vector<Tensor>& ts, const std::vector<std::size_t>& off, std::uint64_t k, bool allow,
+                 int threads, Found<K>& found) {
+  const std::size_t nt = ts.size(), total = off.back();
+  const std::size_t samples = std::min<std::size_t>(total, std::size_t{1} << 18);
+  const std::size_t step = total / samples;
+  std::vector<K> sample(samples);
+  parallel_for(samples, threads, [&](std::size_t b, std::size_t e) {
+    for_segments(off, b * step, e * step, [&](std::size_t t, std::size_t lo, std::size_t hi) {
+      typed(ts[t], [&](auto p) {
+        // first multiple of step at or after off[t] + lo
+        std::size_t g = off[t] + lo;
+        g = (g + step - 1) / step * step;
+        for (std::size_t i = g - off[t]; i < hi; i += step) sample[(off[t] + i) / step] = key_of<K, Mag>(p[i]);
+      });
+    });
+  });
+  const double p = static_cast<double>(k) / static_cast<double>(total);
+  const double centre = p * static_cast<double>(samples);
+  const double margin = 5.0 * std::sqrt(static_cast<double>(samples) * p * (1.0 - p)) + 32.0;
+  const double rlo = centre - margin, rhi = centre + margin;
+  K lo = 0, hi = static_cast<K>(~K(0));
+  if (rlo >= 0) {
+    auto it = sample.begin() + static_cast<std::ptrdiff_t>(rlo);
+    std::nth_element(sample.begin(), it, sample.end());
+    lo = *it;
+  }
+  if (rhi < static_cast<double>(samples)) {
+    auto it = sample.begin() + static_cast<std::ptrdiff_t>(rhi);
+    std::nth_element(sample.begin(), it, sample.end());
+    hi = *it;
+  }
+  // Collect keys in [lo, hi]; give up beyond the cap (a bracket full of ties, say).
+  const std::size_t cap = std::max<std::size_t>(std::size_t{1} << 16, total / 16);
+  struct Chunk {
+    std::size_t tensor;
+    std::vector<K> keys;
+  };
+  std::vector<Chunk> chunks;
+  std::vector<std::uint64_t> below(nt, 0);
+  std::atomic<std::size_t> collected{0};
+  std::atomic<bool> overflow{false};
+  std::mutex merge;
+  parallel_for(total, threads, [&](std::size_t b, std::size_t e) {
+    std::vector<std::uint64_t> local_below(nt, 0);
+    std::vector<Chunk> local;
+    for_segments(off, b, e, [&](std::size_t t, std::size_t slo, std::size_t shi) {
+      if (overflow) return;
+      Chunk chunk{t, {}};
+      bool bad = false;
+      std::uint64_t less = 0;
+      const K from = lo, span = static_cast<K>(hi - lo);  // locals: the loop must not reload them
+      typed(ts[t], [&](auto ptr) {
+        K buf[1024];
+        for (std::size_t blo = slo; blo < shi; blo += 1024) {
+          const std::size_t bhi = std::min(shi, blo + 1024);
+          std::size_t c = 0;
+          std::uint64_t l = 0;
+          bool b = false;
+          for (std::size_t i = blo; i < bhi; ++i) {
+            const K key = key_of<K, Mag>(ptr[i]);
+            b |= key == static_cast<K>(~K(0));
+            l += key < from;
+            buf[c] = key;  // branch-free compaction of the keys inside [lo, hi]
+            c += static_cast<K>(key - from) <= span;
+          }
+          less += l;
+          bad |= b;
+          chunk.keys.insert(chunk.keys.end(), buf, buf + c);
+        }
+      });
+      if (bad && !allow) throw_nonfinite("scores");
+      local_below[t] += less;
+      if ((collected += chunk.keys.size()) > cap) overflow = true;
+      local.push_back(std::move(chunk));
+    });
+    std::lock_guard<std::mutex> lock(merge);
+    for (std::size_t t = 0; t < nt; ++t) below[t] += local_below[t];
+    for (auto& c : local) chunks.push_back(std::move(c));
+  });
+  if (overflow) return false;
+  std::uint64_t less_total = 0, inside = 0;
+  for (auto b : below) less_total += b;
+  for (const auto& c : chunks) inside += c.keys.size();
+  if (k <= less_total || k > less_total + inside) return false;  // the bracket missed the k-th key
+  std::vector<K> keys;
+  keys.reserve(inside);
+  for (const auto& c : chunks) keys.insert(keys.end(), c.keys.begin(), c.keys.end());
+  const std::uint64_t rank = k - less_total;  // 1-based rank inside the bracket
+  auto nth = keys.begin() + static_cast<std::ptrdiff_t>(rank - 1);
+  std::nth_element(keys.begin(), nth, keys.end());
+  const K key = *nth;
+  std::vector<std::uint64_t> equal(nt, 0);
+  std::uint64_t less_than_key = 0;
+  for (const auto& c : chunks)
+    for (K x : c.keys) {
+      below[c.tensor] += x < key;
+      less_than_key += x < key;
+      equal[c.tensor] += x == key;
+    }
+  resolve_ties<K, Mag>(ts, key, rank - less_than_key, equal, found);
+  for (std::size_t t = 0; t < nt; ++t) found.counts[t] = static_cast<std::int64_t>(below[t]) + found.ties[t];
+  return true;
+}
+
 template <class K, bool Mag>
 Found<K> find_cut(const std::vector<Tensor>& ts, const std::vector<std::size_t>& off, std::uint64_t k, bool allow,
                   int threads) {
@@ -193,6 +334,7 @@ Found<K> find_cut(const std::vector<Tensor>& ts, const std::vector<std::size_t>&
     if (!allow) histogram_pass<K, Mag>(ts, off, W - kDigit, kDigit, 0, false, allow, threads);
     return found;
   }
+  if (total >= (std::size_t{1} << 20) && sampled_cut<K, Mag>(ts, off, k, allow, threads, found)) return found;
   // Refine the key of the k-th lowest digit by digit; `rank` is its rank among elements sharing `prefix`.
   std::uint64_t rank = k, matching = total;
   K prefix = 0;
@@ -222,31 +364,7 @@ Found<K> find_cut(const std::vector<Tensor>& ts, const std::vector<std::size_t>&
 
   Cut<K>& cut = found.cut;
   if (resolved == W) {
-    // The key is exact: take the equal elements in list order, then find where the last one sits.
-    cut.key = prefix;
-    std::uint64_t remaining = rank;
-    std::size_t last = 0;
-    for (std::size_t t = 0; t < nt && remaining > 0; ++t) {
-      const std::uint64_t take = std::min(remaining, equal[t]);
-      found.ties[t] = static_cast<std::int64_t>(take);
-      remaining -= take;
-      if (take > 0) last = t;
-    }
-    cut.tensor = last;
-    const std::uint64_t want = static_cast<std::uint64_t>(found.ties[last]);
-    if (want == equal[last]) {
-      cut.pos = ts[last].size();
-    } else {
-      // Position just after the want-th element equal to the key in tensor `last`.
-      typed(ts[last], [&](auto p) {
-        std::uint64_t seen = 0;
-        for (std::size_t i = 0;; ++i)
-          if (key_of<K, Mag>(p[i]) == cut.key && ++seen == want) {
-            cut.pos = i + 1;
-            break;
-          }
-      });
-    }
+    resolve_ties<K, Mag>(ts, prefix, rank, equal, found);
   } else {
     // Few candidates left: collect (key, global index) and select exactly among them.
     const int above = W - resolved;
@@ -334,8 +452,9 @@ void global_masks(const std::vector<Tensor>& scores, std::uint64_t k, bool allow
             return;
           }
           const std::size_t mid = std::clamp(cut.limit(t), lo, hi);
-          for (std::size_t i = lo; i < mid; ++i) out[i] = key_of<K, Mag>(p[i]) > cut.key;
-          for (std::size_t i = mid; i < hi; ++i) out[i] = key_of<K, Mag>(p[i]) >= cut.key;
+          const K key = cut.key;  // a local: stores through uint8 may alias the capture
+          for (std::size_t i = lo; i < mid; ++i) out[i] = key_of<K, Mag>(p[i]) > key;
+          for (std::size_t i = mid; i < hi; ++i) out[i] = key_of<K, Mag>(p[i]) >= key;
         });
       });
     });
@@ -351,14 +470,14 @@ std::size_t zero_selected(const SS* s, WS* w, std::size_t lo, std::size_t hi, st
   Bits* wb = reinterpret_cast<Bits*>(w);
   std::size_t zeroed = 0;
   for (std::size_t i = lo; i < mid; ++i) {
-    const bool sel = key_of<K, Mag>(s[i]) <= cut;
+    const Bits sel = key_of<K, Mag>(s[i]) <= cut;
     zeroed += sel;
-    wb[i] = sel ? Bits{0} : wb[i];
+    wb[i] &= static_cast<Bits>(sel - 1);  // branch-free: all-zero bits when selected
   }
   for (std::size_t i = mid; i < hi; ++i) {
-    const bool sel = key_of<K, Mag>(s[i]) < cut;
+    const Bits sel = key_of<K, Mag>(s[i]) < cut;
     zeroed += sel;
-    wb[i] = sel ? Bits{0} : wb[i];
+    wb[i] &= static_cast<Bits>(sel - 1);  // branch-free: all-zero bits when selected
   }
   return zeroed;
 }
@@ -453,6 +572,36 @@ inline void keep_best(const K* keys, int n, int m, std::uint8_t* keep, std::size
   for (int j = 0; j < n; ++j) keep[order[j].second * stride] = 1;
 }
 
+// N:M with m known at compile time (2, 4, 8, 16): the rank test unrolls fully.
+template <int M, class K, bool Mag, class S>
+void nm_fixed(const S* p, const AxisSplit& s, int n, bool allow, int threads, std::uint8_t* keep) {
+  const std::size_t blocks = s.outer * (s.dim / M);
+  parallel_for(blocks, threads, [&, p, n, keep](std::size_t b, std::size_t e) {
+    // Locals, not captures: stores through the uint8 mask may alias anything the lambda references.
+    const std::size_t inner = s.inner;
+    const S* src = p;
+    std::uint8_t* out = keep;
+    const int nkeep = n;
+    bool bad = false;
+    for (std::size_t blk = b; blk < e; ++blk) {
+      const std::size_t base = blk * M * inner;
+      for (std::size_t i = 0; i < inner; ++i) {
+        K keys[M];
+        for (int j = 0; j < M; ++j) {
+          keys[j] = key_of<K, Mag>(src[base + j * inner + i]);
+          bad |= keys[j] == static_cast<K>(~K(0));
+        }
+        for (int j = 0; j < M; ++j) {
+          int better = 0;
+          for (int l = 0; l < M; ++l) better += (keys[l] > keys[j]) | ((keys[l] == keys[j]) & (l < j));
+          out[base + j * inner + i] = better < nkeep;
+        }
+      }
+    }
+    if (bad && !allow) throw_nonfinite("w");
+  }, std::max<std::size_t>(1, (1 << 14) / (M * s.inner)));
+}
+
 template <class K, bool Mag, class S>
 void nm_impl(const S* p, const AxisSplit& s, int n, int m, bool allow, int threads, std::uint8_t* keep) {
   const std::size_t groups_per_row = s.dim / static_cast<std::size_t>(m);
@@ -487,10 +636,20 @@ void nm_mask(const Tensor& w, int n, int m, int axis, bool magnitude, bool allow
   typed(w, [&](auto p) {
     using S = std::remove_cv_t<std::remove_pointer_t<decltype(p)>>;
     using K = std::conditional_t<std::is_same_v<S, double>, std::uint64_t, std::uint32_t>;
+    auto run = [&](auto mag) {
+      constexpr bool Mag = decltype(mag)::value;
+      switch (m) {
+        case 2: return nm_fixed<2, K, Mag>(p, s, n, allow_nonfinite, threads, keep);
+        case 4: return nm_fixed<4, K, Mag>(p, s, n, allow_nonfinite, threads, keep);
+        case 8: return nm_fixed<8, K, Mag>(p, s, n, allow_nonfinite, threads, keep);
+        case 16: return nm_fixed<16, K, Mag>(p, s, n, allow_nonfinite, threads, keep);
+        default: return nm_impl<K, Mag>(p, s, n, m, allow_nonfinite, threads, keep);
+      }
+    };
     if (magnitude)
-      nm_impl<K, true>(p, s, n, m, allow_nonfinite, threads, keep);
+      run(std::true_type{});
     else
-      nm_impl<K, false>(p, s, n, m, allow_nonfinite, threads, keep);
+      run(std::false_type{});
   });
 }
 
