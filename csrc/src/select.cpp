@@ -583,6 +583,27 @@ void nm_fixed(const S* p, const AxisSplit& s, int n, bool allow, int threads, st
     std::uint8_t* out = keep;
     const int nkeep = n;
     bool bad = false;
+    if (inner == 1) {
+      // Groups are contiguous (N:M along the last axis): one flat loop, no column loop.
+      for (std::size_t blk = b; blk < e; ++blk) {
+        const S* g = src + blk * M;
+        std::uint8_t* o = out + blk * M;
+        K keys[M];
+        K worst = 0;
+        for (int j = 0; j < M; ++j) {
+          keys[j] = key_of<K, Mag>(g[j]);
+          worst |= static_cast<K>(keys[j] == static_cast<K>(~K(0)));
+        }
+        bad |= worst != 0;
+        for (int j = 0; j < M; ++j) {
+          int better = 0;
+          for (int l = 0; l < M; ++l) better += (keys[l] > keys[j]) | ((keys[l] == keys[j]) & (l < j));
+          o[j] = better < nkeep;
+        }
+      }
+      if (bad && !allow) throw_nonfinite("w");
+      return;
+    }
     for (std::size_t blk = b; blk < e; ++blk) {
       const std::size_t base = blk * M * inner;
       for (std::size_t i = 0; i < inner; ++i) {
