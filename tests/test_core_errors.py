@@ -264,3 +264,15 @@ def test_thread_settings():
     finally:
         core.set_num_threads(0)
     assert core.get_num_threads() == default >= 1
+
+
+def test_stubs_mirror_the_compiled_module():
+    import ast
+    from pathlib import Path
+
+    import pyprune
+    from pyprune import _core
+
+    stub = Path(pyprune.__file__).with_name("_core.pyi")
+    declared = {n.name for n in ast.parse(stub.read_text()).body if isinstance(n, ast.FunctionDef)}
+    assert declared == {n for n in dir(_core) if not n.startswith("_")}
