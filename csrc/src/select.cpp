@@ -266,22 +266,24 @@ bool sampled_cut(const std::vector<Tensor>& ts, const std::vector<std::size_t>& 
       std::uint64_t less = 0;
       const K from = lo, span = static_cast<K>(hi - lo);  // locals: the loop must not reload them
       typed(ts[t], [&](auto ptr) {
-        K buf[1024];
-        for (std::size_t blo = slo; blo < shi; blo += 1024) {
-          const std::size_t bhi = std::min(shi, blo + 1024);
-          std::size_t c = 0;
-          std::uint64_t l = 0;
-          bool b = false;
+        constexpr std::size_t kBlock = 256;
+        for (std::size_t blo = slo; blo < shi; blo += kBlock) {
+          const std::size_t bhi = std::min(shi, blo + kBlock);
+          // A vectorisable counting loop; the rare blocks holding bracket keys are rescanned from L1.
+          K l = 0, inside = 0, b = 0;
           for (std::size_t i = blo; i < bhi; ++i) {
             const K key = key_of<K, Mag>(ptr[i]);
-            b |= key == static_cast<K>(~K(0));
-            l += key < from;
-            buf[c] = key;  // branch-free compaction of the keys inside [lo, hi]
-            c += static_cast<K>(key - from) <= span;
+            b |= static_cast<K>(key == static_cast<K>(~K(0)));
+            l += static_cast<K>(key < from);
+            inside += static_cast<K>(static_cast<K>(key - from) <= span);
           }
           less += l;
-          bad |= b;
-          chunk.keys.insert(chunk.keys.end(), buf, buf + c);
+          bad |= b != 0;
+          if (inside)
+            for (std::size_t i = blo; i < bhi; ++i) {
+              const K key = key_of<K, Mag>(ptr[i]);
+              if (static_cast<K>(key - from) <= span) chunk.keys.push_back(key);
+            }
         }
       });
       if (bad && !allow) throw_nonfinite("scores");
