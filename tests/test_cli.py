@@ -230,7 +230,6 @@ def test_bench_table_and_fidelity_without_labels(files: dict[str, Path]) -> None
     proc = pyprune("bench", files["model"], files["small"], "--data", files["data"], "--runs", "3")
     assert proc.returncode == 0, proc.stderr
     assert "MACs" in proc.stdout and "ratio" in proc.stdout and "agreement" in proc.stdout
-    assert "ignoring arrays label" not in proc.stdout
 
 
 @pytest.mark.parametrize(
@@ -285,3 +284,12 @@ def test_inspect_json_is_machine_readable(files: dict[str, Path]) -> None:
     units = {g["root"]: (g["units"], g["frozen"]) for g in info["groups"]}
     assert units["fc0"] == (16, None) and units["fc1"] == (12, None)
     assert units["fc2"][0] == 4 and units["fc2"][1]  # the output layer is frozen, with a reason
+
+
+# -- names ----------------------------------------------------------------------------------------
+
+
+def test_importance_names_in_help_are_the_real_ones() -> None:
+    from pyprune import cli, importance
+
+    assert tuple(cli.IMPORTANCE_NAMES) == tuple(importance.IMPORTANCES)
