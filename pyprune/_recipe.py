@@ -3,7 +3,8 @@
 A recipe names an input model, the data it is judged on, and a list of steps; each step is one
 :func:`pyprune.prune` call on the previous step's model (e.g. channels greedily to 60% of the
 MACs, then 2:4 weights). Every step may write its own model and report; the last model goes to
-``output``. Paths are relative to the recipe file. Example::
+``output``. A step's ``max_drop`` is measured against the model the step starts from. Paths are
+relative to the recipe file. Example::
 
     model = "model.onnx"
     output = "out/model.pruned.onnx"
@@ -306,14 +307,14 @@ def run_recipe(recipe: Recipe, *, threads: int | None = None, quiet: bool = Fals
 
 
 def format_outcome(outcome: RecipeOutcome) -> str:
-    """A table of the steps that ran: metric, params, MACs, whether the target was met."""
+    """A table of the steps that ran: metric, params, non-zeros, MACs, whether the target was met."""
     from ._run import format_table
 
     rows = []
     for step, result in outcome.steps:
-        rows.append([step.name, result.metric_text, f"{result.params:,}", f"{result.macs:,}",
-                     "yes" if result.met else "NO", str(step.output or "-")])
-    table = format_table(["step", "metric", "params", "MACs", "target met", "output"], rows)
+        rows.append([step.name, result.metric_text, f"{result.params:,}", f"{result.nonzeros:,}",
+                     f"{result.macs:,}", "yes" if result.met else "NO", str(step.output or "-")])
+    table = format_table(["step", "metric", "params", "non-zeros", "MACs", "target met", "output"], rows)
     tail = f"final model: {outcome.output}"
     if outcome.interrupted:
         tail += " (interrupted: later steps did not run)"

@@ -115,6 +115,7 @@ class RunOutcome:
     interrupted: bool
     metric_text: str
     params: int
+    nonzeros: int
     macs: int
     output: Path | None = None
     report: Path | None = None
@@ -200,6 +201,7 @@ def prune_and_save(
         interrupted=bool(result.interrupted),
         metric_text=_metric_text(result),
         params=result.model.params(),
+        nonzeros=result.model.nonzeros(),
         macs=result.model.macs(),
     )
     if output is not None:
