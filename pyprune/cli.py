@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", parents=[common], formatter_class=_Formatter,
         help="prune the bundled digits classifier with three search strategies",
         description=_describe("Prune the small digits classifier shipped with pyprune with recursive, greedy "
-                    "and random search to a MACs target under a one-point accuracy constraint, "
+                    "and random search to a MACs target under an accuracy constraint, "
                     "print a comparison table, and write the pruned models and a report."),
         epilog=_examples("pyprune demo", "pyprune demo --out /tmp/demo --quick"),
     )
