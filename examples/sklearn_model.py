@@ -2,8 +2,8 @@
 
 A two-hidden-layer ``MLPClassifier`` is trained on scikit-learn's bundled digits and converted with
 ``skl2onnx`` (MatMul/Add/Relu layers, Softmax, then ArgMax and an ``ai.onnx.ml`` label lookup).
-pyprune removes hidden neurons of both layers with recursive search until 40% of the parameters
-are left, while calibration accuracy may drop by at most one point. The label and probability
+pyprune removes hidden neurons of both layers with greedy search until 80% of the parameters
+are left, while calibration accuracy may drop by at most two points. The label and probability
 outputs keep their names, types and shapes; the pruned model still runs wherever the original did.
 
 Run: ``python examples/sklearn_model.py [--out DIR]`` (needs ``pip install scikit-learn
@@ -46,8 +46,8 @@ def main() -> None:
     # The converted graph's input is called "X"; outputs are "label" and "probabilities".
     model = pp.load(original)
     data = pp.Dataset({"X": x_calib}, labels=y_calib)
-    result = pp.prune(model, data, granularity="channel", importance="l2", strategy="recursive",
-                      target=pp.Params(0.4), max_drop=0.01,
+    result = pp.prune(model, data, granularity="channel", importance="l2", strategy="greedy",
+                      target=pp.Params(0.8), max_drop=0.02,
                       metric=metrics.accuracy(output=1))  # judge the probabilities output
     pruned = result.model.save(args.out / "mlp.pruned.onnx")
     print(result.report)
