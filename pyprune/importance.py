@@ -1,0 +1,299 @@
+"""Which units matter least: per-unit scores of groups, layers and weight elements.
+
+Every score is computed by the C++ core (:mod:`pyprune.core`). A group's unit is a set of coupled
+slices (the producer's rows, the consumer's columns, ...); its score is the score of each coupled
+tensor's slices, reduced over the tensors (``reduce``: sum, mean or max) and then normalised per
+group (``normalize``: none, mean, max or LAMP) so that units of different groups can be ranked
+against each other in a global search. Lower scores are removed first.
+
+Importance names:
+
+* ``"l1"``, ``"l2"``, ``"linf"``: magnitude of the weight slices a unit owns;
+* ``"fpgm"``: distance of the unit's filter to the others (near the geometric median = redundant);
+* ``"random"``: seeded uniform scores (a baseline);
+* ``"wanda"``: activation-aware ``|W| * ||X||``: the consumer's weight columns weighted by the
+  L2 norm of the activation that feeds them (needs data);
+* ``"mean_activation"``: mean absolute activation of the unit where it enters its consumers;
+* ``"apoz"``: one minus the average percentage of zeros of that activation.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from . import core
+from ._activations import ChannelStats
+from .data import Dataset
+from .evaluate import activation_stats
+from .graph import Group, Layer, Model
+
+__all__ = [
+    "IMPORTANCES",
+    "DATA_IMPORTANCES",
+    "REDUCTIONS",
+    "NORMALIZATIONS",
+    "needs_data",
+    "group_scores",
+    "all_group_scores",
+    "layer_scores",
+    "weight_scores",
+    "normalize_scores",
+    "group_activation_stats",
+]
+
+IMPORTANCES = ("l1", "l2", "linf", "fpgm", "random", "wanda", "mean_activation", "apoz")
+DATA_IMPORTANCES = frozenset({"wanda", "mean_activation", "apoz"})
+REDUCTIONS = ("sum", "mean", "max")
+NORMALIZATIONS = ("none", "mean", "max", "lamp")
+
+_ALIASES = {"magnitude": "l1", "taylor_free": "l2", "mean": "mean_activation", "activation": "mean_activation"}
+
+
+def _name(importance: str) -> str:
+    if not isinstance(importance, str):
+        raise TypeError(f"importance must be a name such as 'l2', got {importance!r}")
+    key = importance.strip().lower().replace("-", "_")
+    key = _ALIASES.get(key, key)
+    if key not in IMPORTANCES:
+        raise ValueError(f"unknown importance {importance!r}; known: {', '.join(IMPORTANCES)}")
+    return key
+
+
+def needs_data(importance: str) -> bool:
+    """True for the activation-aware scores, which need activation statistics."""
+    return _name(importance) in DATA_IMPORTANCES
+
+
+def _seed_for(seed: int, key: str) -> int:
+    """A per-group seed that depends only on the run's seed and the group's id (stable order)."""
+    return (int(seed) * 1_000_003 + zlib.crc32(key.encode())) & 0x7FFFFFFF
+
+
+def group_activation_stats(
+    model: Model, dataset: Dataset, groups: Iterable[Group], threads: int | None = None
+) -> dict[str, ChannelStats]:
+    """Statistics of every tensor where the given groups' channels enter their consumers."""
+    points = {mp.tensor: mp.axis for g in groups for mp in g.mask_points}
+    if not points:
+        return {}
+    return activation_stats(model, dataset, points, threads)
+
+
+def _per_unit(values: np.ndarray, index: np.ndarray, size: int, how: str) -> tuple[np.ndarray, np.ndarray]:
+    """Combine per-position ``values`` into per-unit scores (``how``: sum, sumsq-root or max).
+
+    Returns the scores and how many positions each unit owns (0 = not covered by this tensor).
+    """
+    owned = index >= 0
+    idx, vals = index[owned], np.asarray(values, dtype=np.float64)[owned]
+    counts = np.bincount(idx, minlength=size).astype(np.float64)
+    if how == "max":
+        out = np.zeros(size, dtype=np.float64)
+        np.maximum.at(out, idx, vals)
+    elif how == "l2":
+        out = np.sqrt(np.bincount(idx, weights=vals * vals, minlength=size))
+    else:
+        out = np.bincount(idx, weights=vals, minlength=size)
+    return out, counts
+
+
+def _reduce(parts: list[tuple[np.ndarray, np.ndarray]], size: int, reduce: str) -> np.ndarray:
+    if not parts:
+        return np.zeros(size, dtype=np.float64)
+    values = np.stack([p[0] for p in parts])
+    covered = np.stack([p[1] > 0 for p in parts])
+    if reduce == "sum":
+        return values.sum(axis=0)
+    if reduce == "max":
+        return np.where(covered, values, -np.inf).max(axis=0).clip(min=0.0)
+    n = np.maximum(covered.sum(axis=0), 1)
+    return values.sum(axis=0) / n
+
+
+def normalize_scores(scores: np.ndarray, normalize: str = "mean") -> np.ndarray:
+    """Scale a group's scores so groups can be ranked together.
+
+    ``"mean"``/``"max"`` divide by the group's mean/max; ``"lamp"`` is the LAMP score
+    ``s_i^2 / sum_{s_j >= s_i} s_j^2`` (each unit relative to the units that would survive it);
+    ``"none"`` leaves them.
+    """
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
+    s = np.asarray(scores, dtype=np.float64)
+    if normalize == "none" or s.size == 0:
+        return s.copy()
+    if normalize == "lamp":
+        sq = s * s
+        order = np.argsort(sq, kind="stable")
+        tail = np.cumsum(sq[order][::-1])[::-1]  # sum of squares from each rank upwards
+        out = np.empty_like(sq)
+        out[order] = sq[order] / np.where(tail > 0, tail, 1.0)
+        return out
+    scale = s.mean() if normalize == "mean" else s.max()
+    return s / scale if scale > 0 else s.copy()
+
+
+def group_scores(
+    model: Model,
+    group: Group,
+    importance: str = "l2",
+    *,
+    reduce: str = "sum",
+    normalize: str = "mean",
+    stats: Mapping[str, ChannelStats] | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+) -> np.ndarray:
+    """One score per unit of ``group`` (float64, lower = less important).
+
+    Magnitude scores read the weight slices the group couples as producer rows (``"out"``) and
+    consumer columns (``"in"``); biases and normalisation parameters do not describe how much a
+    unit contributes and are left out. Activation-aware scores need ``stats`` from
+    :func:`group_activation_stats`.
+    """
+    kind = _name(importance)
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
+    size = group.size
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    if kind == "random":
+        raw = core.random_scores(size, _seed_for(seed, group.id), threads=threads).astype(np.float64)
+        return normalize_scores(raw, normalize)
+    if kind in ("l1", "l2", "linf"):
+        combine = {"l1": "sum", "l2": "l2", "linf": "max"}[kind]
+        for c in group.couplings:
+            if c.role not in ("out", "in"):
+                continue
+            norms = core.slice_norms(model.weight(c.weight), c.axis, kind, nan="max", threads=threads)
+            parts.append(_per_unit(norms, c.index, size, combine))
+    elif kind == "fpgm":
+        for c in group.couplings:
+            if c.role != "out":
+                continue
+            w = model.weight(c.weight)
+            if w.shape[c.axis] < 2:
+                continue
+            parts.append(_per_unit(core.fpgm_scores(w, c.axis, nan="max", threads=threads), c.index, size, "sum"))
+    else:
+        if stats is None:
+            raise ValueError(f"importance {kind!r} needs activation statistics (pass stats=...)")
+        for mp in group.mask_points:
+            st = stats.get(mp.tensor)
+            if st is None:
+                raise ValueError(f"no activation statistics for tensor {mp.tensor!r} of group {group.id!r}")
+            if kind == "mean_activation":
+                parts.append(_per_unit(st.mean_abs, mp.index, size, "sum"))
+                continue
+            if kind == "apoz":
+                parts.append(_per_unit(1.0 - st.zero_fraction, mp.index, size, "sum"))
+                continue
+            # Wanda: the consumer's columns that read this edge, scaled by the activation norms.
+            columns = [c for c in group.couplings if c.role == "in" and c.node == mp.node]
+            if not columns:
+                parts.append(_per_unit(st.l2_norm, mp.index, size, "sum"))
+            for c in columns:
+                w = model.weight(c.weight)
+                if w.shape[c.axis] != len(st.l2_norm):
+                    parts.append(_per_unit(st.l2_norm, mp.index, size, "sum"))
+                    continue
+                scored = core.wanda_scores(w, st.l2_norm, c.axis, nan="max", threads=threads)
+                per_position = core.slice_norms(scored, c.axis, "l1", nan="max", threads=threads)
+                parts.append(_per_unit(per_position, c.index, size, "sum"))
+        if kind in ("mean_activation", "apoz"):
+            # positions per unit differ (a flattened channel owns H*W positions): average them
+            parts = [(v / np.maximum(n, 1), n) for v, n in parts]
+    return normalize_scores(_reduce(parts, size, reduce), normalize)
+
+
+def all_group_scores(
+    model: Model,
+    groups: Sequence[Group],
+    importance: str = "l2",
+    *,
+    reduce: str = "sum",
+    normalize: str = "mean",
+    dataset: Dataset | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+) -> dict[str, np.ndarray]:
+    """:func:`group_scores` of every group, collecting activation statistics once when needed."""
+    stats = None
+    if needs_data(importance):
+        if dataset is None:
+            raise ValueError(f"importance {importance!r} needs data; pass a dataset")
+        stats = group_activation_stats(model, dataset, groups, threads)
+    return {
+        g.id: group_scores(model, g, importance, reduce=reduce, normalize=normalize, stats=stats,
+                           seed=seed, threads=threads)
+        for g in groups
+    }
+
+
+def layer_scores(model: Model, layers: Sequence[Layer], importance: str = "l2", *, seed: int = 0) -> dict[str, float]:
+    """One score per layer: the magnitude of its weights per parameter (``random``: seeded).
+
+    Layers are whole branches, so the only data-free signal is how large their weights are; a
+    search that evaluates candidates (greedy, recursive) judges layers by their effect instead.
+    """
+    kind = _name(importance)
+    out: dict[str, float] = {}
+    for layer in layers:
+        if kind == "random":
+            out[layer.id] = float(core.random_scores(1, _seed_for(seed, layer.id))[0])
+            continue
+        ord_ = kind if kind in ("l1", "l2", "linf") else "l2"
+        total, count = 0.0, 0
+        for name in _layer_weights(model, layer):
+            w = model.weight(name)
+            if w.dtype.kind != "f" or w.size == 0:
+                continue
+            total += float(core.slice_norms(w.reshape(1, -1), 0, ord_, nan="max")[0])
+            count += w.size
+        out[layer.id] = total / count if count else 0.0
+    return out
+
+
+def _layer_weights(model: Model, layer: Layer) -> list[str]:
+    names: list[str] = []
+    for node_name in layer.nodes:
+        node = model.node(node_name)
+        names.extend(i for i in node.input if i and model.is_weight(i))
+    return list(dict.fromkeys(names))
+
+
+def weight_scores(
+    model: Model,
+    names: Sequence[str],
+    importance: str = "l1",
+    *,
+    input_norms: Mapping[str, tuple[np.ndarray, int]] | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Per-element scores of the named weights (float32, the weight's shape).
+
+    ``"l1"``/``"linf"``: ``|w|``; ``"l2"``: ``w**2``; ``"random"``: seeded; ``"wanda"``:
+    ``|w| * ||x||`` with ``input_norms[name] = (norms, axis)`` (the input-feature axis of the
+    weight). Other importances are defined for units, not single weights.
+    """
+    kind = _name(importance)
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        w = model.weight(name)
+        if kind in ("l1", "linf"):
+            out[name] = core.element_scores(w, "abs", nan="max", threads=threads)
+        elif kind == "l2":
+            out[name] = core.element_scores(w, "square", nan="max", threads=threads)
+        elif kind == "random":
+            out[name] = core.random_scores(w.shape, _seed_for(seed, name), threads=threads)
+        elif kind == "wanda":
+            if input_norms is None or name not in input_norms:
+                raise ValueError(f"wanda scores of {name!r} need the norms of its input features")
+            norms, axis = input_norms[name]
+            out[name] = core.wanda_scores(w, norms, axis, nan="max", threads=threads)
+        else:
+            raise ValueError(f"importance {kind!r} scores units, not single weights; use l1, l2, random or wanda")
+    return out

@@ -1,0 +1,264 @@
+"""What a pruning run did and what it cost: the step history and the report (Markdown, JSON, plot).
+
+:class:`History` records every committed step of a search (what was removed, the metric, params,
+MACs, latency where measured, evaluations and time). :class:`Report` adds the before/after
+table, the frozen groups and why, the settings, the process figures and a plain statement of the
+outcome; :meth:`Report.write` writes ``report.md``, ``report.json``, ``history.json`` and
+``metric_vs_cost.png`` into a directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["HistoryEntry", "History", "Figures", "Report"]
+
+
+@dataclass
+class HistoryEntry:
+    """One committed step (or a measurement) of a search."""
+
+    step: int
+    action: str  # e.g. "remove 2 units of group conv2", "start", "latency checkpoint"
+    removed: dict[str, list[int]]  # slot id -> items removed in this step
+    metric: float | None
+    loss: float | None  # fidelity loss used for ranking (KL or MSE to the original), if computed
+    params: int
+    macs: int
+    nonzeros: int
+    latency_ms: float | None
+    evaluations: int  # candidate evaluations so far
+    seconds: float  # wall time since the search started
+
+
+class History:
+    """The committed steps of a search, in order."""
+
+    def __init__(self) -> None:
+        self.entries: list[HistoryEntry] = []
+
+    def add(self, entry: HistoryEntry) -> None:
+        self.entries.append(entry)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self):
+        return iter(self.entries)
+
+    def __getitem__(self, i: int) -> HistoryEntry:
+        return self.entries[i]
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [_jsonable(asdict(e)) for e in self.entries]
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_list(), indent=indent)
+
+    def write(self, path: str | os.PathLike) -> Path:
+        return _atomic_write(Path(path), self.to_json())
+
+
+@dataclass(frozen=True)
+class Figures:
+    """The complexity and quality of one model."""
+
+    params: int
+    nonzeros: int
+    macs: int
+    file_size: int
+    latency_ms: float | None
+    metric: float | None
+
+
+@dataclass
+class Report:
+    """Everything a user needs to judge a pruning run."""
+
+    strategy: str
+    granularity: str
+    importance: str
+    target: str
+    constraint: str
+    metric_name: str
+    before: Figures
+    after: Figures
+    met: bool  # target reached with the constraint holding
+    interrupted: bool
+    statement: str
+    evaluations: int
+    recovery_runs: int
+    seconds: float
+    history: History
+    frozen: dict[str, str] = field(default_factory=dict)  # group/layer id -> reason
+    removed: dict[str, int] = field(default_factory=dict)  # slot id -> number of items removed
+    settings: dict[str, Any] = field(default_factory=dict)
+    verified: bool | None = None  # the shipped model matched the masked evaluation
+    max_output_error: float | None = None
+    synthetic_data: bool = False
+    test: dict[str, Figures] | None = None  # optional held-out figures, keyed by label
+
+    # -- views ----------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in asdict(self).items() if k != "history"}
+        d["history"] = self.history.to_list()
+        return _jsonable(d)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def table(self) -> str:
+        """The before/after table as Markdown."""
+        rows = [
+            ("parameters", self.before.params, self.after.params),
+            ("non-zero parameters", self.before.nonzeros, self.after.nonzeros),
+            ("MACs per sample", self.before.macs, self.after.macs),
+            ("file size (bytes)", self.before.file_size, self.after.file_size),
+        ]
+        lines = ["| | before | after | ratio |", "|---|---:|---:|---:|"]
+        for name, a, b in rows:
+            lines.append(f"| {name} | {a:,} | {b:,} | {_ratio(b, a)} |")
+        if self.before.latency_ms is not None and self.after.latency_ms is not None:
+            a, b = self.before.latency_ms, self.after.latency_ms
+            lines.append(f"| latency (ms) | {a:.3f} | {b:.3f} | {_ratio(b, a)} |")
+        if self.before.metric is not None and self.after.metric is not None:
+            a, b = self.before.metric, self.after.metric
+            lines.append(f"| {self.metric_name} | {a:.4f} | {b:.4f} | {b - a:+.4f} |")
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        out = [
+            f"# pyprune report: {self.strategy} search, {self.granularity} granularity",
+            "",
+            f"**{self.statement}**",
+            "",
+            f"- target: {self.target}",
+            f"- constraint: {self.constraint}",
+            f"- importance: {self.importance}",
+            f"- metric: {self.metric_name}" + (" (on synthetic data)" if self.synthetic_data else ""),
+            "",
+            "## Before and after",
+            "",
+            self.table(),
+            "",
+        ]
+        if self.test:
+            out += ["## Held-out data", "", "| | metric |", "|---|---:|"]
+            out += [f"| {k} | {v.metric:.4f} |" for k, v in self.test.items() if v.metric is not None]
+            out.append("")
+        out += [
+            "## Process",
+            "",
+            f"- candidate evaluations: {self.evaluations}",
+            f"- recovery runs (statistics re-estimation): {self.recovery_runs}",
+            f"- wall time: {self.seconds:.2f} s",
+            f"- committed steps: {max(len(self.history) - 1, 0)}",
+        ]
+        if self.verified is not None:
+            err = "" if self.max_output_error is None else f" (max output difference {self.max_output_error:.3g})"
+            out.append(f"- shipped model equals the masked evaluation: {'yes' if self.verified else 'NO'}{err}")
+        if self.removed:
+            out += ["", "## Removed", "", "| group / layer / weight | removed |", "|---|---:|"]
+            out += [f"| `{k}` | {v} |" for k, v in self.removed.items() if v]
+        if self.frozen:
+            out += ["", "## Frozen (not pruned)", "", "| id | reason |", "|---|---|"]
+            out += [f"| `{k}` | {v} |" for k, v in self.frozen.items()]
+        out += ["", "## Search path", "", "| step | action | metric | params | MACs | latency (ms) | evaluations | s |",
+                "|---:|---|---:|---:|---:|---:|---:|---:|"]
+        for e in self.history:
+            metric = "-" if e.metric is None else f"{e.metric:.4f}"
+            lat = "-" if e.latency_ms is None else f"{e.latency_ms:.3f}"
+            out.append(f"| {e.step} | {e.action} | {metric} | {e.params:,} | {e.macs:,} | {lat} | "
+                       f"{e.evaluations} | {e.seconds:.2f} |")
+        out += ["", "![metric vs cost](metric_vs_cost.png)", ""]
+        return "\n".join(out)
+
+    def __str__(self) -> str:
+        lines = [self.statement, self.table(),
+                 f"{self.evaluations} evaluations, {self.seconds:.2f} s"]
+        return "\n".join(lines)
+
+    # -- files ----------------------------------------------------------------------------------
+
+    def plot(self, path: str | os.PathLike) -> Path:
+        """PNG of the metric along the search path against the cost (fraction of MACs or params)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+
+        by_macs = self.before.macs > 0
+        base = self.before.macs if by_macs else max(self.before.params, 1)
+        points = [((e.macs if by_macs else e.params) / base, e.metric) for e in self.history if e.metric is not None]
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="o", markersize=3, label=self.strategy)
+        if self.before.metric is not None:
+            ax.axhline(self.before.metric, color="grey", linestyle=":", linewidth=1, label="unpruned")
+        ax.set_xlabel(("MACs" if by_macs else "parameters") + " (fraction of original)")
+        ax.set_ylabel(self.metric_name)
+        ax.set_title(f"{self.strategy} search ({self.granularity})")
+        ax.invert_xaxis()
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="best")
+        fig.tight_layout()
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp.png")
+        try:
+            fig.savefig(tmp, format="png")
+            os.replace(tmp, path)
+        finally:
+            plt.close(fig)
+            if tmp.exists():
+                tmp.unlink()
+        return path
+
+    def write(self, directory: str | os.PathLike) -> dict[str, Path]:
+        """Write report.md, report.json, history.json and metric_vs_cost.png into ``directory``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        return {
+            "markdown": _atomic_write(d / "report.md", self.markdown()),
+            "json": _atomic_write(d / "report.json", self.to_json()),
+            "history": self.history.write(d / "history.json"),
+            "plot": self.plot(d / "metric_vs_cost.png"),
+        }
+
+
+def _ratio(after: float, before: float) -> str:
+    return f"{after / before:.3f}" if before else "-"
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types (numpy scalars and arrays, NaN/inf as None)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "tolist"):
+        return _jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _atomic_write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

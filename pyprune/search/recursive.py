@@ -1,0 +1,80 @@
+"""Recursive (iterative) pruning: a step at a time, nearest the output first, rolling back breaks.
+
+Slots are visited from the one nearest the output toward the input (``direction="input"``
+reverses that; ``"importance"`` visits them in the order of their least important unit). In the
+current slot a step removes ``step`` of the units that remain (10% by default) and is judged;
+a step that keeps the constraint is committed (with recovery), a step that breaks it is rolled
+back and retried at half the size until a single unit breaks it, then the loop moves to the next
+slot. Sweeps repeat until the target is met or a whole sweep commits nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from ._base import Search
+
+__all__ = ["RecursiveSearch"]
+
+
+class RecursiveSearch(Search):
+    """Step-by-step pruning from the output side (see the module docstring)."""
+
+    name = "recursive"
+
+    def __init__(self, *args, step: float | int = 0.1,
+                 direction: Literal["output", "input", "importance"] = "output", **kwargs) -> None:
+        if isinstance(step, bool) or not (isinstance(step, int) and step >= 1 or
+                                          isinstance(step, float) and 0.0 < step <= 1.0):
+            raise ValueError(f"step must be a fraction in (0, 1] or a positive unit count, got {step!r}")
+        if direction not in ("output", "input", "importance"):
+            raise ValueError(f"direction must be 'output', 'input' or 'importance', got {direction!r}")
+        self.step, self.direction = step, direction
+        super().__init__(*args, **kwargs)
+
+    def _first_step(self, slot, n: int) -> int:
+        if isinstance(self.step, int):
+            return self.step
+        return max(1, math.ceil(self.step * (slot.size - n)))
+
+    def _visit_order(self):
+        if self.direction == "output":
+            return sorted(self.slots, key=lambda s: -s.depth)
+        if self.direction == "input":
+            return sorted(self.slots, key=lambda s: s.depth)
+        return sorted(self.slots, key=lambda s: float(s.scores[s.order[0]]))
+
+    def _loop(self) -> None:
+        exhausted: set[str] = set()
+        while not self.reached(self.counts):
+            progress = False
+            for slot in self._visit_order():
+                if slot.id in exhausted:
+                    continue
+                k = self._first_step(slot, self.counts[slot.id])
+                while not self.reached(self.counts):
+                    n = self.counts[slot.id]
+                    m = slot.next_count(n, k)
+                    if m is None:
+                        if k > 1:
+                            k = max(1, k // 2)
+                            continue
+                        exhausted.add(slot.id)
+                        break
+                    candidate = {**self.counts, slot.id: m}
+                    evaluation = self.trial(candidate)
+                    if evaluation.passed:
+                        self.commit(candidate, f"remove {m - n} of {slot.id}", evaluation)
+                        progress = True
+                        k = self._first_step(slot, m)
+                    elif k > 1:
+                        k = max(1, k // 2)  # roll back and try a smaller step
+                    else:
+                        exhausted.add(slot.id)  # even one unit breaks the constraint
+                        break
+                if self.reached(self.counts):
+                    return
+            if not progress:
+                self.note = "no step of any group or layer keeps the metric within the constraint"
+                return
