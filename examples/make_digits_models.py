@@ -5,9 +5,9 @@ split once with a fixed seed into train (1077), calibration (360) and test (360)
 
 Outputs (the committed files are exactly what this script writes):
 
-* ``pyprune/data/digits_mlp.onnx`` - a Dense 64 -> 32 -> 10 MLP (Gemm, Relu, Gemm, Softmax);
+* ``pyprune/assets/digits_mlp.onnx`` - a Dense 64 -> 32 -> 10 MLP (Gemm, Relu, Gemm, Softmax);
   input ``input`` float32 ``[batch, 64]``, output ``probabilities`` float32 ``[batch, 10]``.
-* ``pyprune/data/digits.npz`` - the calibration and test splits, keyed so that the calibration
+* ``pyprune/assets/digits.npz`` - the calibration and test splits, keyed so that the calibration
   part loads directly as a dataset for the MLP:
 
   ==============  ==================  =====================================
@@ -140,7 +140,7 @@ def main() -> None:
                 probabilities=True)
     print(f"MLP  calib accuracy {accuracy(mlp, data['input'], data['label']):.4f}  "
           f"test accuracy {accuracy(mlp, data['test_input'], data['test_label']):.4f}")
-    export(mlp, torch.from_numpy(data["input"][:1]), "probabilities", args.out / "pyprune/data/digits_mlp.onnx")
+    export(mlp, torch.from_numpy(data["input"][:1]), "probabilities", args.out / "pyprune/assets/digits_mlp.onnx")
 
     images = {k: data[k].reshape(-1, 1, 8, 8) for k in ("train_input", "input", "test_input")}
     torch.manual_seed(SEED)
@@ -151,7 +151,7 @@ def main() -> None:
     export(cnn, torch.from_numpy(images["input"][:1]), "logits", args.out / "benchmarks/models/digits_cnn.onnx")
 
     np.savez_compressed(
-        args.out / "pyprune/data/digits.npz",
+        args.out / "pyprune/assets/digits.npz",
         input=data["input"], label=data["label"], test_input=data["test_input"], test_label=data["test_label"],
     )
 

@@ -1,6 +1,6 @@
 """``pyprune demo``: the bundled digits classifier pruned three ways, offline, in seconds.
 
-The model and data ship inside the package (``pyprune/data``, made by
+The model and data ship inside the package (``pyprune/assets``, made by
 ``examples/make_digits_models.py``): a Dense 64 -> 32 -> 10 MLP trained on scikit-learn's 8x8
 digits, a calibration split the searches are judged on, and a held-out test split the table
 reports. Recursive, greedy and random search each remove hidden neurons toward a MACs target
@@ -54,8 +54,8 @@ class DemoOutcome:
 
 
 def _packaged(name: str) -> Path:
-    """A file shipped in ``pyprune/data`` (a real path: wheels install it as a plain file)."""
-    path = resources.files("pyprune").joinpath("data", name)
+    """A file shipped in ``pyprune/assets`` (a real path: wheels install it as a plain file)."""
+    path = resources.files("pyprune").joinpath("assets", name)
     if not path.is_file():
         raise FileNotFoundError(f"the demo's {name} is missing from the pyprune installation "
                                 f"(expected at {path}); reinstall pyprune")

@@ -286,7 +286,158 @@ def test_inspect_json_is_machine_readable(files: dict[str, Path]) -> None:
     assert units["fc2"][0] == 4 and units["fc2"][1]  # the output layer is frozen, with a reason
 
 
-# -- names ----------------------------------------------------------------------------------------
+# -- prune --------------------------------------------------------------------------------------
+
+
+def _macs(path: Path) -> int:
+    from pyprune.graph import load
+
+    return load(path).macs()
+
+
+def _runs_like_the_original(path: Path, original: Path) -> None:
+    model = onnx.load(path)
+    onnx.checker.check_model(model, full_check=True)
+    x = np.random.default_rng(5).standard_normal((7, 8)).astype(np.float32)
+    assert run_onnx(path, x).shape == run_onnx(original, x).shape
+
+
+def test_prune_writes_the_model_and_the_report(files: dict[str, Path], tmp_path: Path) -> None:
+    before = digest(files["model"])
+    out, report = tmp_path / "new" / "folder" / "pruned.onnx", tmp_path / "report"
+    proc = pyprune("prune", files["model"], "-o", out, "--macs", "0.8", "--strategy", "oneshot",
+                   "--data", files["data"], "--labels", "label", "--max-drop", "none",
+                   "--report", report, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""  # --quiet
+    assert digest(files["model"]) == before
+    _runs_like_the_original(out, files["model"])
+    assert _macs(out) <= 0.8 * _macs(files["model"])
+    assert {p.name for p in report.iterdir()} >= {"report.md", "report.json", "history.json", "metric_vs_cost.png"}
+    summary = json.loads((report / "report.json").read_text())
+    assert summary["met"] is True and summary["strategy"].startswith("oneshot")
+    assert summary["after"]["macs"] == _macs(out)
+
+
+def test_prune_greedy_prints_the_before_after_table(files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "pruned.onnx"
+    proc = pyprune("prune", files["model"], "-o", out, "--macs", "0.9", "--strategy", "greedy",
+                   "--data", files["data"], "--labels", "label", "--max-drop", "0.1", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "Target reached" in proc.stdout and "MACs per sample" in proc.stdout
+    assert str(out) in proc.stdout
+    _runs_like_the_original(out, files["model"])
+    assert _macs(out) <= 0.9 * _macs(files["model"])
+
+
+def test_unreachable_target_exits_1_and_still_writes_the_best_model(files: dict[str, Path], tmp_path: Path) -> None:
+    before = digest(files["model"])
+    out = tmp_path / "best.onnx"
+    proc = pyprune("prune", files["model"], "-o", out, "--macs", "0.05", "--max-drop", "0",
+                   "--strategy", "greedy", "--data", files["data"], "--labels", "label", "--quiet")
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pyprune: Target not reached"), proc.stderr
+    assert str(out) in lines[0]
+    _runs_like_the_original(out, files["model"])
+    assert _macs(out) > 0.05 * _macs(files["model"])  # not reached ...
+    x, labels = (np.load(files["data"])[k] for k in ("input", "label"))
+    assert (run_onnx(out, x).argmax(1) == labels).mean() == 1.0  # ... and the constraint held
+    assert digest(files["model"]) == before
+
+
+def test_weights_without_data_use_synthetic_inputs(files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "sparse.onnx"
+    proc = pyprune("prune", files["model"], "-o", out, "--granularity", "weight", "--sparsity", "0.5",
+                   "--strategy", "oneshot", "--max-drop", "none")
+    assert proc.returncode == 0, proc.stderr
+    assert "synthetic" in proc.stdout
+    weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer}
+    prunable = [weights[f"w{i}"] for i in range(3)]
+    zeroed = sum(int((w == 0).sum()) for w in prunable) / sum(w.size for w in prunable)
+    assert zeroed >= 0.5
+    assert onnx.load(out).graph.node[0].op_type == "Gemm"  # same graph, masked weights
+
+
+def test_two_of_four_weights(files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "nm.onnx"
+    proc = pyprune("prune", files["model"], "-o", out, "--granularity", "nm", "--sparsity", "0.5",
+                   "--strategy", "oneshot", "--max-drop", "none", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    w1 = {t.name: numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer}["w1"]
+    # Gemm weight [K=16, N=12]: at most two non-zeros in every four along the reduction axis K
+    blocks = (w1 != 0).reshape(4, 4, 12).sum(axis=1)
+    assert blocks.max() <= 2
+
+
+def test_in_place_overwrites_only_when_asked(files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = Path(shutil.copy(files["model"], tmp_path / "model.onnx"))
+    before = digest(model)
+    assert_usage_error(run_main(capsys, "prune", model, "-o", model, "--macs", "0.8"), "--in-place")
+    assert_usage_error(run_main(capsys, "prune", model, "--macs", "0.8"), "-o/--output")
+    assert_usage_error(run_main(capsys, "prune", model, "-o", tmp_path / "x.onnx", "--in-place", "--macs", "0.8"),
+                       "--in-place")
+    assert digest(model) == before
+    proc = pyprune("prune", model, "--in-place", "--macs", "0.8", "--strategy", "oneshot", "--max-drop", "none", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert digest(model) != before
+    assert _macs(model) <= 0.8 * _macs(files["model"])
+
+
+def test_impossible_requests_exit_2_without_output(files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "never.onnx"
+    cases = [
+        (("--granularity", "weight", "--macs", "0.5"), "structured pruning"),
+        (("--granularity", "channel", "--sparsity", "0.5"), "sparsity target"),
+        (("--macs", "0.5", "--importance", "weird"), "weird"),
+        (("--macs", "0.5", "--metric", "precision"), "unknown metric"),
+        (("--macs", "0.5", "--labels", "label"), "--labels needs --data"),
+        (("--macs", "0.5", "--data", files["data"], "--metric", "accuracy"), "needs labels"),
+        (("--macs", "0"), "MACs"),
+    ]
+    for args, needle in cases:
+        assert_usage_error(run_main(capsys, "prune", files["model"], "-o", out, *args), needle)
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_ctrl_c_saves_the_best_model_so_far(files: dict[str, Path], tmp_path: Path) -> None:
+    # Ctrl-C arrives as KeyboardInterrupt in the main thread; raise it from the third candidate
+    # evaluation, exactly where a real interrupt lands during a search.
+    script = (
+        "import sys\n"
+        "from pyprune import _session\n"
+        "run, calls = _session.MaskedSession.run, [0]\n"
+        "def interrupted(self, *a, **k):\n"
+        "    calls[0] += 1\n"
+        "    if calls[0] == 3:\n"
+        "        raise KeyboardInterrupt\n"
+        "    return run(self, *a, **k)\n"
+        "_session.MaskedSession.run = interrupted\n"
+        "from pyprune.cli import main\n"
+        "sys.exit(main())\n"
+    )
+    out = tmp_path / "best.onnx"
+    proc = subprocess.run(
+        [sys.executable, "-c", script, "prune", str(files["model"]), "-o", str(out), "--macs", "0.3",
+         "--strategy", "greedy", "--data", str(files["data"]), "--labels", "label", "--max-drop", "0.5", "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("pyprune: interrupted.") and "Traceback" not in proc.stderr
+    _runs_like_the_original(out, files["model"])
+
+
+# -- sensitivity ----------------------------------------------------------------------------------
+
+
+def test_sensitivity_prints_and_writes_the_table(files: dict[str, Path], tmp_path: Path) -> None:
+    report = tmp_path / "sens"
+    proc = pyprune("sensitivity", files["model"], "--data", files["data"], "--labels", "label",
+                   "--report", report)
+    assert proc.returncode == 0, proc.stderr
+    assert "fc0" in proc.stdout and "fc1" in proc.stdout
+    assert any(p.suffix == ".png" for p in report.iterdir())
+    assert any(p.suffix == ".json" for p in report.iterdir())
 
 
 def test_importance_names_in_help_are_the_real_ones() -> None:

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+import pyprune
 import pytest
 
-from pyprune._recipe import RecipeError, load_recipe
+from pyprune._recipe import RecipeError, load_recipe, run_recipe
+from pyprune.graph import load
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "pyprune" / "data"
+DATA_DIR = Path(pyprune.__file__).parent / "assets"
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "recipe.toml"
 
 
@@ -119,3 +129,86 @@ def test_the_example_recipe_is_valid() -> None:
     recipe = load_recipe(EXAMPLE)
     assert len(recipe.steps) >= 2
     assert recipe.model.is_file() and recipe.data.path.is_file()
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+def _pyprune_command() -> list[str]:
+    beside = Path(sys.executable).with_name("pyprune")
+    if beside.is_file():
+        return [str(beside)]
+    found = shutil.which("pyprune")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "import sys; from pyprune.cli import main; sys.exit(main())"]
+
+
+TWO_STEPS = HEADER + 'report = "out/reports"\nmetric = "accuracy"\n' + """
+[[step]]
+name = "neurons"
+granularity = "channel"
+strategy = "greedy"
+macs = 0.8
+max_drop = 0.05
+output = "out/neurons.onnx"
+
+[[step]]
+name = "2:4 weights"
+granularity = "nm"
+strategy = "oneshot"
+sparsity = 0.5
+max_drop = "none"
+"""
+
+
+def _test_accuracy(path: Path) -> float:
+    data = np.load(DATA_DIR / "digits.npz")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return float((session.run(None, {"input": data["test_input"]})[0].argmax(1) == data["test_label"]).mean())
+
+
+def test_a_two_step_recipe_through_the_command_line(workdir: Path) -> None:
+    recipe = write(workdir, TWO_STEPS)
+    before = hashlib.sha256((workdir / "model.onnx").read_bytes()).hexdigest()
+    proc = subprocess.run(_pyprune_command() + ["run", str(recipe)], capture_output=True, text=True,
+                          timeout=300, cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    assert "[1/2] neurons" in proc.stdout and "[2/2] 2:4 weights" in proc.stdout
+    assert hashlib.sha256((workdir / "model.onnx").read_bytes()).hexdigest() == before
+
+    original = load(workdir / "model.onnx")
+    neurons, final = load(workdir / "out" / "neurons.onnx"), load(workdir / "out" / "final.onnx")
+    for m in (neurons, final):
+        onnx.checker.check_model(m.proto, full_check=True)
+    # step 1 removed neurons to the MACs target; step 2 kept the shape and zeroed 2 of every 4
+    assert neurons.macs() <= 0.8 * original.macs()
+    assert final.macs() == neurons.macs() and final.params() == neurons.params()
+    hidden = {t.name: onnx.numpy_helper.to_array(t) for t in final.proto.graph.initializer}["hidden.weight"]
+    assert ((hidden != 0).reshape(hidden.shape[0], -1, 4).sum(axis=2) <= 2).all()  # Gemm transB: K last
+    assert final.nonzeros() < 0.6 * neurons.nonzeros()
+    # one report per step under the recipe's report folder
+    for name in ("neurons", "2-4-weights"):
+        report = json.loads((workdir / "out" / "reports" / name / "report.json").read_text())
+        assert report["met"] is True
+    assert _test_accuracy(workdir / "out" / "final.onnx") > 0.5
+
+
+def test_a_step_that_misses_its_target_exits_1_but_writes_everything(workdir: Path) -> None:
+    text = HEADER + CHANNELS.replace("macs = 0.6", "macs = 0.05").replace("max_drop = 0.02", "max_drop = 0.0")
+    outcome = run_recipe(load_recipe(write(workdir, text)), quiet=True)
+    assert not outcome.met
+    assert (workdir / "out" / "final.onnx").is_file()
+    proc = subprocess.run(_pyprune_command() + ["run", str(workdir / "recipe.toml"), "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("pyprune: step 'channels': Target not reached"), proc.stderr
+
+
+def test_a_bad_recipe_through_the_command_line_exits_2(workdir: Path) -> None:
+    recipe = write(workdir, HEADER + CHANNELS.replace("strategy", "stratgy"))
+    proc = subprocess.run(_pyprune_command() + ["run", str(recipe)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("pyprune: error: ") and "'stratgy'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (workdir / "out").exists()

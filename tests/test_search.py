@@ -16,7 +16,7 @@ from pyprune.search.random import RandomSearch
 from pyprune.search.recursive import RecursiveSearch
 from pyprune.targets import MACs, Params, Sparsity
 
-DATA = Path(pyprune.__file__).parent / "data"
+DATA = Path(pyprune.__file__).parent / "assets"
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,85 @@
+"""``pyprune demo --quick``: offline, from the packaged model and data, through the console script."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+import pyprune
+
+from pyprune._demo import DEMO_MACS, DEMO_MAX_DROP, DEMO_STRATEGIES
+from pyprune.graph import load
+
+DATA_DIR = Path(pyprune.__file__).parent / "assets"
+
+
+def _pyprune_command() -> list[str]:
+    beside = Path(sys.executable).with_name("pyprune")
+    if beside.is_file():
+        return [str(beside)]
+    found = shutil.which("pyprune")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "import sys; from pyprune.cli import main; sys.exit(main())"]
+
+
+def _accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return float((session.run(None, {"input": x})[0].argmax(axis=1) == y).mean())
+
+
+def test_quick_demo_prunes_three_ways_and_writes_everything(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    # Run from an unrelated folder: the model and data must come from the installed package.
+    proc = subprocess.run(_pyprune_command() + ["demo", "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("strategy"))
+    assert header.split() == ["strategy", "accuracy", "params", "MACs", "latency", "(ms)",
+                              "evaluations", "time", "(s)"]
+    rows = {line.split()[0]: line for line in proc.stdout.splitlines()
+            if line.split() and line.split()[0] in ("original",) + DEMO_STRATEGIES}
+    assert set(rows) == {"original", *DEMO_STRATEGIES}
+    assert str(out) in proc.stdout
+
+    data = np.load(DATA_DIR / "digits.npz")
+    x_cal, y_cal = data["input"], data["label"]
+    original = load(DATA_DIR / "digits_mlp.onnx")
+    baseline = _accuracy(DATA_DIR / "digits_mlp.onnx", x_cal, y_cal)
+    for strategy in DEMO_STRATEGIES:
+        path = out / f"digits_mlp.{strategy}.onnx"
+        onnx.checker.check_model(onnx.load(path), full_check=True)
+        pruned = load(path)
+        assert pruned.macs() <= original.macs()
+        # the table shows the written model's figures
+        numbers = [int(t.replace(",", "")) for t in rows[strategy].split() if t.replace(",", "").isdigit()]
+        assert pruned.params() in numbers and pruned.macs() in numbers
+        # the constraint held on the data the search was judged on
+        assert _accuracy(path, x_cal, y_cal) >= baseline - DEMO_MAX_DROP - 1e-9
+        # "target not met" appears exactly when the MACs target was missed
+        missed = pruned.macs() > DEMO_MACS * original.macs()
+        assert ("target not met" in rows[strategy]) == missed
+        report = out / strategy
+        assert {"report.md", "report.json", "metric_vs_cost.png"} <= {p.name for p in report.iterdir()}
+
+    summary = (out / "README.md").read_text()
+    assert "| strategy | accuracy |" in summary and "search_paths.png" in summary
+    assert (out / "search_paths.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_refuses_an_output_that_is_a_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file, not a folder")
+    proc = subprocess.run(_pyprune_command() + ["demo", "--quick", "--out", str(blocker)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("pyprune: error: ") and len(proc.stderr.strip().splitlines()) == 1
+    assert blocker.read_text() == "a file, not a folder"
