@@ -100,7 +100,7 @@ def main() -> None:
     # From here on, only the ONNX file and data are needed.
     np.savez(args.out / "calib.npz", input=splits["x_calib"], label=splits["y_calib"])
     model = pp.load(original)
-    data = pp.Dataset.from_npz(args.out / "calib.npz", labels_key="label")
+    data = pp.Dataset.from_npz(args.out / "calib.npz", labels="label")
     start = time.perf_counter()
     result = pp.prune(model, data, granularity="channel", importance="l2", strategy="greedy",
                       target=pp.MACs(0.5), max_drop=0.01, metric="accuracy")

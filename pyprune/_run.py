@@ -151,7 +151,7 @@ def load_data(source: DataSource, model: Model) -> Dataset:
     before any pruning starts."""
     from .data import Dataset, input_specs
 
-    data = Dataset.from_npz(source.path, labels_key=source.labels)
+    data = Dataset.from_npz(source.path, labels=source.labels)
     arrays = data.arrays
     wanted = {spec.name for spec in input_specs(model)}
     extra = sorted(set(arrays) - wanted)

@@ -102,23 +102,23 @@ class Dataset:
     # -- construction ---------------------------------------------------------------------------
 
     @classmethod
-    def from_npz(cls, path: str | os.PathLike, labels_key: str | None = None) -> Dataset:
-        """Arrays keyed by input name; ``labels_key`` names the labels array, if there is one."""
+    def from_npz(cls, path: str | os.PathLike, labels: str | None = None) -> Dataset:
+        """Arrays keyed by input name; ``labels`` names the labels array, if there is one."""
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
         except (OSError, ValueError) as exc:
             raise DataError(f"cannot read dataset {str(path)!r}: {exc}") from None
-        labels = None
-        if labels_key is not None:
-            if labels_key not in arrays:
+        label_values = None
+        if labels is not None:
+            if labels not in arrays:
                 raise DataError(
-                    f"dataset {str(path)!r} has no labels array {labels_key!r}; "
+                    f"dataset {str(path)!r} has no labels array {labels!r}; "
                     f"it holds {sorted(arrays)}"
                 )
-            labels = arrays.pop(labels_key)
-        return cls(arrays, labels, source=str(path))
+            label_values = arrays.pop(labels)
+        return cls(arrays, label_values, source=str(path))
 
     @classmethod
     def from_batches(

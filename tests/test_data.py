@@ -134,7 +134,7 @@ def test_npz_with_labels(tmp_path, image_model):
     y = np.array([0, 2, 1])
     path = tmp_path / "data.npz"
     np.savez(path, x=x, target=y)
-    data = Dataset.from_npz(path, labels_key="target")
+    data = Dataset.from_npz(path, labels="target")
     np.testing.assert_array_equal(data.labels, y)
     assert list(data.bind(image_model).arrays) == ["x"] and not data.synthetic
 
@@ -143,7 +143,7 @@ def test_npz_missing_labels_key(tmp_path):
     path = tmp_path / "data.npz"
     np.savez(path, x=np.ones((3, 2), np.float32))
     with pytest.raises(DataError, match=r"no labels array 'y'; it holds \['x'\]"):
-        Dataset.from_npz(path, labels_key="y")
+        Dataset.from_npz(path, labels="y")
 
 
 def test_unreadable_npz(tmp_path):

@@ -1,0 +1,56 @@
+"""The top-level API: every public name resolves, and the documented short path works."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import pyprune as pp
+
+ASSETS = Path(pp.__file__).parent / "assets"
+
+
+def test_every_public_name_resolves_and_nothing_private_is_listed() -> None:
+    for name in pp.__all__:
+        assert getattr(pp, name) is not None, name
+        assert not name.startswith("_") or name == "__version__", name
+    namespace: dict[str, object] = {}
+    exec("from pyprune import *", namespace)
+    assert set(pp.__all__) <= set(namespace)
+
+
+@pytest.mark.parametrize("module", [pp.graph, pp.surgery, pp.importance, pp.evaluate, pp.metrics,
+                                    pp.search, pp.core])
+def test_submodules_list_their_public_names(module: object) -> None:
+    names = getattr(module, "__all__")
+    assert names and all(hasattr(module, n) for n in names)
+
+
+def test_the_documented_short_path(tmp_path: Path) -> None:
+    model = pp.load(ASSETS / "digits_mlp.onnx")
+    npz = np.load(ASSETS / "digits.npz")
+    np.savez(tmp_path / "calib.npz", input=npz["input"], y=npz["label"])
+    data = pp.Dataset.from_npz(tmp_path / "calib.npz", labels="y")
+
+    result = pp.prune(model, data, granularity="channel", importance="l2", strategy="oneshot",
+                      target=pp.MACs(0.8), max_drop=None, quiet=True, measure_latency=False)
+
+    assert result.met
+    assert result.model.macs() <= 0.8 * model.macs()
+    out = tmp_path / "model.pruned.onnx"
+    result.model.save(out)
+    onnx.checker.check_model(str(out), full_check=True)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    probabilities = session.run(None, {"input": npz["test_input"][:5]})[0]
+    assert probabilities.shape == (5, 10)
+    assert "MACs" in str(result.report)
+
+
+def test_unknown_strategy_is_a_clear_error() -> None:
+    model = pp.load(ASSETS / "digits_mlp.onnx")
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        pp.prune(model, None, strategy="annealing", quiet=True)
