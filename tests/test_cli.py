@@ -22,26 +22,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from pyprune.cli import main
 
+from _cli import pyprune  # noqa: E402  (tests/ is on sys.path, see conftest.py)
+
 COMMANDS = ("inspect", "prune", "sensitivity", "bench", "run", "demo")
-
-
-def _pyprune_command() -> list[str]:
-    """The console script installed next to this interpreter (how users run pyprune)."""
-    beside = Path(sys.executable).with_name("pyprune")
-    if beside.is_file():
-        return [str(beside)]
-    found = shutil.which("pyprune")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "import sys; from pyprune.cli import main; sys.exit(main())"]
-
-
-PYPRUNE = _pyprune_command()
-
-
-def pyprune(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(PYPRUNE + [str(a) for a in args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
 
 
 def assert_usage_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:

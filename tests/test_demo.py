@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,18 +13,9 @@ import pyprune
 
 from pyprune._demo import DEMO_MACS, DEMO_MAX_DROP, DEMO_STRATEGIES
 from pyprune.graph import load
+from _cli import PYPRUNE  # noqa: E402  (tests/ is on sys.path, see conftest.py)
 
 DATA_DIR = Path(pyprune.__file__).parent / "assets"
-
-
-def _pyprune_command() -> list[str]:
-    beside = Path(sys.executable).with_name("pyprune")
-    if beside.is_file():
-        return [str(beside)]
-    found = shutil.which("pyprune")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "import sys; from pyprune.cli import main; sys.exit(main())"]
 
 
 def _accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
@@ -37,7 +26,7 @@ def _accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
 def test_quick_demo_prunes_three_ways_and_writes_everything(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     # Run from an unrelated folder: the model and data must come from the installed package.
-    proc = subprocess.run(_pyprune_command() + ["demo", "--quick", "--out", str(out)],
+    proc = subprocess.run(PYPRUNE + ["demo", "--quick", "--out", str(out)],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -78,7 +67,7 @@ def test_quick_demo_prunes_three_ways_and_writes_everything(tmp_path: Path) -> N
 def test_demo_refuses_an_output_that_is_a_file(tmp_path: Path) -> None:
     blocker = tmp_path / "taken"
     blocker.write_text("a file, not a folder")
-    proc = subprocess.run(_pyprune_command() + ["demo", "--quick", "--out", str(blocker)],
+    proc = subprocess.run(PYPRUNE + ["demo", "--quick", "--out", str(blocker)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.startswith("pyprune: error: ") and len(proc.stderr.strip().splitlines()) == 1

@@ -6,7 +6,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import pytest
 
 from pyprune._recipe import RecipeError, load_recipe, run_recipe
 from pyprune.graph import load
+from _cli import PYPRUNE  # noqa: E402  (tests/ is on sys.path, see conftest.py)
 
 DATA_DIR = Path(pyprune.__file__).parent / "assets"
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "recipe.toml"
@@ -134,16 +134,6 @@ def test_the_example_recipe_is_valid() -> None:
 # -- running ----------------------------------------------------------------------------------
 
 
-def _pyprune_command() -> list[str]:
-    beside = Path(sys.executable).with_name("pyprune")
-    if beside.is_file():
-        return [str(beside)]
-    found = shutil.which("pyprune")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "import sys; from pyprune.cli import main; sys.exit(main())"]
-
-
 TWO_STEPS = HEADER + 'report = "out/reports"\nmetric = "accuracy"\n' + """
 [[step]]
 name = "neurons"
@@ -171,7 +161,7 @@ def _test_accuracy(path: Path) -> float:
 def test_a_two_step_recipe_through_the_command_line(workdir: Path) -> None:
     recipe = write(workdir, TWO_STEPS)
     before = hashlib.sha256((workdir / "model.onnx").read_bytes()).hexdigest()
-    proc = subprocess.run(_pyprune_command() + ["run", str(recipe)], capture_output=True, text=True,
+    proc = subprocess.run(PYPRUNE + ["run", str(recipe)], capture_output=True, text=True,
                           timeout=300, cwd=workdir)
     assert proc.returncode == 0, proc.stderr
     assert "[1/2] neurons" in proc.stdout and "[2/2] 2:4 weights" in proc.stdout
@@ -199,7 +189,7 @@ def test_a_step_that_misses_its_target_exits_1_but_writes_everything(workdir: Pa
     outcome = run_recipe(load_recipe(write(workdir, text)), quiet=True)
     assert not outcome.met
     assert (workdir / "out" / "final.onnx").is_file()
-    proc = subprocess.run(_pyprune_command() + ["run", str(workdir / "recipe.toml"), "--quiet"],
+    proc = subprocess.run(PYPRUNE + ["run", str(workdir / "recipe.toml"), "--quiet"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert proc.stderr.startswith("pyprune: step 'channels': Target not reached"), proc.stderr
@@ -207,7 +197,7 @@ def test_a_step_that_misses_its_target_exits_1_but_writes_everything(workdir: Pa
 
 def test_a_bad_recipe_through_the_command_line_exits_2(workdir: Path) -> None:
     recipe = write(workdir, HEADER + CHANNELS.replace("strategy", "stratgy"))
-    proc = subprocess.run(_pyprune_command() + ["run", str(recipe)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(PYPRUNE + ["run", str(recipe)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.startswith("pyprune: error: ") and "'stratgy'" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
