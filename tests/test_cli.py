@@ -403,7 +403,8 @@ def test_ctrl_c_saves_the_best_model_so_far(files: dict[str, Path], tmp_path: Pa
     proc = subprocess.run(
         [sys.executable, "-c", script, "prune", str(files["model"]), "-o", str(out), "--macs", "0.3",
          "--strategy", "greedy", "--data", str(files["data"]), "--labels", "label", "--max-drop", "0.5", "--quiet"],
-        capture_output=True, text=True, timeout=300,
+        # `python -c` puts the working folder first on sys.path: run away from the source tree.
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.startswith("pyprune: interrupted.") and "Traceback" not in proc.stderr
