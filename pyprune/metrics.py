@@ -7,8 +7,9 @@ evaluator). Metrics that are a mean of per-sample scores also expose those score
 bounds, which lets an evaluation stop early once a constraint can no longer be met.
 
 Task metrics: :func:`accuracy` (top-1, top-k), :func:`macro_f1`. Fidelity metrics:
-:func:`agreement` (top-1), :func:`cosine`, :func:`relative_mse`, :func:`kl_divergence`. Any
-callable becomes a metric with :func:`custom`; :func:`get` parses names such as ``"top5"``.
+:func:`agreement` (top-1), :func:`cosine`, :func:`relative_mse`, :func:`kl_divergence` (for
+models that output logits) and :func:`probability_kl` (for models that already output
+probabilities). Any callable becomes a metric with :func:`custom`; :func:`get` parses names such as ``"top5"``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "cosine",
     "relative_mse",
     "kl_divergence",
+    "probability_kl",
     "custom",
     "get",
     "names",
@@ -188,6 +190,15 @@ def _kl(out: np.ndarray, ref: np.ndarray, axis: int) -> np.ndarray:
     return _per_sample_mean(np.maximum(kl, 0.0))  # rounding can dip a hair below zero
 
 
+def _probability_kl(out: np.ndarray, ref: np.ndarray, axis: int) -> np.ndarray:
+    out, ref = _same_shape(out, ref)
+    # Clipping keeps log finite where a probability underflowed to exactly zero.
+    p = np.clip(ref.astype(np.float64), 1e-12, 1.0)
+    q = np.clip(out.astype(np.float64), 1e-12, 1.0)
+    kl = np.sum(p * (np.log(p) - np.log(q)), axis=axis)
+    return _per_sample_mean(np.maximum(kl, 0.0))
+
+
 def _same_shape(out: Any, ref: Any) -> tuple[np.ndarray, np.ndarray]:
     out, ref = np.asarray(out), np.asarray(ref)
     if out.shape != ref.shape:
@@ -283,6 +294,19 @@ def kl_divergence(output: int = 0, axis: int = -1) -> Metric:
     )
 
 
+def probability_kl(output: int = 0, axis: int = -1) -> Metric:
+    """Mean KL(reference || outputs) along ``axis``, in nats, for outputs that are already
+    probability distributions (a model ending in Softmax).
+
+    :func:`kl_divergence` applies a softmax first, which is right for logits but flattens the
+    difference between two probability vectors (softmax of probabilities is close to uniform).
+    """
+    return _mean_metric(
+        "probability_kl", lambda out, ref: _probability_kl(out, ref, axis), "lower", "reference", output,
+        (0.0, math.inf),
+    )
+
+
 def custom(
     fn: Callable[[Any, Any], float],
     name: str | None = None,
@@ -309,6 +333,8 @@ _ALIASES: dict[str, Callable[[], Metric]] = {
     "mse": relative_mse,
     "kl": kl_divergence,
     "kl_divergence": kl_divergence,
+    "probability_kl": probability_kl,
+    "kl_probabilities": probability_kl,
 }
 
 
@@ -319,7 +345,7 @@ def names() -> list[str]:
 
 def get(metric: str | Metric) -> Metric:
     """A metric by name (``"accuracy"``, ``"top5"``, ``"f1"``, ``"agreement"``, ``"cosine"``,
-    ``"mse"``, ``"kl"`` ...); a :class:`Metric` is returned unchanged."""
+    ``"mse"``, ``"kl"``, ``"probability_kl"`` ...); a :class:`Metric` is returned unchanged."""
     if isinstance(metric, Metric):
         return metric
     if not isinstance(metric, str):

@@ -430,7 +430,7 @@ class Search:
         kind = loss or ("kl" if classifier else "mse")
         if kind in ("kl", "kl_divergence"):
             if classifier and np.all(ref >= 0) and np.allclose(ref.sum(axis=-1), 1.0, atol=1e-3):
-                return _probability_kl()  # the model already outputs probabilities
+                return _metrics.probability_kl()  # the model already outputs probabilities
             return _metrics.kl_divergence()
         return _metrics.get(kind)
 
@@ -759,15 +759,3 @@ class Search:
         return (f"Target not reached ({self.target.describe()}): stopped at {where}, {metric}, because "
                 f"{why}. This is the most pruned model found that meets the constraint.")
 
-
-def _probability_kl() -> _metrics.Metric:
-    """KL(reference || output) for models whose outputs are already probabilities."""
-
-    def per_sample(out: np.ndarray, ref: np.ndarray) -> np.ndarray:
-        p = np.clip(np.asarray(ref, np.float64), 1e-12, 1.0)
-        q = np.clip(np.asarray(out, np.float64), 1e-12, 1.0)
-        kl = np.sum(p * (np.log(p) - np.log(q)), axis=-1)
-        return np.maximum(kl.reshape(kl.shape[0], -1).mean(axis=1), 0.0)
-
-    return _metrics.Metric("kl_divergence", lambda o, r: float(per_sample(o, r).mean()), "lower", "reference", 0,
-                           per_sample, (0.0, math.inf))
