@@ -10,7 +10,7 @@ from .search.greedy import GreedySearch
 from .search.oneshot import OneShotSearch
 from .search.random import RandomSearch
 from .search.recursive import RecursiveSearch
-from .targets import MACs, Target
+from .targets import Target
 
 __all__ = ["prune", "PruneResult", "STRATEGIES"]
 
@@ -21,12 +21,13 @@ def prune(model: Any, data: Dataset | None = None, *, granularity: str = "channe
           strategy: str = "greedy", target: Target | None = None, max_drop: float | None = 0.01,
           metric: Any = None, seed: int = 0, threads: int | None = None, quiet: bool = False,
           **options: Any) -> PruneResult:
-    """Prune ``model`` toward ``target`` (default ``MACs(0.5)``) while the metric drops at most
-    ``max_drop``; ``options`` go to the strategy (e.g. ``step``, ``trials``, ``recovery``)."""
+    """Prune ``model`` toward ``target`` (default ``MACs(0.5)``; for a one-shot cut given per-group
+    ``ratios``, those ratios) while the metric drops at most ``max_drop``; ``options`` go to the
+    strategy (e.g. ``step``, ``trials``, ``recovery``, ``ratios``)."""
     key = strategy.strip().lower().replace("-", "_")
     if key not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    common = dict(granularity=granularity, importance=importance, target=target or MACs(0.5),
+    common = dict(granularity=granularity, importance=importance, target=target,
                   max_drop=max_drop, metric=metric, seed=seed, threads=threads, quiet=quiet)
     if key.startswith("oneshot"):
         options.setdefault("scope", "global" if key == "oneshot_global" else "local")

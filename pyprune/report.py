@@ -64,6 +64,25 @@ class History:
     def write(self, path: str | os.PathLike) -> Path:
         return _atomic_write(Path(path), self.to_json())
 
+    @classmethod
+    def from_list(cls, entries: list[dict[str, Any]]) -> History:
+        """The history :meth:`to_list` describes (NaN/inf figures come back as None)."""
+        history = cls()
+        for e in entries:
+            if not isinstance(e, dict):
+                raise ValueError(f"a history entry must be a JSON object, got {e!r}")
+            history.add(HistoryEntry(**{**e, "removed": {k: list(v) for k, v in e["removed"].items()}}))
+        return history
+
+    @classmethod
+    def from_json(cls, text: str) -> History:
+        return cls.from_list(json.loads(text))
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> History:
+        """Read a ``history.json`` written by :meth:`write`."""
+        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+
 
 @dataclass(frozen=True)
 class Figures:
@@ -189,11 +208,7 @@ class Report:
 
     def plot(self, path: str | os.PathLike) -> Path:
         """PNG of the metric along the search path against the cost (fraction of MACs or params)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot as plt
-
+        plt = _pyplot()
         by_macs = self.before.macs > 0
         base = self.before.macs if by_macs else max(self.before.params, 1)
         points = [((e.macs if by_macs else e.params) / base, e.metric) for e in self.history if e.metric is not None]
@@ -209,17 +224,7 @@ class Report:
         ax.invert_xaxis()
         ax.grid(True, alpha=0.3)
         ax.legend(loc="best")
-        fig.tight_layout()
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        try:
-            fig.savefig(tmp, format="png")
-            os.replace(tmp, path)
-        finally:
-            plt.close(fig)
-            if tmp.exists():
-                tmp.unlink()
-        return path
+        return _save_figure(fig, path)
 
     def write(self, directory: str | os.PathLike) -> dict[str, Path]:
         """Write report.md, report.json, history.json and metric_vs_cost.png into ``directory``."""
@@ -231,6 +236,33 @@ class Report:
             "history": self.history.write(d / "history.json"),
             "plot": self.plot(d / "metric_vs_cost.png"),
         }
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    return plt
+
+
+def _save_figure(fig: Any, path: str | os.PathLike) -> Path:
+    """Save ``fig`` as PNG atomically (temp file + rename) and close it."""
+    from matplotlib import pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if tmp.exists():
+            tmp.unlink()
+    return path
 
 
 def _ratio(after: float, before: float) -> str:

@@ -1,7 +1,9 @@
 """One-shot pruning: remove the least important units to the target in one cut.
 
-``scope="local"`` removes the same fraction of every group (or ``ratios`` per group, e.g. from a
-sensitivity analysis); ``scope="global"`` ranks all units of all groups together by their
+``scope="local"`` removes the same fraction of every group (or ``ratios`` per group, e.g. from
+:meth:`~pyprune.search.sensitivity.Sensitivity.allocate`; with ratios and no target the cut is
+exactly those ratios, with a target the ratios are scaled down together until it is just
+reached); ``scope="global"`` ranks all units of all groups together by their
 normalised scores. The cut is judged once (with recovery); when it breaks the constraint, the
 largest cut along the same ranking that meets it is found by bisection and returned, with a
 statement saying so.
@@ -14,6 +16,7 @@ from typing import Literal
 
 import numpy as np
 
+from ..targets import MACs
 from ._base import Counts, Evaluation, Search
 
 __all__ = ["OneShotSearch"]
@@ -31,12 +34,21 @@ class OneShotSearch(Search):
         self.scope = scope
         self.ratios = dict(ratios) if ratios is not None else None
         self.bisection_steps = int(bisection_steps)
+        if self.ratios is not None and scope != "local":
+            raise ValueError("ratios per group apply to scope='local'")
         super().__init__(*args, **kwargs)
         self.name = f"oneshot-{scope}"
         if self.ratios is not None:
             unknown = sorted(set(self.ratios) - set(self.by_id))
             if unknown:
                 raise ValueError(f"ratios name slots that cannot be pruned: {', '.join(unknown)}")
+            for sid, r in self.ratios.items():
+                if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 <= r <= 1.0:
+                    raise ValueError(f"ratio of {sid!r} must be a fraction in [0, 1], got {r!r}")
+            if kwargs.get("target") is None:
+                # No target of its own: the cut at the given ratios is the target.
+                cost = self.cost(self.counts_at(1.0))
+                self.target = MACs(max(cost.macs / max(self.macs0, 1), 1e-12))
         if scope == "global":
             # One ranking over every removable item: (normalised score, slot number, rank in slot).
             entries = []

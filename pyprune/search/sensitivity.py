@@ -1,0 +1,272 @@
+"""Sensitivity analysis: how much the metric suffers when one group (or layer) alone is pruned.
+
+Every prunable group is cut at each ratio (its least important units first, in the order the
+searches use) while every other group stays whole; at layer granularity each layer is removed on
+its own. All candidates are judged in the one masked ONNX Runtime session of a search, so the whole
+table costs about ``groups x ratios`` plain inferences over the data.
+
+The result prints as a table, writes ``sensitivity.md``, ``sensitivity.json`` and
+``sensitivity.png``, and :meth:`Sensitivity.allocate` turns it into per-group ratios for a one-shot
+cut (``prune(..., strategy="oneshot", ratios=...)``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .. import metrics as _metrics
+from .._run import format_table
+from ..data import Dataset
+from ..graph import Model
+from ..report import _atomic_write, _jsonable, _pyplot, _save_figure
+from ..targets import Constraint, as_constraint
+from ._base import Limits, Search
+
+__all__ = ["sensitivity", "Sensitivity", "SensitivityRow", "DEFAULT_RATIOS"]
+
+DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+@dataclass(frozen=True)
+class SensitivityRow:
+    """One group (or layer) of the table.
+
+    ``counts[i]`` units were removed for ``ratios[i]`` (the largest allowed count not above the
+    ratio; several ratios can map to one count in a small group), giving ``values[i]`` and
+    ``macs[i]``/``params[i]`` (fractions of the unpruned model's MACs and parameters).
+    """
+
+    id: str
+    kind: Literal["group", "layer"]
+    size: int
+    counts: tuple[int, ...]
+    values: tuple[float, ...]
+    macs: tuple[float, ...]
+    params: tuple[float, ...]
+
+
+@dataclass
+class Sensitivity:
+    """The metric with each group (or layer) pruned alone; see the module docstring."""
+
+    metric_name: str
+    direction: Literal["higher", "lower"]
+    baseline: float
+    granularity: Literal["channel", "layer"]
+    importance: str
+    ratios: tuple[float, ...]
+    rows: list[SensitivityRow]
+    frozen: dict[str, str] = field(default_factory=dict)
+    evaluations: int = 0
+    seconds: float = 0.0
+    samples: int = 0
+    synthetic_data: bool = False
+
+    def row(self, slot_id: str) -> SensitivityRow:
+        for r in self.rows:
+            if r.id == slot_id:
+                return r
+        raise KeyError(f"no group or layer {slot_id!r} in the analysis; it has {[r.id for r in self.rows]}")
+
+    def drop(self, value: float) -> float:
+        """How much worse ``value`` is than the baseline (positive = worse, for either direction)."""
+        return self.baseline - value if self.direction == "higher" else value - self.baseline
+
+    # -- allocation -----------------------------------------------------------------------------
+
+    def allocate(self, max_drop: float | Constraint, relative: bool = False) -> dict[str, float]:
+        """Per-group ratios for a one-shot cut: for each group, the largest analysed ratio up to
+        which the metric stays within ``max_drop`` of the baseline (every smaller ratio too, so a
+        lucky value past a failing one is not trusted). Groups that fail already at the smallest
+        ratio get 0. At layer granularity a layer gets 1 (remove) or 0 (keep).
+
+        The drops are measured one group at a time; pruning several groups together usually costs
+        more, which the one-shot search checks (and backs off from) when given a constraint.
+        """
+        constraint = as_constraint(max_drop, relative)
+        if constraint is None:
+            raise ValueError("allocate needs a max_drop (a number or a Constraint)")
+        metric = _metrics.Metric(self.metric_name, lambda o, t: 0.0, self.direction)
+        threshold = constraint.threshold(self.baseline, metric)
+        out: dict[str, float] = {}
+        for r in self.rows:
+            chosen = 0.0
+            for ratio, value in sorted(zip(self.ratios, r.values)):
+                if not metric.meets(value, threshold):
+                    break
+                chosen = ratio
+            out[r.id] = chosen
+        return out
+
+    # -- views ----------------------------------------------------------------------------------
+
+    def _header(self) -> list[str]:
+        unit = "layer" if self.granularity == "layer" else "group"
+        if self.granularity == "layer":
+            return [unit, "params", "MACs", "removed"]
+        return [unit, "units"] + [f"{r:.0%}" for r in self.ratios]
+
+    def _cells(self, r: SensitivityRow) -> list[str]:
+        values = [f"{v:.4f}" for v in r.values]
+        if self.granularity == "layer":
+            return [r.id, f"{1 - r.params[0]:.1%}", f"{1 - r.macs[0]:.1%}"] + values
+        return [r.id, str(r.size)] + values
+
+    def describe(self) -> str:
+        what = "layer removed" if self.granularity == "layer" else "group pruned"
+        data = "synthetic data" if self.synthetic_data else f"{self.samples} samples"
+        return (f"Sensitivity: {self.metric_name} with one {what} alone ({self.importance} importance, "
+                f"{data}); unpruned {self.baseline:.4f}")
+
+    def __str__(self) -> str:
+        lines = [self.describe(), "", format_table(self._header(), [self._cells(r) for r in self.rows])]
+        if self.frozen:
+            lines += ["", "not analysed: " + "; ".join(f"{k} ({v})" for k, v in self.frozen.items())]
+        lines.append(f"{self.evaluations} evaluations, {self.seconds:.2f} s")
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        header = self._header()
+        out = [f"# {self.describe()}", "", "| " + " | ".join(header) + " |",
+               "|" + "---|" + "---:|" * (len(header) - 1)]
+        out += ["| " + " | ".join(self._cells(r)) + " |" for r in self.rows]
+        if self.frozen:
+            out += ["", "## Not analysed", "", "| id | reason |", "|---|---|"]
+            out += [f"| `{k}` | {v} |" for k, v in self.frozen.items()]
+        out += ["", f"{self.evaluations} evaluations, {self.seconds:.2f} s", "",
+                "![sensitivity](sensitivity.png)", ""]
+        return "\n".join(out)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable({
+            "metric": self.metric_name, "direction": self.direction, "baseline": self.baseline,
+            "granularity": self.granularity, "importance": self.importance, "ratios": list(self.ratios),
+            "rows": [{"id": r.id, "kind": r.kind, "size": r.size, "counts": list(r.counts),
+                      "values": list(r.values), "macs": list(r.macs), "params": list(r.params)}
+                     for r in self.rows],
+            "frozen": dict(self.frozen), "evaluations": self.evaluations, "seconds": self.seconds,
+            "samples": self.samples, "synthetic_data": self.synthetic_data,
+        })
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def plot(self, path: str | os.PathLike) -> Path:
+        """PNG: the metric against the pruned ratio, one line per group (bars for layers)."""
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+        if self.granularity == "layer":
+            ax.barh([r.id for r in self.rows], [r.values[0] for r in self.rows], color="tab:blue")
+            ax.axvline(self.baseline, color="grey", linestyle=":", linewidth=1, label="unpruned")
+            ax.set_xlabel(f"{self.metric_name} with the layer removed")
+        else:
+            for r in self.rows:
+                ax.plot([0.0, *self.ratios], [self.baseline, *r.values], marker="o", markersize=3, label=r.id)
+            ax.axhline(self.baseline, color="grey", linestyle=":", linewidth=1, label="unpruned")
+            ax.set_xlabel("fraction of the group pruned")
+            ax.set_ylabel(self.metric_name)
+        ax.set_title(f"Sensitivity ({self.importance} importance)")
+        ax.grid(True, alpha=0.3)
+        if len(self.rows) <= 12:
+            ax.legend(loc="best", fontsize="small")
+        return _save_figure(fig, path)
+
+    def write(self, directory: str | os.PathLike) -> dict[str, Path]:
+        """Write sensitivity.md, sensitivity.json and sensitivity.png into ``directory``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        return {
+            "markdown": _atomic_write(d / "sensitivity.md", self.markdown()),
+            "json": _atomic_write(d / "sensitivity.json", self.to_json()),
+            "plot": self.plot(d / "sensitivity.png"),
+        }
+
+
+class _Sweep(Search):
+    """The search machinery (slots, orders, session, metric) without a loop of its own."""
+
+    name = "sensitivity"
+
+
+def sensitivity(
+    model: Model | Any,
+    data: Dataset | None = None,
+    *,
+    metric: str | _metrics.Metric | None = None,
+    granularity: Literal["channel", "layer"] = "channel",
+    importance: str = "l2",
+    ratios: Sequence[float] = DEFAULT_RATIOS,
+    reduce: str = "sum",
+    normalize: str = "mean",
+    skip: Sequence[str] = (),
+    seed: int = 0,
+    threads: int | None = None,
+    batch_size: int | None = None,
+    quiet: bool = False,
+) -> Sensitivity:
+    """The metric with each prunable group (or layer) pruned alone at each of ``ratios``.
+
+    ``data`` and ``metric`` work as in :func:`pyprune.prune`: accuracy when the dataset has
+    labels, agreement with the unpruned model otherwise (no data: a clearly labelled synthetic
+    set). ``ratios`` are fractions of each group's units, in (0, 1]; a group always keeps one unit.
+    ``skip``: group or layer ids to leave out. A progress bar shows unless ``quiet``.
+    """
+    if granularity not in ("channel", "layer"):
+        raise ValueError(f"sensitivity granularity must be 'channel' or 'layer', got {granularity!r}")
+    ratios = _check_ratios(ratios) if granularity == "channel" else (1.0,)
+    search = _Sweep(model, data, granularity=granularity, importance=importance, max_drop=None,
+                    metric=metric, recovery=False, limits=Limits(skip=tuple(skip)), reduce=reduce,
+                    normalize=normalize, seed=seed, threads=threads, quiet=True, batch_size=batch_size,
+                    measure_latency=False)
+    plan = [(s, [s.count_for(r) for r in ratios]) for s in search.slots]
+    bar = None
+    if not quiet:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sum(len(set(c) - {0}) for _, c in plan), desc="sensitivity", unit="eval",
+                   leave=False, dynamic_ncols=True)
+    rows = []
+    try:
+        for slot, counts in plan:
+            judged: dict[int, tuple[float, float, float]] = {0: (search.baseline, 1.0, 1.0)}
+            for n in counts:
+                if n in judged:
+                    continue
+                evaluation = search.evaluate({slot.id: n})
+                cost = evaluation.cost
+                judged[n] = (evaluation.metric, cost.macs / max(search.macs0, 1),
+                             cost.params / max(search.params0, 1))
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix_str(f"{slot.id} {n}/{slot.size}: {search.metric.name}={evaluation.metric:.4f}",
+                                        refresh=False)
+            rows.append(SensitivityRow(slot.id, "layer" if slot.kind == "layer" else "group", slot.size,
+                                       tuple(counts), *(tuple(judged[n][i] for n in counts) for i in range(3))))
+    finally:
+        if bar is not None:
+            bar.close()
+    return Sensitivity(
+        metric_name=search.metric.name, direction=search.metric.direction, baseline=float(search.baseline),
+        granularity=granularity, importance=importance, ratios=ratios, rows=rows, frozen=dict(search.frozen),
+        evaluations=search.evaluations, seconds=time.perf_counter() - search.started,
+        samples=len(search.dataset), synthetic_data=bool(getattr(search.dataset, "synthetic", False)),
+    )
+
+
+def _check_ratios(ratios: Sequence[float]) -> tuple[float, ...]:
+    if isinstance(ratios, (str, bytes)) or not isinstance(ratios, Sequence) or not ratios:
+        raise TypeError(f"ratios must be a non-empty sequence of fractions, got {ratios!r}")
+    out = []
+    for r in ratios:
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 <= float(r) <= 1.0:
+            raise ValueError(f"each ratio must be a fraction in [0, 1], got {r!r}")
+        out.append(float(r))
+    if len(set(out)) != len(out):
+        raise ValueError(f"ratios must be distinct, got {list(ratios)}")
+    return tuple(sorted(out))
