@@ -24,7 +24,7 @@ from .. import importance as _importance
 from .. import metrics as _metrics
 from .._session import MaskedSession, make_session, run_batches
 from .._latency import measure_latency
-from ..data import Dataset, as_model
+from ..data import DEFAULT_BATCH_SIZE, Dataset, as_model
 from ..errors import TargetError
 from ..graph import DependencyGraph, Model
 from ..graph._layer_surgery import remove_layers
@@ -37,6 +37,10 @@ from .recovery import Recovery
 __all__ = ["Limits", "Slot", "Cost", "Evaluation", "PruneResult", "Search", "GRANULARITIES"]
 
 GRANULARITIES = ("channel", "layer", "weight", "nm")
+#: Recovery passes stop once no correction (scale or shift) moves by more than this.
+_SETTLED = 1e-4
+#: Multiply-accumulates per batch a search aims for when no batch size is given.
+_BATCH_MACS = 256_000_000
 Granularity = Literal["channel", "layer", "weight", "nm"]
 
 
@@ -248,6 +252,11 @@ class Search:
         self.recovery = Recovery(self.model, groups, batchnorm=recovery, bias=recovery)
         layers = [self.graph.layer(s.id) for s in self.slots if s.kind == "layer"]
         weights = [s.id for s in self.slots if s.kind in ("weight", "nm")]
+        if batch_size is None:
+            # Small models run the calibration data in a few large batches: per-run overheads
+            # (ONNX Runtime calls, statistics updates) dominate their evaluations otherwise.
+            batch_size = int(min(max(_BATCH_MACS // max(self.macs0, 1), DEFAULT_BATCH_SIZE), 1024))
+            self.batch_size = batch_size
         self.session = MaskedSession(
             self.model, self.dataset, groups=groups, layers=layers, weights=weights,
             threads=threads, batch_size=batch_size, affine=self.recovery.affine_points,
@@ -524,7 +533,10 @@ class Search:
         """Judge one state in the session: the metric, the fidelity loss and the constraint."""
         groups, gates, weights = self.masks(counts, orders)
         affine = self.recovery.corrections if corrections is None else corrections
-        outs = self.session.run(groups, gates, weights, affine)
+        return self._judge(self.session.run(groups, gates, weights, affine), counts, orders, count)
+
+    def _judge(self, outs: list[np.ndarray], counts: Mapping[str, int],
+               orders: Mapping[str, np.ndarray] | None, count: bool) -> Evaluation:
         value = self.metric(outs, self.metric_target)
         loss = self.loss(outs, self.reference)
         if count:
@@ -541,27 +553,36 @@ class Search:
               recover: bool = False) -> Evaluation:
         """Judge a state; with ``recover`` the recovery corrections are re-estimated for it first
         (the current corrections are left untouched; the new ones travel with the result)."""
-        evaluation = self.evaluate(counts, orders)
         if not recover or not self.recovery.active:
-            return evaluation
+            return self.evaluate(counts, orders)
         snap = self.recovery.snapshot()
         try:
-            return self._recovered(counts, orders, evaluation)
+            return self._recovered(counts, orders)
         finally:
             self.recovery.restore(snap)
 
-    def _recovered(self, counts: Mapping[str, int], orders: Mapping[str, np.ndarray] | None,
-                   evaluation: Evaluation) -> Evaluation:
-        """Re-estimate corrections under a state's masks. A few passes, so that later layers see
-        earlier layers already corrected; stops once the corrections settle."""
+    def _recovered(self, counts: Mapping[str, int], orders: Mapping[str, np.ndarray] | None = None,
+                   count: bool = True) -> Evaluation:
+        """Re-estimate corrections under a state's masks and judge the state with them.
+
+        Each pass runs the data once, yielding the outputs under the corrections fed and the
+        statistics for the next corrections. Later layers need earlier layers corrected first, so
+        passes repeat (one per normalisation layer, up to four, plus one) until the corrections
+        settle; the outputs of the settling pass are the evaluation, so a state that needs no
+        correction costs one run.
+        """
         groups, gates, weights = self.masks(counts, orders)
-        for _ in range(min(len(self.recovery.batchnorms), 4) + 1):
-            stats = self.session.activation_stats(groups, gates, weights, self.recovery.corrections)
+        outs = None
+        for _ in range(min(len(self.recovery.batchnorms), 4) + 2):
+            fed = self.recovery.snapshot()
+            outs, stats = self.session.run_with_stats(groups, gates, weights, self.recovery.corrections)
             self.recovery_runs += 1
-            if self.recovery.update(stats, groups) < 1e-4:
+            if self.recovery.update(stats, groups) < _SETTLED:
+                self.recovery.restore(fed)  # the corrections the outputs were computed with
                 break
-        current = self.evaluate(counts, orders, count=False)
-        return replace(current, corrections=self.recovery.snapshot())
+        else:
+            outs = self.session.run(groups, gates, weights, self.recovery.corrections)
+        return replace(self._judge(outs, counts, orders, count), corrections=self.recovery.snapshot())
 
     def commit(self, counts: Mapping[str, int], action: str, evaluation: Evaluation,
                orders: Mapping[str, np.ndarray] | None = None) -> Evaluation:
@@ -585,7 +606,7 @@ class Search:
                 self.recovery.restore(evaluation.corrections)
             else:
                 snap = self.recovery.snapshot()
-                recovered = self._recovered(self.counts, None, evaluation)
+                recovered = self._recovered(self.counts, None, count=False)
                 if recovered.passed or not evaluation.passed:
                     evaluation = recovered
                 else:
