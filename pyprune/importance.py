@@ -28,7 +28,7 @@ from . import core
 from ._activations import ChannelStats
 from .data import Dataset
 from .evaluate import activation_stats
-from .graph import Group, Layer, Model
+from .graph import Coupling, Group, Layer, Model
 
 __all__ = [
     "IMPORTANCES",
@@ -165,13 +165,13 @@ def group_scores(
     if kind in ("l1", "l2", "linf"):
         combine = {"l1": "sum", "l2": "l2", "linf": "max"}[kind]
         for c in group.couplings:
-            if c.role not in ("out", "in"):
+            if c.role not in ("out", "in") or _is_bias(model, c):
                 continue
             norms = core.slice_norms(model.weight(c.weight), c.axis, kind, nan="max", threads=threads)
             parts.append(_per_unit(norms, c.index, size, combine))
     elif kind == "fpgm":
         for c in group.couplings:
-            if c.role != "out":
+            if c.role != "out" or _is_bias(model, c):
                 continue
             w = model.weight(c.weight)
             if w.shape[c.axis] < 2:
@@ -206,6 +206,16 @@ def group_scores(
             # positions per unit differ (a flattened channel owns H*W positions): average them
             parts = [(v / np.maximum(n, 1), n) for v, n in parts]
     return normalize_scores(_reduce(parts, size, reduce), normalize)
+
+
+def _is_bias(model: Model, coupling: Coupling) -> bool:
+    """The producer's bias is coupled with its output units too, but says nothing about how much
+    a unit contributes (a dead unit can carry a large bias)."""
+    if not coupling.node:
+        return False
+    node = model.node(coupling.node)
+    return (node.op_type in ("Gemm", "Conv", "ConvTranspose") and len(node.input) > 2
+            and node.input[2] == coupling.weight and node.input[1] != coupling.weight)
 
 
 def all_group_scores(
