@@ -597,22 +597,34 @@ class Search:
             order = (orders or {}).get(sid, self.by_id[sid].order)
             if n > old:
                 removed[sid] = np.sort(order[old:n]).tolist()
-        if orders:
-            for sid, order in orders.items():
-                self.by_id[sid].order = np.asarray(order)
-        self.counts = dict(counts)
-        if self.recovery.active:
-            if evaluation.corrections is not None:
-                self.recovery.restore(evaluation.corrections)
-            else:
-                snap = self.recovery.snapshot()
-                recovered = self._recovered(self.counts, None, count=False)
-                if recovered.passed or not evaluation.passed:
-                    evaluation = recovered
+        before = (self.counts, {sid: self.by_id[sid].order for sid in orders or {}}, self.recovery.snapshot(),
+                  self.current, len(self.history))
+        try:
+            if orders:
+                for sid, order in orders.items():
+                    self.by_id[sid].order = np.asarray(order)
+            self.counts = dict(counts)
+            if self.recovery.active:
+                if evaluation.corrections is not None:
+                    self.recovery.restore(evaluation.corrections)
                 else:
-                    self.recovery.restore(snap)
-        self.current = evaluation
-        self._record(action, removed, evaluation.metric, evaluation.loss)
+                    snap = self.recovery.snapshot()
+                    recovered = self._recovered(self.counts, None, count=False)
+                    if recovered.passed or not evaluation.passed:
+                        evaluation = recovered
+                    else:
+                        self.recovery.restore(snap)
+            self.current = evaluation
+            self._record(action, removed, evaluation.metric, evaluation.loss)
+        except KeyboardInterrupt:
+            # Ctrl-C halfway through a commit (e.g. during recovery): go back to the last whole
+            # committed state, which meets the constraint, so that is what run() ships.
+            self.counts, old_orders, snap, self.current, length = before
+            for sid, order in old_orders.items():
+                self.by_id[sid].order = order
+            self.recovery.restore(snap)
+            del self.history.entries[length:]
+            raise
         self._checkpoint(evaluation.cost)
         return evaluation
 
