@@ -250,17 +250,21 @@ def _dtype(model: Model, name: str) -> np.dtype:
 
 def _add_bias(model: Model, node: onnx.NodeProto, index: int, delta: np.ndarray, usable: bool) -> None:
     dtype = _dtype(model, node.input[1])
-    if len(node.input) > index and node.input[index]:
+    given = len(node.input) > index and bool(node.input[index])
+    if given and usable:
         old = model.weight(node.input[index]).astype(np.float64)
         new = np.broadcast_to(old, np.broadcast_shapes(old.shape, delta.shape)) + delta
         node.input[index] = model.add_weight(model.unique_name(f"{node.input[index]}_compensated"),
                                              new.astype(dtype))
         return
-    if not usable:  # Gemm with beta = 0 ignores C: give it C = delta with beta = 1
+    if not usable:  # Gemm with beta = 0 ignores C, given or not: C = delta with beta = 1
         for a in node.attribute:
             if a.name == "beta":
                 a.f = 1.0
     name = model.add_weight(model.unique_name(f"{node.name}_compensation"), delta.astype(dtype))
+    if given:
+        node.input[index] = name
+        return
     while len(node.input) < index:
         node.input.append("")
     node.input.append(name)
