@@ -262,7 +262,11 @@ class Search:
             threads=threads, batch_size=batch_size, affine=self.recovery.affine_points,
             capture=self.recovery.capture,
         )
-        self.reference = self.session.run()
+        if self.recovery.batchnorms:
+            self.reference, stats = self.session.run_with_stats()
+            self.recovery.calibrate(stats)
+        else:
+            self.reference = self.session.run()
         self.loss = self._loss_metric(loss)
         self.metric_target = self.dataset.labels if self.metric.needs_labels else self.reference
         self.baseline = self.metric(self.reference, self.metric_target)

@@ -5,7 +5,9 @@ affine corrections undo most of that without training, and both are fed into the
 ONNX Runtime session (``x * scale + shift`` on an edge), so no rebuild is needed:
 
 * **BatchNormalization re-estimation.** The mean and variance of every BatchNormalization input
-  are measured on the calibration data under the current masks; the BN then normalises with them.
+  are measured on the calibration data under the current masks and compared with the unpruned
+  model's on the same data (:meth:`Recovery.calibrate`); the BN's statistics move by that drift, so
+  its output keeps the mean and variance it had before pruning.
   On the BN's input edge that is ``scale = sqrt(var + eps) / sqrt(var' + eps)`` and
   ``shift = mean - scale * mean'``; in the shipped model the BN's running mean and variance are
   simply replaced by ``mean'`` and ``var'``.
@@ -76,6 +78,8 @@ class Recovery:
         # Current corrections: edge -> (scale, shift); BN node -> (mean', var').
         self.corrections: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
         self.bn_stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        # BN input statistics of the unpruned model on the calibration data (see calibrate()).
+        self.unpruned: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     # -- discovery ------------------------------------------------------------------------------
 
@@ -134,6 +138,16 @@ class Recovery:
 
     # -- estimation -----------------------------------------------------------------------------
 
+    def calibrate(self, stats: Mapping[str, ChannelStats]) -> None:
+        """Record the BN input statistics of the unpruned model on the calibration data.
+
+        Re-estimation then corrects only the drift that pruning causes: the unpruned model is
+        left exactly as it is even when the calibration data's statistics differ from the
+        running statistics (a small or shifted calibration set, synthetic data).
+        """
+        self.unpruned = {bn.node: (stats[bn.point.tensor].mean, stats[bn.point.tensor].var)
+                         for bn in self.batchnorms}
+
     def update(self, stats: Mapping[str, ChannelStats], keeps: Mapping[str, np.ndarray]) -> float:
         """New corrections from statistics measured under the masks ``keeps`` (group -> keep mask).
 
@@ -144,6 +158,13 @@ class Recovery:
         new: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
         for bn in self.batchnorms:
             mean, var = stats[bn.point.tensor].mean, stats[bn.point.tensor].var
+            if bn.node in self.unpruned:
+                # New running statistics that give the BN's output, on this data, the mean and
+                # variance it had unpruned: var' + eps = (var + eps) r^2, mean' = m1 - (m0 - mean) r.
+                m0, v0 = self.unpruned[bn.node]
+                r = np.sqrt(np.where(v0 > 1e-12, var / np.where(v0 > 1e-12, v0, 1.0), 1.0))
+                mean = mean - (m0 - bn.mean) * r
+                var = np.maximum((bn.var + bn.eps) * r * r - bn.eps, 0.0)
             scale = np.sqrt(bn.var + bn.eps) / np.sqrt(var + bn.eps)
             shift = bn.mean - scale * mean
             new[(bn.node, 0)] = (scale, shift)
