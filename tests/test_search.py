@@ -59,3 +59,328 @@ def test_report_files(mlp, tmp_path):
     import json
 
     assert json.loads(files["json"].read_text())["strategy"] == "recursive"
+
+
+# -- generated models: every granularity through prune(), checked outside the search ----------
+
+import math  # noqa: E402
+
+import onnxruntime as ort  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from pyprune import metrics  # noqa: E402
+from pyprune.evaluate import MaskedSession  # noqa: E402
+from pyprune.graph import DependencyGraph, Model, maskable_weights  # noqa: E402
+from pyprune.search import Limits  # noqa: E402
+from pyprune.targets import Constraint  # noqa: E402
+
+from _models import Builder, conv_stack, transformer_ffn  # noqa: E402  (tests/ is on sys.path)
+
+FAST = dict(quiet=True, measure_latency=False)
+
+
+def gemm_mlp() -> Model:
+    """x[16] -> Gemm 24 -> Relu -> Gemm(transB) 16 -> Relu -> Gemm 4: widths fit 2:4 and round_to 4."""
+    b = Builder(opset=13, seed=11)
+    x = b.input([16])
+    h = b.relu(b.gemm(x, 16, 24))
+    h = b.relu(b.gemm(h, 24, 16, trans_b=1))
+    return load(b.model([b.gemm(h, 16, 4)]))
+
+
+def ort_outputs(path_or_model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    source = str(path_or_model) if isinstance(path_or_model, Path) else path_or_model.proto.SerializeToString()
+    return ort.InferenceSession(source, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+@pytest.fixture(scope="module")
+def gen():
+    model = gemm_mlp()
+    x = np.random.default_rng(5).standard_normal((128, 16)).astype(np.float32)
+    labels = ort_outputs(model, {"x": x})[0].argmax(axis=1)
+    labels[::9] = (labels[::9] + 1) % 4
+    return model, Dataset({"x": x}, labels), x
+
+
+def removed_units(result) -> dict[str, np.ndarray]:
+    """Units removed per slot, collected from the history (independent of the report)."""
+    out: dict[str, list[int]] = {}
+    for e in result.history:
+        for sid, items in e.removed.items():
+            out.setdefault(sid, []).extend(items)
+    return {k: np.array(sorted(v), dtype=np.int64) for k, v in out.items()}
+
+
+def shipped(result, tmp_path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Write the model, check it fully, load it in a fresh session and run it."""
+    path = result.model.save(tmp_path / "pruned.onnx")
+    onnx.checker.check_model(str(path), full_check=True)
+    return ort_outputs(path, feeds)
+
+
+def assert_same(a: list[np.ndarray], b: list[np.ndarray]) -> None:
+    assert len(a) == len(b)
+    for u, v in zip(a, b):
+        np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5)
+
+
+def test_channel_model_equals_the_masked_evaluation(gen, tmp_path):
+    model, data, x = gen
+    result = pyprune.prune(model, data, strategy="greedy", target=MACs(0.6), max_drop=None, recovery=False,
+                           **FAST)
+    assert result.met and result.model.macs() <= 0.6 * model.macs()
+    graph = DependencyGraph(model)
+    removals = removed_units(result)
+    groups = [graph.group(g) for g in removals]
+    session = MaskedSession(model, data, groups=groups)
+    keeps = {g.id: ~np.isin(np.arange(g.size), removals[g.id]) for g in groups}
+    assert_same(shipped(result, tmp_path, {"x": x}), session.run(keeps))
+
+
+def test_layer_granularity(tmp_path):
+    model = load(transformer_ffn())
+    x = np.random.default_rng(2).standard_normal((40, 4, 6)).astype(np.float32)
+    data = Dataset({"x": x})
+    result = pyprune.prune(model, data, granularity="layer", strategy="greedy", target=MACs(0.6), max_drop=None,
+                           **FAST)
+    assert result.met and result.report.verified
+    gone = list(result.report.removed)
+    assert gone and all(k.startswith(("residual:", "path:")) for k in gone)
+    layers = [layer for layer in DependencyGraph(model).layers if layer.prunable]
+    session = MaskedSession(model, data, layers=layers)
+    assert_same(shipped(result, tmp_path, {"x": x}), session.run(layer_gates={lid: 0.0 for lid in gone}))
+    assert result.model.macs() == model.macs() - sum(layer.macs for layer in layers if layer.id in gone)
+
+
+def test_layer_granularity_on_the_cnn_with_a_gate_on_a_path():
+    """The CNN's removable layer is a path (Conv-BN-ReLU) whose gate sits on its output."""
+    model = load(Path(__file__).parents[1] / "benchmarks" / "models" / "digits_cnn.onnx")
+    arrays = np.load(DATA / "digits.npz")
+    data = Dataset({"input": arrays["input"][:64].reshape(-1, 1, 8, 8)}, arrays["label"][:64])
+    result = pyprune.prune(model, data, granularity="layer", strategy="recursive", target=MACs(0.9),
+                           max_drop=None, **FAST)
+    assert result.met and result.report.verified and result.report.removed
+
+
+def test_weight_granularity_with_a_sparsity_target(gen, tmp_path):
+    model, data, x = gen
+    result = pyprune.prune(model, data, granularity="weight", strategy="recursive", target=Sparsity(0.6),
+                           max_drop=None, **FAST)
+    assert result.met and result.report.verified
+    names = [w.name for w in maskable_weights(model)]
+    total = sum(model.weight(n).size for n in names)
+    zeros = sum(int(np.sum(result.model.weight(n) == 0)) for n in names)
+    assert zeros / total >= 0.6
+    assert result.model.params() == model.params()  # unstructured: same shapes, more zeros
+    keeps = {n: result.model.weight(n) != 0 for n in names}
+    for n in names:  # only zeros were written: every kept element is the original value
+        np.testing.assert_array_equal(result.model.weight(n)[keeps[n]], model.weight(n)[keeps[n]])
+    session = MaskedSession(model, data, weights=names)
+    assert_same(shipped(result, tmp_path, {"x": x}), session.run(weights=keeps))
+
+
+def test_nm_granularity_two_of_four(gen, tmp_path):
+    model, data, x = gen
+    result = pyprune.prune(model, data, granularity="nm", strategy="greedy", target=Sparsity(0.45),
+                           max_drop=None, **FAST)
+    assert result.met and result.report.verified
+    weights = {w.name: w for w in maskable_weights(model)}
+    assert set(result.report.removed) <= set(weights)
+    for name in result.report.removed:
+        w = result.model.weight(name)
+        axis = weights[name].reduction_axis
+        blocks = np.moveaxis(w, axis, -1).reshape(-1, 4)
+        assert np.all(np.count_nonzero(blocks, axis=1) <= 2), name
+    names = list(result.report.removed)
+    session = MaskedSession(model, data, weights=names)
+    assert_same(shipped(result, tmp_path, {"x": x}), session.run(weights={n: result.model.weight(n) != 0
+                                                                         for n in names}))
+
+
+def test_nm_freezes_weights_whose_axis_does_not_fit():
+    b = Builder(opset=13, seed=1)
+    h = b.relu(b.gemm(b.input([6]), 6, 8))  # reduction axis of 6: no 2:4
+    model = load(b.model([b.gemm(h, 8, 3)]))
+    search = GreedySearch(model, None, granularity="nm", target=Sparsity(0.2), max_drop=None, **FAST)
+    assert len(search.slots) == 1
+    assert any("not a multiple of 4" in reason for reason in search.frozen.values())
+
+
+@pytest.mark.parametrize("cls", [GreedySearch, RandomSearch])
+def test_same_seed_same_search(gen, cls):
+    model, data, _ = gen
+    runs = [cls(model, data, target=MACs(0.5), max_drop=0.05, seed=3, importance="random", **FAST).run()
+            for _ in range(2)]
+    paths = [[(e.action, e.removed, e.metric, e.params, e.macs) for e in r.history] for r in runs]
+    assert paths[0] == paths[1] and len(paths[0]) > 1
+    other = cls(model, data, target=MACs(0.5), max_drop=0.05, seed=4, importance="random", **FAST).run()
+    assert [(e.action, e.removed) for e in other.history] != [(e.action, e.removed) for e in runs[0].history]
+
+
+class InterruptAt:
+    """A metric (accuracy) that raises KeyboardInterrupt on its ``at``-th call, once."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.calls = at, 0
+
+    def __call__(self, out: np.ndarray, labels: np.ndarray) -> float:
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return float(np.mean(np.argmax(out, axis=-1) == labels))
+
+
+@pytest.mark.parametrize("cls", [GreedySearch, RecursiveSearch, RandomSearch, OneShotSearch])
+@pytest.mark.parametrize("at", [3, 6, 9])
+def test_ctrl_c_returns_the_best_model_that_meets_the_constraint(cls, at):
+    model = load(conv_stack())
+    x = np.random.default_rng(0).standard_normal((48, 3, 8, 8)).astype(np.float32)
+    labels = ort_outputs(model, {"x": x})[0].mean(axis=(2, 3)).argmax(axis=1)  # [N, 4, 4, 4] -> class
+    labels[::5] = (labels[::5] + 1) % 4
+    data = Dataset({"x": x}, labels)
+    interrupt = InterruptAt(at)
+    metric = metrics.Metric("accuracy", lambda out, y: interrupt(out.mean(axis=(2, 3)), y), output=0)
+    search = cls(model, data, target=MACs(0.2), max_drop=0.02, metric=metric, **FAST)
+    result = search.run()
+    assert interrupt.calls > at, "the interrupt fired"
+    assert result.interrupted and result.statement.startswith("Interrupted")
+    assert result.report.verified
+    shipped_accuracy = np.mean(ort_outputs(result.model, {"x": x})[0].mean(axis=(2, 3)).argmax(axis=1) == labels)
+    assert shipped_accuracy >= search.threshold
+    assert result.metric == pytest.approx(shipped_accuracy)
+
+
+@pytest.mark.parametrize("at", [1, 2, 5])
+def test_ctrl_c_inside_a_commit_goes_back_to_the_last_committed_state(monkeypatch, at):
+    """Interrupted while recovery re-estimates the statistics of a step being committed: the
+    shipped model is the last whole committed state, the one the history ends with."""
+    model = load(conv_stack())
+    x = np.random.default_rng(0).standard_normal((48, 3, 8, 8)).astype(np.float32)
+    search = RecursiveSearch(model, Dataset({"x": x}), target=MACs(0.2), max_drop=0.2, metric="cosine", **FAST)
+    update, calls = search.recovery.update, []
+
+    def interrupting_update(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == at:
+            raise KeyboardInterrupt
+        return update(*args, **kwargs)
+
+    monkeypatch.setattr(search.recovery, "update", interrupting_update)
+    result = search.run()
+    assert len(calls) == at and result.interrupted and result.report.verified
+    assert result.report.removed == {k: len(v) for k, v in removed_units(result).items()}
+    assert result.model.macs() == result.history[-1].macs
+    assert result.metric >= search.threshold
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "recursive", "random", "oneshot", "oneshot_global"])
+def test_impossible_target_ends_with_the_best_reachable_model(gen, strategy):
+    model, data, _ = gen
+    result = pyprune.prune(model, data, strategy=strategy, target=Params(0.05), max_drop=0.02, **FAST)
+    assert not result.met and not result.interrupted
+    assert result.statement.startswith("Target not reached")
+    assert result.metric >= result.report.before.metric - 0.02
+    assert result.report.verified
+
+
+def test_unreachable_even_without_constraint_says_why(gen):
+    model, data, _ = gen
+    result = pyprune.prune(model, data, strategy="oneshot", target=MACs(0.01), max_drop=None, **FAST)
+    assert not result.met and "every unit the limits allow" in result.statement
+    # every prunable group is down to its last unit
+    assert all(n == DependencyGraph(model).group(g).size - 1 for g, n in result.report.removed.items())
+
+
+def test_skip_max_fraction_and_round_to_are_honoured(gen):
+    model, data, _ = gen
+    first, second = (g.id for g in DependencyGraph(model).groups if g.prunable)
+    limits = Limits(skip=(first,))
+    result = pyprune.prune(model, data, strategy="greedy", target=MACs(0.5), max_drop=None, limits=limits, **FAST)
+    assert first not in result.report.removed and result.report.frozen[first] == "skipped on request"
+    assert result.report.settings["limits"]["skip"] == [first]
+
+    result = pyprune.prune(model, data, strategy="recursive", target=MACs(0.1), max_drop=None,
+                           limits=Limits(max_fraction=0.5), **FAST)
+    assert result.report.removed == {first: 12, second: 8}  # half of 24 and of 16, no more
+
+    result = pyprune.prune(model, data, strategy="greedy", target=MACs(0.6), max_drop=None,
+                           limits=Limits(round_to=4), **FAST)
+    widths = [result.model.weight(n.input[1]).shape for n in result.model.nodes if n.op_type == "Gemm"]
+    kept = (widths[0][1], widths[1][0])  # first Gemm [16, k], second transB [k2, k]
+    assert all(k % 4 == 0 for k in kept) and kept != (24, 16)
+
+
+def test_limits_validation():
+    for kwargs, needle in [({"max_fraction": 1.5}, "max_fraction"), ({"min_keep": 0}, "min_keep"),
+                           ({"round_to": 0}, "round_to")]:
+        with pytest.raises(ValueError, match=needle):
+            Limits(**kwargs)
+    assert Limits(skip="a").skip == ("a",)
+
+
+@settings(max_examples=8, deadline=None)
+@given(drop=st.sampled_from([0.0, 0.02, 0.08]), relative=st.booleans(),
+       strategy=st.sampled_from(["greedy", "recursive", "random", "oneshot"]))
+def test_max_drop_holds_on_the_calibration_data(gen, drop, relative, strategy):
+    model, data, x = gen
+    result = pyprune.prune(model, data, strategy=strategy, target=MACs(0.3), max_drop=Constraint(drop, relative),
+                           **FAST)
+    baseline = result.report.before.metric
+    accuracy = float(np.mean(ort_outputs(result.model, {"x": x})[0].argmax(axis=1) == data.labels))
+    assert accuracy == pytest.approx(result.metric)
+    assert accuracy >= (baseline * (1 - drop) if relative else baseline - drop) - 1e-12
+
+
+def test_achieved_and_reached(gen):
+    model, data, _ = gen
+    search = GreedySearch(model, data, target=Params(0.9), max_drop=None, **FAST)
+    none = {s.id: 0 for s in search.slots}
+    assert search.achieved(search.cost(none)) == 1.0 and not search.reached(none)
+    most = {s.id: s.cap for s in search.slots}
+    cost = search.cost(most)
+    assert search.achieved(cost) == pytest.approx(cost.params / model.params())
+    assert search.reached(most)
+    sparse = GreedySearch(model, data, granularity="weight", target=Sparsity(0.5), max_drop=None, **FAST)
+    half = {s.id: s.size // 2 for s in sparse.slots}
+    assert sparse.achieved(sparse.cost(half)) == pytest.approx(0.5, abs=0.01)
+
+
+def consumer_variant(variant: str) -> Model:
+    """Gemm 12 -> 16 -> Relu, then the consumer whose bias takes the compensation."""
+    b = Builder(opset=13, seed=4)
+    h = b.relu(b.gemm(b.input([12]), 12, 16))
+    if variant == "gemm_beta0":  # C is given but ignored
+        h = b.op("Gemm", [h, b.weight([16, 10]), b.weight([10], 0.5)], beta=0.0)
+    elif variant == "gemm_no_bias":
+        h = b.op("Gemm", [h, b.weight([16, 10])])
+    elif variant == "gemm_alpha_beta":
+        h = b.op("Gemm", [h, b.weight([10, 16]), b.weight([1, 10], 0.5)], alpha=0.5, beta=2.0, transB=1)
+    elif variant == "gemm_scalar_bias":
+        h = b.op("Gemm", [h, b.weight([16, 10]), b.const(np.array([0.3], np.float32))])
+    elif variant == "matmul":
+        h = b.matmul(h, 16, 10)
+    return load(b.model([h]))
+
+
+@pytest.mark.parametrize("variant", ["gemm_beta0", "gemm_no_bias", "gemm_alpha_beta", "gemm_scalar_bias",
+                                     "matmul", "conv_bn"])
+def test_recovery_is_folded_exactly(variant, tmp_path):
+    """Bias compensation / BN re-estimation folded into the shipped model equals the masked run."""
+    if variant == "conv_bn":
+        model = load(conv_stack())
+        x = np.random.default_rng(0).standard_normal((32, 3, 8, 8)).astype(np.float32)
+    else:
+        model = consumer_variant(variant)
+        x = np.random.default_rng(0).standard_normal((64, 12)).astype(np.float32) + 0.5
+    search = OneShotSearch(model, Dataset({"x": x}), target=MACs(0.6), max_drop=None, metric="mse", **FAST)
+    result = search.run()
+    assert search.recovery.active and search.recovery.corrections
+    masked = search.evaluate(search.counts, count=False).outputs
+    outputs = shipped(result, tmp_path, {"x": x})
+    assert_same(outputs, masked)
+    assert result.report.verified
+    # recovery did something: without it the same cut is further from the original
+    plain = search.evaluate(search.counts, corrections={}, count=False)
+    assert metrics.relative_mse()(outputs, search.reference) < search.loss(plain.outputs, search.reference) or \
+        metrics.relative_mse()(outputs, search.reference) < metrics.relative_mse()(plain.outputs, search.reference)
