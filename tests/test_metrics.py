@@ -80,6 +80,21 @@ def test_kl_divergence():
     assert metrics.kl_divergence()([out], [ref]) == pytest.approx(expected)
 
 
+def test_probability_kl_reads_probabilities_as_they_are():
+    out = np.array([[0.5, 0.5], [0.2, 0.8]])
+    ref = np.array([[0.9, 0.1], [0.2, 0.8]])
+    expected = (0.9 * math.log(0.9 / 0.5) + 0.1 * math.log(0.1 / 0.5)) / 2  # second sample: 0
+    metric = metrics.get("probability_kl")
+    assert metric.name == "probability_kl" and metric.direction == "lower" and not metric.needs_labels
+    assert metric([out], [ref]) == pytest.approx(expected)
+    np.testing.assert_allclose(metric.sample_scores([out], [ref]), [2 * expected, 0.0], atol=1e-12)
+    # softmax-based KL of the same arrays treats them as logits and sees a much smaller difference
+    assert metrics.kl_divergence()([out], [ref]) < expected / 4
+    # a zero probability in the outputs is clipped, not infinite
+    assert math.isfinite(metric([np.array([[1.0, 0.0]])], [np.array([[0.5, 0.5]])]))
+    assert "probability_kl" in metrics.names()
+
+
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(1, 6), c=st.integers(2, 5), seed=st.integers(0, 1000))
 def test_fidelity_of_identical_outputs(n, c, seed):
@@ -88,6 +103,8 @@ def test_fidelity_of_identical_outputs(n, c, seed):
     assert metrics.cosine()([x], [x]) == pytest.approx(1.0)
     assert metrics.relative_mse()([x], [x]) == 0.0
     assert metrics.kl_divergence()([x], [x]) == pytest.approx(0.0, abs=1e-12)
+    p = np.exp(x) / np.exp(x).sum(axis=1, keepdims=True)
+    assert metrics.probability_kl()([p], [p]) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_output_selection():

@@ -384,3 +384,19 @@ def test_recovery_is_folded_exactly(variant, tmp_path):
     plain = search.evaluate(search.counts, corrections={}, count=False)
     assert metrics.relative_mse()(outputs, search.reference) < search.loss(plain.outputs, search.reference) or \
         metrics.relative_mse()(outputs, search.reference) < metrics.relative_mse()(plain.outputs, search.reference)
+
+
+def test_the_ranking_loss_fits_the_outputs(mlp, gen):
+    probabilities = GreedySearch(mlp[0], mlp[1], target=MACs(0.9), **FAST)
+    assert probabilities.loss.name == "probability_kl"  # the digits MLP ends in Softmax
+    assert GreedySearch(gen[0], gen[1], target=MACs(0.9), **FAST).loss.name == "kl_divergence"  # logits
+    b = Builder(opset=13, seed=0)
+    regression = load(b.model([b.gemm(b.relu(b.gemm(b.input([4]), 4, 6)), 6, 1)]))
+    assert GreedySearch(regression, None, target=MACs(0.9), **FAST).loss.name == "relative_mse"
+    assert GreedySearch(gen[0], gen[1], target=MACs(0.9), loss="mse", **FAST).loss.name == "relative_mse"
+
+
+def test_without_data_the_search_says_the_data_is_synthetic(gen):
+    result = pyprune.prune(gen[0], None, strategy="oneshot", target=MACs(0.8), max_drop=None, **FAST)
+    assert result.report.synthetic_data and result.report.metric_name == "agreement"
+    assert "(on synthetic data)" in result.report.markdown()

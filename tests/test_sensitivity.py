@@ -96,6 +96,12 @@ def test_without_labels_the_metric_is_agreement(mlp):
         assert r.values[0] < 1.0  # half of a group changes some predictions
 
 
+def test_without_data_it_says_the_data_is_synthetic(mlp):
+    result = sensitivity(mlp[0], None, ratios=(0.5,), quiet=True)
+    assert result.synthetic_data and result.metric_name == "agreement"
+    assert "synthetic data" in str(result) and result.to_dict()["synthetic_data"] is True
+
+
 def test_explicit_metric_and_lower_is_better(mlp):
     model, data, _ = mlp
     result = sensitivity(model, data, metric="mse", ratios=(0.25, 0.75), quiet=True)
