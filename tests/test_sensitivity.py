@@ -16,10 +16,13 @@ from pyprune import importance, metrics
 from pyprune.data import Dataset
 from pyprune.graph import DependencyGraph, Model, load
 from pyprune.graph._layer_surgery import remove_layers
-from pyprune.search import Sensitivity, sensitivity
+from pyprune.search import Limits, Sensitivity, sensitivity
 from pyprune.surgery import remove_units
 
-from _models import Builder, transformer_ffn  # noqa: E402  (tests/ is on sys.path, see conftest.py)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from _models import CATALOGUE, Builder, random_inputs, transformer_ffn  # noqa: E402  (tests/ is on sys.path)
 
 RATIOS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -33,9 +36,9 @@ def mlp_model() -> Model:
     return load(b.model([b.gemm(h, 10, 4)]))
 
 
-def run(model: Model, x: np.ndarray) -> list[np.ndarray]:
+def run(model: Model, x: np.ndarray | dict[str, np.ndarray]) -> list[np.ndarray]:
     session = ort.InferenceSession(model.proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {model.input_names[0]: x})
+    return session.run(None, x if isinstance(x, dict) else {model.input_names[0]: x})
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +56,16 @@ def table(mlp) -> Sensitivity:
     return sensitivity(model, data, ratios=RATIOS, quiet=True)
 
 
-def physical_accuracy(model: Model, x: np.ndarray, labels: np.ndarray, group: str, n: int) -> float:
-    """Accuracy with the ``n`` lowest-scored units of ``group`` removed, computed without the
-    masked session: scores from the importance module, removal by surgery, a plain session."""
+def pruned_alone(model: Model, group: str, n: int) -> Model:
+    """The model with the ``n`` lowest-scored units of ``group`` removed, made without the masked
+    session: scores from the importance module, removal by surgery."""
     graph = DependencyGraph(model)
-    g = graph.group(group)
-    order = np.argsort(importance.group_scores(model, g, "l2"), kind="stable")
-    pruned = remove_units(model, {group: np.sort(order[:n])}, graph) if n else model
-    return float(np.mean(run(pruned, x)[0].argmax(axis=1) == labels))
+    order = np.argsort(importance.group_scores(model, graph.group(group), "l2"), kind="stable")
+    return remove_units(model, {group: np.sort(order[:n])}, graph) if n else model
+
+
+def physical_accuracy(model: Model, x: np.ndarray, labels: np.ndarray, group: str, n: int) -> float:
+    return float(np.mean(run(pruned_alone(model, group, n), x)[0].argmax(axis=1) == labels))
 
 
 def test_table_has_a_row_per_prunable_group_and_a_value_per_ratio(mlp, table):
@@ -184,6 +189,12 @@ def test_oneshot_ratios_are_checked(mlp):
     with pytest.raises(ValueError, match="cannot be pruned"):
         pyprune.prune(model, data, strategy="oneshot", ratios={"nope": 0.5}, quiet=True)
     gid = DependencyGraph(model).groups[0].id
+    with pytest.raises(ValueError, match=r"cannot be pruned: .* \(skipped on request\)"):
+        pyprune.prune(model, data, strategy="oneshot", ratios={gid: 0.5}, limits=Limits(skip=(gid,)), quiet=True)
+    # a ratio of 0 for a group the cut leaves alone anyway is fine
+    result = pyprune.prune(model, data, strategy="oneshot", ratios={gid: 0.0}, limits=Limits(skip=(gid,)),
+                           max_drop=None, quiet=True, measure_latency=False)
+    assert result.report.removed == {}
     with pytest.raises(ValueError, match="fraction"):
         pyprune.prune(model, data, strategy="oneshot", ratios={gid: 1.5}, quiet=True)
     with pytest.raises(ValueError, match="local"):
@@ -240,3 +251,37 @@ def test_layers_each_removed_alone_equal_physical_removal(tmp_path):
     assert "removed" in text and all(layer in text for layer in layers)
     result.write(tmp_path)
     assert (tmp_path / "sensitivity.png").stat().st_size > 0
+
+
+def physical_mse(model: Model, feeds: dict[str, np.ndarray], group: str, n: int) -> float:
+    return metrics.relative_mse()(run(pruned_alone(model, group, n), feeds), run(model, feeds))
+
+
+@pytest.mark.parametrize("name", ["conv_stack", "flatten_gemm", "residual_nested", "se_in_residual", "split_slice",
+                                  "gemm_variants"])
+def test_generated_models_match_physical_removal(name):
+    model = load(CATALOGUE[name].build())
+    feeds = random_inputs(model.proto, batch=16, seed=2)
+    result = sensitivity(model, Dataset(feeds), metric="mse", ratios=(0.3, 0.7), quiet=True)
+    assert len(result.rows) == CATALOGUE[name].prunable
+    for r in result.rows:
+        for n, value in zip(r.counts, r.values):
+            assert value == pytest.approx(physical_mse(model, feeds, r.id, n), rel=1e-4, abs=1e-9), (r.id, n)
+
+
+@settings(max_examples=6, deadline=None)
+@given(widths=st.lists(st.integers(2, 9), min_size=1, max_size=3), ratios=st.sets(st.floats(0.05, 1.0), min_size=1,
+                                                                                  max_size=3))
+def test_any_mlp_matches_physical_removal(widths, ratios):
+    b = Builder(opset=13, seed=len(widths))
+    h, k = b.input([5]), 5
+    for w in widths:
+        h, k = b.relu(b.gemm(h, k, w)), w
+    model = load(b.model([b.gemm(h, k, 3)]))
+    feeds = {"x": np.random.default_rng(0).standard_normal((24, 5)).astype(np.float32)}
+    result = sensitivity(model, Dataset(feeds), metric="mse", ratios=tuple(ratios), quiet=True)
+    assert [r.size for r in result.rows] == widths
+    for r in result.rows:
+        assert r.counts == tuple(min(math.floor(q * r.size + 1e-9), r.size - 1) for q in sorted(ratios))
+        for n, value in zip(r.counts, r.values):
+            assert value == pytest.approx(physical_mse(model, feeds, r.id, n), rel=1e-4, abs=1e-9)

@@ -39,9 +39,10 @@ class OneShotSearch(Search):
         super().__init__(*args, **kwargs)
         self.name = f"oneshot-{scope}"
         if self.ratios is not None:
-            unknown = sorted(set(self.ratios) - set(self.by_id))
+            unknown = sorted(sid for sid, r in self.ratios.items() if sid not in self.by_id and r != 0)
             if unknown:
-                raise ValueError(f"ratios name slots that cannot be pruned: {', '.join(unknown)}")
+                why = [f"{sid} ({self.frozen[sid]})" if sid in self.frozen else sid for sid in unknown]
+                raise ValueError(f"ratios name slots that cannot be pruned: {', '.join(why)}")
             for sid, r in self.ratios.items():
                 if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 <= r <= 1.0:
                     raise ValueError(f"ratio of {sid!r} must be a fraction in [0, 1], got {r!r}")
