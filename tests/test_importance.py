@@ -95,6 +95,24 @@ def test_a_flattened_channel_owns_a_block_of_columns():
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
+@settings(max_examples=12, deadline=None)
+@given(cin=st.integers(1, 4), cout=st.integers(2, 7), c2=st.integers(1, 5), k=st.sampled_from([1, 3]),
+       name=st.sampled_from(["l1", "l2", "linf"]), reduce=st.sampled_from(importance.REDUCTIONS))
+def test_conv_scores_match_numpy_for_any_shape(cin, cout, c2, k, name, reduce):
+    b = Builder(opset=13, seed=cin * 100 + cout * 10 + c2)
+    h = b.relu(b.conv(b.input([cin, 5, 5]), cin, cout, k=k))
+    model = load(b.model([b.conv(h, cout, c2, k=1, bias=False)]))
+    group = next(g for g in DependencyGraph(model).groups if g.prunable)
+    convs = [n for n in model.nodes if n.op_type == "Conv"]
+    w1, w2 = model.weight(convs[0].input[1]), model.weight(convs[1].input[1])
+    norm = NORMS[name]
+    parts = np.stack([norm(w1.reshape(cout, -1), 1), norm(np.moveaxis(w2, 1, 0).reshape(cout, -1), 1)])
+    expected = {"sum": parts.sum(0), "mean": parts.mean(0), "max": parts.max(0)}[reduce]
+    got = importance.group_scores(model, group, name, reduce=reduce, normalize="none")
+    assert got.shape == (cout,)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
 def lamp(s: np.ndarray) -> np.ndarray:
     sq = s.astype(np.float64) ** 2
     return np.array([sq[i] / sq[sq >= sq[i]].sum() if sq[sq >= sq[i]].sum() > 0 else 0.0
