@@ -451,6 +451,19 @@ def shared_weight(opset=13, batch="N"):
     return b.model([b.conv(b.relu(c1), 4, 2), b.conv(c2, 4, 2)])
 
 
+def gemm_mlp(sizes: tuple[int, ...], seed: int = 0, trans_b: tuple[int, ...] = (), opset: int = 13,
+             batch="N") -> onnx.ModelProto:
+    """Gemm -> Relu -> ... -> Gemm over ``sizes`` (input x[sizes[0]], logits of sizes[-1]); the
+    Gemms numbered in ``trans_b`` store their weight transposed. Every hidden layer is a group."""
+    b = Builder(opset, batch, seed)
+    h = b.input([sizes[0]])
+    for i, (k, n) in enumerate(zip(sizes[:-1], sizes[1:])):
+        h = b.gemm(h, k, n, trans_b=int(i in trans_b))
+        if i < len(sizes) - 2:
+            h = b.relu(h)
+    return b.model([h])
+
+
 @dataclass(frozen=True)
 class Case:
     build: Callable[..., onnx.ModelProto]

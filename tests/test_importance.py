@@ -13,7 +13,7 @@ from pyprune import importance
 from pyprune.data import Dataset
 from pyprune.graph import DependencyGraph, Model, load
 
-from _models import CATALOGUE, Builder, random_inputs  # noqa: E402  (tests/ is on sys.path)
+from _models import CATALOGUE, Builder, gemm_mlp, random_inputs  # noqa: E402  (tests/ is on sys.path)
 
 MODELS = ("conv_stack", "flatten_gemm", "transformer_ffn", "se_in_residual", "gemm_variants", "split_slice")
 
@@ -45,11 +45,7 @@ def test_every_importance_scores_every_unit(generated, name):
 
 def mlp() -> tuple[Model, dict[str, np.ndarray]]:
     """x[8] -> Gemm(8x6) -> Relu -> Gemm(transB, 5x6) -> Relu -> Gemm(5x3)."""
-    b = Builder(opset=13, seed=7)
-    x = b.input([8])
-    h = b.relu(b.gemm(x, 8, 6))
-    h = b.relu(b.gemm(h, 6, 5, trans_b=1))
-    model = load(b.model([b.gemm(h, 5, 3)]))
+    model = load(gemm_mlp((8, 6, 5, 3), seed=7, trans_b=(1,)))
     gemms = [n for n in model.nodes if n.op_type == "Gemm"]
     return model, {f"w{i}": model.weight(n.input[1]) for i, n in enumerate(gemms)} | {
         f"b{i}": model.weight(n.input[2]) for i, n in enumerate(gemms)}

@@ -15,7 +15,7 @@ from pyprune.report import Figures, History, HistoryEntry, Report
 from pyprune.search import GreedySearch
 from pyprune.targets import MACs
 
-from _models import Builder  # noqa: E402  (tests/ is on sys.path, see conftest.py)
+from _models import gemm_mlp  # noqa: E402  (tests/ is on sys.path, see conftest.py)
 
 FILES = ["history.json", "metric_vs_cost.png", "report.json", "report.md"]
 
@@ -124,10 +124,7 @@ def test_str_is_the_statement_and_table():
 
 def test_report_of_a_real_search(tmp_path):
     """A search's report: frozen output layer with its reason, removed units, the path it took."""
-    b = Builder(opset=13, seed=2)
-    x = b.input([10])
-    h = b.relu(b.gemm(x, 10, 12))
-    model = load(b.model([b.gemm(h, 12, 3)]))
+    model = load(gemm_mlp((10, 12, 3), seed=2))
     inputs = np.random.default_rng(0).standard_normal((64, 10)).astype(np.float32)
     result = GreedySearch(model, Dataset({"x": inputs}), target=MACs(0.6), max_drop=None, quiet=True,
                           measure_latency=False, step=2).run()

@@ -75,18 +75,11 @@ from pyprune.graph import DependencyGraph, Model, maskable_weights  # noqa: E402
 from pyprune.search import Limits  # noqa: E402
 from pyprune.targets import Constraint  # noqa: E402
 
-from _models import Builder, conv_stack, transformer_ffn  # noqa: E402  (tests/ is on sys.path)
+from _models import Builder, conv_stack, gemm_mlp, transformer_ffn  # noqa: E402  (tests/ is on sys.path)
 
 FAST = dict(quiet=True, measure_latency=False)
 
 
-def gemm_mlp() -> Model:
-    """x[16] -> Gemm 24 -> Relu -> Gemm(transB) 16 -> Relu -> Gemm 4: widths fit 2:4 and round_to 4."""
-    b = Builder(opset=13, seed=11)
-    x = b.input([16])
-    h = b.relu(b.gemm(x, 16, 24))
-    h = b.relu(b.gemm(h, 24, 16, trans_b=1))
-    return load(b.model([b.gemm(h, 16, 4)]))
 
 
 def ort_outputs(path_or_model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -96,7 +89,7 @@ def ort_outputs(path_or_model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]
 
 @pytest.fixture(scope="module")
 def gen():
-    model = gemm_mlp()
+    model = load(gemm_mlp((16, 24, 16, 4), seed=11, trans_b=(1,)))  # widths fit 2:4 and round_to 4
     x = np.random.default_rng(5).standard_normal((128, 16)).astype(np.float32)
     labels = ort_outputs(model, {"x": x})[0].argmax(axis=1)
     labels[::9] = (labels[::9] + 1) % 4
@@ -199,9 +192,7 @@ def test_nm_granularity_two_of_four(gen, tmp_path):
 
 
 def test_nm_freezes_weights_whose_axis_does_not_fit():
-    b = Builder(opset=13, seed=1)
-    h = b.relu(b.gemm(b.input([6]), 6, 8))  # reduction axis of 6: no 2:4
-    model = load(b.model([b.gemm(h, 8, 3)]))
+    model = load(gemm_mlp((6, 8, 3), seed=1))  # reduction axis of 6: no 2:4
     search = GreedySearch(model, None, granularity="nm", target=Sparsity(0.2), max_drop=None, **FAST)
     assert len(search.slots) == 1
     assert any("not a multiple of 4" in reason for reason in search.frozen.values())
@@ -390,8 +381,7 @@ def test_the_ranking_loss_fits_the_outputs(mlp, gen):
     probabilities = GreedySearch(mlp[0], mlp[1], target=MACs(0.9), **FAST)
     assert probabilities.loss.name == "probability_kl"  # the digits MLP ends in Softmax
     assert GreedySearch(gen[0], gen[1], target=MACs(0.9), **FAST).loss.name == "kl_divergence"  # logits
-    b = Builder(opset=13, seed=0)
-    regression = load(b.model([b.gemm(b.relu(b.gemm(b.input([4]), 4, 6)), 6, 1)]))
+    regression = load(gemm_mlp((4, 6, 1)))
     assert GreedySearch(regression, None, target=MACs(0.9), **FAST).loss.name == "relative_mse"
     assert GreedySearch(gen[0], gen[1], target=MACs(0.9), loss="mse", **FAST).loss.name == "relative_mse"
 

@@ -22,18 +22,9 @@ from pyprune.surgery import remove_units
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from _models import CATALOGUE, Builder, random_inputs, transformer_ffn  # noqa: E402  (tests/ is on sys.path)
+from _models import CATALOGUE, gemm_mlp, random_inputs, transformer_ffn  # noqa: E402  (tests/ is on sys.path)
 
 RATIOS = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
-def mlp_model() -> Model:
-    """Gemm 12 -> 16 -> 10 -> 4 with ReLUs: two prunable groups (16 and 10 units)."""
-    b = Builder(opset=13, seed=3)
-    x = b.input([12])
-    h = b.relu(b.gemm(x, 12, 16))
-    h = b.relu(b.gemm(h, 16, 10, trans_b=1))
-    return load(b.model([b.gemm(h, 10, 4)]))
 
 
 def run(model: Model, x: np.ndarray | dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -43,7 +34,7 @@ def run(model: Model, x: np.ndarray | dict[str, np.ndarray]) -> list[np.ndarray]
 
 @pytest.fixture(scope="module")
 def mlp() -> tuple[Model, Dataset, np.ndarray]:
-    model = mlp_model()
+    model = load(gemm_mlp((12, 16, 10, 4), seed=3, trans_b=(1,)))  # two prunable groups: 16 and 10 units
     x = np.random.default_rng(0).standard_normal((160, 12)).astype(np.float32)
     labels = run(model, x)[0].argmax(axis=1)
     labels[::7] = (labels[::7] + 1) % 4  # a baseline below 1, so drops and gains are both possible
@@ -273,11 +264,7 @@ def test_generated_models_match_physical_removal(name):
 @given(widths=st.lists(st.integers(2, 9), min_size=1, max_size=3), ratios=st.sets(st.floats(0.05, 1.0), min_size=1,
                                                                                   max_size=3))
 def test_any_mlp_matches_physical_removal(widths, ratios):
-    b = Builder(opset=13, seed=len(widths))
-    h, k = b.input([5]), 5
-    for w in widths:
-        h, k = b.relu(b.gemm(h, k, w)), w
-    model = load(b.model([b.gemm(h, k, 3)]))
+    model = load(gemm_mlp((5, *widths, 3), seed=len(widths)))
     feeds = {"x": np.random.default_rng(0).standard_normal((24, 5)).astype(np.float32)}
     result = sensitivity(model, Dataset(feeds), metric="mse", ratios=tuple(ratios), quiet=True)
     assert [r.size for r in result.rows] == widths
