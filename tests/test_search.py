@@ -14,7 +14,7 @@ from pyprune.search.greedy import GreedySearch
 from pyprune.search.oneshot import OneShotSearch
 from pyprune.search.random import RandomSearch
 from pyprune.search.recursive import RecursiveSearch
-from pyprune.targets import MACs, Params, Sparsity
+from pyprune.targets import Latency, MACs, Params, Sparsity
 
 DATA = Path(pyprune.__file__).parent / "assets"
 
@@ -390,3 +390,24 @@ def test_without_data_the_search_says_the_data_is_synthetic(gen):
     result = pyprune.prune(gen[0], None, strategy="oneshot", target=MACs(0.8), max_drop=None, **FAST)
     assert result.report.synthetic_data and result.report.metric_name == "agreement"
     assert "(on synthetic data)" in result.report.markdown()
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "recursive", "random", "oneshot"])
+def test_latency_target_already_met_prunes_nothing(gen, strategy):
+    """Any model this small runs in far less than ten seconds: nothing needs removing."""
+    model, data, _ = gen
+    result = pyprune.prune(model, data, strategy=strategy, target=Latency(10_000.0, runs=3), max_drop=None,
+                           quiet=True)
+    assert result.met and result.report.removed == {} and result.model.macs() == model.macs()
+    assert result.history[1].action == "latency checkpoint" and result.history[1].latency_ms > 0
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "oneshot"])
+def test_unreachable_latency_ends_with_a_statement(gen, strategy):
+    model, data, _ = gen
+    result = pyprune.prune(model, data, strategy=strategy, target=Latency(1e-9, runs=3), max_drop=0.05, quiet=True)
+    assert not result.met and result.statement.startswith("Target not reached (latency")
+    assert result.report.after.latency_ms > 0 and result.report.verified
+    assert result.metric >= result.report.before.metric - 0.05
+    measured = [e for e in result.history if e.action == "latency checkpoint"]
+    assert len(measured) >= 2 and measured[-1].macs == result.model.macs()

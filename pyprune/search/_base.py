@@ -283,6 +283,8 @@ class Search:
         self.note = ""  # why the loop stopped, when it did not reach the target
         self.current = Evaluation(self.baseline, 0.0, True, self.base_cost, list(self.reference))
         self._record("start", {}, self.baseline, 0.0)
+        if self.target.kind == "latency":
+            self.measure_current()  # the unpruned model may already be fast enough
 
     # -- setup ----------------------------------------------------------------------------------
 

@@ -126,6 +126,8 @@ class OneShotSearch(Search):
 
     def _latency_loop(self) -> None:
         """Latency: cut deeper along the ranking in MACs steps, measuring each cut physically."""
+        if self.reached(self.counts):
+            return
         last: tuple[Counts, Evaluation] | None = None
         steps = int(round(1.0 / self.checkpoint))
         for i in range(1, steps + 1):
