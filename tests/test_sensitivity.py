@@ -215,6 +215,26 @@ def test_bad_arguments(mlp, kwargs, error, needle):
         sensitivity(model, data, quiet=True, **kwargs)
 
 
+def test_ctrl_c_returns_the_groups_measured_so_far(mlp, table, monkeypatch):
+    model, data, _ = mlp
+    from pyprune.search import _base
+
+    evaluate, calls = _base.Search.evaluate, []
+
+    def interrupting(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:  # in the second group (the first takes four evaluations)
+            raise KeyboardInterrupt
+        return evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(_base.Search, "evaluate", interrupting)
+    result = sensitivity(model, data, ratios=RATIOS, quiet=True)
+    assert result.interrupted and len(result.rows) == 1
+    assert result.rows[0] == table.rows[0]
+    assert "interrupted" in str(result) and "Interrupted" in result.markdown()
+    assert result.to_dict()["interrupted"] is True
+
+
 def test_progress_bar_unless_quiet(mlp, capsys):
     model, data, _ = mlp
     sensitivity(model, data, ratios=(0.5,), quiet=False)

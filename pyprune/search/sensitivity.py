@@ -67,6 +67,7 @@ class Sensitivity:
     seconds: float = 0.0
     samples: int = 0
     synthetic_data: bool = False
+    interrupted: bool = False  # Ctrl-C: the rows measured until then
 
     def row(self, slot_id: str) -> SensitivityRow:
         for r in self.rows:
@@ -128,7 +129,8 @@ class Sensitivity:
         lines = [self.describe(), "", format_table(self._header(), [self._cells(r) for r in self.rows])]
         if self.frozen:
             lines += ["", "not analysed: " + "; ".join(f"{k} ({v})" for k, v in self.frozen.items())]
-        lines.append(f"{self.evaluations} evaluations, {self.seconds:.2f} s")
+        lines.append(f"{self.evaluations} evaluations, {self.seconds:.2f} s"
+                     + (" (interrupted: the groups not listed were not measured)" if self.interrupted else ""))
         return "\n".join(lines)
 
     def markdown(self) -> str:
@@ -139,6 +141,8 @@ class Sensitivity:
         if self.frozen:
             out += ["", "## Not analysed", "", "| id | reason |", "|---|---|"]
             out += [f"| `{k}` | {v} |" for k, v in self.frozen.items()]
+        if self.interrupted:
+            out += ["", "**Interrupted: the groups not listed were not measured.**"]
         out += ["", f"{self.evaluations} evaluations, {self.seconds:.2f} s", "",
                 "![sensitivity](sensitivity.png)", ""]
         return "\n".join(out)
@@ -151,7 +155,7 @@ class Sensitivity:
                       "values": list(r.values), "macs": list(r.macs), "params": list(r.params)}
                      for r in self.rows],
             "frozen": dict(self.frozen), "evaluations": self.evaluations, "seconds": self.seconds,
-            "samples": self.samples, "synthetic_data": self.synthetic_data,
+            "samples": self.samples, "synthetic_data": self.synthetic_data, "interrupted": self.interrupted,
         })
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -215,7 +219,8 @@ def sensitivity(
     ``data`` and ``metric`` work as in :func:`pyprune.prune`: accuracy when the dataset has
     labels, agreement with the unpruned model otherwise (no data: a clearly labelled synthetic
     set). ``ratios`` are fractions of each group's units, in (0, 1]; a group always keeps one unit.
-    ``skip``: group or layer ids to leave out. A progress bar shows unless ``quiet``.
+    ``skip``: group or layer ids to leave out. A progress bar shows unless ``quiet``; Ctrl-C
+    stops the analysis and returns the groups measured so far (``interrupted`` is then True).
     """
     if granularity not in ("channel", "layer"):
         raise ValueError(f"sensitivity granularity must be 'channel' or 'layer', got {granularity!r}")
@@ -232,6 +237,7 @@ def sensitivity(
         bar = tqdm(total=sum(len(set(c) - {0}) for _, c in plan), desc="sensitivity", unit="eval",
                    leave=False, dynamic_ncols=True)
     rows = []
+    interrupted = False
     try:
         for slot, counts in plan:
             judged: dict[int, tuple[float, float, float]] = {0: (search.baseline, 1.0, 1.0)}
@@ -248,6 +254,8 @@ def sensitivity(
                                         refresh=False)
             rows.append(SensitivityRow(slot.id, "layer" if slot.kind == "layer" else "group", slot.size,
                                        tuple(counts), *(tuple(judged[n][i] for n in counts) for i in range(3))))
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
         if bar is not None:
             bar.close()
@@ -256,6 +264,7 @@ def sensitivity(
         granularity=granularity, importance=importance, ratios=ratios, rows=rows, frozen=dict(search.frozen),
         evaluations=search.evaluations, seconds=time.perf_counter() - search.started,
         samples=len(search.dataset), synthetic_data=bool(getattr(search.dataset, "synthetic", False)),
+        interrupted=interrupted,
     )
 
 
