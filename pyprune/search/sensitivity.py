@@ -218,7 +218,8 @@ def sensitivity(
 
     ``data`` and ``metric`` work as in :func:`pyprune.prune`: accuracy when the dataset has
     labels, agreement with the unpruned model otherwise (no data: a clearly labelled synthetic
-    set). ``ratios`` are fractions of each group's units, in (0, 1]; a group always keeps one unit.
+    set). ``ratios`` are fractions of each group's units, in [0, 1] (0: the unpruned model); a group
+    always keeps one unit.
     ``skip``: group or layer ids to leave out. A progress bar shows unless ``quiet``; Ctrl-C
     stops the analysis and returns the groups measured so far (``interrupted`` is then True).
     """
