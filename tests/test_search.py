@@ -412,3 +412,20 @@ def test_unreachable_latency_ends_with_a_statement(gen, strategy):
     assert result.metric >= result.report.before.metric - 0.05
     measured = [e for e in result.history if e.action == "latency checkpoint"]
     assert len(measured) >= 2 and measured[-1].macs == result.model.macs()
+
+
+@settings(max_examples=6, deadline=None)
+@given(widths=st.lists(st.integers(2, 10), min_size=1, max_size=3), macs=st.floats(0.2, 0.9),
+       strategy=st.sampled_from(["greedy", "recursive", "random", "oneshot_global"]))
+def test_any_mlp_ships_what_was_judged(widths, macs, strategy):
+    model = load(gemm_mlp((6, *widths, 3), seed=len(widths)))
+    x = np.random.default_rng(1).standard_normal((32, 6)).astype(np.float32)
+    data = Dataset({"x": x})
+    result = pyprune.prune(model, data, strategy=strategy, target=MACs(macs), max_drop=None, recovery=False, **FAST)
+    onnx.checker.check_model(result.model.proto, full_check=True)
+    graph = DependencyGraph(model)
+    removals = removed_units(result)
+    groups = [graph.group(g) for g in removals]
+    keeps = {g.id: ~np.isin(np.arange(g.size), removals[g.id]) for g in groups}
+    assert_same(ort_outputs(result.model, {"x": x}), MaskedSession(model, data, groups=groups).run(keeps))
+    assert result.model.macs() == result.history[-1].macs
