@@ -75,7 +75,7 @@ from pyprune.graph import DependencyGraph, Model, maskable_weights  # noqa: E402
 from pyprune.search import Limits  # noqa: E402
 from pyprune.targets import Constraint  # noqa: E402
 
-from _models import Builder, conv_stack, gemm_mlp, transformer_ffn  # noqa: E402  (tests/ is on sys.path)
+from _models import CATALOGUE, Builder, conv_stack, gemm_mlp, random_inputs, transformer_ffn  # noqa: E402
 
 FAST = dict(quiet=True, measure_latency=False)
 
@@ -429,3 +429,19 @@ def test_any_mlp_ships_what_was_judged(widths, macs, strategy):
     keeps = {g.id: ~np.isin(np.arange(g.size), removals[g.id]) for g in groups}
     assert_same(ort_outputs(result.model, {"x": x}), MaskedSession(model, data, groups=groups).run(keeps))
     assert result.model.macs() == result.history[-1].macs
+
+
+@pytest.mark.parametrize("name, granularity", [
+    ("residual_nested", "channel"), ("se_in_residual", "channel"), ("depthwise_after_concat", "channel"),
+    ("reshape_zoo", "channel"), ("gemm_variants", "channel"), ("transformer_ffn", "channel"),
+    ("residual_nested", "layer"), ("concat_residuals", "layer"), ("se_in_residual", "weight"),
+])
+def test_generated_patterns_ship_what_was_judged(name, granularity, tmp_path):
+    model = load(CATALOGUE[name].build())
+    feeds = random_inputs(model.proto, batch=16, seed=3)
+    target = Sparsity(0.5) if granularity == "weight" else MACs(0.7)
+    search = GreedySearch(model, Dataset(feeds), granularity=granularity, target=target, max_drop=None,
+                          metric="mse", step=0.25, **FAST)
+    result = search.run()
+    assert result.met and result.report.removed
+    assert_same(shipped(result, tmp_path, feeds), search.evaluate(search.counts, count=False).outputs)
