@@ -224,7 +224,7 @@ class InterruptAt:
 
 
 @pytest.mark.parametrize("cls", [GreedySearch, RecursiveSearch, RandomSearch, OneShotSearch])
-@pytest.mark.parametrize("at", [3, 6, 9])
+@pytest.mark.parametrize("at", [3, 9])
 def test_ctrl_c_returns_the_best_model_that_meets_the_constraint(cls, at):
     model = load(conv_stack())
     x = np.random.default_rng(0).standard_normal((48, 3, 8, 8)).astype(np.float32)
