@@ -127,11 +127,10 @@ def normalize_scores(scores: np.ndarray, normalize: str = "mean") -> np.ndarray:
         return s.copy()
     if normalize == "lamp":
         sq = s * s
-        order = np.argsort(sq, kind="stable")
-        tail = np.cumsum(sq[order][::-1])[::-1]  # sum of squares from each rank upwards
-        out = np.empty_like(sq)
-        out[order] = sq[order] / np.where(tail > 0, tail, 1.0)
-        return out
+        # sum of the squares at or above each value; equal scores share it, so ties stay ties
+        values, inverse, counts = np.unique(sq, return_inverse=True, return_counts=True)
+        tail = np.cumsum((values * counts)[::-1])[::-1][inverse]
+        return sq / np.where(tail > 0, tail, 1.0)
     scale = s.mean() if normalize == "mean" else s.max()
     return s / scale if scale > 0 else s.copy()
 
