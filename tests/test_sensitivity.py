@@ -126,6 +126,10 @@ def test_write_files(table, tmp_path):
     md = files["markdown"].read_text()
     for r in table.rows:
         assert f"| {r.id} | {r.size} |" in md
+    back = Sensitivity.read(files["json"])
+    assert back == table and back.allocate(0.05) == table.allocate(0.05)
+    with pytest.raises(ValueError, match="not a sensitivity analysis"):
+        Sensitivity.from_dict({"rows": []})
 
 
 @pytest.mark.parametrize("max_drop, relative", [(0.0, False), (0.05, False), (0.2, False), (0.1, True)])

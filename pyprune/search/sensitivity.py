@@ -161,6 +161,26 @@ class Sensitivity:
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Sensitivity:
+        """The analysis :meth:`to_dict` describes (e.g. read back to :meth:`allocate` later)."""
+        try:
+            rows = [SensitivityRow(r["id"], r["kind"], int(r["size"]), tuple(r["counts"]),
+                                   *(tuple(float("nan") if v is None else float(v) for v in r[k])
+                                     for k in ("values", "macs", "params")))
+                    for r in d["rows"]]
+            return cls(d["metric"], d["direction"], float(d["baseline"]), d["granularity"], d["importance"],
+                       tuple(float(r) for r in d["ratios"]), rows, dict(d.get("frozen", {})),
+                       int(d.get("evaluations", 0)), float(d.get("seconds", 0.0)), int(d.get("samples", 0)),
+                       bool(d.get("synthetic_data", False)), bool(d.get("interrupted", False)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a sensitivity analysis: {exc!r}") from None
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> Sensitivity:
+        """Read a ``sensitivity.json`` written by :meth:`write`."""
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
     def plot(self, path: str | os.PathLike) -> Path:
         """PNG: the metric against the pruned ratio, one line per group (bars for layers)."""
         plt = _pyplot()
