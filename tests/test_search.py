@@ -1,20 +1,29 @@
-"""Search loops on the bundled digits MLP: targets, constraint, shipped model equals masked run."""
+"""Search loops on the bundled digits MLP and generated models: targets, constraints, limits, Ctrl-C,
+every granularity, and the shipped model equal to the masked run it was chosen by."""
 
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pyprune
+from pyprune import metrics
 from pyprune.data import Dataset
 from pyprune.errors import TargetError
-from pyprune.graph import load
+from pyprune.evaluate import MaskedSession
+from pyprune.graph import DependencyGraph, Model, load, maskable_weights
+from pyprune.search import Limits
 from pyprune.search.greedy import GreedySearch
 from pyprune.search.oneshot import OneShotSearch
 from pyprune.search.random import RandomSearch
 from pyprune.search.recursive import RecursiveSearch
-from pyprune.targets import Latency, MACs, Params, Sparsity
+from pyprune.targets import Constraint, Latency, MACs, Params, Sparsity
+
+from _models import CATALOGUE, Builder, conv_stack, gemm_mlp, random_inputs, transformer_ffn  # tests/ is on sys.path
 
 DATA = Path(pyprune.__file__).parent / "assets"
 
@@ -63,23 +72,8 @@ def test_report_files(mlp, tmp_path):
 
 # -- generated models: every granularity through prune(), checked outside the search ----------
 
-import math  # noqa: E402
-
-import onnxruntime as ort  # noqa: E402
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from pyprune import metrics  # noqa: E402
-from pyprune.evaluate import MaskedSession  # noqa: E402
-from pyprune.graph import DependencyGraph, Model, maskable_weights  # noqa: E402
-from pyprune.search import Limits  # noqa: E402
-from pyprune.targets import Constraint  # noqa: E402
-
-from _models import CATALOGUE, Builder, conv_stack, gemm_mlp, random_inputs, transformer_ffn  # noqa: E402
 
 FAST = dict(quiet=True, measure_latency=False)
-
-
 
 
 def ort_outputs(path_or_model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
