@@ -603,8 +603,7 @@ class Search:
             order = (orders or {}).get(sid, self.by_id[sid].order)
             if n > old:
                 removed[sid] = np.sort(order[old:n]).tolist()
-        before = (self.counts, {sid: self.by_id[sid].order for sid in orders or {}}, self.recovery.snapshot(),
-                  self.current, len(self.history))
+        before = self.state()
         try:
             if orders:
                 for sid, order in orders.items():
@@ -625,14 +624,24 @@ class Search:
         except KeyboardInterrupt:
             # Ctrl-C halfway through a commit (e.g. during recovery): go back to the last whole
             # committed state, which meets the constraint, so that is what run() ships.
-            self.counts, old_orders, snap, self.current, length = before
-            for sid, order in old_orders.items():
-                self.by_id[sid].order = order
-            self.recovery.restore(snap)
-            del self.history.entries[length:]
+            self.restore(before)
             raise
         self._checkpoint(evaluation.cost)
         return evaluation
+
+    def state(self) -> tuple:
+        """Everything a commit changes (for :meth:`restore`)."""
+        return (dict(self.counts), {s.id: s.order for s in self.slots}, self.recovery.snapshot(),
+                self.current, len(self.history))
+
+    def restore(self, state: tuple) -> None:
+        """Go back to a :meth:`state`, dropping the history recorded since."""
+        counts, orders, snap, self.current, length = state
+        self.counts = dict(counts)
+        for sid, order in orders.items():
+            self.by_id[sid].order = order
+        self.recovery.restore(snap)
+        del self.history.entries[length:]
 
     def _checkpoint(self, cost: Cost) -> None:
         """For latency targets: remove physically and measure once MACs fell another step."""

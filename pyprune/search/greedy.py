@@ -6,6 +6,12 @@ user's metric are dropped for the round (and their step halved); of the rest, th
 least increase of a smooth fidelity loss (KL divergence of softmax outputs, or MSE, to the
 unpruned model) per unit of cost saved is committed, then recovery runs. Ranking by a smooth
 loss rather than by the (saturating) metric is what lets the search tell good cuts from bad ones.
+
+When no candidate meets the constraint, the search may look ``patience`` steps further along the
+least-loss path: judged on a few hundred samples the metric moves by single samples and is not
+monotonic in what is removed, so a slightly deeper cut can meet the constraint again. If none of
+those steps does, the search returns to the last state that met it; only such a state is ever
+returned (also on Ctrl-C).
 """
 
 from __future__ import annotations
@@ -29,12 +35,22 @@ class GreedySearch(Search):
     ``window``: with ``window > 1`` each group offers its ``window`` least important remaining
     units one at a time as separate candidates, so the loss, not only the importance score,
     picks which unit goes (``window`` times the evaluations per round).
+    ``patience``: how many steps past a state where no candidate meets the constraint the search
+    looks for one that meets it again (0: stop there).
+
+    The defaults (steps of 2% of a group, at least one unit; a window of 3; patience 3) were
+    chosen on the digits CNN and MLP of ``benchmarks/bench_search.py``: single-unit steps with a
+    window of 3 reached about 0.48 of the CNN's MACs at a held-out accuracy of 98%, where steps
+    of 5% without a window stopped near 0.77 under the same constraint.
     """
 
     name = "greedy"
 
-    def __init__(self, *args, step: float | int = 0.05, recover_candidates: bool = True,
-                 window: int = 1, **kwargs) -> None:
+    def __init__(self, *args, step: float | int = 0.02, recover_candidates: bool = True,
+                 window: int = 3, patience: int = 3, **kwargs) -> None:
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+            raise ValueError(f"patience must be a non-negative integer, got {patience!r}")
+        self.patience = patience
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ValueError(f"window must be a positive integer, got {window!r}")
         self.window = window
@@ -52,41 +68,68 @@ class GreedySearch(Search):
     def _loop(self) -> None:
         steps = {s.id: self._step_of(s) for s in self.slots}
         exhausted: set[str] = set()
-        while not self.reached(self.counts):
-            best: tuple[float, str, int, Evaluation] | None = None
-            for slot in self.slots:
-                if slot.id in exhausted:
-                    continue
-                n = self.counts[slot.id]
-                m = slot.next_count(n, steps[slot.id])
-                while m is None and steps[slot.id] > 1:
-                    steps[slot.id] = max(1, steps[slot.id] // 2)
-                    m = slot.next_count(n, steps[slot.id])
-                if m is None:
-                    exhausted.add(slot.id)
-                    continue
-                candidate = {**self.counts, slot.id: m}
-                any_passed = False
-                for orders in self._orders(slot, n, m):
-                    evaluation = self.trial(candidate, orders, recover=self.recover_candidates)
-                    if not evaluation.passed:
-                        continue
-                    any_passed = True
-                    saved = self.saving(self.current.cost, evaluation.cost)
-                    rank = (evaluation.loss - self.current.loss) / saved if saved > 0 else math.inf
-                    if best is None or rank < best[0]:
-                        best = (rank, slot.id, m, evaluation, orders)
-                if not any_passed:
-                    if steps[slot.id] > 1:
-                        steps[slot.id] = max(1, steps[slot.id] // 2)
-                    else:
-                        exhausted.add(slot.id)
-            if best is None:
+        passing = None  # the last state that met the constraint, while looking past failing ones
+        try:
+            while not self.reached(self.counts):
+                best, best_failing = self._round(steps, exhausted)
+                if best is None and best_failing is not None and self.patience:
+                    # No step keeps the constraint. On a few hundred samples the metric is not
+                    # monotonic in what is removed, so look up to ``patience`` steps further
+                    # along the least-loss path for a state that meets it again.
+                    if passing is None:
+                        passing, tentative = self.state(), 0
+                    tentative += 1
+                    if tentative <= self.patience:
+                        best = best_failing
+                if best is None:
+                    if passing is not None:
+                        self.restore(passing)
+                    self.note = "no candidate step keeps the metric within the constraint"
+                    return
+                _, sid, m, evaluation, orders = best
+                n = self.counts[sid]
+                if self.commit({**self.counts, sid: m}, f"remove {m - n} of {sid}", evaluation, orders).passed:
+                    passing = None
+            if passing is not None:  # the target was reached on a failing state
+                self.restore(passing)
                 self.note = "no candidate step keeps the metric within the constraint"
-                return
-            _, sid, m, evaluation, orders = best
-            n = self.counts[sid]
-            self.commit({**self.counts, sid: m}, f"remove {m - n} of {sid}", evaluation, orders)
+        except KeyboardInterrupt:
+            if passing is not None:
+                self.restore(passing)  # ship only a state that meets the constraint
+            raise
+
+    def _round(self, steps: dict[str, int], exhausted: set[str]):
+        """Judge every slot's next step; the best passing candidate and the best failing one."""
+        best = best_failing = None
+        for slot in self.slots:
+            if slot.id in exhausted:
+                continue
+            n = self.counts[slot.id]
+            m = slot.next_count(n, steps[slot.id])
+            while m is None and steps[slot.id] > 1:
+                steps[slot.id] = max(1, steps[slot.id] // 2)
+                m = slot.next_count(n, steps[slot.id])
+            if m is None:
+                exhausted.add(slot.id)
+                continue
+            candidate = {**self.counts, slot.id: m}
+            any_passed = False
+            for orders in self._orders(slot, n, m):
+                evaluation = self.trial(candidate, orders, recover=self.recover_candidates)
+                saved = self.saving(self.current.cost, evaluation.cost)
+                rank = (evaluation.loss - self.current.loss) / saved if saved > 0 else math.inf
+                entry = (rank, slot.id, m, evaluation, orders)
+                if evaluation.passed:
+                    any_passed = True
+                    if best is None or rank < best[0]:
+                        best = entry
+                elif best_failing is None or rank < best_failing[0]:
+                    best_failing = entry
+            if not any_passed and steps[slot.id] > 1:
+                # A smaller step next round. A slot whose single unit breaks the constraint
+                # stays a candidate: after other cuts and their recovery it may pass again.
+                steps[slot.id] = max(1, steps[slot.id] // 2)
+        return best, best_failing
 
     def _orders(self, slot, n: int, m: int):
         """Candidate item orders of one slot: the importance order, or (window > 1, single-unit

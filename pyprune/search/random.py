@@ -3,9 +3,9 @@
 Each trial picks one to ``max_slots`` slots at random and removes a random number of units from
 each (up to ``step`` of the slot): by default the least important ones next in line
 (``mode="importance"``: random search weighted toward unimportant units), or uniformly random
-units among those left (``mode="uniform"``). A trial that meets the constraint is committed
-(with recovery); otherwise it is reverted. The loop ends at the target or after ``trials``
-trials. Everything random comes from one generator seeded with ``seed``.
+units among those left (``mode="uniform"``). Each trial is judged with recovery applied; one that
+meets the constraint is committed, any other is reverted. The loop ends at the target or after
+``trials`` trials. Everything random comes from one generator seeded with ``seed``.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class RandomSearch(Search):
                     taken = np.zeros(len(rest), dtype=bool)
                     taken[chosen] = True
                     orders[slot.id] = np.concatenate([slot.order[:n], rest[taken], rest[~taken]])
-            evaluation = self.trial(candidate, orders or None)
+            evaluation = self.trial(candidate, orders or None, recover=True)
             if evaluation.passed:
                 removed = ", ".join(f"{candidate[sid] - self.counts[sid]} of {sid}"
                                     for sid in candidate if candidate[sid] != self.counts[sid])

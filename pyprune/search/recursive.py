@@ -2,10 +2,11 @@
 
 Slots are visited from the one nearest the output toward the input (``direction="input"``
 reverses that; ``"importance"`` visits them in the order of their least important unit). In the
-current slot a step removes ``step`` of the units that remain (10% by default) and is judged;
-a step that keeps the constraint is committed (with recovery), a step that breaks it is rolled
-back and retried at half the size until a single unit breaks it, then the loop moves to the next
-slot. Sweeps repeat until the target is met or a whole sweep commits nothing.
+current slot a step removes ``step`` of the units that remain (10% by default) and is judged
+with recovery applied; a step that keeps the constraint is committed, a step that breaks it is
+rolled back and retried at half the size down to a single unit.
+Each sweep commits at most one step per slot, then moves on; sweeps repeat until the target is
+met or a whole sweep commits nothing.
 """
 
 from __future__ import annotations
@@ -47,13 +48,17 @@ class RecursiveSearch(Search):
 
     def _loop(self) -> None:
         exhausted: set[str] = set()
+        steps: dict[str, int] = {}
         while not self.reached(self.counts):
             progress = False
             for slot in self._visit_order():
                 if slot.id in exhausted:
                     continue
-                k = self._first_step(slot, self.counts[slot.id])
-                while not self.reached(self.counts):
+                # One committed step per slot per sweep: every slot takes its share before any
+                # slot is cut to its limit, so the constraint's budget is not spent on the first
+                # slots visited.
+                k = steps.get(slot.id) or self._first_step(slot, self.counts[slot.id])
+                while True:
                     n = self.counts[slot.id]
                     m = slot.next_count(n, k)
                     if m is None:
@@ -63,15 +68,18 @@ class RecursiveSearch(Search):
                         exhausted.add(slot.id)
                         break
                     candidate = {**self.counts, slot.id: m}
-                    evaluation = self.trial(candidate)
+                    evaluation = self.trial(candidate, recover=True)
                     if evaluation.passed:
                         self.commit(candidate, f"remove {m - n} of {slot.id}", evaluation)
                         progress = True
-                        k = self._first_step(slot, m)
-                    elif k > 1:
+                        steps[slot.id] = self._first_step(slot, m) if k == self._first_step(slot, n) else k
+                        break
+                    if k > 1:
                         k = max(1, k // 2)  # roll back and try a smaller step
                     else:
-                        exhausted.add(slot.id)  # even one unit breaks the constraint
+                        # Even one unit breaks the constraint: next sweep, after other slots'
+                        # cuts and their recovery, it may not (the metric is not monotonic).
+                        steps[slot.id] = 1
                         break
                 if self.reached(self.counts):
                     return
