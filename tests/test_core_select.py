@@ -261,3 +261,52 @@ def test_global_selection_on_more_than_a_million_elements(data):
         threshold, masks, ties = reference_selection(arrays, k)
         r = core.global_threshold(arrays, k, threads=1)
         assert (r.threshold, r.counts, r.ties) == (threshold, [int(m.sum()) for m in masks], ties)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("by", ["magnitude", "scores"])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_n_of_four_on_long_float32_rows_with_ties_zeros_and_nonfinite(threads, by, axis):
+    """Enough groups (or columns) for the vector paths, plus a tail; NaN/Inf rank as the largest keys."""
+    rng = np.random.default_rng(11)
+    values = np.array([0.0, -0.0, 1.0, -1.0, 2.5, -2.5, np.inf, -np.inf, np.nan], np.float32)
+    shape = (7, 4 * 19) if axis == 1 else (4 * 5, 23)
+    w = rng.choice(values, size=shape).astype(np.float32)
+    w[1] = rng.standard_normal(w.shape[1]).astype(np.float32)
+    finite = np.where(np.isfinite(w), w, np.inf)
+    for n in range(5):
+        if by == "magnitude":
+            got = core.nm_mask(w, n, 4, axis, nan="max", threads=threads)
+            want = reference_nm(finite, n, 4, axis)
+        else:
+            got = core.nm_mask(w, n, 4, axis, scores=w, nan="max", threads=threads)
+            want = reference_nm(w, n, 4, axis, scores=finite)
+        np.testing.assert_array_equal(got, want)
+        assert (np.moveaxis(got, axis, -1).reshape(-1, 4).sum(axis=-1) == n).all()
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        core.nm_mask(w, 2, 4, axis, threads=threads)
+
+
+@pytest.mark.parametrize("k_from_end", [None, 3])
+def test_global_prune_on_more_than_a_million_elements_with_signed_zeros_and_nonfinite(k_from_end):
+    """The sampled path with nan="max": NaN/Inf are the largest keys, selected only after every finite one."""
+    rng = np.random.default_rng(12)
+    n = 1_200_003
+    flat = rng.standard_normal(n).astype(np.float32)
+    flat[rng.choice(n, 1000, replace=False)] = -0.0
+    flat[rng.choice(n, 1000, replace=False)] = 0.0
+    flat[rng.choice(n, 7, replace=False)] = np.array([np.inf, -np.inf, np.nan, np.inf, np.nan, -np.inf, np.inf])
+    arrays = [flat[:600_001].copy(), flat[600_001:].copy()]
+    ranked = [np.where(np.isfinite(a), np.abs(a), np.inf) for a in arrays]
+    k = n // 3 if k_from_end is None else n - k_from_end
+    _, masks, _ = reference_selection(ranked, k)
+    for threads in (1, 2):
+        work = [a.copy() for a in arrays]
+        assert core.prune_global(work, k, nan="max", threads=threads) == [int(m.sum()) for m in masks]
+        for w, a, m in zip(work, arrays, masks):
+            np.testing.assert_array_equal(w, np.where(m, np.float32(0), a))
+        scored = [a.copy() for a in arrays]
+        counts = core.prune_global(scored, k, scores=ranked, nan="max", threads=threads)
+        assert counts == [int(m.sum()) for m in masks]
+        for w, a, m in zip(scored, arrays, masks):
+            np.testing.assert_array_equal(w, np.where(m, np.float32(0), a))

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -10,6 +11,17 @@
 #include <type_traits>
 
 #include "pyprune/parallel.hpp"
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#define PYPRUNE_SSE2 1
+#endif
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// AVX2 variants are compiled alongside the SSE2 baseline and chosen at run time.
+#include <immintrin.h>
+#define PYPRUNE_AVX2 1
+#define PYPRUNE_TARGET_AVX2 __attribute__((target("avx2")))
+#endif
 
 namespace pyprune {
 
@@ -209,6 +221,154 @@ void resolve_ties(const std::vector<Tensor>& ts, K key, std::uint64_t rank, cons
   });
 }
 
+#if PYPRUNE_AVX2
+inline bool has_avx2() {
+  static const bool yes = __builtin_cpu_supports("avx2");
+  return yes;
+}
+#endif
+
+#if PYPRUNE_SSE2
+// float32 keys four at a time, as signed integers: skey = key_of(x) ^ sign, so signed order of skey is
+// the unsigned order of key_of (SSE2 has no unsigned compares). NaN/Inf give INT32_MAX.
+template <bool Mag>
+inline __m128i signed_keys_f32(__m128i bits) {
+  const __m128i sign = _mm_set1_epi32(static_cast<int>(0x80000000u));
+  const __m128i abs_mask = _mm_set1_epi32(0x7FFFFFFF);
+  const __m128i exp_mask = _mm_set1_epi32(0x7F800000);
+  const __m128i nonfinite = _mm_cmpeq_epi32(_mm_and_si128(bits, exp_mask), exp_mask);
+  __m128i s;
+  if (Mag) {
+    s = _mm_xor_si128(_mm_and_si128(bits, abs_mask), sign);
+  } else {
+    // Negative values flip their magnitude bits; -0 joins +0.
+    const __m128i neg = _mm_srai_epi32(bits, 31);
+    s = _mm_xor_si128(bits, _mm_and_si128(neg, abs_mask));
+    s = _mm_andnot_si128(_mm_cmpeq_epi32(bits, sign), s);
+  }
+  return _mm_or_si128(_mm_andnot_si128(nonfinite, s), _mm_and_si128(nonfinite, abs_mask));
+}
+#endif
+
+#if PYPRUNE_AVX2
+// The same eight at a time.
+template <bool Mag>
+PYPRUNE_TARGET_AVX2 inline __m256i signed_keys_f32_avx2(__m256i bits) {
+  const __m256i sign = _mm256_set1_epi32(static_cast<int>(0x80000000u));
+  const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF);
+  const __m256i exp_mask = _mm256_set1_epi32(0x7F800000);
+  const __m256i nonfinite = _mm256_cmpeq_epi32(_mm256_and_si256(bits, exp_mask), exp_mask);
+  __m256i s;
+  if (Mag) {
+    s = _mm256_xor_si256(_mm256_and_si256(bits, abs_mask), sign);
+  } else {
+    const __m256i neg = _mm256_srai_epi32(bits, 31);
+    s = _mm256_xor_si256(bits, _mm256_and_si256(neg, abs_mask));
+    s = _mm256_andnot_si256(_mm256_cmpeq_epi32(bits, sign), s);
+  }
+  return _mm256_blendv_epi8(s, abs_mask, nonfinite);
+}
+
+// count_bracket's vector loop with AVX2; advances i past the last full vector.
+template <bool Mag>
+PYPRUNE_TARGET_AVX2 bool count_bracket_avx2(const float* p, std::size_t& pos, std::size_t hi, std::uint32_t from,
+                                            std::uint32_t to, std::uint64_t& less, std::vector<std::uint32_t>& keys) {
+  std::size_t i = pos;  // a local: push_back could otherwise make the compiler store it every step
+  const __m256i sign = _mm256_set1_epi32(static_cast<int>(0x80000000u));
+  const __m256i from_s = _mm256_set1_epi32(static_cast<int>(from ^ 0x80000000u));
+  const __m256i to_s = _mm256_set1_epi32(static_cast<int>(to ^ 0x80000000u));
+  const __m256i worst = _mm256_set1_epi32(0x7FFFFFFF);
+  bool bad = false;
+  while (i + 8 <= hi) {
+    // Lane counters are flushed before they can overflow.
+    const std::size_t stop = i + std::min<std::size_t>((hi - i) & ~std::size_t{7}, std::size_t{1} << 28);
+    __m256i below = _mm256_setzero_si256(), nonfinite = _mm256_setzero_si256();
+    for (; i < stop; i += 8) {
+      const __m256i k = signed_keys_f32_avx2<Mag>(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)));
+      const __m256i lt = _mm256_cmpgt_epi32(from_s, k);
+      below = _mm256_sub_epi32(below, lt);
+      nonfinite = _mm256_or_si256(nonfinite, _mm256_cmpeq_epi32(k, worst));
+      const __m256i out = _mm256_or_si256(lt, _mm256_cmpgt_epi32(k, to_s));
+      unsigned inside = ~static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(out))) & 0xFFu;
+      if (inside) {
+        alignas(32) std::uint32_t lane[8];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(lane), _mm256_xor_si256(k, sign));
+        for (; inside; inside &= inside - 1) keys.push_back(lane[__builtin_ctz(inside)]);
+      }
+    }
+    alignas(32) std::uint32_t lane[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lane), below);
+    for (std::uint32_t c : lane) less += c;
+    bad |= !_mm256_testz_si256(nonfinite, nonfinite);
+  }
+  pos = i;
+  return bad;
+}
+
+// zero_selected's vector loop with AVX2: clears w where the signed key of s is below `bound`.
+template <bool Mag>
+PYPRUNE_TARGET_AVX2 void zero_below_avx2(const float* s, std::uint32_t* w, std::size_t& i, std::size_t end,
+                                         std::int32_t bound) {
+  const __m256i b = _mm256_set1_epi32(bound);
+  for (; i + 8 <= end; i += 8) {
+    const __m256i k = signed_keys_f32_avx2<Mag>(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i)));
+    __m256i* dst = reinterpret_cast<__m256i*>(w + i);
+    _mm256_storeu_si256(dst, _mm256_andnot_si256(_mm256_cmpgt_epi32(b, k), _mm256_loadu_si256(dst)));
+  }
+}
+#endif
+
+// Counts keys below `from` and appends the keys inside [from, to] of p[lo, hi). Returns whether a
+// NaN/Inf was seen.
+template <class K, bool Mag, class S>
+bool count_bracket(const S* p, std::size_t lo, std::size_t hi, K from, K to, std::uint64_t& less,
+                   std::vector<K>& keys) {
+  std::size_t i = lo;
+  bool bad = false;
+#if PYPRUNE_AVX2
+  if constexpr (std::is_same_v<S, float> && std::is_same_v<K, std::uint32_t>)
+    if (has_avx2()) bad |= count_bracket_avx2<Mag>(p, i, hi, from, to, less, keys);
+#endif
+#if PYPRUNE_SSE2
+  if constexpr (std::is_same_v<S, float> && std::is_same_v<K, std::uint32_t>) {
+    // Vector compares; the ~1% of keys inside the bracket are picked out through a movemask.
+    const __m128i sign = _mm_set1_epi32(static_cast<int>(0x80000000u));
+    const __m128i from_s = _mm_xor_si128(_mm_set1_epi32(static_cast<int>(from)), sign);
+    const __m128i to_s = _mm_xor_si128(_mm_set1_epi32(static_cast<int>(to)), sign);
+    const __m128i worst = _mm_set1_epi32(0x7FFFFFFF);
+    while (i + 4 <= hi) {
+      // Lane counters are flushed before they can overflow.
+      const std::size_t stop = i + std::min<std::size_t>((hi - i) & ~std::size_t{3}, std::size_t{1} << 28);
+      __m128i below = _mm_setzero_si128(), nonfinite = _mm_setzero_si128();
+      for (; i < stop; i += 4) {
+        const __m128i k = signed_keys_f32<Mag>(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i)));
+        const __m128i lt = _mm_cmplt_epi32(k, from_s);
+        below = _mm_sub_epi32(below, lt);
+        nonfinite = _mm_or_si128(nonfinite, _mm_cmpeq_epi32(k, worst));
+        const __m128i out = _mm_or_si128(lt, _mm_cmpgt_epi32(k, to_s));
+        int inside = ~_mm_movemask_ps(_mm_castsi128_ps(out)) & 0xF;
+        if (inside) {
+          alignas(16) std::uint32_t lane[4];
+          _mm_store_si128(reinterpret_cast<__m128i*>(lane), _mm_xor_si128(k, sign));
+          for (; inside; inside &= inside - 1) keys.push_back(lane[__builtin_ctz(static_cast<unsigned>(inside))]);
+        }
+      }
+      alignas(16) std::uint32_t lane[4];
+      _mm_store_si128(reinterpret_cast<__m128i*>(lane), below);
+      less += std::uint64_t{lane[0]} + lane[1] + lane[2] + lane[3];
+      bad |= _mm_movemask_epi8(nonfinite) != 0;
+    }
+  }
+#endif
+  for (; i < hi; ++i) {
+    const K key = key_of<K, Mag>(p[i]);
+    bad |= key == static_cast<K>(~K(0));
+    less += key < from;
+    if (key >= from && key <= to) keys.push_back(key);
+  }
+  return bad;
+}
+
 // One-pass selection for large inputs: a strided sample brackets the k-th key in [lo, hi]; one pass
 // counts keys below lo per tensor and collects the keys inside the bracket; the k-th is selected
 // among those. Returns false (nothing decided) when the bracket misses or holds too many keys, and
@@ -226,7 +386,8 @@ bool sampled_cut(const std::vector<Tensor>& ts, const std::vector<std::size_t>& 
         // first multiple of step at or after off[t] + lo
         std::size_t g = off[t] + lo;
         g = (g + step - 1) / step * step;
-        for (std::size_t i = g - off[t]; i < hi; i += step) sample[(off[t] + i) / step] = key_of<K, Mag>(p[i]);
+        std::size_t slot = g / step;  // no division per sample
+        for (std::size_t i = g - off[t]; i < hi; i += step) sample[slot++] = key_of<K, Mag>(p[i]);
       });
     });
   });
@@ -241,8 +402,10 @@ bool sampled_cut(const std::vector<Tensor>& ts, const std::vector<std::size_t>& 
     lo = *it;
   }
   if (rhi < static_cast<double>(samples)) {
+    // After the first nth_element everything past rlo is at least lo: search only there.
+    auto first = rlo >= 0 ? sample.begin() + static_cast<std::ptrdiff_t>(rlo) : sample.begin();
     auto it = sample.begin() + static_cast<std::ptrdiff_t>(rhi);
-    std::nth_element(sample.begin(), it, sample.end());
+    std::nth_element(first, it, sample.end());
     hi = *it;
   }
   // Collect keys in [lo, hi]; give up beyond the cap (a bracket full of ties, say).
@@ -264,28 +427,7 @@ bool sampled_cut(const std::vector<Tensor>& ts, const std::vector<std::size_t>& 
       Chunk chunk{t, {}};
       bool bad = false;
       std::uint64_t less = 0;
-      const K from = lo, span = static_cast<K>(hi - lo);  // locals: the loop must not reload them
-      typed(ts[t], [&](auto ptr) {
-        constexpr std::size_t kBlock = 256;
-        for (std::size_t blo = slo; blo < shi; blo += kBlock) {
-          const std::size_t bhi = std::min(shi, blo + kBlock);
-          // A vectorisable counting loop; the rare blocks holding bracket keys are rescanned from L1.
-          K l = 0, inside = 0, b = 0;
-          for (std::size_t i = blo; i < bhi; ++i) {
-            const K key = key_of<K, Mag>(ptr[i]);
-            b |= static_cast<K>(key == static_cast<K>(~K(0)));
-            l += static_cast<K>(key < from);
-            inside += static_cast<K>(static_cast<K>(key - from) <= span);
-          }
-          less += l;
-          bad |= b != 0;
-          if (inside)
-            for (std::size_t i = blo; i < bhi; ++i) {
-              const K key = key_of<K, Mag>(ptr[i]);
-              if (static_cast<K>(key - from) <= span) chunk.keys.push_back(key);
-            }
-        }
-      });
+      typed(ts[t], [&](auto ptr) { bad = count_bracket<K, Mag>(ptr, slo, shi, lo, hi, less, chunk.keys); });
       if (bad && !allow) throw_nonfinite("scores");
       local_below[t] += less;
       if ((collected += chunk.keys.size()) > cap) overflow = true;
@@ -300,21 +442,38 @@ bool sampled_cut(const std::vector<Tensor>& ts, const std::vector<std::size_t>& 
   for (auto b : below) less_total += b;
   for (const auto& c : chunks) inside += c.keys.size();
   if (k <= less_total || k > less_total + inside) return false;  // the bracket missed the k-th key
-  std::vector<K> keys;
-  keys.reserve(inside);
-  for (const auto& c : chunks) keys.insert(keys.end(), c.keys.begin(), c.keys.end());
   const std::uint64_t rank = k - less_total;  // 1-based rank inside the bracket
-  auto nth = keys.begin() + static_cast<std::ptrdiff_t>(rank - 1);
-  std::nth_element(keys.begin(), nth, keys.end());
+  // Histogram the bracket keys by their offset from lo (at most 2^16 bins), find the bin holding the
+  // rank-th key, and select exactly among that bin's few keys.
+  const K span = static_cast<K>(hi - lo);
+  int shift = 0;
+  while ((span >> shift) >= (K{1} << 16)) ++shift;
+  std::vector<std::uint32_t> hist(static_cast<std::size_t>(span >> shift) + 1, 0);
+  for (const auto& c : chunks)
+    for (K x : c.keys) ++hist[static_cast<std::size_t>(static_cast<K>(x - lo) >> shift)];
+  std::size_t bin = 0;
+  std::uint64_t before = 0;
+  while (before + hist[bin] < rank) before += hist[bin++];
+  std::vector<K> in_bin;
+  in_bin.reserve(hist[bin]);
+  for (const auto& c : chunks)
+    for (K x : c.keys)
+      if (static_cast<std::size_t>(static_cast<K>(x - lo) >> shift) == bin) in_bin.push_back(x);
+  auto nth = in_bin.begin() + static_cast<std::ptrdiff_t>(rank - before - 1);
+  std::nth_element(in_bin.begin(), nth, in_bin.end());
   const K key = *nth;
   std::vector<std::uint64_t> equal(nt, 0);
   std::uint64_t less_than_key = 0;
-  for (const auto& c : chunks)
+  for (const auto& c : chunks) {
+    std::uint64_t lt = 0, eq = 0;
     for (K x : c.keys) {
-      below[c.tensor] += x < key;
-      less_than_key += x < key;
-      equal[c.tensor] += x == key;
+      lt += x < key;
+      eq += x == key;
     }
+    below[c.tensor] += lt;
+    less_than_key += lt;
+    equal[c.tensor] += eq;
+  }
   resolve_ties<K, Mag>(ts, key, rank - less_than_key, equal, found);
   for (std::size_t t = 0; t < nt; ++t) found.counts[t] = static_cast<std::int64_t>(below[t]) + found.ties[t];
   return true;
@@ -465,23 +624,35 @@ void global_masks(const std::vector<Tensor>& scores, std::uint64_t k, bool allow
 
 namespace {
 
-// Zeroes w[i] where the key of s[i] is selected; returns how many.
+// Zeroes w[i] where the key of s[i] is selected: key <= cut before `mid`, key < cut from there on.
 template <class K, bool Mag, class SS, class WS>
-std::size_t zero_selected(const SS* s, WS* w, std::size_t lo, std::size_t hi, std::size_t mid, K cut) {
+void zero_selected(const SS* s, WS* w, std::size_t lo, std::size_t hi, std::size_t mid, K cut) {
   using Bits = typename elem<WS>::bits;
   Bits* wb = reinterpret_cast<Bits*>(w);
-  std::size_t zeroed = 0;
-  for (std::size_t i = lo; i < mid; ++i) {
-    const Bits sel = key_of<K, Mag>(s[i]) <= cut;
-    zeroed += sel;
-    wb[i] &= static_cast<Bits>(sel - 1);  // branch-free: all-zero bits when selected
+  std::size_t i = lo;
+#if PYPRUNE_SSE2
+  if constexpr (std::is_same_v<SS, float> && std::is_same_v<WS, float> && std::is_same_v<K, std::uint32_t>) {
+    const __m128i sign = _mm_set1_epi32(static_cast<int>(0x80000000u));
+    const __m128i cut_s = _mm_xor_si128(_mm_set1_epi32(static_cast<int>(cut)), sign);
+    // key <= cut  <=>  key < cut + 1; that would wrap for the NaN/Inf key, whose ties take the scalar loop.
+    const __m128i cut_s1 = _mm_add_epi32(cut_s, _mm_set1_epi32(1));
+    auto run = [&](std::size_t end, __m128i bound) {
+#if PYPRUNE_AVX2
+      if (has_avx2()) zero_below_avx2<Mag>(s, wb, i, end, _mm_cvtsi128_si32(bound));
+#endif
+      for (; i + 4 <= end; i += 4) {
+        const __m128i k = signed_keys_f32<Mag>(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)));
+        __m128i* dst = reinterpret_cast<__m128i*>(wb + i);
+        _mm_storeu_si128(dst, _mm_andnot_si128(_mm_cmplt_epi32(k, bound), _mm_loadu_si128(dst)));
+      }
+    };
+    if (mid > lo && cut != static_cast<K>(~K(0))) run(mid, cut_s1);
+    for (; i < mid; ++i) wb[i] &= static_cast<Bits>(static_cast<Bits>(key_of<K, Mag>(s[i]) <= cut) - 1);
+    run(hi, cut_s);
   }
-  for (std::size_t i = mid; i < hi; ++i) {
-    const Bits sel = key_of<K, Mag>(s[i]) < cut;
-    zeroed += sel;
-    wb[i] &= static_cast<Bits>(sel - 1);  // branch-free: all-zero bits when selected
-  }
-  return zeroed;
+#endif
+  for (; i < mid; ++i) wb[i] &= static_cast<Bits>(static_cast<Bits>(key_of<K, Mag>(s[i]) <= cut) - 1);
+  for (; i < hi; ++i) wb[i] &= static_cast<Bits>(static_cast<Bits>(key_of<K, Mag>(s[i]) < cut) - 1);
 }
 
 }  // namespace
@@ -513,21 +684,19 @@ std::vector<std::int64_t> prune_global(const std::vector<MutableTensor>& weights
     constexpr bool Mag = decltype(mag)::value;
     const auto found = find_cut<K, Mag>(keys, off, k, allow_nonfinite, threads);
     const Cut<K> cut = found.cut;
-    std::mutex merge;
     parallel_for(off.back(), threads, [&](std::size_t b, std::size_t e) {
-      std::vector<std::int64_t> local(weights.size(), 0);
       for_segments(off, b, e, [&](std::size_t t, std::size_t lo, std::size_t hi) {
         const std::size_t mid = std::clamp(cut.limit(t), lo, hi);
         typed(keys[t], [&](auto s) {
           dispatch(weights[t].dtype, [&](auto wtag) {
             using WS = decltype(wtag);
-            local[t] += static_cast<std::int64_t>(zero_selected<K, Mag>(s, weights[t].as<WS>(), lo, hi, mid, cut.key));
+            zero_selected<K, Mag>(s, weights[t].as<WS>(), lo, hi, mid, cut.key);
           });
         });
       });
-      std::lock_guard<std::mutex> lock(merge);
-      for (std::size_t t = 0; t < local.size(); ++t) zeroed[t] += local[t];
     });
+    // Exactly the selected elements are zeroed (some may have been zero already).
+    zeroed = found.counts;
   });
   return zeroed;
 }
@@ -574,6 +743,146 @@ inline void keep_best(const K* keys, int n, int m, std::uint8_t* keep, std::size
   for (int j = 0; j < n; ++j) keep[order[j].second * stride] = 1;
 }
 
+#if PYPRUNE_SSE2
+// N:4 along the last axis for float32, one group per 128-bit lane: each key is compared with the
+// other three of its group through in-lane rotations. `better` counts keys that are larger, or equal
+// at a lower position; the key is kept when fewer than n are better. Rotation r brings position
+// (j + r) % 4 to lane j; tie_r marks the lanes where that position is lower. The loops below return
+// whether a NaN/Inf was seen.
+inline __m128i n4_keep(__m128i k, __m128i n_neg) {
+  const __m128i r1 = _mm_shuffle_epi32(k, _MM_SHUFFLE(0, 3, 2, 1));
+  const __m128i r2 = _mm_shuffle_epi32(k, _MM_SHUFFLE(1, 0, 3, 2));
+  const __m128i r3 = _mm_shuffle_epi32(k, _MM_SHUFFLE(2, 1, 0, 3));
+  const __m128i tie1 = _mm_set_epi32(-1, 0, 0, 0), tie2 = _mm_set_epi32(-1, -1, 0, 0), tie3 = _mm_set_epi32(-1, -1, -1, 0);
+  const __m128i b1 = _mm_or_si128(_mm_cmpgt_epi32(r1, k), _mm_and_si128(_mm_cmpeq_epi32(r1, k), tie1));
+  const __m128i b2 = _mm_or_si128(_mm_cmpgt_epi32(r2, k), _mm_and_si128(_mm_cmpeq_epi32(r2, k), tie2));
+  const __m128i b3 = _mm_or_si128(_mm_cmpgt_epi32(r3, k), _mm_and_si128(_mm_cmpeq_epi32(r3, k), tie3));
+  // Each b is -1 where better: the sum is minus the count; keep where count < n, i.e. sum > -n.
+  return _mm_cmpgt_epi32(_mm_add_epi32(_mm_add_epi32(b1, b2), b3), n_neg);
+}
+
+template <bool Mag>
+bool n4_last_axis_sse2(const float* src, std::uint8_t* out, std::size_t& g, std::size_t end, int n) {
+  const __m128i n_neg = _mm_set1_epi32(-n), one = _mm_set1_epi8(1), worst = _mm_set1_epi32(0x7FFFFFFF);
+  __m128i nonfinite = _mm_setzero_si128();
+  for (; g + 4 <= end; g += 4) {  // four groups = 16 elements = 16 mask bytes
+    const float* p = src + 4 * g;
+    __m128i keep[4];
+    for (int v = 0; v < 4; ++v) {
+      const __m128i k = signed_keys_f32<Mag>(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 4 * v)));
+      nonfinite = _mm_or_si128(nonfinite, _mm_cmpeq_epi32(k, worst));
+      keep[v] = n4_keep(k, n_neg);
+    }
+    const __m128i bytes = _mm_packs_epi16(_mm_packs_epi32(keep[0], keep[1]), _mm_packs_epi32(keep[2], keep[3]));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 4 * g), _mm_and_si128(bytes, one));
+  }
+  return _mm_movemask_epi8(nonfinite) != 0;
+}
+#endif
+
+#if PYPRUNE_AVX2
+template <bool Mag>
+PYPRUNE_TARGET_AVX2 bool n4_last_axis_avx2(const float* src, std::uint8_t* out, std::size_t& g, std::size_t end,
+                                           int n) {
+  const __m256i n_neg = _mm256_set1_epi32(-n), one = _mm256_set1_epi8(1), worst = _mm256_set1_epi32(0x7FFFFFFF);
+  const __m256i tie1 = _mm256_set_epi32(-1, 0, 0, 0, -1, 0, 0, 0);
+  const __m256i tie2 = _mm256_set_epi32(-1, -1, 0, 0, -1, -1, 0, 0);
+  const __m256i tie3 = _mm256_set_epi32(-1, -1, -1, 0, -1, -1, -1, 0);
+  // packs works within 128-bit lanes: this puts the eight 4-byte groups back in order.
+  const __m256i order = _mm256_set_epi32(7, 3, 6, 2, 5, 1, 4, 0);
+  __m256i nonfinite = _mm256_setzero_si256();
+  for (; g + 8 <= end; g += 8) {  // eight groups = 32 elements = 32 mask bytes
+    const float* p = src + 4 * g;
+    __m256i keep[4];
+    for (int v = 0; v < 4; ++v) {
+      const __m256i k = signed_keys_f32_avx2<Mag>(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 8 * v)));
+      nonfinite = _mm256_or_si256(nonfinite, _mm256_cmpeq_epi32(k, worst));
+      const __m256i r1 = _mm256_shuffle_epi32(k, _MM_SHUFFLE(0, 3, 2, 1));
+      const __m256i r2 = _mm256_shuffle_epi32(k, _MM_SHUFFLE(1, 0, 3, 2));
+      const __m256i r3 = _mm256_shuffle_epi32(k, _MM_SHUFFLE(2, 1, 0, 3));
+      const __m256i b1 = _mm256_or_si256(_mm256_cmpgt_epi32(r1, k), _mm256_and_si256(_mm256_cmpeq_epi32(r1, k), tie1));
+      const __m256i b2 = _mm256_or_si256(_mm256_cmpgt_epi32(r2, k), _mm256_and_si256(_mm256_cmpeq_epi32(r2, k), tie2));
+      const __m256i b3 = _mm256_or_si256(_mm256_cmpgt_epi32(r3, k), _mm256_and_si256(_mm256_cmpeq_epi32(r3, k), tie3));
+      keep[v] = _mm256_cmpgt_epi32(_mm256_add_epi32(_mm256_add_epi32(b1, b2), b3), n_neg);
+    }
+    const __m256i bytes =
+        _mm256_packs_epi16(_mm256_packs_epi32(keep[0], keep[1]), _mm256_packs_epi32(keep[2], keep[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 4 * g),
+                        _mm256_and_si256(_mm256_permutevar8x32_epi32(bytes, order), one));
+  }
+  return !_mm256_testz_si256(nonfinite, nonfinite);
+}
+#endif
+
+// N:4 along an inner axis: the four keys of a group sit in four rows (stride `inner`), so columns
+// are compared lane by lane. c_ab (a < b) is -1 where k_b > k_a strictly; the count of better keys of
+// row j is j + sum_{a<j} c_aj - sum_{b>j} c_jb, and row j keeps a column when that count is below n.
+#if PYPRUNE_SSE2
+template <bool Mag>
+bool n4_inner_sse2(const float* p, std::uint8_t* out, std::size_t inner, std::size_t& i, int n) {
+  const __m128i worst = _mm_set1_epi32(0x7FFFFFFF);
+  __m128i nonfinite = _mm_setzero_si128();
+  for (; i + 4 <= inner; i += 4) {
+    __m128i k[4];
+    for (int j = 0; j < 4; ++j) {
+      k[j] = signed_keys_f32<Mag>(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + j * inner + i)));
+      nonfinite = _mm_or_si128(nonfinite, _mm_cmpeq_epi32(k[j], worst));
+    }
+    const __m128i c01 = _mm_cmpgt_epi32(k[1], k[0]), c02 = _mm_cmpgt_epi32(k[2], k[0]);
+    const __m128i c03 = _mm_cmpgt_epi32(k[3], k[0]), c12 = _mm_cmpgt_epi32(k[2], k[1]);
+    const __m128i c13 = _mm_cmpgt_epi32(k[3], k[1]), c23 = _mm_cmpgt_epi32(k[3], k[2]);
+    const __m128i zero = _mm_setzero_si128();
+    const __m128i x0 = _mm_sub_epi32(zero, _mm_add_epi32(_mm_add_epi32(c01, c02), c03));
+    const __m128i x1 = _mm_sub_epi32(c01, _mm_add_epi32(c12, c13));
+    const __m128i x2 = _mm_sub_epi32(_mm_add_epi32(c02, c12), c23);
+    const __m128i x3 = _mm_add_epi32(_mm_add_epi32(c03, c13), c23);
+    const __m128i keep0 = _mm_cmpgt_epi32(_mm_set1_epi32(n), x0), keep1 = _mm_cmpgt_epi32(_mm_set1_epi32(n - 1), x1);
+    const __m128i keep2 = _mm_cmpgt_epi32(_mm_set1_epi32(n - 2), x2), keep3 = _mm_cmpgt_epi32(_mm_set1_epi32(n - 3), x3);
+    const __m128i bytes = _mm_and_si128(
+        _mm_packs_epi16(_mm_packs_epi32(keep0, keep1), _mm_packs_epi32(keep2, keep3)), _mm_set1_epi8(1));
+    alignas(16) std::uint8_t rows[16];
+    _mm_store_si128(reinterpret_cast<__m128i*>(rows), bytes);
+    for (int j = 0; j < 4; ++j) std::memcpy(out + j * inner + i, rows + 4 * j, 4);
+  }
+  return _mm_movemask_epi8(nonfinite) != 0;
+}
+#endif
+
+#if PYPRUNE_AVX2
+template <bool Mag>
+PYPRUNE_TARGET_AVX2 bool n4_inner_avx2(const float* p, std::uint8_t* out, std::size_t inner, std::size_t& i, int n) {
+  const __m256i worst = _mm256_set1_epi32(0x7FFFFFFF);
+  const __m256i order = _mm256_set_epi32(7, 3, 6, 2, 5, 1, 4, 0);
+  __m256i nonfinite = _mm256_setzero_si256();
+  for (; i + 8 <= inner; i += 8) {
+    __m256i k[4];
+    for (int j = 0; j < 4; ++j) {
+      k[j] = signed_keys_f32_avx2<Mag>(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + j * inner + i)));
+      nonfinite = _mm256_or_si256(nonfinite, _mm256_cmpeq_epi32(k[j], worst));
+    }
+    const __m256i c01 = _mm256_cmpgt_epi32(k[1], k[0]), c02 = _mm256_cmpgt_epi32(k[2], k[0]);
+    const __m256i c03 = _mm256_cmpgt_epi32(k[3], k[0]), c12 = _mm256_cmpgt_epi32(k[2], k[1]);
+    const __m256i c13 = _mm256_cmpgt_epi32(k[3], k[1]), c23 = _mm256_cmpgt_epi32(k[3], k[2]);
+    const __m256i x0 = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_add_epi32(_mm256_add_epi32(c01, c02), c03));
+    const __m256i x1 = _mm256_sub_epi32(c01, _mm256_add_epi32(c12, c13));
+    const __m256i x2 = _mm256_sub_epi32(_mm256_add_epi32(c02, c12), c23);
+    const __m256i x3 = _mm256_add_epi32(_mm256_add_epi32(c03, c13), c23);
+    const __m256i keep0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), x0);
+    const __m256i keep1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - 1), x1);
+    const __m256i keep2 = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - 2), x2);
+    const __m256i keep3 = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - 3), x3);
+    // packs works within 128-bit lanes; the permute makes each row's eight bytes contiguous.
+    const __m256i packed =
+        _mm256_packs_epi16(_mm256_packs_epi32(keep0, keep1), _mm256_packs_epi32(keep2, keep3));
+    const __m256i bytes = _mm256_and_si256(_mm256_permutevar8x32_epi32(packed, order), _mm256_set1_epi8(1));
+    alignas(32) std::uint8_t rows[32];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(rows), bytes);
+    for (int j = 0; j < 4; ++j) std::memcpy(out + j * inner + i, rows + 8 * j, 8);
+  }
+  return !_mm256_testz_si256(nonfinite, nonfinite);
+}
+#endif
+
 // N:M with m known at compile time (2, 4, 8, 16): the rank test unrolls fully.
 template <int M, class K, bool Mag, class S>
 void nm_fixed(const S* p, const AxisSplit& s, int n, bool allow, int threads, std::uint8_t* keep) {
@@ -587,7 +896,16 @@ void nm_fixed(const S* p, const AxisSplit& s, int n, bool allow, int threads, st
     bool bad = false;
     if (inner == 1) {
       // Groups are contiguous (N:M along the last axis): one flat loop, no column loop.
-      for (std::size_t blk = b; blk < e; ++blk) {
+      std::size_t blk = b;
+#if PYPRUNE_SSE2
+      if constexpr (M == 4 && std::is_same_v<S, float> && std::is_same_v<K, std::uint32_t>) {
+#if PYPRUNE_AVX2
+        if (has_avx2()) bad |= n4_last_axis_avx2<Mag>(src, out, blk, e, nkeep);
+#endif
+        bad |= n4_last_axis_sse2<Mag>(src, out, blk, e, nkeep);
+      }
+#endif
+      for (; blk < e; ++blk) {
         const S* g = src + blk * M;
         std::uint8_t* o = out + blk * M;
         K keys[M];
@@ -608,7 +926,16 @@ void nm_fixed(const S* p, const AxisSplit& s, int n, bool allow, int threads, st
     }
     for (std::size_t blk = b; blk < e; ++blk) {
       const std::size_t base = blk * M * inner;
-      for (std::size_t i = 0; i < inner; ++i) {
+      std::size_t i = 0;
+#if PYPRUNE_SSE2
+      if constexpr (M == 4 && std::is_same_v<S, float> && std::is_same_v<K, std::uint32_t>) {
+#if PYPRUNE_AVX2
+        if (has_avx2()) bad |= n4_inner_avx2<Mag>(src + base, out + base, inner, i, nkeep);
+#endif
+        bad |= n4_inner_sse2<Mag>(src + base, out + base, inner, i, nkeep);
+      }
+#endif
+      for (; i < inner; ++i) {
         K keys[M];
         for (int j = 0; j < M; ++j) {
           keys[j] = key_of<K, Mag>(src[base + j * inner + i]);
