@@ -24,6 +24,9 @@ from ._base import Evaluation, Search
 
 __all__ = ["GreedySearch"]
 
+#: A judged candidate: (loss increase per unit of cost saved, slot id, count, evaluation, orders).
+_Candidate = tuple[float, str, int, Evaluation, "dict[str, np.ndarray] | None"]
+
 
 class GreedySearch(Search):
     """Least loss per unit of cost saved, one step per round (see the module docstring).
@@ -101,7 +104,8 @@ class GreedySearch(Search):
                 self.restore(passing)  # ship only a state that meets the constraint
             raise
 
-    def _round(self, steps: dict[str, int], exhausted: set[str]):
+    def _round(self, steps: dict[str, int],
+               exhausted: set[str]) -> tuple[_Candidate | None, _Candidate | None]:
         """Judge every slot's next step; the best passing candidate and the best failing one."""
         best = best_failing = None
         for slot in self.slots:
