@@ -1,0 +1,102 @@
+"""Behaviour of the search loops' newer parts: one pass yielding outputs and statistics, greedy's
+patience past failing states, recursive's one step per group per sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pyprune
+from pyprune import Dataset, MACs, load
+from pyprune.evaluate import MaskedSession, RunningChannelStats
+from pyprune.graph import DependencyGraph
+from pyprune.search import GreedySearch, RecursiveSearch
+from pyprune.search.recovery import Recovery
+
+ASSETS = Path(pyprune.__file__).parent / "assets"
+CNN = Path(__file__).parents[1] / "benchmarks" / "models" / "digits_cnn.onnx"
+FAST = dict(quiet=True, measure_latency=False)
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    arrays = np.load(ASSETS / "digits.npz")
+    return load(ASSETS / "digits_mlp.onnx"), Dataset({"input": arrays["input"]}, arrays["label"])
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    arrays = np.load(ASSETS / "digits.npz")
+    data = Dataset({"input": arrays["input"][:96].reshape(-1, 1, 8, 8)}, arrays["label"][:96])
+    return load(CNN), data
+
+
+def test_one_pass_gives_the_outputs_and_statistics_of_separate_runs(cnn):
+    model, data = cnn
+    groups = [g for g in DependencyGraph(model).groups if g.prunable]
+    recovery = Recovery(model, groups)
+    session = MaskedSession(model, data, groups=groups, batch_size=40, affine=recovery.affine_points,
+                            capture=recovery.capture)
+    keep = np.ones(groups[0].size, dtype=bool)
+    keep[::3] = False
+    masks = {groups[0].id: keep}
+    outputs, stats = session.run_with_stats(masks)
+    np.testing.assert_array_equal(outputs[0], session.run(masks)[0])
+    separate = session.activation_stats(masks)
+    assert set(stats) == set(separate) == set(recovery.capture)
+    for name, s in stats.items():
+        np.testing.assert_allclose(s.mean, separate[name].mean, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(s.var, separate[name].var, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(s.l2_norm, separate[name].l2_norm, rtol=1e-9)
+        assert np.isnan(s.mean_abs).all() and np.isnan(s.zero_fraction).all()  # moments only
+        assert not np.isnan(separate[name].mean_abs).any()
+
+
+def test_moments_only_statistics_equal_the_full_ones():
+    rng = np.random.default_rng(3)
+    chunks = [np.maximum(rng.normal(5.0, 2.0, size=(n, 4, 3)), 0).astype(np.float32) for n in (3, 1, 7)]
+    full, moments = RunningChannelStats("t", 1), RunningChannelStats("t", 1, moments_only=True)
+    for chunk in chunks:
+        full.update(chunk)
+        moments.update(chunk)
+    a, b = full.result(), moments.result()
+    everything = np.concatenate(chunks).astype(np.float64)
+    np.testing.assert_allclose(b.mean, everything.mean(axis=(0, 2)), rtol=1e-12)
+    np.testing.assert_allclose(b.var, everything.var(axis=(0, 2)), rtol=1e-6)
+    np.testing.assert_allclose(b.l2_norm, np.sqrt((everything**2).sum(axis=(0, 2))), rtol=1e-9)
+    np.testing.assert_array_equal(a.mean, b.mean)
+    np.testing.assert_allclose(a.zero_fraction, (everything == 0).mean(axis=(0, 2)))
+
+
+def test_greedy_patience_goes_further_and_returns_only_passing_states(mlp):
+    model, data = mlp
+    runs = {p: GreedySearch(model, data, target=MACs(0.3), max_drop=0.01, patience=p, **FAST) for p in (0, 3)}
+    results = {p: search.run() for p, search in runs.items()}
+    for p, result in results.items():
+        threshold = runs[p].threshold
+        assert not result.met and result.metric >= threshold
+        # Steps taken past a failing state and then abandoned are not in the history.
+        assert all(e.metric >= threshold for e in result.history if e.metric is not None)
+        assert result.report.verified
+    assert results[3].model.macs() <= results[0].model.macs()
+    assert results[3].report.evaluations > results[0].report.evaluations
+
+
+def test_greedy_rejects_a_bad_patience(mlp):
+    model, data = mlp
+    with pytest.raises(ValueError, match="patience must be a non-negative integer"):
+        GreedySearch(model, data, patience=-1, **FAST)
+
+
+def test_recursive_takes_one_step_per_group_per_sweep(cnn):
+    model, data = cnn
+    search = RecursiveSearch(model, data, target=MACs(0.3), max_drop=None, **FAST)
+    result = search.run()
+    assert result.met
+    steps = [next(iter(e.removed)) for e in result.history if e.removed]
+    first_sweep = steps[: len(search.slots)]
+    assert len(set(first_sweep)) == len(search.slots)  # every group once before any twice
+    depth = {s.id: s.depth for s in search.slots}
+    assert [depth[s] for s in first_sweep] == sorted((depth[s] for s in first_sweep), reverse=True)
