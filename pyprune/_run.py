@@ -58,6 +58,7 @@ class PruneOptions:
     max_drop: float | None = DEFAULT_MAX_DROP  # None: no constraint
     metric: str | None = None  # None: accuracy with labels, agreement without
     seed: int = 0
+    round_to: int = 1  # channel/neuron groups keep a multiple of this many units (or all)
 
     def __post_init__(self) -> None:
         _choice("granularity", self.granularity, GRANULARITIES)
@@ -83,6 +84,10 @@ class PruneOptions:
             metrics.get(self.metric)  # raises ValueError listing the known names
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"'seed' must be an integer, got {self.seed!r}")
+        if isinstance(self.round_to, bool) or not isinstance(self.round_to, int):
+            raise TypeError(f"'round_to' must be an integer, got {self.round_to!r}")
+        if self.round_to < 1:
+            raise ValueError(f"'round_to' must be at least 1, got {self.round_to!r}")
 
     def describe(self) -> str:
         kind, value = self.target
@@ -180,6 +185,7 @@ def prune_and_save(
     ``report`` (either may be None). The best model found is written even when the target was not
     reached or the run was interrupted."""
     from ._prune import prune
+    from .search import Limits
 
     result = prune(
         model,
@@ -191,6 +197,7 @@ def prune_and_save(
         max_drop=options.max_drop,
         metric=options.metric,
         seed=options.seed,
+        limits=Limits(round_to=options.round_to),
         threads=threads,
         quiet=quiet,
     )

@@ -135,6 +135,7 @@ def test_version() -> None:
         (("prune", "{model}", "-o", "{out}", "--macs", "0.5", "--strategy", "best"), "invalid choice"),
         (("prune", "{model}", "-o", "{out}", "--macs", "0.5", "--threads", "0"), "positive integer"),
         (("prune", "{model}", "-o", "{out}", "--macs", "0.5", "--bogus"), "unrecognized arguments"),
+        (("prune", "{model}", "-o", "{out}", "--macs", "0.5", "--round-to", "0"), "positive integer"),
         (("bench", "{model}", "--runs", "many"), "positive integer"),
     ],
 )
@@ -300,6 +301,17 @@ def test_prune_writes_the_model_and_the_report(files: dict[str, Path], tmp_path:
     summary = json.loads((report / "report.json").read_text())
     assert summary["met"] is True and summary["strategy"].startswith("oneshot")
     assert summary["after"]["macs"] == _macs(out)
+
+
+def test_round_to_keeps_multiples_of_n_units(files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "rounded.onnx"
+    proc = pyprune("prune", files["model"], "-o", out, "--macs", "0.6", "--strategy", "greedy",
+                   "--round-to", "4", "--max-drop", "none", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    widths = {i.name: i.dims for i in onnx.load(out).graph.initializer if i.name.startswith("w")}
+    assert widths["w0"][1] % 4 == 0 and widths["w1"][1] % 4 == 0  # hidden layers of 16 and 12
+    assert widths["w0"][1] * widths["w1"][1] < 16 * 12  # something was removed
+    _runs_like_the_original(out, files["model"])
 
 
 def test_prune_greedy_prints_the_before_after_table(files: dict[str, Path], tmp_path: Path) -> None:

@@ -141,6 +141,7 @@ granularity = "channel"
 strategy = "greedy"
 macs = 0.8
 max_drop = 0.05
+round_to = 4                   # hidden widths stay multiples of 4, so 2:4 fits the next step
 output = "out/neurons.onnx"
 
 [[step]]
