@@ -94,6 +94,10 @@ def run_in_new_session(proto: onnx.ModelProto, feed: dict[str, np.ndarray], thre
     session.run(None, feed)
 
 
+#: Rounds of timed blocks per batch size; candidates are split evenly across them.
+ROUNDS = 4
+
+
 def with_weight(model: Model, name: str, values: np.ndarray) -> onnx.ModelProto:
     """A copy of the model's proto with one initializer replaced."""
     proto = onnx.ModelProto()
@@ -157,14 +161,27 @@ def main() -> None:
         def weight_rebuild(name: str, mask: np.ndarray) -> None:
             run_in_new_session(with_weight(model, name, model.weight(name) * mask), feed, threads)
 
-        # Interleaved, so that load from other processes hits every column alike.
+        # Timed in blocks (one mode at a time, a warm-up run first), alternating modes round by
+        # round so that load from other processes hits every column alike. Switching session on
+        # every run would let the previous session's spinning worker threads compete with the
+        # next one and roughly double and scatter every figure (ONNX Runtime keeps its threads
+        # spinning for a while after a run).
         times: dict[str, list[float]] = {k: [] for k in ("plain", "struct", "weights", "rs", "rw")}
-        for i in range(candidates):
-            name, mask = weight_cands[i]
-            times["plain"].append(timed_ms(lambda: plain.run(None, feed)))
-            times["struct"].append(timed_ms(lambda: masked.run(structured[i])))
-            times["weights"].append(timed_ms(lambda: overridable.run(weights={name: mask})))
-            if i < rebuilds:
+        per_round = max(candidates // ROUNDS, 1)
+        for r in range(ROUNDS):
+            chosen = range(r * per_round, min((r + 1) * per_round, candidates))
+            plain.run(None, feed)
+            for i in chosen:
+                times["plain"].append(timed_ms(lambda: plain.run(None, feed)))
+            masked.run(structured[chosen[0]])
+            for i in chosen:
+                times["struct"].append(timed_ms(lambda: masked.run(structured[i])))
+            overridable.run(weights=dict([weight_cands[chosen[0]]]))
+            for i in chosen:
+                name, mask = weight_cands[i]
+                times["weights"].append(timed_ms(lambda: overridable.run(weights={name: mask})))
+            for i in [c for c in chosen if c < rebuilds]:
+                name, mask = weight_cands[i]
                 times["rs"].append(timed_ms(lambda: structured_rebuild(structured[i])))
                 times["rw"].append(timed_ms(lambda: weight_rebuild(name, mask)))
         t = {k: statistics.median(v) for k, v in times.items()}
