@@ -58,7 +58,7 @@ class PruneOptions:
     max_drop: float | None = DEFAULT_MAX_DROP  # None: no constraint
     metric: str | None = None  # None: accuracy with labels, agreement without
     seed: int = 0
-    round_to: int = 1  # channel/neuron groups keep a multiple of this many units (or all)
+    round_to: int | str = "auto"  # groups keep a multiple of this many units (see search.Limits)
 
     def __post_init__(self) -> None:
         _choice("granularity", self.granularity, GRANULARITIES)
@@ -84,10 +84,11 @@ class PruneOptions:
             metrics.get(self.metric)  # raises ValueError listing the known names
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"'seed' must be an integer, got {self.seed!r}")
-        if isinstance(self.round_to, bool) or not isinstance(self.round_to, int):
-            raise TypeError(f"'round_to' must be an integer, got {self.round_to!r}")
-        if self.round_to < 1:
-            raise ValueError(f"'round_to' must be at least 1, got {self.round_to!r}")
+        if self.round_to != "auto":
+            if isinstance(self.round_to, bool) or not isinstance(self.round_to, int):
+                raise TypeError(f"'round_to' must be an integer or 'auto', got {self.round_to!r}")
+            if self.round_to < 1:
+                raise ValueError(f"'round_to' must be at least 1, got {self.round_to!r}")
 
     def describe(self) -> str:
         kind, value = self.target

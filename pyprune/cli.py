@@ -99,6 +99,10 @@ def _max_drop(text: str) -> float | None:
     return _non_negative_float(text)
 
 
+def _round_to(text: str) -> int | str:
+    return "auto" if text.strip().lower() == "auto" else _positive_int(text)
+
+
 def _ratio(text: str) -> float:
     value = _non_negative_float(text)
     if value > 1.0:
@@ -190,9 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--strategy", choices=STRATEGIES, default="greedy",
                      help="search loop")
     how.add_argument("--seed", type=int, default=0, metavar="N", help="seed for random choices")
-    how.add_argument("--round-to", type=_positive_int, default=1, metavar="N",
-                     help="channel/neuron groups keep a multiple of N units (8 keeps ONNX Runtime's "
-                          "fast convolution kernels; 4 leaves room for 2:4 weights next)")
+    how.add_argument("--round-to", type=_round_to, default="auto", metavar="N",
+                     help="channel/neuron groups keep a multiple of N units (4 leaves room for 2:4 "
+                          "weights next); 'auto' keeps multiples of 8 in convolutions of 32+ "
+                          "channels, which ONNX Runtime runs fastest, and any count elsewhere")
     target = p.add_argument_group("target (exactly one)").add_mutually_exclusive_group(required=True)
     target.add_argument("--sparsity", type=_ratio, metavar="F", help="fraction of prunable weights to zero")
     target.add_argument("--params", type=_ratio, metavar="F", help="keep this fraction of the parameters")

@@ -297,9 +297,34 @@ def test_skip_max_fraction_and_round_to_are_honoured(gen):
     assert all(k % 4 == 0 for k in kept) and kept != (24, 16)
 
 
+def _wide_conv_model() -> Model:
+    """Conv of 40 channels (rounded by "auto"), then a Gemm head of 20 neurons (not rounded)."""
+    b = Builder(seed=3)
+    h = b.relu(b.bn(b.conv(b.input([3, 6, 6]), 3, 40), 40))
+    h = b.op("Flatten", [b.op("GlobalAveragePool", [h])])
+    h = b.relu(b.gemm(h, 40, 20))
+    return load(b.model([b.gemm(h, 20, 5)]))
+
+
+def test_round_to_auto_rounds_wide_convolutions_only():
+    model = _wide_conv_model()
+    groups = {g.op_type: g for g in DependencyGraph(model).groups if g.prunable}
+    assert Limits().round_to == "auto"
+    assert Limits().round_for(groups["Conv"]) == 8 and Limits().round_for(groups["Gemm"]) == 1
+    assert Limits(round_to=2).round_for(groups["Conv"]) == 2
+
+    result = pyprune.prune(model, None, strategy="oneshot", target=MACs(0.5), max_drop=None, **FAST)
+    removed = result.report.removed
+    assert (40 - removed[groups["Conv"].id]) % 8 == 0 and removed[groups["Conv"].id] > 0
+    exact = pyprune.prune(model, None, strategy="oneshot", target=MACs(0.5), max_drop=None,
+                          limits=Limits(round_to=1), **FAST)
+    assert exact.report.removed != removed  # without rounding the cut lands elsewhere
+
+
 def test_limits_validation():
     for kwargs, needle in [({"max_fraction": 1.5}, "max_fraction"), ({"min_keep": 0}, "min_keep"),
-                           ({"round_to": 0}, "round_to")]:
+                           ({"round_to": 0}, "round_to"),
+                           ({"round_to": "eight"}, "round_to")]:
         with pytest.raises(ValueError, match=needle):
             Limits(**kwargs)
     assert Limits(skip="a").skip == ("a",)
