@@ -56,7 +56,7 @@ from .errors import PyPruneError
 __all__ = ["Recipe", "RecipeStep", "RecipeError", "RecipeOutcome", "load_recipe", "run_recipe"]
 
 # Keys a step may set; the pipeline-level ones of the same name are defaults for every step.
-_STEP_OPTION_KEYS = ("importance", "strategy", "max_drop", "metric", "seed", "round_to")
+_STEP_OPTION_KEYS = ("importance", "strategy", "max_drop", "metric", "seed", "round_to", "skip")
 _TOP_KEYS = frozenset({"model", "output", "data", "report", "threads", "step", *_STEP_OPTION_KEYS})
 _STEP_KEYS = frozenset({"name", "granularity", "output", "report", "data", *_STEP_OPTION_KEYS,
                         *TARGET_KINDS})

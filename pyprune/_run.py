@@ -59,6 +59,7 @@ class PruneOptions:
     metric: str | None = None  # None: accuracy with labels, agreement without
     seed: int = 0
     round_to: int | str = "auto"  # groups keep a multiple of this many units (see search.Limits)
+    skip: tuple[str, ...] = ()  # ids of groups, layers or weights never to touch
 
     def __post_init__(self) -> None:
         _choice("granularity", self.granularity, GRANULARITIES)
@@ -89,6 +90,9 @@ class PruneOptions:
                 raise TypeError(f"'round_to' must be an integer or 'auto', got {self.round_to!r}")
             if self.round_to < 1:
                 raise ValueError(f"'round_to' must be at least 1, got {self.round_to!r}")
+        if isinstance(self.skip, str) or not all(isinstance(x, str) and x for x in self.skip):
+            raise TypeError(f"'skip' must be a list of group, layer or weight names, got {self.skip!r}")
+        object.__setattr__(self, "skip", tuple(self.skip))  # a TOML list arrives as a list
 
     def describe(self) -> str:
         kind, value = self.target
@@ -198,7 +202,7 @@ def prune_and_save(
         max_drop=options.max_drop,
         metric=options.metric,
         seed=options.seed,
-        limits=Limits(round_to=options.round_to),
+        limits=Limits(round_to=options.round_to, skip=options.skip),
         threads=threads,
         quiet=quiet,
     )

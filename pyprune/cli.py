@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="channel/neuron groups keep a multiple of N units (4 leaves room for 2:4 "
                           "weights next); 'auto' keeps multiples of 8 in convolutions of 32+ "
                           "channels, which ONNX Runtime runs fastest, and any count elsewhere")
+    how.add_argument("--skip", action="append", default=[], metavar="NAME",
+                     help="a group, layer or weight never to touch (as `pyprune inspect` names it); "
+                          "repeat for several")
     target = p.add_argument_group("target (exactly one)").add_mutually_exclusive_group(required=True)
     target.add_argument("--sparsity", type=_ratio, metavar="F", help="fraction of prunable weights to zero")
     target.add_argument("--params", type=_ratio, metavar="F", help="keep this fraction of the parameters")
@@ -311,7 +314,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     options = PruneOptions(granularity=args.granularity, target=target,
                            importance=args.importance, strategy=args.strategy,
                            max_drop=args.max_drop, metric=args.metric, seed=args.seed,
-                           round_to=args.round_to)
+                           round_to=args.round_to, skip=tuple(args.skip))
     model = load_model(args.model)
     data = None
     if args.data is not None:

@@ -314,6 +314,20 @@ def test_round_to_keeps_multiples_of_n_units(files: dict[str, Path], tmp_path: P
     _runs_like_the_original(out, files["model"])
 
 
+def test_skip_leaves_a_group_whole_and_unknown_names_exit_2(files: dict[str, Path], tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "skipped.onnx"
+    proc = pyprune("prune", files["model"], "-o", out, "--macs", "0.7", "--strategy", "oneshot",
+                   "--skip", "fc0", "--max-drop", "none", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    widths = {i.name: i.dims for i in onnx.load(out).graph.initializer}
+    assert widths["w0"][1] == 16 and widths["w1"][1] < 12  # fc0 whole, fc1 pruned
+    never = tmp_path / "never.onnx"
+    assert_usage_error(run_main(capsys, "prune", files["model"], "-o", never, "--macs", "0.7",
+                                "--skip", "fc9", "--max-drop", "none"), "fc9", "fc0")
+    assert not never.exists()
+
+
 def test_prune_greedy_prints_the_before_after_table(files: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "pruned.onnx"
     proc = pyprune("prune", files["model"], "-o", out, "--macs", "0.9", "--strategy", "greedy",

@@ -54,7 +54,9 @@ def write(workdir: Path, text: str) -> Path:
 
 
 def test_a_valid_recipe_resolves_paths_against_its_folder(workdir: Path) -> None:
-    recipe = load_recipe(write(workdir, HEADER + 'metric = "accuracy"\nseed = 3\n' + CHANNELS + """
+    recipe = load_recipe(write(workdir, HEADER + 'metric = "accuracy"\nseed = 3\n' + CHANNELS + """round_to = 4
+skip = ["/out/Gemm"]
+
 [[step]]
 name = "weights"
 granularity = "nm"
@@ -69,7 +71,9 @@ report = "out/weights-report"
     first, second = recipe.steps
     assert (first.name, first.options.granularity, first.options.target) == ("channels", "channel", ("macs", 0.6))
     assert first.options.max_drop == 0.02 and first.options.metric == "accuracy" and first.options.seed == 3
+    assert first.options.round_to == 4 and first.options.skip == ("/out/Gemm",)
     assert second.options.max_drop == 0.01  # the default constraint
+    assert second.options.round_to == "auto" and second.options.skip == ()
     assert second.output == workdir / "out" / "weights.onnx"
     assert second.report == workdir / "out" / "weights-report"
 
@@ -96,6 +100,8 @@ report = "out/weights-report"
         (HEADER + CHANNELS + CHANNELS, ["two steps are named 'channels'"]),
         (HEADER + CHANNELS + 'output = "out/final.onnx"\n', ["same file"]),
         (HEADER + "threads = 0\n" + CHANNELS, ["'threads' must be a positive integer"]),
+        (HEADER + CHANNELS + "round_to = 0\n", ["'round_to' must be at least 1"]),
+        (HEADER + CHANNELS + 'skip = "fc0"\n', ["'skip' must be a list"]),
         (HEADER.replace("data = { path", "data = { file") + CHANNELS, ["unknown key 'file'"]),
         ("model = [\n", ["not valid TOML"]),
     ],

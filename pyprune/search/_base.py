@@ -393,6 +393,13 @@ class Search:
                     cap = int(math.floor(self.limits.max_fraction * w.size))
                     cap = min(cap, w.size - 1)
                     slots.append(Slot(w.name, "weight", w.size, order, flat, cap, 1, d_of[w.name]))
+        unknown = sorted(skip - set(self.frozen) - {slot.id for slot in slots})
+        if unknown:
+            known = sorted(set(self.frozen) | {slot.id for slot in slots})
+            raise ValueError(
+                f"skip names {', '.join(map(repr, unknown))}, not a {self.granularity}-granularity "
+                f"unit of this model; known: {', '.join(known)}"
+            )
         if not slots:
             raise TargetError(
                 f"nothing can be pruned at {self.granularity} granularity in this model"
