@@ -559,6 +559,16 @@ class Search:
             return float(before.params - after.params)
         return float(before.nonzeros - after.nonzeros)
 
+    def still_needed(self, cost: Cost) -> float | None:
+        """Cost still to save from ``cost`` to reach a params or MACs target (in the unit of
+        :meth:`saving`); None for targets that do not map onto one count (sparsity, latency)."""
+        kind = self.target.kind
+        if kind == "macs":
+            return float(cost.macs - self.target.value * self.macs0)
+        if kind == "params":
+            return float(cost.params - self.target.value * self.params0)
+        return None
+
     # -- evaluation -----------------------------------------------------------------------------
 
     def evaluate(self, counts: Mapping[str, int], orders: Mapping[str, np.ndarray] | None = None,

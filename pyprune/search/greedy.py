@@ -108,6 +108,9 @@ class GreedySearch(Search):
                exhausted: set[str]) -> tuple[_Candidate | None, _Candidate | None]:
         """Judge every slot's next step; the best passing candidate and the best failing one."""
         best = best_failing = None
+        # Savings past the target are not credited: a step that overshoots it is ranked by the
+        # part that was needed, so the last step lands near the target instead of far below.
+        needed = self.still_needed(self.current.cost)
         for slot in self.slots:
             if slot.id in exhausted:
                 continue
@@ -124,6 +127,8 @@ class GreedySearch(Search):
             for orders in self._orders(slot, n, m):
                 evaluation = self.trial(candidate, orders, recover=self.recover_candidates)
                 saved = self.saving(self.current.cost, evaluation.cost)
+                if needed is not None and needed > 0:
+                    saved = min(saved, needed)
                 rank = (evaluation.loss - self.current.loss) / saved if saved > 0 else math.inf
                 entry = (rank, slot.id, m, evaluation, orders)
                 if evaluation.passed:
