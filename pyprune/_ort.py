@@ -11,7 +11,7 @@ import onnxruntime as ort
 
 from .data import Batch
 
-__all__ = ["session_options", "make_session", "run_batches"]
+__all__ = ["session_options", "make_session", "run_batches", "join_batches"]
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
@@ -45,10 +45,10 @@ def run_batches(
     per_batch = [
         session.run(output_names, {**batch.feed, **(extra_feed or {})}) for batch in batches
     ]
-    return [_join([outs[i] for outs in per_batch]) for i in range(len(per_batch[0]))]
+    return [join_batches([outs[i] for outs in per_batch]) for i in range(len(per_batch[0]))]
 
 
-def _join(parts: list[np.ndarray]) -> np.ndarray:
+def join_batches(parts: list[np.ndarray]) -> np.ndarray:
     if len(parts) == 1:
         return parts[0]
     if parts[0].ndim == 0:

@@ -21,7 +21,7 @@ from onnx import helper
 from . import core
 from . import metrics as _metrics
 from ._activations import ChannelStats, RunningChannelStats, TensorChoice, channel_axes
-from ._ort import _join, make_session, run_batches
+from ._ort import join_batches, make_session, run_batches
 from .data import Batch, Dataset, ModelLike, as_model
 from .errors import DataError
 from .graph import Group, Layer, MaskPoint, Model
@@ -373,7 +373,7 @@ class MaskedSession:
             values = dict(zip(fetched, got[len(self.output_names) if outputs else 0 :]))
             for name, stats in running.items():
                 stats.update(values[name] if name in values else batch.feed[name])
-        joined = [_join([p[i] for p in parts]) for i in range(len(self.output_names))] if outputs else []
+        joined = [join_batches([p[i] for p in parts]) for i in range(len(self.output_names))] if outputs else []
         return joined, {name: stats.result() for name, stats in running.items()}
 
     @property

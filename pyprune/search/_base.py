@@ -205,7 +205,8 @@ class Search:
         seed: seed of random importance and random search.
         threads: ONNX Runtime and core threads (None: all cores).
         quiet: no progress bar.
-        batch_size: samples per session run (None: the dataset's default).
+        batch_size: samples per session run (None: enough for about 256 M MACs per run, at least
+            the dataset's default and at most 1024).
         measure_latency: measure latency before and after for the report.
     """
 
@@ -615,7 +616,6 @@ class Search:
         correction costs one run.
         """
         groups, gates, weights = self.masks(counts, orders)
-        outs = None
         for _ in range(min(len(self.recovery.batchnorms), 4) + 2):
             fed = self.recovery.snapshot()
             outs, stats = self.session.run_with_stats(groups, gates, weights, self.recovery.corrections)
