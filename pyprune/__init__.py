@@ -11,55 +11,82 @@ The short path::
     print(result.report)
 
 Lower-level pieces for composing your own loops live in the submodules: :mod:`pyprune.graph`
-(model view, dependency groups, layers, weights), :mod:`pyprune.surgery` (physical removal),
+(model view, dependency groups, layers, weights), :mod:`pyprune.surgery` (physical edits),
 :mod:`pyprune.importance`, :mod:`pyprune.evaluate` (masked sessions, latency, activations),
-:mod:`pyprune.metrics`, :mod:`pyprune.search` (the strategies) and :mod:`pyprune.core` (the
-C++ kernels).
+:mod:`pyprune.recovery`, :mod:`pyprune.metrics`, :mod:`pyprune.search` (the problem, spaces,
+loops and shipping) and :mod:`pyprune.core` (the C++ kernels).
+
+Names are imported on first use, so ``import pyprune`` (and ``pyprune --help``) stays fast.
 """
 
 from __future__ import annotations
 
-try:
-    from . import _core  # noqa: F401  (compiled extension)
-except ImportError as exc:  # pragma: no cover - only hit on a broken install
-    raise ImportError(
-        "pyprune's compiled core (pyprune._core) is missing. Install the package with "
-        "`pip install .` (or `pip install --no-build-isolation -e .` for development) instead of "
-        "importing it from the source tree."
-    ) from exc
-
-from . import core, evaluate, graph, importance, metrics, search, surgery
-from ._prune import STRATEGIES, prune
-from .data import Dataset
-from .errors import DataError, ModelLoadError, PyPruneError, TargetError, UnsupportedModelError
-from .evaluate import Evaluator, MaskedSession, complexity, measure_latency
-from .graph import DependencyGraph, Model, find_layers, inspect_model, load
-from .metrics import Metric
-from .report import Report
-from .search import PruneResult
-from .surgery import apply_weight_masks, remove_layers, remove_units
-from .targets import MACs, Constraint, Latency, Params, Sparsity
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
+# public name -> module it lives in (relative to this package)
+_EXPORTS: dict[str, str] = {
     # the one call and its result
+    "prune": ".search",
+    "PruneResult": ".search",
+    "PruneOptions": ".options",
+    "Limits": ".options",
+    "Report": ".report",
+    "STRATEGIES": ".options",
+    "GRANULARITIES": ".options",
+    # inputs
+    "load": ".graph",
+    "Model": ".graph",
+    "Dataset": ".data",
+    # targets and constraints
+    "Sparsity": ".targets",
+    "Params": ".targets",
+    "MACs": ".targets",
+    "Latency": ".targets",
+    "Constraint": ".targets",
+    "Metric": ".metrics",
+    # lower-level building blocks
+    "DependencyGraph": ".graph",
+    "find_layers": ".graph",
+    "inspect_model": ".graph",
+    "remove_units": ".surgery",
+    "remove_layers": ".surgery",
+    "apply_weight_masks": ".surgery",
+    "Evaluator": ".evaluate",
+    "MaskedSession": ".evaluate",
+    "complexity": ".evaluate",
+    "measure_latency": ".evaluate",
+    "PruningProblem": ".search",
+    "sensitivity": ".search",
+    # errors
+    "PyPruneError": ".errors",
+    "ModelLoadError": ".errors",
+    "UnsupportedModelError": ".errors",
+    "DataError": ".errors",
+    "TargetError": ".errors",
+}
+_SUBMODULES = ("core", "graph", "surgery", "importance", "evaluate", "recovery", "metrics", "search",
+               "options", "targets", "data", "report", "errors")
+
+__all__ = [
     "prune",
     "PruneResult",
+    "PruneOptions",
+    "Limits",
     "Report",
     "STRATEGIES",
-    # inputs
+    "GRANULARITIES",
     "load",
     "Model",
     "Dataset",
-    # targets and constraints
     "Sparsity",
     "Params",
     "MACs",
     "Latency",
     "Constraint",
     "Metric",
-    # lower-level building blocks
     "DependencyGraph",
     "find_layers",
     "inspect_model",
@@ -70,19 +97,76 @@ __all__ = [
     "MaskedSession",
     "complexity",
     "measure_latency",
-    # submodules
-    "core",
-    "graph",
-    "surgery",
-    "importance",
-    "evaluate",
-    "metrics",
-    "search",
-    # errors
+    "PruningProblem",
+    "sensitivity",
     "PyPruneError",
     "ModelLoadError",
     "UnsupportedModelError",
     "DataError",
     "TargetError",
+    "core",
+    "graph",
+    "surgery",
+    "importance",
+    "evaluate",
+    "recovery",
+    "metrics",
+    "search",
+    "options",
+    "targets",
+    "data",
+    "report",
+    "errors",
     "__version__",
 ]
+
+
+def _check_core() -> None:
+    try:
+        importlib.import_module("._core", __name__)
+    except ImportError as exc:
+        import os
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        if os.path.isfile(os.path.join(root, "pyproject.toml")):
+            raise ImportError(
+                f"pyprune's compiled core (pyprune._core) is missing from the source tree at {root}. "
+                "Python imported the source folder, which shadows the installed package: run from "
+                "another folder (or `pytest`, not `python -m pytest`). To install: `pip install .` "
+                "(`pip install --no-build-isolation -e .` for development)."
+            ) from exc
+        raise ImportError("pyprune's compiled core (pyprune._core) is missing: reinstall pyprune "
+                          "with `pip install pyprune`.") from exc
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        if name == "core":
+            _check_core()
+        module = importlib.import_module(f".{name}", __name__)
+    elif name in _EXPORTS:
+        _check_core()
+        module = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    else:
+        raise AttributeError(f"module 'pyprune' has no attribute {name!r}")
+    globals()[name] = module
+    return module
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:
+    from . import core, data, errors, evaluate, graph, importance, metrics, options, recovery, report, search
+    from . import surgery, targets
+    from .data import Dataset
+    from .errors import DataError, ModelLoadError, PyPruneError, TargetError, UnsupportedModelError
+    from .evaluate import Evaluator, MaskedSession, complexity, measure_latency
+    from .graph import DependencyGraph, Model, find_layers, inspect_model, load
+    from .metrics import Metric
+    from .options import GRANULARITIES, STRATEGIES, Limits, PruneOptions
+    from .report import Report
+    from .search import PruneResult, PruningProblem, prune, sensitivity
+    from .surgery import apply_weight_masks, remove_layers, remove_units
+    from .targets import MACs, Constraint, Latency, Params, Sparsity

@@ -2,7 +2,17 @@
 
 Every function takes numpy arrays of float16, float32 or float64 (float16 is computed in float32),
 an optional ``threads=`` (``None`` = the module default, all cores unless :func:`set_num_threads`
-says otherwise), and raises ``ValueError``/``TypeError`` naming the problem.
+says otherwise), and raises ``ValueError``/``TypeError`` naming the problem. Names are the C++
+kernels' names (``csrc/include/pyprune``).
+
+This module is public API: the building blocks for pruning loops of one's own, each tested
+against numpy. The pipeline itself uses the scores (:func:`element_scores`, :func:`slice_norms`,
+:func:`wanda_scores`, :func:`fpgm_scores`, :func:`random_scores`), the masks
+(:func:`global_masks`, :func:`nm_mask`, :func:`block_mask`, :func:`apply_mask`), :func:`gather`
+(physical removal), :func:`count_nonzero` and :func:`set_num_threads`. The rest complete the
+set for direct use: :func:`global_select` (the ``k`` lowest scores across tensors, without
+masks), :func:`prune_global` (select and zero in one call), :func:`lowest_slices`,
+:func:`apply_threshold`, :func:`keep_indices` and :func:`get_num_threads`.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ __all__ = [
     "gather",
     "get_num_threads",
     "global_masks",
-    "global_threshold",
+    "global_select",
     "keep_indices",
     "lowest_slices",
     "nm_mask",
@@ -282,7 +292,7 @@ def _float_list(arrays: Sequence[np.ndarray], name: str) -> list[np.ndarray]:
     return out
 
 
-def global_threshold(
+def global_select(
     scores_list: Sequence[np.ndarray],
     k: int,
     *,
@@ -311,7 +321,7 @@ def global_masks(
 ) -> list[np.ndarray]:
     """Keep-masks (``True`` = keep) that drop the ``k`` lowest scores across the list.
 
-    The selection is exactly that of :func:`global_threshold`. Returns one bool array per input,
+    The selection is exactly that of :func:`global_select`. Returns one bool array per input,
     of the same shape.
     """
     arrays = _float_list(scores_list, "scores_list")
@@ -339,7 +349,7 @@ def prune_global(
         scores: optional list of score arrays (same shapes as the weights) used instead of ``|w|``.
     Returns:
         ``counts`` (elements zeroed per weight) when ``in_place``; otherwise ``(pruned, counts)``.
-        Ties at the threshold are resolved as in :func:`global_threshold`.
+        Ties at the threshold are resolved as in :func:`global_select`.
     """
     if isinstance(weights_list, np.ndarray):
         raise TypeError("weights_list must be a list of arrays, not a single array")

@@ -20,51 +20,91 @@ Importance names:
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import core
-from ._activations import ChannelStats
 from .data import Dataset
-from .evaluate import activation_stats
-from .graph import Coupling, Group, Layer, Model
+from .evaluate import ChannelStats, activation_stats
+from .graph import Coupling, Group, Layer, MaskableWeight, Model
 
 __all__ = [
+    "Importance",
+    "REGISTRY",
     "IMPORTANCES",
     "DATA_IMPORTANCES",
     "REDUCTIONS",
     "NORMALIZATIONS",
+    "register",
+    "get",
     "needs_data",
     "group_scores",
     "all_group_scores",
     "layer_scores",
     "weight_scores",
+    "weight_input_norms",
     "normalize_scores",
     "group_activation_stats",
 ]
 
-IMPORTANCES = ("l1", "l2", "linf", "fpgm", "random", "wanda", "mean_activation", "apoz")
-DATA_IMPORTANCES = frozenset({"wanda", "mean_activation", "apoz"})
 REDUCTIONS = ("sum", "mean", "max")
 NORMALIZATIONS = ("none", "mean", "max", "lamp")
 
 _ALIASES = {"magnitude": "l1", "taylor_free": "l2", "mean": "mean_activation", "activation": "mean_activation"}
 
+#: Per-unit scores of one group before normalisation:
+#: ``fn(model, group, reduce, stats, seed, threads) -> float64 array of group.size``.
+UnitScores = Callable[[Model, Group, str, "Mapping[str, ChannelStats] | None", int, "int | None"], np.ndarray]
+#: Per-element scores of one weight: ``fn(weight, input_norms, seed, threads) -> array of its shape``.
+ElementScores = Callable[[np.ndarray, "tuple[np.ndarray, int] | None", int, "int | None"], np.ndarray]
 
-def _name(importance: str) -> str:
+
+@dataclass(frozen=True)
+class Importance:
+    """One importance measure: how it scores a group's units, a weight's elements (when it can)
+    and a layer, and whether it needs activation statistics."""
+
+    name: str
+    units: UnitScores
+    elements: ElementScores | None = None
+    layer_norm: str = "l2"  # slice norm of a layer's weights per parameter; "random" draws instead
+    needs_data: bool = False
+
+
+#: Importance measures by name, in the order they are listed to users (one registry, like the
+#: op rules: a new measure is one registered function).
+REGISTRY: dict[str, Importance] = {}
+
+
+def register(name: str, *, elements: ElementScores | None = None, layer_norm: str = "l2",
+             needs_data: bool = False) -> Callable[[UnitScores], UnitScores]:
+    """Register the decorated function as the unit scores of importance ``name``."""
+
+    def add(fn: UnitScores) -> UnitScores:
+        if name in REGISTRY:
+            raise RuntimeError(f"two importance measures named {name!r}")
+        REGISTRY[name] = Importance(name, fn, elements, layer_norm, needs_data)
+        return fn
+
+    return add
+
+
+def get(importance: str) -> Importance:
+    """The measure named ``importance`` (aliases such as ``"magnitude"`` accepted)."""
     if not isinstance(importance, str):
         raise TypeError(f"importance must be a name such as 'l2', got {importance!r}")
     key = importance.strip().lower().replace("-", "_")
     key = _ALIASES.get(key, key)
-    if key not in IMPORTANCES:
-        raise ValueError(f"unknown importance {importance!r}; known: {', '.join(IMPORTANCES)}")
-    return key
+    if key not in REGISTRY:
+        raise ValueError(f"unknown importance {importance!r}; known: {', '.join(REGISTRY)}")
+    return REGISTRY[key]
 
 
 def needs_data(importance: str) -> bool:
     """True for the activation-aware scores, which need activation statistics."""
-    return _name(importance) in DATA_IMPORTANCES
+    return get(importance).needs_data
 
 
 def _seed_for(seed: int, key: str) -> int:
@@ -135,6 +175,115 @@ def normalize_scores(scores: np.ndarray, normalize: str = "mean") -> np.ndarray:
     return s / scale if scale > 0 else s.copy()
 
 
+# -- the measures --------------------------------------------------------------------------------
+
+
+def _magnitude(kind: str) -> UnitScores:
+    combine = {"l1": "sum", "l2": "l2", "linf": "max"}[kind]
+
+    def units(model: Model, group: Group, reduce: str, stats, seed: int, threads: int | None) -> np.ndarray:
+        parts = []
+        for c in group.couplings:
+            if c.role not in ("out", "in") or _is_bias(model, c):
+                continue
+            norms = core.slice_norms(model.weight(c.weight), c.axis, kind, nan="max", threads=threads)
+            parts.append(_per_unit(norms, c.index, group.size, combine))
+        return _reduce(parts, group.size, reduce)
+
+    return units
+
+
+def _abs(w, norms, seed, threads):
+    return core.element_scores(w, "abs", nan="max", threads=threads)
+
+
+def _square(w, norms, seed, threads):
+    return core.element_scores(w, "square", nan="max", threads=threads)
+
+
+register("l1", elements=_abs, layer_norm="l1")(_magnitude("l1"))
+register("l2", elements=_square, layer_norm="l2")(_magnitude("l2"))
+register("linf", elements=_abs, layer_norm="linf")(_magnitude("linf"))
+
+
+@register("fpgm")
+def _fpgm(model: Model, group: Group, reduce: str, stats, seed: int, threads: int | None) -> np.ndarray:
+    parts = []
+    for c in group.couplings:
+        if c.role != "out" or _is_bias(model, c):
+            continue
+        w = model.weight(c.weight)
+        if w.shape[c.axis] < 2:
+            continue
+        parts.append(_per_unit(core.fpgm_scores(w, c.axis, nan="max", threads=threads), c.index, group.size, "sum"))
+    return _reduce(parts, group.size, reduce)
+
+
+def _random_elements(w, norms, seed, threads):
+    return core.random_scores(w.shape, seed, threads=threads)
+
+
+@register("random", elements=_random_elements, layer_norm="random")
+def _random(model: Model, group: Group, reduce: str, stats, seed: int, threads: int | None) -> np.ndarray:
+    return core.random_scores(group.size, _seed_for(seed, group.id), threads=threads).astype(np.float64)
+
+
+def _stats_of(group: Group, stats, name: str):
+    if stats is None:
+        raise ValueError(f"importance {name!r} needs activation statistics (pass stats=...)")
+    for mp in group.mask_points:
+        st = stats.get(mp.tensor)
+        if st is None:
+            raise ValueError(f"no activation statistics for tensor {mp.tensor!r} of group {group.id!r}")
+        yield mp, st
+
+
+def _wanda_elements(w, norms, seed, threads):
+    if norms is None:
+        raise ValueError("wanda scores need the norms of its input features")
+    values, axis = norms
+    return core.wanda_scores(w, values, axis, nan="max", threads=threads)
+
+
+@register("wanda", elements=_wanda_elements, needs_data=True)
+def _wanda(model: Model, group: Group, reduce: str, stats, seed: int, threads: int | None) -> np.ndarray:
+    """The consumer's columns that read each edge, scaled by the activation norms there."""
+    size, parts = group.size, []
+    for mp, st in _stats_of(group, stats, "wanda"):
+        columns = [c for c in group.couplings if c.role == "in" and c.node == mp.node]
+        if not columns:
+            parts.append(_per_unit(st.l2_norm, mp.index, size, "sum"))
+        for c in columns:
+            w = model.weight(c.weight)
+            if w.shape[c.axis] != len(st.l2_norm):
+                parts.append(_per_unit(st.l2_norm, mp.index, size, "sum"))
+                continue
+            scored = core.wanda_scores(w, st.l2_norm, c.axis, nan="max", threads=threads)
+            per_position = core.slice_norms(scored, c.axis, "l1", nan="max", threads=threads)
+            parts.append(_per_unit(per_position, c.index, size, "sum"))
+    return _reduce(parts, size, reduce)
+
+
+def _activation_measure(name: str, of: Callable[[ChannelStats], np.ndarray]) -> UnitScores:
+    def units(model: Model, group: Group, reduce: str, stats, seed: int, threads: int | None) -> np.ndarray:
+        parts = [_per_unit(of(st), mp.index, group.size, "sum") for mp, st in _stats_of(group, stats, name)]
+        # positions per unit differ (a flattened channel owns H*W positions): average them
+        return _reduce([(v / np.maximum(n, 1), n) for v, n in parts], group.size, reduce)
+
+    return units
+
+
+register("mean_activation", needs_data=True)(_activation_measure("mean_activation", lambda st: st.mean_abs))
+register("apoz", needs_data=True)(_activation_measure("apoz", lambda st: 1.0 - st.zero_fraction))
+
+#: Names of every measure; those that need data.
+IMPORTANCES = tuple(REGISTRY)
+DATA_IMPORTANCES = frozenset(name for name, m in REGISTRY.items() if m.needs_data)
+
+
+# -- applying them -------------------------------------------------------------------------------
+
+
 def group_scores(
     model: Model,
     group: Group,
@@ -153,58 +302,10 @@ def group_scores(
     unit contributes and are left out. Activation-aware scores need ``stats`` from
     :func:`group_activation_stats`.
     """
-    kind = _name(importance)
+    measure = get(importance)
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
-    size = group.size
-    parts: list[tuple[np.ndarray, np.ndarray]] = []
-    if kind == "random":
-        raw = core.random_scores(size, _seed_for(seed, group.id), threads=threads).astype(np.float64)
-        return normalize_scores(raw, normalize)
-    if kind in ("l1", "l2", "linf"):
-        combine = {"l1": "sum", "l2": "l2", "linf": "max"}[kind]
-        for c in group.couplings:
-            if c.role not in ("out", "in") or _is_bias(model, c):
-                continue
-            norms = core.slice_norms(model.weight(c.weight), c.axis, kind, nan="max", threads=threads)
-            parts.append(_per_unit(norms, c.index, size, combine))
-    elif kind == "fpgm":
-        for c in group.couplings:
-            if c.role != "out" or _is_bias(model, c):
-                continue
-            w = model.weight(c.weight)
-            if w.shape[c.axis] < 2:
-                continue
-            parts.append(_per_unit(core.fpgm_scores(w, c.axis, nan="max", threads=threads), c.index, size, "sum"))
-    else:
-        if stats is None:
-            raise ValueError(f"importance {kind!r} needs activation statistics (pass stats=...)")
-        for mp in group.mask_points:
-            st = stats.get(mp.tensor)
-            if st is None:
-                raise ValueError(f"no activation statistics for tensor {mp.tensor!r} of group {group.id!r}")
-            if kind == "mean_activation":
-                parts.append(_per_unit(st.mean_abs, mp.index, size, "sum"))
-                continue
-            if kind == "apoz":
-                parts.append(_per_unit(1.0 - st.zero_fraction, mp.index, size, "sum"))
-                continue
-            # Wanda: the consumer's columns that read this edge, scaled by the activation norms.
-            columns = [c for c in group.couplings if c.role == "in" and c.node == mp.node]
-            if not columns:
-                parts.append(_per_unit(st.l2_norm, mp.index, size, "sum"))
-            for c in columns:
-                w = model.weight(c.weight)
-                if w.shape[c.axis] != len(st.l2_norm):
-                    parts.append(_per_unit(st.l2_norm, mp.index, size, "sum"))
-                    continue
-                scored = core.wanda_scores(w, st.l2_norm, c.axis, nan="max", threads=threads)
-                per_position = core.slice_norms(scored, c.axis, "l1", nan="max", threads=threads)
-                parts.append(_per_unit(per_position, c.index, size, "sum"))
-        if kind in ("mean_activation", "apoz"):
-            # positions per unit differ (a flattened channel owns H*W positions): average them
-            parts = [(v / np.maximum(n, 1), n) for v, n in parts]
-    return normalize_scores(_reduce(parts, size, reduce), normalize)
+    return normalize_scores(measure.units(model, group, reduce, stats, seed, threads), normalize)
 
 
 def _is_bias(model: Model, coupling: Coupling) -> bool:
@@ -247,19 +348,18 @@ def layer_scores(model: Model, layers: Sequence[Layer], importance: str = "l2", 
     Layers are whole branches, so the only data-free signal is how large their weights are; a
     search that evaluates candidates (greedy, recursive) judges layers by their effect instead.
     """
-    kind = _name(importance)
+    measure = get(importance)
     out: dict[str, float] = {}
     for layer in layers:
-        if kind == "random":
+        if measure.layer_norm == "random":
             out[layer.id] = float(core.random_scores(1, _seed_for(seed, layer.id))[0])
             continue
-        ord_ = kind if kind in ("l1", "l2", "linf") else "l2"
         total, count = 0.0, 0
         for name in _layer_weights(model, layer):
             w = model.weight(name)
             if w.dtype.kind != "f" or w.size == 0:
                 continue
-            total += float(core.slice_norms(w.reshape(1, -1), 0, ord_, nan="max")[0])
+            total += float(core.slice_norms(w.reshape(1, -1), 0, measure.layer_norm, nan="max")[0])
             count += w.size
         out[layer.id] = total / count if count else 0.0
     return out
@@ -288,21 +388,40 @@ def weight_scores(
     ``|w| * ||x||`` with ``input_norms[name] = (norms, axis)`` (the input-feature axis of the
     weight). Other importances are defined for units, not single weights.
     """
-    kind = _name(importance)
+    measure = get(importance)
+    if measure.elements is None:
+        raise ValueError(f"importance {measure.name!r} scores units, not single weights; use "
+                         + ", ".join(n for n, m in REGISTRY.items() if m.elements is not None))
     out: dict[str, np.ndarray] = {}
     for name in names:
-        w = model.weight(name)
-        if kind in ("l1", "linf"):
-            out[name] = core.element_scores(w, "abs", nan="max", threads=threads)
-        elif kind == "l2":
-            out[name] = core.element_scores(w, "square", nan="max", threads=threads)
-        elif kind == "random":
-            out[name] = core.random_scores(w.shape, _seed_for(seed, name), threads=threads)
-        elif kind == "wanda":
-            if input_norms is None or name not in input_norms:
-                raise ValueError(f"wanda scores of {name!r} need the norms of its input features")
-            norms, axis = input_norms[name]
-            out[name] = core.wanda_scores(w, norms, axis, nan="max", threads=threads)
+        norms = None if input_norms is None else input_norms.get(name)
+        if measure.needs_data and norms is None:
+            raise ValueError(f"{measure.name} scores of {name!r} need the norms of its input features")
+        out[name] = measure.elements(model.weight(name), norms, _seed_for(seed, name), threads)
+    return out
+
+
+def weight_input_norms(model: Model, weights: Sequence[MaskableWeight], dataset: Dataset,
+                       threads: int | None = None, batch_size: int | None = None) -> dict[str, tuple[np.ndarray, int]]:
+    """L2 norms of the input features of each weight over ``dataset`` (for Wanda scores):
+    ``{weight: (norms, the weight's input-feature axis)}``; weights whose input does not line
+    up with one axis are left out."""
+    wanted: dict[str, tuple[str, int, int]] = {}  # weight -> (tensor, tensor axis, weight axis)
+    for w in weights:
+        node = model.node(w.nodes[0])
+        if node.op_type in ("Conv", "ConvTranspose"):
+            wanted[w.name] = (node.input[0], 1, 1)
+        elif node.op_type == "Gemm":
+            trans_a = any(a.name == "transA" and a.i for a in node.attribute)
+            trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+            wanted[w.name] = (node.input[0], 0 if trans_a else 1, 1 if trans_b else 0)
         else:
-            raise ValueError(f"importance {kind!r} scores units, not single weights; use l1, l2, random or wanda")
+            rank = model.rank(node.input[0]) or 2
+            wanted[w.name] = (node.input[0], rank - 1, len(w.shape) - 2)
+    stats = activation_stats(model, dataset, {t: a for t, a, _ in wanted.values()}, threads, batch_size)
+    out = {}
+    for name, (tensor, _, waxis) in wanted.items():
+        norms = stats[tensor].l2_norm
+        if model.weight(name).shape[waxis] == len(norms):
+            out[name] = (norms, waxis)
     return out

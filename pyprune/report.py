@@ -10,12 +10,12 @@ outcome; :meth:`Report.write` writes ``report.md``, ``report.json``, ``history.j
 from __future__ import annotations
 
 import json
-import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ._output import atomic_write, jsonable, pyplot, save_figure
 
 __all__ = ["HistoryEntry", "History", "Figures", "Report"]
 
@@ -56,13 +56,13 @@ class History:
         return self.entries[i]
 
     def to_list(self) -> list[dict[str, Any]]:
-        return [_jsonable(asdict(e)) for e in self.entries]
+        return [jsonable(asdict(e)) for e in self.entries]
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_list(), indent=indent)
 
     def write(self, path: str | os.PathLike) -> Path:
-        return _atomic_write(Path(path), self.to_json())
+        return atomic_write(Path(path), self.to_json())
 
     @classmethod
     def from_list(cls, entries: list[dict[str, Any]]) -> History:
@@ -128,7 +128,7 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k != "history"}
         d["history"] = self.history.to_list()
-        return _jsonable(d)
+        return jsonable(d)
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -208,7 +208,7 @@ class Report:
 
     def plot(self, path: str | os.PathLike) -> Path:
         """PNG of the metric along the search path against the cost (fraction of MACs or params)."""
-        plt = _pyplot()
+        plt = pyplot()
         by_macs = self.before.macs > 0
         base = self.before.macs if by_macs else max(self.before.params, 1)
         points = [((e.macs if by_macs else e.params) / base, e.metric) for e in self.history if e.metric is not None]
@@ -224,73 +224,19 @@ class Report:
         ax.invert_xaxis()
         ax.grid(True, alpha=0.3)
         ax.legend(loc="best")
-        return _save_figure(fig, path)
+        return save_figure(fig, path)
 
     def write(self, directory: str | os.PathLike) -> dict[str, Path]:
         """Write report.md, report.json, history.json and metric_vs_cost.png into ``directory``."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         return {
-            "markdown": _atomic_write(d / "report.md", self.markdown()),
-            "json": _atomic_write(d / "report.json", self.to_json()),
+            "markdown": atomic_write(d / "report.md", self.markdown()),
+            "json": atomic_write(d / "report.json", self.to_json()),
             "history": self.history.write(d / "history.json"),
             "plot": self.plot(d / "metric_vs_cost.png"),
         }
 
 
-def _pyplot() -> Any:
-    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    return plt
-
-
-def _save_figure(fig: Any, path: str | os.PathLike) -> Path:
-    """Save ``fig`` as PNG atomically (temp file + rename) and close it."""
-    from matplotlib import pyplot as plt
-
-    fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
 def _ratio(after: float, before: float) -> str:
     return f"{after / before:.3f}" if before else "-"
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types (numpy scalars and arrays, NaN/inf as None)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "tolist"):
-        return _jsonable(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _atomic_write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path

@@ -12,10 +12,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .errors import TargetError
-from .metrics import Metric
+from typing import TYPE_CHECKING
 
-__all__ = ["Target", "Sparsity", "Params", "MACs", "Latency", "Constraint", "as_constraint"]
+from .errors import TargetError
+
+if TYPE_CHECKING:
+    from .metrics import Metric
+
+__all__ = ["Target", "Sparsity", "Params", "MACs", "Latency", "Constraint", "as_constraint", "make_target",
+           "TARGET_KINDS"]
 
 
 def _number(value: object, what: str) -> float:
@@ -157,3 +162,19 @@ def as_constraint(max_drop: float | Constraint | None, relative: bool = False) -
     if max_drop is None or isinstance(max_drop, Constraint):
         return max_drop
     return Constraint(max_drop, relative)
+
+
+#: Target kinds by the name the command line and recipes use for them.
+TARGET_KINDS: dict[str, type[Target]] = {"sparsity": Sparsity, "params": Params, "macs": MACs, "latency": Latency}
+
+
+def make_target(kind: str, value: object) -> Target:
+    """The target ``kind`` (one of :data:`TARGET_KINDS`) at ``value``; errors name the kind."""
+    if kind not in TARGET_KINDS:
+        raise TargetError(f"unknown target {kind!r}; known: {', '.join(TARGET_KINDS)}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TargetError(f"{kind!r} must be a number, got {value!r}")
+    try:
+        return TARGET_KINDS[kind](value)
+    except TargetError as exc:  # name the option as the user wrote it
+        raise TargetError(f"{kind!r}: {exc}") from None

@@ -52,5 +52,5 @@ def test_the_documented_short_path(tmp_path: Path) -> None:
 
 def test_unknown_strategy_is_a_clear_error() -> None:
     model = pp.load(ASSETS / "digits_mlp.onnx")
-    with pytest.raises(ValueError, match="strategy must be one of"):
+    with pytest.raises(ValueError, match="'strategy' must be one of"):
         pp.prune(model, None, strategy="annealing", quiet=True)

@@ -1,4 +1,5 @@
-"""The ``pyprune`` command end to end, run as users run it: the installed console script.
+"""The ``pyprune`` command end to end: through its entry point in-process, and as the installed
+console script where the process itself is what is tested (help, version, exit codes, Ctrl-C).
 
 Every command's success path, every exit code (0 success, 1 target not reached with the best
 model still written, 2 bad usage or bad input), ``--help`` everywhere, and the promises around
@@ -20,9 +21,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pyprune.cli import main
+from pyprune.app.cli import main
 
-from _cli import pyprune  # noqa: E402  (tests/ is on sys.path, see conftest.py)
+from _cli import cli, console  # noqa: E402  (tests/ is on sys.path, see conftest.py)
 
 COMMANDS = ("inspect", "prune", "sensitivity", "bench", "run", "demo")
 
@@ -107,7 +108,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.mark.parametrize("command", ("",) + COMMANDS)
 def test_help_shows_usage_defaults_and_an_example(command: str) -> None:
-    proc = pyprune(*([command] if command else []), "--help")
+    proc = console(*([command] if command else []), "--help")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"usage: pyprune {command}".rstrip())
     assert "example:" in proc.stdout
@@ -119,7 +120,7 @@ def test_help_shows_usage_defaults_and_an_example(command: str) -> None:
 
 
 def test_version() -> None:
-    proc = pyprune("--version")
+    proc = console("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("pyprune ")
 
 
@@ -148,7 +149,7 @@ def test_bad_flags_exit_2_with_one_line(
 
 
 def test_bad_flag_through_the_console_script(files: dict[str, Path]) -> None:
-    assert_usage_error(pyprune("prune", files["model"], "-o", files["root"] / "x.onnx"), "--macs")
+    assert_usage_error(cli("prune", files["model"], "-o", files["root"] / "x.onnx"), "--macs")
 
 
 # -- bad files --------------------------------------------------------------------------------
@@ -167,13 +168,13 @@ def test_missing_and_corrupt_models_exit_2(
 
 def test_corrupt_model_through_the_console_script(files: dict[str, Path]) -> None:
     out = files["root"] / "never.onnx"
-    proc = pyprune("prune", files["root"] / "garbage.onnx", "-o", out, "--macs", "0.5")
+    proc = console("prune", files["root"] / "garbage.onnx", "-o", out, "--macs", "0.5")
     assert_usage_error(proc, "garbage.onnx", "not a valid ONNX model")
     assert not out.exists()
 
 
 def test_debug_shows_the_traceback(files: dict[str, Path]) -> None:
-    proc = pyprune("inspect", files["root"] / "garbage.onnx", "--debug")
+    proc = console("inspect", files["root"] / "garbage.onnx", "--debug")
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr and "ModelLoadError" in proc.stderr
 
@@ -186,7 +187,7 @@ def _expected_params(path: Path) -> int:
 
 
 def test_bench_one_model(files: dict[str, Path]) -> None:
-    proc = pyprune("bench", files["model"], "--runs", "3", "--json")
+    proc = cli("bench", files["model"], "--runs", "3", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     (entry,) = result["models"]
@@ -196,7 +197,7 @@ def test_bench_one_model(files: dict[str, Path]) -> None:
 
 
 def test_bench_two_models_side_by_side_with_the_metric(files: dict[str, Path]) -> None:
-    proc = pyprune("bench", files["model"], files["small"], "--data", files["data"],
+    proc = cli("bench", files["model"], files["small"], "--data", files["data"],
                    "--labels", "label", "--runs", "3", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -211,7 +212,7 @@ def test_bench_two_models_side_by_side_with_the_metric(files: dict[str, Path]) -
 
 
 def test_bench_table_and_fidelity_without_labels(files: dict[str, Path]) -> None:
-    proc = pyprune("bench", files["model"], files["small"], "--data", files["data"], "--runs", "3")
+    proc = cli("bench", files["model"], files["small"], "--data", files["data"], "--runs", "3")
     assert proc.returncode == 0, proc.stderr
     assert "MACs" in proc.stdout and "ratio" in proc.stdout and "agreement" in proc.stdout
 
@@ -239,28 +240,28 @@ def test_bad_data_exits_2_before_any_work(
 
 def test_bad_data_through_the_console_script(files: dict[str, Path]) -> None:
     out = files["root"] / "never.onnx"
-    proc = pyprune("prune", files["model"], "-o", out, "--macs", "0.5",
+    proc = cli("prune", files["model"], "-o", out, "--macs", "0.5",
                    "--data", files["root"] / "wrong_shape.npz", "--labels", "label")
     assert_usage_error(proc, "input")
     assert not out.exists()
 
 
 def test_bench_refuses_comparing_a_file_with_itself(files: dict[str, Path]) -> None:
-    assert_usage_error(pyprune("bench", files["model"], files["model"]), "same file")
+    assert_usage_error(cli("bench", files["model"], files["model"]), "same file")
 
 
 # -- inspect --------------------------------------------------------------------------------------
 
 
 def test_inspect_prints_groups_and_totals(files: dict[str, Path]) -> None:
-    proc = pyprune("inspect", files["model"])
+    proc = cli("inspect", files["model"])
     assert proc.returncode == 0, proc.stderr
     for needle in ("model.onnx", "fc0", "fc1", "Softmax", "MACs"):
         assert needle in proc.stdout
 
 
 def test_inspect_json_is_machine_readable(files: dict[str, Path]) -> None:
-    proc = pyprune("inspect", files["model"], "--json")
+    proc = cli("inspect", files["model"], "--json")
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["model"]["params"] == _expected_params(files["model"])
@@ -289,7 +290,7 @@ def _runs_like_the_original(path: Path, original: Path) -> None:
 def test_prune_writes_the_model_and_the_report(files: dict[str, Path], tmp_path: Path) -> None:
     before = digest(files["model"])
     out, report = tmp_path / "new" / "folder" / "pruned.onnx", tmp_path / "report"
-    proc = pyprune("prune", files["model"], "-o", out, "--macs", "0.8", "--strategy", "oneshot",
+    proc = cli("prune", files["model"], "-o", out, "--macs", "0.8", "--strategy", "oneshot",
                    "--data", files["data"], "--labels", "label", "--max-drop", "none",
                    "--report", report, "--quiet")
     assert proc.returncode == 0, proc.stderr
@@ -305,7 +306,7 @@ def test_prune_writes_the_model_and_the_report(files: dict[str, Path], tmp_path:
 
 def test_round_to_keeps_multiples_of_n_units(files: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "rounded.onnx"
-    proc = pyprune("prune", files["model"], "-o", out, "--macs", "0.6", "--strategy", "greedy",
+    proc = cli("prune", files["model"], "-o", out, "--macs", "0.6", "--strategy", "greedy",
                    "--round-to", "4", "--max-drop", "none", "--quiet")
     assert proc.returncode == 0, proc.stderr
     widths = {i.name: i.dims for i in onnx.load(out).graph.initializer if i.name.startswith("w")}
@@ -317,7 +318,7 @@ def test_round_to_keeps_multiples_of_n_units(files: dict[str, Path], tmp_path: P
 def test_skip_leaves_a_group_whole_and_unknown_names_exit_2(files: dict[str, Path], tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "skipped.onnx"
-    proc = pyprune("prune", files["model"], "-o", out, "--macs", "0.7", "--strategy", "oneshot",
+    proc = cli("prune", files["model"], "-o", out, "--macs", "0.7", "--strategy", "oneshot",
                    "--skip", "fc0", "--max-drop", "none", "--quiet")
     assert proc.returncode == 0, proc.stderr
     widths = {i.name: i.dims for i in onnx.load(out).graph.initializer}
@@ -330,7 +331,7 @@ def test_skip_leaves_a_group_whole_and_unknown_names_exit_2(files: dict[str, Pat
 
 def test_prune_greedy_prints_the_before_after_table(files: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "pruned.onnx"
-    proc = pyprune("prune", files["model"], "-o", out, "--macs", "0.9", "--strategy", "greedy",
+    proc = cli("prune", files["model"], "-o", out, "--macs", "0.9", "--strategy", "greedy",
                    "--data", files["data"], "--labels", "label", "--max-drop", "0.1", "--threads", "1")
     assert proc.returncode == 0, proc.stderr
     assert "Target reached" in proc.stdout and "MACs per sample" in proc.stdout
@@ -342,7 +343,7 @@ def test_prune_greedy_prints_the_before_after_table(files: dict[str, Path], tmp_
 def test_unreachable_target_exits_1_and_still_writes_the_best_model(files: dict[str, Path], tmp_path: Path) -> None:
     before = digest(files["model"])
     out = tmp_path / "best.onnx"
-    proc = pyprune("prune", files["model"], "-o", out, "--macs", "0.05", "--max-drop", "0",
+    proc = cli("prune", files["model"], "-o", out, "--macs", "0.05", "--max-drop", "0",
                    "--strategy", "greedy", "--data", files["data"], "--labels", "label", "--quiet")
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -357,7 +358,7 @@ def test_unreachable_target_exits_1_and_still_writes_the_best_model(files: dict[
 
 def test_weights_without_data_use_synthetic_inputs(files: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "sparse.onnx"
-    proc = pyprune("prune", files["model"], "-o", out, "--granularity", "weight", "--sparsity", "0.5",
+    proc = cli("prune", files["model"], "-o", out, "--granularity", "weight", "--sparsity", "0.5",
                    "--strategy", "oneshot", "--max-drop", "none")
     assert proc.returncode == 0, proc.stderr
     assert "synthetic" in proc.stdout
@@ -370,7 +371,7 @@ def test_weights_without_data_use_synthetic_inputs(files: dict[str, Path], tmp_p
 
 def test_two_of_four_weights(files: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "nm.onnx"
-    proc = pyprune("prune", files["model"], "-o", out, "--granularity", "nm", "--sparsity", "0.5",
+    proc = cli("prune", files["model"], "-o", out, "--granularity", "nm", "--sparsity", "0.5",
                    "--strategy", "oneshot", "--max-drop", "none", "--quiet")
     assert proc.returncode == 0, proc.stderr
     w1 = {t.name: numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer}["w1"]
@@ -387,7 +388,7 @@ def test_in_place_overwrites_only_when_asked(files: dict[str, Path], tmp_path: P
     assert_usage_error(run_main(capsys, "prune", model, "-o", tmp_path / "x.onnx", "--in-place", "--macs", "0.8"),
                        "--in-place")
     assert digest(model) == before
-    proc = pyprune("prune", model, "--in-place", "--macs", "0.8", "--strategy", "oneshot", "--max-drop", "none", "--quiet")
+    proc = cli("prune", model, "--in-place", "--macs", "0.8", "--strategy", "oneshot", "--max-drop", "none", "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert digest(model) != before
     assert _macs(model) <= 0.8 * _macs(files["model"])
@@ -414,7 +415,7 @@ def test_ctrl_c_saves_the_best_model_so_far(files: dict[str, Path], tmp_path: Pa
     # evaluation, exactly where a real interrupt lands during a search.
     script = (
         "import sys\n"
-        "from pyprune import _session\n"
+        "from pyprune.evaluate import _session\n"
         "run, calls = _session.MaskedSession.run, [0]\n"
         "def interrupted(self, *a, **k):\n"
         "    calls[0] += 1\n"
@@ -422,7 +423,7 @@ def test_ctrl_c_saves_the_best_model_so_far(files: dict[str, Path], tmp_path: Pa
         "        raise KeyboardInterrupt\n"
         "    return run(self, *a, **k)\n"
         "_session.MaskedSession.run = interrupted\n"
-        "from pyprune.cli import main\n"
+        "from pyprune.app.cli import main\n"
         "sys.exit(main())\n"
     )
     out = tmp_path / "best.onnx"
@@ -442,7 +443,7 @@ def test_ctrl_c_saves_the_best_model_so_far(files: dict[str, Path], tmp_path: Pa
 
 def test_sensitivity_prints_and_writes_the_table(files: dict[str, Path], tmp_path: Path) -> None:
     report = tmp_path / "sens"
-    proc = pyprune("sensitivity", files["model"], "--data", files["data"], "--labels", "label",
+    proc = cli("sensitivity", files["model"], "--data", files["data"], "--labels", "label",
                    "--report", report)
     assert proc.returncode == 0, proc.stderr
     assert "fc0" in proc.stdout and "fc1" in proc.stdout
@@ -451,6 +452,6 @@ def test_sensitivity_prints_and_writes_the_table(files: dict[str, Path], tmp_pat
 
 
 def test_importance_names_in_help_are_the_real_ones() -> None:
-    from pyprune import cli, importance
+    from pyprune import importance, options
 
-    assert tuple(cli.IMPORTANCE_NAMES) == tuple(importance.IMPORTANCES)
+    assert tuple(options.IMPORTANCE_NAMES) == tuple(importance.REGISTRY)

@@ -33,7 +33,7 @@ UNSUPPORTED = [np.zeros((4, 6), np.int32), np.zeros((4, 6), np.bool_), np.zeros(
         lambda a: core.slice_norms(a, 0),
         lambda a: core.wanda_scores(a, np.ones(6, np.float32), 1),
         lambda a: core.fpgm_scores(a),
-        lambda a: core.global_threshold([W, a], 3),
+        lambda a: core.global_select([W, a], 3),
         lambda a: core.global_masks([a], 3),
         lambda a: core.prune_global([a], 3),
         lambda a: core.prune_global([W.copy()], 3, scores=[a]),
@@ -60,13 +60,13 @@ def test_other_type_errors():
     with pytest.raises(TypeError, match="object"):
         core.gather(np.array([None, 1]), {0: [0]})
     with pytest.raises(TypeError, match="list of arrays"):
-        core.global_threshold(W, 3)
+        core.global_select(W, 3)
     with pytest.raises(TypeError, match="list of arrays"):
         core.prune_global(W, 3)
     with pytest.raises(TypeError, match="axis"):
         core.slice_norms(W, 0.5)
     with pytest.raises(TypeError, match="k must be an integer"):
-        core.global_threshold([W], 2.5)
+        core.global_select([W], 2.5)
 
 
 NONFINITE_CALLS = [
@@ -75,8 +75,8 @@ NONFINITE_CALLS = [
     lambda a: core.slice_norms(a, 1, "linf"),
     lambda a: core.wanda_scores(a, np.ones(6, np.float32), 1),
     lambda a: core.fpgm_scores(a, 1),
-    lambda a: core.global_threshold([W, a], 3),
-    lambda a: core.global_threshold([a], 0),
+    lambda a: core.global_select([W, a], 3),
+    lambda a: core.global_select([a], 0),
     lambda a: core.global_masks([a], 3),
     lambda a: core.prune_global([a], 3),
     lambda a: core.prune_global([W.copy()], 3, scores=[a]),
@@ -124,7 +124,7 @@ def test_an_error_in_a_worker_thread_becomes_a_python_exception(threads):
         lambda e: core.slice_norms(e, 0),
         lambda e: core.fpgm_scores(e),
         lambda e: core.wanda_scores(e, np.ones(0, np.float32), 0),
-        lambda e: core.global_threshold([W, e], 1),
+        lambda e: core.global_select([W, e], 1),
         lambda e: core.prune_global([e], 0),
         lambda e: core.lowest_slices(e, 0),
         lambda e: core.nm_mask(e, 2, 4),
@@ -138,7 +138,7 @@ def test_empty_tensors_raise_value_error(call):
 
 
 def test_empty_lists_raise_value_error():
-    for call in (lambda: core.global_threshold([], 0), lambda: core.prune_global([], 0), lambda: core.global_masks([], 0)):
+    for call in (lambda: core.global_select([], 0), lambda: core.prune_global([], 0), lambda: core.global_masks([], 0)):
         with pytest.raises(ValueError, match="empty"):
             call()
 
@@ -169,7 +169,7 @@ def test_repeated_axes():
 @pytest.mark.parametrize(
     "call",
     [
-        lambda: core.global_threshold([W, W], 49),
+        lambda: core.global_select([W, W], 49),
         lambda: core.global_masks([W], 25),
         lambda: core.prune_global([W.copy()], 25),
         lambda: core.lowest_slices(np.ones(3, np.float32), 4),
@@ -183,7 +183,7 @@ def test_k_larger_than_the_number_of_elements(call):
 
 def test_bad_counts_and_fractions():
     with pytest.raises(ValueError, match=">= 0"):
-        core.global_threshold([W], -1)
+        core.global_select([W], -1)
     with pytest.raises(ValueError, match="exactly one of k and sparsity"):
         core.prune_global([W.copy()], 3, sparsity=0.5)
     with pytest.raises(ValueError, match="exactly one of k and sparsity"):

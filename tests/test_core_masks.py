@@ -69,7 +69,7 @@ def test_apply_threshold_keeps_nan_and_reproduces_global_selection():
     np.testing.assert_array_equal(core.apply_threshold(w, 0.25), np.array([np.nan, 0, 0, 0.3, np.inf], np.float32))
     rng = np.random.default_rng(6)
     a = rng.standard_normal(1000).astype(np.float32)
-    r = core.global_threshold([np.abs(a)], 300)
+    r = core.global_select([np.abs(a)], 300)
     assert np.count_nonzero(core.apply_threshold(a, r.threshold, inclusive=True)) == 700
 
 

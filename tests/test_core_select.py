@@ -52,7 +52,7 @@ def test_global_threshold_and_masks_match_stable_sort(data, threads):
     total = sum(a.size for a in arrays)
     k = data.draw(st.integers(0, total))
     threshold, masks, ties = reference_selection(arrays, k)
-    result = core.global_threshold(arrays, k, threads=threads)
+    result = core.global_select(arrays, k, threads=threads)
     assert result.k == k
     assert result.threshold == threshold
     assert result.counts == [int(m.sum()) for m in masks]
@@ -105,13 +105,13 @@ def test_global_selection_with_many_exact_ties_cuts_in_list_then_flat_order():
     b = np.zeros(100_000, dtype=np.float32)
     b[::2] = 1.0
     for threads in (1, 2):
-        r = core.global_threshold([a, b], 220_000, threads=threads)
+        r = core.global_select([a, b], 220_000, threads=threads)
         assert r.threshold == 0.0 and r.counts == [200_000, 20_000] and r.ties == [200_000, 20_000]
         keep = core.global_masks([a, b], 220_000, threads=threads)
         assert not keep[0].any()
         zeros_of_b = np.flatnonzero(b == 0)
         assert not keep[1][zeros_of_b[:20_000]].any() and keep[1][zeros_of_b[20_000:]].all()
-        r = core.global_threshold([a, b], 150_000, threads=threads)
+        r = core.global_select([a, b], 150_000, threads=threads)
         assert r.counts == [150_000, 0] and r.ties == [150_000, 0]
 
 
@@ -229,7 +229,7 @@ def test_block_mask_matches_numpy(data):
 
 def test_nan_max_never_selects_nonfinite_before_finite():
     a = np.array([np.nan, 1.0, -np.inf, 0.5], dtype=np.float32)
-    r = core.global_threshold([a], 2, nan="max")
+    r = core.global_select([a], 2, nan="max")
     assert r.threshold == 1.0 and r.counts == [2]
     work = a.copy()
     assert core.prune_global([work], 2, nan="max") == [2]
@@ -259,7 +259,7 @@ def test_global_selection_on_more_than_a_million_elements(data):
         for w, a, m in zip(work, arrays, masks):
             np.testing.assert_array_equal(w, np.where(m, 0, a).astype(a.dtype))
         threshold, masks, ties = reference_selection(arrays, k)
-        r = core.global_threshold(arrays, k, threads=1)
+        r = core.global_select(arrays, k, threads=1)
         assert (r.threshold, r.counts, r.ties) == (threshold, [int(m.sum()) for m in masks], ties)
 
 

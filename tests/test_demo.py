@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +10,9 @@ import onnxruntime as ort
 
 import pyprune
 
-from pyprune._demo import DEMO_MACS, DEMO_MAX_DROP, DEMO_STRATEGIES
+from pyprune.app.demo import DEMO_MACS, DEMO_MAX_DROP, DEMO_STRATEGIES
 from pyprune.graph import load
-from _cli import PYPRUNE  # noqa: E402  (tests/ is on sys.path, see conftest.py)
+from _cli import cli  # noqa: E402  (tests/ is on sys.path, see conftest.py)
 
 DATA_DIR = Path(pyprune.__file__).parent / "assets"
 
@@ -26,8 +25,7 @@ def _accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
 def test_quick_demo_prunes_three_ways_and_writes_everything(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     # Run from an unrelated folder: the model and data must come from the installed package.
-    proc = subprocess.run(PYPRUNE + ["demo", "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    proc = cli("demo", "--quick", "--out", out, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -67,8 +65,7 @@ def test_quick_demo_prunes_three_ways_and_writes_everything(tmp_path: Path) -> N
 def test_demo_refuses_an_output_that_is_a_file(tmp_path: Path) -> None:
     blocker = tmp_path / "taken"
     blocker.write_text("a file, not a folder")
-    proc = subprocess.run(PYPRUNE + ["demo", "--quick", "--out", str(blocker)],
-                          capture_output=True, text=True, timeout=300)
+    proc = cli("demo", "--quick", "--out", blocker)
     assert proc.returncode == 2
     assert proc.stderr.startswith("pyprune: error: ") and len(proc.stderr.strip().splitlines()) == 1
     assert blocker.read_text() == "a file, not a folder"

@@ -16,8 +16,8 @@ from pyprune.data import Dataset
 from pyprune.errors import DataError
 from pyprune.evaluate import Evaluator, MaskedSession, edge_key, run_model
 from pyprune.graph import Group, MaskPoint, load
-from pyprune.graph._layer_surgery import remove_layers
-from pyprune.graph._layers import find_layers
+from pyprune.surgery import remove_layers
+from pyprune.graph import find_layers
 
 RNG = np.random.default_rng(0)
 

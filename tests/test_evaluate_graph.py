@@ -12,7 +12,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from pyprune.data import Dataset
 from pyprune.evaluate import MaskedSession, activation_stats, run_model
-from pyprune.graph import DependencyGraph, insert_masks, load
+from pyprune.graph import DependencyGraph, load
+from pyprune.surgery import insert_masks
 from pyprune.surgery import remove_units
 
 

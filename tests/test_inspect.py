@@ -10,11 +10,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from pyprune.errors import ModelLoadError
-from pyprune.graph._dependency import DependencyGraph
-from pyprune.graph._inspect import format_inspect, inspect_model
-from pyprune.graph._layers import find_layers
-from pyprune.graph._model import load
-from pyprune.graph._weights import apply_weight_masks, nm_masks
+from pyprune.graph import DependencyGraph
+from pyprune.graph import format_inspect, inspect_model
+from pyprune.graph import find_layers
+from pyprune.graph import load
+from pyprune.graph import nm_masks
+from pyprune.surgery import apply_weight_masks
 
 
 def small_resnet(batch="N") -> onnx.ModelProto:

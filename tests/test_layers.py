@@ -10,9 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from pyprune.graph._layer_surgery import remove_layers
-from pyprune.graph._layers import find_layers, gate_layers
-from pyprune.graph._model import load
+from pyprune.surgery import remove_layers
+from pyprune.graph import find_layers
+from pyprune.surgery import gate_layers
+from pyprune.graph import load
 
 
 # -- model builder ------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from pyprune.graph import DependencyGraph, insert_masks, load
+from pyprune.graph import DependencyGraph, load
+from pyprune.surgery import insert_masks
 from pyprune.surgery import remove_units
 
 sys.path.insert(0, str(Path(__file__).parent))  # the generated test models live next to this

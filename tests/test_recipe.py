@@ -15,9 +15,10 @@ import onnxruntime as ort
 import pyprune
 import pytest
 
-from pyprune._recipe import RecipeError, load_recipe, run_recipe
+from pyprune.targets import MACs
+from pyprune.app.recipes import RecipeError, load_recipe, run_recipe
 from pyprune.graph import load
-from _cli import PYPRUNE  # noqa: E402  (tests/ is on sys.path, see conftest.py)
+from _cli import PYPRUNE, cli  # noqa: E402  (tests/ is on sys.path, see conftest.py)
 
 DATA_DIR = Path(pyprune.__file__).parent / "assets"
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "recipe.toml"
@@ -69,11 +70,11 @@ report = "out/weights-report"
     assert recipe.output == workdir / "out" / "final.onnx"
     assert recipe.data.path == workdir / "digits.npz" and recipe.data.labels == "label"
     first, second = recipe.steps
-    assert (first.name, first.options.granularity, first.options.target) == ("channels", "channel", ("macs", 0.6))
+    assert (first.name, first.options.granularity, first.options.target) == ("channels", "channel", MACs(0.6))
     assert first.options.max_drop == 0.02 and first.options.metric == "accuracy" and first.options.seed == 3
-    assert first.options.round_to == 4 and first.options.skip == ("/out/Gemm",)
+    assert first.options.limits.round_to == 4 and first.options.limits.skip == ("/out/Gemm",)
     assert second.options.max_drop == 0.01  # the default constraint
-    assert second.options.round_to == "auto" and second.options.skip == ()
+    assert second.options.limits.round_to == "auto" and second.options.limits.skip == ()
     assert second.output == workdir / "out" / "weights.onnx"
     assert second.report == workdir / "out" / "weights-report"
 
@@ -196,15 +197,14 @@ def test_a_step_that_misses_its_target_exits_1_but_writes_everything(workdir: Pa
     outcome = run_recipe(load_recipe(write(workdir, text)), quiet=True)
     assert not outcome.met
     assert (workdir / "out" / "final.onnx").is_file()
-    proc = subprocess.run(PYPRUNE + ["run", str(workdir / "recipe.toml"), "--quiet"],
-                          capture_output=True, text=True, timeout=300)
+    proc = cli("run", workdir / "recipe.toml", "--quiet")
     assert proc.returncode == 1
     assert proc.stderr.startswith("pyprune: step 'channels': Target not reached"), proc.stderr
 
 
 def test_a_bad_recipe_through_the_command_line_exits_2(workdir: Path) -> None:
     recipe = write(workdir, HEADER + CHANNELS.replace("strategy", "stratgy"))
-    proc = subprocess.run(PYPRUNE + ["run", str(recipe)], capture_output=True, text=True, timeout=300)
+    proc = cli("run", recipe)
     assert proc.returncode == 2
     assert proc.stderr.startswith("pyprune: error: ") and "'stratgy'" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

@@ -12,10 +12,10 @@ import pytest
 from pyprune.data import Dataset
 from pyprune.graph import load
 from pyprune.report import Figures, History, HistoryEntry, Report
-from pyprune.search import GreedySearch
 from pyprune.targets import MACs
 
 from _models import gemm_mlp  # noqa: E402  (tests/ is on sys.path, see conftest.py)
+from _search import Search  # noqa: E402
 
 FILES = ["history.json", "metric_vs_cost.png", "report.json", "report.md"]
 
@@ -126,7 +126,7 @@ def test_report_of_a_real_search(tmp_path):
     """A search's report: frozen output layer with its reason, removed units, the path it took."""
     model = load(gemm_mlp((10, 12, 3), seed=2))
     inputs = np.random.default_rng(0).standard_normal((64, 10)).astype(np.float32)
-    result = GreedySearch(model, Dataset({"x": inputs}), target=MACs(0.6), max_drop=None, quiet=True,
+    result = Search("greedy", model, Dataset({"x": inputs}), target=MACs(0.6), max_drop=None, quiet=True,
                           measure_latency=False, step=2).run()
     report = result.report
     files = report.write(tmp_path)

@@ -16,14 +16,11 @@ from pyprune.data import Dataset
 from pyprune.errors import TargetError
 from pyprune.evaluate import MaskedSession
 from pyprune.graph import DependencyGraph, Model, load, maskable_weights
-from pyprune.search import Limits
-from pyprune.search.greedy import GreedySearch
-from pyprune.search.oneshot import OneShotSearch
-from pyprune.search.random import RandomSearch
-from pyprune.search.recursive import RecursiveSearch
+from pyprune.options import Limits
 from pyprune.targets import Constraint, Latency, MACs, Params, Sparsity
 
 from _models import CATALOGUE, Builder, conv_stack, gemm_mlp, random_inputs, transformer_ffn  # tests/ is on sys.path
+from _search import Search  # noqa: E402
 
 DATA = Path(pyprune.__file__).parent / "assets"
 
@@ -34,10 +31,10 @@ def mlp():
     return load(DATA / "digits_mlp.onnx"), Dataset({"input": arrays["input"]}, arrays["label"])
 
 
-@pytest.mark.parametrize("cls", [GreedySearch, RecursiveSearch, RandomSearch, OneShotSearch])
+@pytest.mark.parametrize("cls", ["greedy", "recursive", "random", "oneshot"])
 def test_reaches_macs_target_without_constraint(mlp, cls):
     model, data = mlp
-    result = cls(model, data, target=MACs(0.7), max_drop=None, quiet=True, measure_latency=False).run()
+    result = Search(cls, model, data, target=MACs(0.7), max_drop=None, quiet=True, measure_latency=False).run()
     assert result.met
     assert result.model.macs() <= 0.7 * model.macs()
     assert result.report.verified
@@ -46,7 +43,7 @@ def test_reaches_macs_target_without_constraint(mlp, cls):
 
 def test_constraint_holds_and_unreachable_target_is_reported(mlp):
     model, data = mlp
-    search = GreedySearch(model, data, target=Params(0.2), max_drop=0.01, quiet=True, measure_latency=False)
+    search = Search("greedy", model, data, target=Params(0.2), max_drop=0.01, quiet=True, measure_latency=False)
     result = search.run()
     assert not result.met
     assert "not reached" in result.statement
@@ -56,12 +53,12 @@ def test_constraint_holds_and_unreachable_target_is_reported(mlp):
 def test_sparsity_target_is_refused_for_channels(mlp):
     model, data = mlp
     with pytest.raises(TargetError):
-        GreedySearch(model, data, target=Sparsity(0.5), quiet=True)
+        Search("greedy", model, data, target=Sparsity(0.5), quiet=True)
 
 
 def test_report_files(mlp, tmp_path):
     model, data = mlp
-    result = RecursiveSearch(model, data, target=MACs(0.8), max_drop=None, quiet=True,
+    result = Search("recursive", model, data, target=MACs(0.8), max_drop=None, quiet=True,
                              measure_latency=False).run()
     files = result.report.write(tmp_path)
     assert files["plot"].exists()
@@ -187,20 +184,20 @@ def test_nm_granularity_two_of_four(gen, tmp_path):
 
 def test_nm_freezes_weights_whose_axis_does_not_fit():
     model = load(gemm_mlp((6, 8, 3), seed=1))  # reduction axis of 6: no 2:4
-    search = GreedySearch(model, None, granularity="nm", target=Sparsity(0.2), max_drop=None, **FAST)
+    search = Search("greedy", model, None, granularity="nm", target=Sparsity(0.2), max_drop=None, **FAST)
     assert len(search.slots) == 1
     assert any("not a multiple of 4" in reason for reason in search.frozen.values())
 
 
-@pytest.mark.parametrize("cls", [GreedySearch, RandomSearch])
+@pytest.mark.parametrize("cls", ["greedy", "random"])
 def test_same_seed_same_search(gen, cls):
     model, data, _ = gen
-    budget = {"trials": 40} if cls is RandomSearch else {}
-    runs = [cls(model, data, target=MACs(0.5), max_drop=0.05, seed=3, importance="random", **budget, **FAST).run()
+    budget = {"trials": 40} if cls == "random" else {}
+    runs = [Search(cls, model, data, target=MACs(0.5), max_drop=0.05, seed=3, importance="random", **budget, **FAST).run()
             for _ in range(2)]
     paths = [[(e.action, e.removed, e.metric, e.params, e.macs) for e in r.history] for r in runs]
     assert paths[0] == paths[1] and len(paths[0]) > 1
-    other = cls(model, data, target=MACs(0.5), max_drop=0.05, seed=4, importance="random", **budget, **FAST).run()
+    other = Search(cls, model, data, target=MACs(0.5), max_drop=0.05, seed=4, importance="random", **budget, **FAST).run()
     assert [(e.action, e.removed) for e in other.history] != [(e.action, e.removed) for e in runs[0].history]
 
 
@@ -217,7 +214,7 @@ class InterruptAt:
         return float(np.mean(np.argmax(out, axis=-1) == labels))
 
 
-@pytest.mark.parametrize("cls", [GreedySearch, RecursiveSearch, RandomSearch, OneShotSearch])
+@pytest.mark.parametrize("cls", ["greedy", "recursive", "random", "oneshot"])
 @pytest.mark.parametrize("at", [3, 9])
 def test_ctrl_c_returns_the_best_model_that_meets_the_constraint(cls, at):
     model = load(conv_stack())
@@ -227,7 +224,7 @@ def test_ctrl_c_returns_the_best_model_that_meets_the_constraint(cls, at):
     data = Dataset({"x": x}, labels)
     interrupt = InterruptAt(at)
     metric = metrics.Metric("accuracy", lambda out, y: interrupt(out.mean(axis=(2, 3)), y), output=0)
-    search = cls(model, data, target=MACs(0.2), max_drop=0.02, metric=metric, **FAST)
+    search = Search(cls, model, data, target=MACs(0.2), max_drop=0.02, metric=metric, **FAST)
     result = search.run()
     assert interrupt.calls > at, "the interrupt fired"
     assert result.interrupted and result.statement.startswith("Interrupted")
@@ -243,7 +240,7 @@ def test_ctrl_c_inside_a_commit_goes_back_to_the_last_committed_state(monkeypatc
     shipped model is the last whole committed state, the one the history ends with."""
     model = load(conv_stack())
     x = np.random.default_rng(0).standard_normal((48, 3, 8, 8)).astype(np.float32)
-    search = RecursiveSearch(model, Dataset({"x": x}), target=MACs(0.2), max_drop=0.2, metric="cosine", **FAST)
+    search = Search("recursive", model, Dataset({"x": x}), target=MACs(0.2), max_drop=0.2, metric="cosine", **FAST)
     update, calls = search.recovery.update, []
 
     def interrupting_update(*args, **kwargs):
@@ -357,14 +354,14 @@ def test_max_drop_holds_on_the_calibration_data(gen, drop, relative, strategy):
 
 def test_achieved_and_reached(gen):
     model, data, _ = gen
-    search = GreedySearch(model, data, target=Params(0.9), max_drop=None, **FAST)
+    search = Search("greedy", model, data, target=Params(0.9), max_drop=None, **FAST)
     none = {s.id: 0 for s in search.slots}
     assert search.achieved(search.cost(none)) == 1.0 and not search.reached(none)
     most = {s.id: s.cap for s in search.slots}
     cost = search.cost(most)
     assert search.achieved(cost) == pytest.approx(cost.params / model.params())
     assert search.reached(most)
-    sparse = GreedySearch(model, data, granularity="weight", target=Sparsity(0.5), max_drop=None, **FAST)
+    sparse = Search("greedy", model, data, granularity="weight", target=Sparsity(0.5), max_drop=None, **FAST)
     half = {s.id: s.size // 2 for s in sparse.slots}
     assert sparse.achieved(sparse.cost(half)) == pytest.approx(0.5, abs=0.01)
 
@@ -381,13 +378,15 @@ def consumer_variant(variant: str) -> Model:
         h = b.op("Gemm", [h, b.weight([10, 16]), b.weight([1, 10], 0.5)], alpha=0.5, beta=2.0, transB=1)
     elif variant == "gemm_scalar_bias":
         h = b.op("Gemm", [h, b.weight([16, 10]), b.const(np.array([0.3], np.float32))])
-    elif variant == "matmul":
+    elif variant == "matmul_add":  # how torch exports a Linear: MatMul, then Add of the bias
+        h = b.op("Add", [b.matmul(h, 16, 10), b.weight([10], 0.5)])
+    elif variant == "matmul":  # no bias to fold into
         h = b.matmul(h, 16, 10)
     return load(b.model([h]))
 
 
 @pytest.mark.parametrize("variant", ["gemm_beta0", "gemm_no_bias", "gemm_alpha_beta", "gemm_scalar_bias",
-                                     "matmul", "conv_bn"])
+                                     "matmul_add", "conv_bn"])
 def test_recovery_is_folded_exactly(variant, tmp_path):
     """Bias compensation / BN re-estimation folded into the shipped model equals the masked run."""
     if variant == "conv_bn":
@@ -396,7 +395,7 @@ def test_recovery_is_folded_exactly(variant, tmp_path):
     else:
         model = consumer_variant(variant)
         x = np.random.default_rng(0).standard_normal((64, 12)).astype(np.float32) + 0.5
-    search = OneShotSearch(model, Dataset({"x": x}), target=MACs(0.6), max_drop=None, metric="mse", **FAST)
+    search = Search("oneshot", model, Dataset({"x": x}), target=MACs(0.6), max_drop=None, metric="mse", **FAST)
     result = search.run()
     assert search.recovery.active and search.recovery.corrections
     masked = search.evaluate(search.counts, count=False).outputs
@@ -409,13 +408,31 @@ def test_recovery_is_folded_exactly(variant, tmp_path):
         metrics.relative_mse()(outputs, search.reference) < metrics.relative_mse()(plain.outputs, search.reference)
 
 
+@pytest.mark.parametrize("variant", ["matmul", "matmul_add", "gemm_no_bias", "gemm_scalar_bias"])
+def test_shipped_recovery_adds_no_node_and_counts_its_parameters(variant):
+    """Folding recovery adds no node (a bare MatMul has no bias to fold into, so it is not
+    compensated), and the parameters a new bias adds are counted by the search, so what the
+    report claims is what the shipped model has."""
+    model = consumer_variant(variant)
+    x = np.random.default_rng(0).standard_normal((64, 12)).astype(np.float32) + 0.5
+    search = Search("oneshot", model, Dataset({"x": x}), target=Params(0.8), max_drop=None, metric="mse", **FAST)
+    result = search.run()
+    ops = [n.op_type for n in result.model.nodes]
+    assert ops == [n.op_type for n in model.nodes]
+    assert bool(search.recovery.compensated) == (variant != "matmul")
+    cost = search.cost(search.counts)
+    assert result.model.params() <= cost.params  # never more than the search counted
+    assert result.model.params() <= 0.8 * model.params() or not result.met
+    assert result.met == (result.model.params() <= 0.8 * model.params())
+
+
 def test_the_ranking_loss_fits_the_outputs(mlp, gen):
-    probabilities = GreedySearch(mlp[0], mlp[1], target=MACs(0.9), **FAST)
+    probabilities = Search("greedy", mlp[0], mlp[1], target=MACs(0.9), **FAST)
     assert probabilities.loss.name == "probability_kl"  # the digits MLP ends in Softmax
-    assert GreedySearch(gen[0], gen[1], target=MACs(0.9), **FAST).loss.name == "kl_divergence"  # logits
+    assert Search("greedy", gen[0], gen[1], target=MACs(0.9), **FAST).loss.name == "kl_divergence"  # logits
     regression = load(gemm_mlp((4, 6, 1)))
-    assert GreedySearch(regression, None, target=MACs(0.9), **FAST).loss.name == "relative_mse"
-    assert GreedySearch(gen[0], gen[1], target=MACs(0.9), loss="mse", **FAST).loss.name == "relative_mse"
+    assert Search("greedy", regression, None, target=MACs(0.9), **FAST).loss.name == "relative_mse"
+    assert Search("greedy", gen[0], gen[1], target=MACs(0.9), loss="mse", **FAST).loss.name == "relative_mse"
 
 
 def test_without_data_the_search_says_the_data_is_synthetic(gen):
@@ -471,7 +488,7 @@ def test_generated_patterns_ship_what_was_judged(name, granularity, tmp_path):
     model = load(CATALOGUE[name].build())
     feeds = random_inputs(model.proto, batch=16, seed=3)
     target = Sparsity(0.5) if granularity == "weight" else MACs(0.7)
-    search = GreedySearch(model, Dataset(feeds), granularity=granularity, target=target, max_drop=None,
+    search = Search("greedy", model, Dataset(feeds), granularity=granularity, target=target, max_drop=None,
                           metric="mse", step=0.25, **FAST)
     result = search.run()
     assert result.met and result.report.removed

@@ -12,8 +12,9 @@ import pyprune
 from pyprune import Dataset, MACs, load
 from pyprune.evaluate import MaskedSession, RunningChannelStats
 from pyprune.graph import DependencyGraph
-from pyprune.search import GreedySearch, RecursiveSearch
-from pyprune.search.recovery import Recovery
+from pyprune.recovery import Recovery
+
+from _search import Search  # noqa: E402  (tests/ is on sys.path)
 
 ASSETS = Path(pyprune.__file__).parent / "assets"
 CNN = Path(__file__).parents[1] / "benchmarks" / "models" / "digits_cnn.onnx"
@@ -72,7 +73,7 @@ def test_moments_only_statistics_equal_the_full_ones():
 
 def test_greedy_patience_goes_further_and_returns_only_passing_states(mlp):
     model, data = mlp
-    runs = {p: GreedySearch(model, data, target=MACs(0.3), max_drop=0.01, patience=p, **FAST) for p in (0, 3)}
+    runs = {p: Search("greedy", model, data, target=MACs(0.3), max_drop=0.01, patience=p, **FAST) for p in (0, 3)}
     results = {p: search.run() for p, search in runs.items()}
     for p, result in results.items():
         threshold = runs[p].threshold
@@ -87,12 +88,12 @@ def test_greedy_patience_goes_further_and_returns_only_passing_states(mlp):
 def test_greedy_rejects_a_bad_patience(mlp):
     model, data = mlp
     with pytest.raises(ValueError, match="patience must be a non-negative integer"):
-        GreedySearch(model, data, patience=-1, **FAST)
+        Search("greedy", model, data, patience=-1, **FAST)
 
 
 def test_recursive_takes_one_step_per_group_per_sweep(cnn):
     model, data = cnn
-    search = RecursiveSearch(model, data, target=MACs(0.3), max_drop=None, **FAST)
+    search = Search("recursive", model, data, target=MACs(0.3), max_drop=None, **FAST)
     result = search.run()
     assert result.met
     steps = [next(iter(e.removed)) for e in result.history if e.removed]

@@ -15,8 +15,9 @@ import pyprune
 from pyprune import importance, metrics
 from pyprune.data import Dataset
 from pyprune.graph import DependencyGraph, Model, load
-from pyprune.graph._layer_surgery import remove_layers
-from pyprune.search import Limits, Sensitivity, sensitivity
+from pyprune.surgery import remove_layers
+from pyprune.options import Limits
+from pyprune.search import PruningProblem, Sensitivity, sensitivity
 from pyprune.surgery import remove_units
 
 from hypothesis import given, settings
@@ -221,9 +222,7 @@ def test_bad_arguments(mlp, kwargs, error, needle):
 
 def test_ctrl_c_returns_the_groups_measured_so_far(mlp, table, monkeypatch):
     model, data, _ = mlp
-    from pyprune.search import _base
-
-    evaluate, calls = _base.Search.evaluate, []
+    evaluate, calls = PruningProblem.evaluate, []
 
     def interrupting(self, *args, **kwargs):
         calls.append(1)
@@ -231,7 +230,7 @@ def test_ctrl_c_returns_the_groups_measured_so_far(mlp, table, monkeypatch):
             raise KeyboardInterrupt
         return evaluate(self, *args, **kwargs)
 
-    monkeypatch.setattr(_base.Search, "evaluate", interrupting)
+    monkeypatch.setattr(PruningProblem, "evaluate", interrupting)
     result = sensitivity(model, data, ratios=RATIOS, quiet=True)
     assert result.interrupted and len(result.rows) == 1
     assert result.rows[0] == table.rows[0]

@@ -10,7 +10,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from pyprune.graph import DependencyGraph, insert_masks, load
+from pyprune.graph import DependencyGraph, load
+from pyprune.surgery import insert_masks
 from pyprune.surgery import remove_units
 
 sys.path.insert(0, str(Path(__file__).parent))  # the generated test models live next to this

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from pyprune.graph._model import load
-from pyprune.graph._weights import (
-    apply_weight_masks,
+from pyprune.graph import load
+from pyprune.surgery import apply_weight_masks
+from pyprune.graph import (
     block_masks,
     maskable_weights,
     nm_masks,

@@ -1,28 +1,28 @@
-"""The ONNX model view: weights, producers/consumers, shapes, MACs, dependency groups, layers.
+"""The ONNX model view and its analysis: weights, producers/consumers, shapes, MACs, dependency
+groups, layers and maskable weights. Nothing here edits a model; every physical edit lives in
+:mod:`pyprune.surgery`.
 
 Load a model with :func:`load`; :class:`DependencyGraph` finds the channel/neuron groups (what
 must be removed together) and :func:`find_layers` the removable layers; :func:`maskable_weights`
-lists the weights that unstructured, N:M and block masks apply to. Physical removal lives in
-:mod:`pyprune.surgery`.
+lists the weights that unstructured, N:M and block masks apply to.
 """
 
 from __future__ import annotations
 
 from ._dependency import ChannelInfo, DependencyGraph
 from ._inspect import format_inspect, inspect_model
-from ._layers import find_layers, gate_layers
-from ._masking import insert_masks, keep_mask, mask_vectors
-from ._model import MIN_OPSET, Model, TensorSpec, load
-from ._rules import CONTRIB_RULES, RULES
-from ._units import Coupling, Group, Layer, MaskPoint
+from ._layers import WEIGHTED_OPS, check_layer_ids, find_layers
+from ._model import MIN_OPSET, Model, TensorSpec, drop_unused, load, rename_reads
+from ._units import Coupling, Edit, Group, Layer, MaskPoint
 from ._weights import (
+    FLOAT_TYPES,
     MaskableWeight,
-    apply_weight_masks,
     block_masks,
     maskable_weights,
     nm_masks,
     unstructured_masks,
 )
+from .rules import CONTRIB_RULES, RULES
 
 __all__ = [
     "load",
@@ -34,18 +34,19 @@ __all__ = [
     "Group",
     "Coupling",
     "MaskPoint",
+    "Edit",
     "Layer",
     "find_layers",
-    "gate_layers",
-    "insert_masks",
-    "mask_vectors",
-    "keep_mask",
+    "check_layer_ids",
+    "WEIGHTED_OPS",
     "MaskableWeight",
     "maskable_weights",
     "unstructured_masks",
     "nm_masks",
     "block_masks",
-    "apply_weight_masks",
+    "FLOAT_TYPES",
+    "drop_unused",
+    "rename_reads",
     "inspect_model",
     "format_inspect",
     "RULES",

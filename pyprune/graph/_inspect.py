@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 
 from .. import core
+from .._table import format_table
 from ._dependency import DependencyGraph
 from ._model import Model, load
 from ._weights import maskable_weights
@@ -146,7 +147,7 @@ def format_inspect(info: dict[str, Any]) -> str:
         f"Channel groups: {s['prunable_groups']} of {s['groups']} prunable, "
         f"{s['prunable_units']} prunable units",
     ]
-    lines += _table(
+    lines += _table_lines(
         ["group", "op", "units", "params", "MACs", "frozen"],
         [
             [g["id"], g["op_type"], str(g["units"]), _human(g["params"]),
@@ -155,7 +156,7 @@ def format_inspect(info: dict[str, Any]) -> str:
         ],
     )
     lines += ["", f"Layers: {s['prunable_layers']} of {s['layers']} removable"]
-    lines += _table(
+    lines += _table_lines(
         ["layer", "kind", "nodes", "params", "MACs", "frozen"],
         [
             [layer["id"], layer["kind"], str(layer["nodes"]),
@@ -165,7 +166,7 @@ def format_inspect(info: dict[str, Any]) -> str:
     )
     nm = f"{_NM[0]}:{_NM[1]}"
     lines += ["", f"Weights: {s['weights']} maskable, {s['nm_weights']} take {nm}"]
-    lines += _table(
+    lines += _table_lines(
         ["weight", "node", "op", "shape", "params", "non-zeros", nm],
         [
             [w["name"], w["nodes"][0] + (f" (+{len(w['nodes']) - 1})" if len(w["nodes"]) > 1 else ""),
@@ -178,25 +179,10 @@ def format_inspect(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def _table_lines(header: list[str], rows: list[list[str]]) -> list[str]:
     if not rows:
         return ["  (none)"]
-    # The last column (reasons) is free text: never padded, never cut.
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
-    numeric = {i for i in range(1, len(header) - 1) if all(_is_number(r[i]) for r in rows)}
-
-    def line(row: list[str]) -> str:
-        cells = [
-            row[i].rjust(widths[i]) if i in numeric else row[i].ljust(widths[i])
-            for i in range(len(widths))
-        ]
-        return ("  " + "  ".join(cells) + "  " + row[-1]).rstrip()
-
-    return [line(header), *(line(r) for r in rows)]
-
-
-def _is_number(text: str) -> bool:
-    return bool(text) and (text[0].isdigit() or text == "-")
+    return format_table(header, rows, indent="  ", underline=False).split("\n")
 
 
 def _human(n: int | None) -> str:

@@ -295,6 +295,12 @@ class Model:
     def is_weight(self, value: str) -> bool:
         return value in self._initializers
 
+    def is_param(self, value: str) -> bool:
+        """An initializer that :meth:`params` counts (float or 8/4-bit integer weights; shape
+        constants and other integer tensors are not parameters)."""
+        tensor = self._initializers.get(value)
+        return tensor is not None and tensor.data_type in _PARAM_DTYPES
+
     def weight(self, name: str) -> np.ndarray:
         """The value of an initializer as a read-only array (copy it to modify; see set_weight)."""
         array = self._arrays.get(name)
@@ -842,10 +848,10 @@ def _fold_constants(proto: onnx.ModelProto) -> None:
         del graph.node[:]
         graph.node.extend(kept)
     if alias:
-        _rename_reads(graph, alias)
+        rename_reads(graph, alias)
 
 
-def _rename_reads(graph: onnx.GraphProto, alias: dict[str, str]) -> None:
+def rename_reads(graph: onnx.GraphProto, alias: dict[str, str]) -> None:
     """Follow aliases in nested subgraphs too (they may read outer values by name)."""
     for node in graph.node:
         for attr in node.attribute:
@@ -857,7 +863,7 @@ def _rename_reads(graph: onnx.GraphProto, alias: dict[str, str]) -> None:
                     for i, name in enumerate(inner.input):
                         if name in sub_alias:
                             inner.input[i] = sub_alias[name]
-                _rename_reads(sub, sub_alias)
+                rename_reads(sub, sub_alias)
 
 
 def _constant_value(node: onnx.NodeProto) -> list[np.ndarray] | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["MaskPoint", "Coupling", "Group", "Layer"]
+__all__ = ["MaskPoint", "Coupling", "Group", "Layer", "Edit"]
 
 
 @dataclass(frozen=True)
@@ -78,3 +78,23 @@ class Layer:
     @property
     def prunable(self) -> bool:
         return self.frozen is None
+
+
+@dataclass
+class Edit:
+    """A shape constant or attribute that must follow the kept channels on removal.
+
+    ``kind``: ``"attr"`` (integer attribute = kept count of ``labels[0]``), ``"const"``
+    (element ``element`` of input ``input_index`` = kept count of ``labels[0]``), ``"split"``
+    (split sizes = kept counts of each ``labels[i]``), ``"slice"`` (start/end of entry
+    ``element`` of the Slice bounds; ``labels[0]`` is the sliced axis, ``span`` the slice).
+    Labels are global unit ids (``DependencyGraph.unit_offset(group) + unit``), -1 = kept.
+    """
+
+    kind: str
+    node: str
+    labels: list[np.ndarray]
+    name: str = ""
+    input_index: int = -1
+    element: int = -1
+    span: tuple[int, int] = (0, 0)

@@ -25,10 +25,10 @@ __all__ = [
     "unstructured_masks",
     "nm_masks",
     "block_masks",
-    "apply_weight_masks",
 ]
 
-_FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16})
+#: Element types weight masks apply to.
+FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16})
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def maskable_weights(model: Model) -> list[MaskableWeight]:
         if node.domain not in ("", "ai.onnx"):
             continue
         for name, axis in _weight_operands(model, node):
-            if model.elem_type(name) in _FLOAT_TYPES and model.weight(name).size:
+            if model.elem_type(name) in FLOAT_TYPES and model.weight(name).size:
                 found.setdefault(name, []).append((node.name, node.op_type, axis))
     result = []
     for name, uses in found.items():
@@ -249,31 +249,3 @@ def _scores(model: Model, w: MaskableWeight, scores: Mapping[str, np.ndarray] | 
             raise ValueError(f"scores for {w.name!r} have shape {a.shape}, the weight {w.shape}")
         return a
     return core.element_scores(model.weight(w.name))
-
-
-def apply_weight_masks(model: Model, masks: Mapping[str, np.ndarray]) -> Model:
-    """A copy of ``model`` whose weights are zeroed where their bool mask is False.
-
-    Each masked weight replaces its initializer (nothing is duplicated, so the saved file is not
-    larger). Any float initializer may be masked; ``model`` itself is unchanged. Unknown names,
-    non-bool masks or masks of the wrong shape raise before anything is changed.
-    """
-    if not isinstance(masks, Mapping):
-        raise TypeError(f"masks must be a mapping {{weight name: bool mask}}, not {type(masks).__name__}")
-    checked = {}
-    for name, mask in masks.items():
-        if not model.is_weight(name):
-            raise ValueError(f"no weight named {name!r} in this model")
-        if model.elem_type(name) not in _FLOAT_TYPES:
-            raise ValueError(f"weight {name!r} is not a float tensor; only float weights are masked")
-        mk = np.asarray(mask)
-        if mk.dtype != np.bool_:
-            raise TypeError(f"mask for {name!r} has dtype {mk.dtype}; expected bool (True = keep)")
-        shape = model.weight(name).shape
-        if mk.shape != shape:
-            raise ValueError(f"mask for {name!r} has shape {mk.shape}, the weight {shape}")
-        checked[name] = mk
-    new = model.copy()
-    for name, mk in checked.items():
-        new.set_weight(name, core.apply_mask(new.weight(name), mk))
-    return new

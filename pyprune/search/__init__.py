@@ -1,12 +1,46 @@
-"""Pruning loops: one-shot, recursive, greedy and random search, with recovery; sensitivity analysis."""
+"""Pruning searches: a problem, a space per granularity, loops that only talk to the problem, one
+ship step; and sensitivity analysis.
 
-from ._base import Limits, PruneResult, Search
+:func:`prune` is the one call. :class:`PruningProblem` holds the model, data, metric, constraint,
+session, recovery and the search state; a space (:data:`SPACES`) holds the slots of one
+granularity; the loops (:class:`OneShotSearch`, :class:`RecursiveSearch`, :class:`GreedySearch`,
+:class:`RandomSearch`) move the problem toward its target; :func:`ship` removes the result
+physically and measures every figure on it.
+"""
+
 from .greedy import GreedySearch
 from .oneshot import OneShotSearch
+from .problem import Evaluation, PruningProblem
+from .prune import LOOPS, make_loop, make_problem, prune, solve
 from .random import RandomSearch
-from .recovery import Recovery
 from .recursive import RecursiveSearch
-from .sensitivity import Sensitivity, sensitivity
+from .sensitivity import Sensitivity, SensitivityRow, sensitivity
+from .ship import PruneResult, ship
+from .spaces import SPACES, ChannelSpace, Cost, LayerSpace, NMSpace, Slot, Space, WeightSpace
 
-__all__ = ["Search", "Limits", "PruneResult", "OneShotSearch", "RecursiveSearch", "GreedySearch",
-           "RandomSearch", "Recovery", "sensitivity", "Sensitivity"]
+__all__ = [
+    "prune",
+    "make_problem",
+    "make_loop",
+    "solve",
+    "ship",
+    "PruneResult",
+    "PruningProblem",
+    "Evaluation",
+    "LOOPS",
+    "OneShotSearch",
+    "RecursiveSearch",
+    "GreedySearch",
+    "RandomSearch",
+    "SPACES",
+    "Space",
+    "ChannelSpace",
+    "LayerSpace",
+    "WeightSpace",
+    "NMSpace",
+    "Slot",
+    "Cost",
+    "sensitivity",
+    "Sensitivity",
+    "SensitivityRow",
+]

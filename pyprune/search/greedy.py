@@ -17,10 +17,13 @@ returned (also on Ctrl-C).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 
-from ._base import Evaluation, Search
+from ._loop import Loop, check_step
+from .problem import Evaluation, PruningProblem
+from .spaces import Slot
 
 __all__ = ["GreedySearch"]
 
@@ -28,7 +31,7 @@ __all__ = ["GreedySearch"]
 _Candidate = tuple[float, str, int, Evaluation, "dict[str, np.ndarray] | None"]
 
 
-class GreedySearch(Search):
+class GreedySearch(Loop):
     """Least loss per unit of cost saved, one step per round (see the module docstring).
 
     ``step``: units per candidate step, as a fraction of the slot's size (or a count).
@@ -52,69 +55,65 @@ class GreedySearch(Search):
 
     name = "greedy"
 
-    def __init__(self, *args, step: float | int = 0.02, recover_candidates: bool = True,
-                 window: int = 3, patience: int = 3, **kwargs) -> None:
+    def __init__(self, step: float | int = 0.02, recover_candidates: bool = True, window: int = 3,
+                 patience: int = 3) -> None:
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ValueError(f"patience must be a non-negative integer, got {patience!r}")
-        self.patience = patience
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ValueError(f"window must be a positive integer, got {window!r}")
-        self.window = window
-        if isinstance(step, bool) or not (isinstance(step, int) and step >= 1 or
-                                          isinstance(step, float) and 0.0 < step <= 1.0):
-            raise ValueError(f"step must be a fraction in (0, 1] or a positive unit count, got {step!r}")
-        self.step, self.recover_candidates = step, bool(recover_candidates)
-        super().__init__(*args, **kwargs)
+        self.step, self.recover_candidates = check_step(step), bool(recover_candidates)
+        self.window, self.patience = window, patience
 
-    def _step_of(self, slot) -> int:
+    def _step_of(self, slot: Slot) -> int:
         if isinstance(self.step, int):
             return self.step
         return max(1, int(round(self.step * slot.size)))
 
-    def _loop(self) -> None:
-        steps = {s.id: self._step_of(s) for s in self.slots}
+    def search(self, p: PruningProblem) -> None:
+        steps = {s.id: self._step_of(s) for s in p.slots}
         exhausted: set[str] = set()
         passing = None  # the last state that met the constraint, while looking past failing ones
+        tentative = 0
         try:
-            while not self.reached(self.counts):
-                best, best_failing = self._round(steps, exhausted)
+            while not p.reached(p.counts):
+                best, best_failing = self._round(p, steps, exhausted)
                 if best is None and best_failing is not None and self.patience:
                     # No step keeps the constraint. On a few hundred samples the metric is not
                     # monotonic in what is removed, so look up to ``patience`` steps further
                     # along the least-loss path for a state that meets it again.
                     if passing is None:
-                        passing, tentative = self.state(), 0
+                        passing, tentative = p.state(), 0
                     tentative += 1
                     if tentative <= self.patience:
                         best = best_failing
                 if best is None:
                     if passing is not None:
-                        self.restore(passing)
-                    self.note = "no candidate step keeps the metric within the constraint"
+                        p.restore(passing)
+                    p.note = "no candidate step keeps the metric within the constraint"
                     return
                 _, sid, m, evaluation, orders = best
-                n = self.counts[sid]
-                if self.commit({**self.counts, sid: m}, f"remove {m - n} of {sid}", evaluation, orders).passed:
+                n = p.counts[sid]
+                if p.commit({**p.counts, sid: m}, f"remove {m - n} of {sid}", evaluation, orders).passed:
                     passing = None
             if passing is not None:  # the target was reached on a failing state
-                self.restore(passing)
-                self.note = "no candidate step keeps the metric within the constraint"
+                p.restore(passing)
+                p.note = "no candidate step keeps the metric within the constraint"
         except KeyboardInterrupt:
             if passing is not None:
-                self.restore(passing)  # ship only a state that meets the constraint
+                p.restore(passing)  # ship only a state that meets the constraint
             raise
 
-    def _round(self, steps: dict[str, int],
+    def _round(self, p: PruningProblem, steps: dict[str, int],
                exhausted: set[str]) -> tuple[_Candidate | None, _Candidate | None]:
         """Judge every slot's next step; the best passing candidate and the best failing one."""
         best = best_failing = None
         # Savings past the target are not credited: a step that overshoots it is ranked by the
         # part that was needed, so the last step lands near the target instead of far below.
-        needed = self.still_needed(self.current.cost)
-        for slot in self.slots:
+        needed = p.still_needed(p.current.cost)
+        for slot in p.slots:
             if slot.id in exhausted:
                 continue
-            n = self.counts[slot.id]
+            n = p.counts[slot.id]
             m = slot.next_count(n, steps[slot.id])
             while m is None and steps[slot.id] > 1:
                 steps[slot.id] = max(1, steps[slot.id] // 2)
@@ -122,14 +121,14 @@ class GreedySearch(Search):
             if m is None:
                 exhausted.add(slot.id)
                 continue
-            candidate = {**self.counts, slot.id: m}
+            candidate = {**p.counts, slot.id: m}
             any_passed = False
             for orders in self._orders(slot, n, m):
-                evaluation = self.trial(candidate, orders, recover=self.recover_candidates)
-                saved = self.saving(self.current.cost, evaluation.cost)
+                evaluation = p.trial(candidate, orders, recover=self.recover_candidates)
+                saved = p.saving(p.current.cost, evaluation.cost)
                 if needed is not None and needed > 0:
                     saved = min(saved, needed)
-                rank = (evaluation.loss - self.current.loss) / saved if saved > 0 else math.inf
+                rank = (evaluation.loss - p.current.loss) / saved if saved > 0 else math.inf
                 entry = (rank, slot.id, m, evaluation, orders)
                 if evaluation.passed:
                     any_passed = True
@@ -143,10 +142,10 @@ class GreedySearch(Search):
                 steps[slot.id] = max(1, steps[slot.id] // 2)
         return best, best_failing
 
-    def _orders(self, slot, n: int, m: int):
+    def _orders(self, slot: Slot, n: int, m: int) -> Iterator[dict[str, np.ndarray] | None]:
         """Candidate item orders of one slot: the importance order, or (window > 1, single-unit
         steps) each of the ``window`` next units moved to the front of what remains."""
-        if self.window == 1 or m - n != 1 or slot.kind not in ("group", "weight"):
+        if self.window == 1 or m - n != 1 or not slot.reorderable:
             yield None
             return
         rest = slot.order[n:]

@@ -14,52 +14,50 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from ._base import Search
+from ._loop import Loop, check_step
+from .problem import PruningProblem
+from .spaces import Slot
 
 __all__ = ["RecursiveSearch"]
 
 
-class RecursiveSearch(Search):
+class RecursiveSearch(Loop):
     """Step-by-step pruning from the output side (see the module docstring)."""
 
     name = "recursive"
 
-    def __init__(self, *args, step: float | int = 0.1,
-                 direction: Literal["output", "input", "importance"] = "output", **kwargs) -> None:
-        if isinstance(step, bool) or not (isinstance(step, int) and step >= 1 or
-                                          isinstance(step, float) and 0.0 < step <= 1.0):
-            raise ValueError(f"step must be a fraction in (0, 1] or a positive unit count, got {step!r}")
+    def __init__(self, step: float | int = 0.1,
+                 direction: Literal["output", "input", "importance"] = "output") -> None:
         if direction not in ("output", "input", "importance"):
             raise ValueError(f"direction must be 'output', 'input' or 'importance', got {direction!r}")
-        self.step, self.direction = step, direction
-        super().__init__(*args, **kwargs)
+        self.step, self.direction = check_step(step), direction
 
-    def _first_step(self, slot, n: int) -> int:
+    def _first_step(self, slot: Slot, n: int) -> int:
         if isinstance(self.step, int):
             return self.step
         return max(1, math.ceil(self.step * (slot.size - n)))
 
-    def _visit_order(self):
+    def _visit_order(self, p: PruningProblem) -> list[Slot]:
         if self.direction == "output":
-            return sorted(self.slots, key=lambda s: -s.depth)
+            return sorted(p.slots, key=lambda s: -s.depth)
         if self.direction == "input":
-            return sorted(self.slots, key=lambda s: s.depth)
-        return sorted(self.slots, key=lambda s: float(s.scores[s.order[0]]))
+            return sorted(p.slots, key=lambda s: s.depth)
+        return sorted(p.slots, key=lambda s: float(s.scores[s.order[0]]))
 
-    def _loop(self) -> None:
+    def search(self, p: PruningProblem) -> None:
         exhausted: set[str] = set()
         steps: dict[str, int] = {}
-        while not self.reached(self.counts):
+        while not p.reached(p.counts):
             progress = False
-            for slot in self._visit_order():
+            for slot in self._visit_order(p):
                 if slot.id in exhausted:
                     continue
                 # One committed step per slot per sweep: every slot takes its share before any
                 # slot is cut to its limit, so the constraint's budget is not spent on the first
                 # slots visited.
-                k = steps.get(slot.id) or self._first_step(slot, self.counts[slot.id])
+                k = steps.get(slot.id) or self._first_step(slot, p.counts[slot.id])
                 while True:
-                    n = self.counts[slot.id]
+                    n = p.counts[slot.id]
                     m = slot.next_count(n, k)
                     if m is None:
                         if k > 1:
@@ -67,10 +65,10 @@ class RecursiveSearch(Search):
                             continue
                         exhausted.add(slot.id)
                         break
-                    candidate = {**self.counts, slot.id: m}
-                    evaluation = self.trial(candidate, recover=True)
+                    candidate = {**p.counts, slot.id: m}
+                    evaluation = p.trial(candidate, recover=True)
                     if evaluation.passed:
-                        self.commit(candidate, f"remove {m - n} of {slot.id}", evaluation)
+                        p.commit(candidate, f"remove {m - n} of {slot.id}", evaluation)
                         progress = True
                         steps[slot.id] = self._first_step(slot, m) if k == self._first_step(slot, n) else k
                         break
@@ -81,8 +79,8 @@ class RecursiveSearch(Search):
                         # cuts and their recovery, it may not (the metric is not monotonic).
                         steps[slot.id] = 1
                         break
-                if self.reached(self.counts):
+                if p.reached(p.counts):
                     return
             if not progress:
-                self.note = "no step of any group or layer keeps the metric within the constraint"
+                p.note = "no step of any group or layer keeps the metric within the constraint"
                 return

@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from .. import metrics as _metrics
-from .._run import format_table
+from .._table import format_table
 from ..data import Dataset
 from ..graph import Model
-from ..report import _atomic_write, _jsonable, _pyplot, _save_figure
+from .._output import atomic_write, jsonable, pyplot, save_figure
 from ..targets import Constraint, as_constraint
-from ._base import Limits, Search
+from ..options import Limits, PruneOptions
+from .problem import PruningProblem
 
 __all__ = ["sensitivity", "Sensitivity", "SensitivityRow", "DEFAULT_RATIOS"]
 
@@ -148,7 +148,7 @@ class Sensitivity:
         return "\n".join(out)
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable({
+        return jsonable({
             "metric": self.metric_name, "direction": self.direction, "baseline": self.baseline,
             "granularity": self.granularity, "importance": self.importance, "ratios": list(self.ratios),
             "rows": [{"id": r.id, "kind": r.kind, "size": r.size, "counts": list(r.counts),
@@ -183,7 +183,7 @@ class Sensitivity:
 
     def plot(self, path: str | os.PathLike) -> Path:
         """PNG: the metric against the pruned ratio, one line per group (bars for layers)."""
-        plt = _pyplot()
+        plt = pyplot()
         fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
         if self.granularity == "layer":
             ax.barh([r.id for r in self.rows], [r.values[0] for r in self.rows], color="tab:blue")
@@ -199,23 +199,17 @@ class Sensitivity:
         ax.grid(True, alpha=0.3)
         if len(self.rows) <= 12:
             ax.legend(loc="best", fontsize="small")
-        return _save_figure(fig, path)
+        return save_figure(fig, path)
 
     def write(self, directory: str | os.PathLike) -> dict[str, Path]:
         """Write sensitivity.md, sensitivity.json and sensitivity.png into ``directory``."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         return {
-            "markdown": _atomic_write(d / "sensitivity.md", self.markdown()),
-            "json": _atomic_write(d / "sensitivity.json", self.to_json()),
+            "markdown": atomic_write(d / "sensitivity.md", self.markdown()),
+            "json": atomic_write(d / "sensitivity.json", self.to_json()),
             "plot": self.plot(d / "sensitivity.png"),
         }
-
-
-class _Sweep(Search):
-    """The search machinery (slots, orders, session, metric) without a loop of its own."""
-
-    name = "sensitivity"
 
 
 def sensitivity(
@@ -229,6 +223,7 @@ def sensitivity(
     reduce: str = "sum",
     normalize: str = "mean",
     skip: Sequence[str] = (),
+    round_to: int | Literal["auto"] = "auto",
     seed: int = 0,
     threads: int | None = None,
     batch_size: int | None = None,
@@ -239,18 +234,20 @@ def sensitivity(
     ``data`` and ``metric`` work as in :func:`pyprune.prune`: accuracy when the dataset has
     labels, agreement with the unpruned model otherwise (no data: a clearly labelled synthetic
     set). ``ratios`` are fractions of each group's units, in [0, 1] (0: the unpruned model); a group
-    always keeps one unit.
+    always keeps one unit, and with ``round_to`` the count removed is the largest allowed one not
+    above the ratio (the table says what was removed).
     ``skip``: group or layer ids to leave out. A progress bar shows unless ``quiet``; Ctrl-C
     stops the analysis and returns the groups measured so far (``interrupted`` is then True).
     """
     if granularity not in ("channel", "layer"):
         raise ValueError(f"sensitivity granularity must be 'channel' or 'layer', got {granularity!r}")
     ratios = _check_ratios(ratios) if granularity == "channel" else (1.0,)
-    search = _Sweep(model, data, granularity=granularity, importance=importance, max_drop=None,
-                    metric=metric, recovery=False, limits=Limits(skip=tuple(skip)), reduce=reduce,
-                    normalize=normalize, seed=seed, threads=threads, quiet=True, batch_size=batch_size,
-                    measure_latency=False)
-    plan = [(s, [s.count_for(r) for r in ratios]) for s in search.slots]
+    options = PruneOptions(granularity=granularity, importance=importance, max_drop=None, metric=metric,
+                           recovery=False, limits=Limits(skip=tuple(skip), round_to=round_to), reduce=reduce,
+                           normalize=normalize, seed=seed, threads=threads, batch_size=batch_size,
+                           measure_latency=False, quiet=True)
+    problem = PruningProblem(model, data, options)
+    plan = [(s, [s.count_for(r) for r in ratios]) for s in problem.slots]
     bar = None
     if not quiet:
         from tqdm.auto import tqdm
@@ -261,19 +258,19 @@ def sensitivity(
     interrupted = False
     try:
         for slot, counts in plan:
-            judged: dict[int, tuple[float, float, float]] = {0: (search.baseline, 1.0, 1.0)}
+            judged: dict[int, tuple[float, float, float]] = {0: (problem.baseline, 1.0, 1.0)}
             for n in counts:
                 if n in judged:
                     continue
-                evaluation = search.evaluate({slot.id: n})
+                evaluation = problem.evaluate({slot.id: n})
                 cost = evaluation.cost
-                judged[n] = (evaluation.metric, cost.macs / max(search.macs0, 1),
-                             cost.params / max(search.params0, 1))
+                judged[n] = (evaluation.metric, cost.macs / max(problem.macs0, 1),
+                             cost.params / max(problem.params0, 1))
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix_str(f"{slot.id} {n}/{slot.size}: {search.metric.name}={evaluation.metric:.4f}",
+                    bar.set_postfix_str(f"{slot.id} {n}/{slot.size}: {problem.metric.name}={evaluation.metric:.4f}",
                                         refresh=False)
-            rows.append(SensitivityRow(slot.id, "layer" if slot.kind == "layer" else "group", slot.size,
+            rows.append(SensitivityRow(slot.id, "layer" if granularity == "layer" else "group", slot.size,
                                        tuple(counts), *(tuple(judged[n][i] for n in counts) for i in range(3))))
     except KeyboardInterrupt:
         interrupted = True
@@ -281,11 +278,10 @@ def sensitivity(
         if bar is not None:
             bar.close()
     return Sensitivity(
-        metric_name=search.metric.name, direction=search.metric.direction, baseline=float(search.baseline),
-        granularity=granularity, importance=importance, ratios=ratios, rows=rows, frozen=dict(search.frozen),
-        evaluations=search.evaluations, seconds=time.perf_counter() - search.started,
-        samples=len(search.dataset), synthetic_data=bool(getattr(search.dataset, "synthetic", False)),
-        interrupted=interrupted,
+        metric_name=problem.metric.name, direction=problem.metric.direction, baseline=float(problem.baseline),
+        granularity=granularity, importance=importance, ratios=ratios, rows=rows, frozen=dict(problem.frozen),
+        evaluations=problem.evaluations, seconds=problem.elapsed(), samples=len(problem.dataset),
+        synthetic_data=bool(getattr(problem.dataset, "synthetic", False)), interrupted=interrupted,
     )
 
 

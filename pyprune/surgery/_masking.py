@@ -13,9 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ._dependency import DependencyGraph
-from ._model import Model
-from ._units import Group, MaskPoint
+from ..graph import DependencyGraph, Group, MaskPoint, Model
 
 __all__ = ["insert_masks", "mask_vectors", "keep_mask"]
 

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import metrics as _metrics
+from .. import metrics as _metrics
 from ._activations import ChannelStats, RunningChannelStats, TensorChoice
-from ._latency import Latency, measure_latency
+from ._latency import Timing, measure_latency
 from ._ort import make_session, run_batches, session_options
 from ._session import Check, EdgeKey, MaskedSession, edge_key
-from .data import Dataset, ModelLike, as_model
-from .errors import DataError
-from .graph import Group, Layer, MaskPoint, Model
+from ..data import Dataset, ModelLike, as_model
+from ..errors import DataError
+from ..graph import Group, Layer, MaskPoint, Model
 
 __all__ = [
     "Evaluator",
@@ -32,7 +32,7 @@ __all__ = [
     "edge_key",
     "run_model",
     "measure_latency",
-    "Latency",
+    "Timing",
     "activation_stats",
     "ChannelStats",
     "RunningChannelStats",
@@ -49,7 +49,7 @@ class Complexity:
     nonzeros: int
     macs: int
     file_size: int
-    latency: Latency | None = None
+    latency: Timing | None = None
 
 
 def complexity(model: ModelLike, latency: bool = False, **latency_options: object) -> Complexity:
@@ -167,7 +167,7 @@ class Evaluator:
             capture=capture,
         )
 
-    def latency(self, model: ModelLike | None = None, batch_size: int = 1, **options: object) -> Latency:
+    def latency(self, model: ModelLike | None = None, batch_size: int = 1, **options: object) -> Timing:
         """:func:`measure_latency` of ``model`` (default: the unpruned model) with these threads."""
         options.setdefault("threads", self.threads)
         return measure_latency(self.model if model is None else model, batch_size, **options)  # type: ignore[arg-type]

@@ -23,8 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from ._run import GRANULARITIES, STRATEGIES, TARGET_KINDS, format_outcome
-from .errors import PyPruneError
+from ..errors import PyPruneError
+from ..options import DEFAULT_MAX_DROP, GRANULARITIES, IMPORTANCE_NAMES, STRATEGIES
+from ..targets import TARGET_KINDS
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_NOT_MET", "EXIT_BAD_INPUT", "EXIT_INTERNAL"]
 
@@ -33,11 +34,6 @@ EXIT_NOT_MET = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
-
-# Listed in --help without importing the scoring code (a test keeps it equal to
-# pyprune.importance.IMPORTANCES).
-IMPORTANCE_NAMES = ("l1", "l2", "linf", "fpgm", "random", "wanda", "mean_activation", "apoz")
-
 
 class UsageError(PyPruneError, ValueError):
     """A command-line request that parses but makes no sense (e.g. output equal to the input)."""
@@ -136,7 +132,7 @@ def _data_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``pyprune`` command (exposed for documentation and tests)."""
-    from . import __version__
+    from .. import __version__
 
     common = _common_options()
     parser = _Parser(
@@ -208,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--latency", type=_non_negative_float, metavar="MS",
                         help="reach this latency (milliseconds, measured here with ONNX Runtime)")
     _data_options(p, required=False)
-    p.add_argument("--max-drop", type=_max_drop, metavar="F", default=0.01,
+    p.add_argument("--max-drop", type=_max_drop, metavar="F", default=DEFAULT_MAX_DROP,
                    help="largest allowed drop of the metric from the original (absolute, e.g. "
                         "0.01 = one point of accuracy); 'none' prunes to the target regardless "
                         "and reports the metric")
@@ -285,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _setup(args: argparse.Namespace) -> None:
     if args.threads is not None:
-        from . import core
+        from .. import core
 
         core.set_num_threads(args.threads)
 
@@ -293,10 +289,9 @@ def _setup(args: argparse.Namespace) -> None:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     import json
 
-    from .graph import load
+    from ..graph import format_inspect, inspect_model, load
 
     model = load(args.model)
-    from .graph._inspect import format_inspect, inspect_model
 
     info = inspect_model(model)
     print(json.dumps(info, indent=2) if args.json else format_inspect(info))
@@ -304,17 +299,19 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
-    from ._run import DataSource, PruneOptions, load_data, load_model, prune_and_save
+    from ..options import Limits, PruneOptions
+    from ..targets import make_target
+    from .pipeline import DataSource, format_outcome, load_data, load_model, prune_and_save
 
     output = _output_path(args.model, args.output, in_place=args.in_place)
     if args.labels is not None and args.data is None:
         raise UsageError("--labels needs --data")
     # argparse guarantees exactly one of the mutually exclusive target flags
     target = next((k, getattr(args, k)) for k in TARGET_KINDS if getattr(args, k) is not None)
-    options = PruneOptions(granularity=args.granularity, target=target,
+    options = PruneOptions(granularity=args.granularity, target=make_target(*target),
                            importance=args.importance, strategy=args.strategy,
                            max_drop=args.max_drop, metric=args.metric, seed=args.seed,
-                           round_to=args.round_to, skip=tuple(args.skip))
+                           limits=Limits(round_to=args.round_to, skip=tuple(args.skip)))
     model = load_model(args.model)
     data = None
     if args.data is not None:
@@ -334,7 +331,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 
 
 def _cmd_sensitivity(args: argparse.Namespace) -> int:
-    from ._run import DataSource, load_data, load_model, run_sensitivity
+    from .pipeline import DataSource, load_data, load_model, run_sensitivity
 
     model = load_model(args.model)
     data = load_data(DataSource(args.data, args.labels), model)
@@ -345,7 +342,7 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from ._bench import bench_models, format_bench
+    from .bench import bench_models, format_bench
 
     if args.other is not None and _same_file(args.model, args.other):
         raise UsageError(f"MODEL and OTHER are the same file: {args.other}")
@@ -362,7 +359,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from ._recipe import load_recipe, run_recipe
+    from .recipes import load_recipe, run_recipe
 
     recipe = load_recipe(args.recipe)
     outcome = run_recipe(recipe, threads=args.threads, quiet=args.quiet)
@@ -374,7 +371,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ._demo import run_demo
+    from .demo import run_demo
 
     run_demo(args.out, quick=args.quick, threads=args.threads, quiet=args.quiet)
     return EXIT_OK  # a showcase: the table says which strategy reached the target

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._ort import make_session
-from .data import Dataset, ModelLike, as_model
+from ..data import Dataset, ModelLike, as_model
 
-__all__ = ["Latency", "measure_latency"]
+__all__ = ["Timing", "measure_latency"]
 
 
 @dataclass(frozen=True)
-class Latency:
+class Timing:
     """Wall time of one inference, in milliseconds, over ``runs`` timed runs."""
 
     median_ms: float
@@ -49,7 +49,7 @@ def measure_latency(
     dataset: Dataset | None = None,
     dims: Mapping[str, int] | None = None,
     seed: int = 0,
-) -> Latency:
+) -> Timing:
     """Time ``model`` in one ONNX Runtime session (all graph optimisations, ``threads`` intra-op
     threads, None = all cores).
 
@@ -72,7 +72,7 @@ def measure_latency(
         times[i] = time.perf_counter() - start
     times *= 1e3
     q1, median, q3 = np.percentile(times, [25, 50, 75])
-    return Latency(
+    return Timing(
         median_ms=float(median),
         q1_ms=float(q1),
         q3_ms=float(q3),

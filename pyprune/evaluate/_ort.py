@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from .data import Batch
+from ..data import Batch
 
 __all__ = ["session_options", "make_session", "run_batches", "join_batches"]
 

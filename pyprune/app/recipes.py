@@ -39,19 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._run import (
-    GRANULARITIES,
-    STRATEGIES,
-    TARGET_KINDS,
-    DataSource,
-    PruneOptions,
-    RunOutcome,
-    load_data,
-    load_model,
-    prune_and_save,
-    save_model,
-)
-from .errors import PyPruneError
+from .._table import format_table
+from ..errors import PyPruneError
+from ..options import GRANULARITIES, PruneOptions
+from ..targets import TARGET_KINDS, make_target
+from .pipeline import DataSource, PruneOutcome, load_data, load_model, prune_and_save, save_model
 
 __all__ = ["Recipe", "RecipeStep", "RecipeError", "RecipeOutcome", "load_recipe", "run_recipe"]
 
@@ -95,7 +87,7 @@ class Recipe:
 class RecipeOutcome:
     """What a run did: one outcome per step that ran, and whether every step met its target."""
 
-    steps: list[tuple[RecipeStep, RunOutcome]] = field(default_factory=list)
+    steps: list[tuple[RecipeStep, PruneOutcome]] = field(default_factory=list)
     output: Path | None = None
     interrupted: bool = False
 
@@ -194,10 +186,12 @@ def _step(raw: dict[str, Any], number: int, defaults: dict[str, Any], base: Path
         raise RecipeError(f"{label}: {kind!r} must be a number, got {value!r}")
 
     values = {**defaults, **{k: raw[k] for k in _STEP_OPTION_KEYS if k in raw}}
+    if "skip" in values and not isinstance(values["skip"], list):
+        raise RecipeError(f"{label}: 'skip' must be a list of group, layer or weight names, got {values['skip']!r}")
     if isinstance(values.get("max_drop"), str) and values["max_drop"].strip().lower() == "none":
         values["max_drop"] = None  # TOML has no null: "none" means no constraint
     try:
-        options = PruneOptions(granularity=granularity, target=(kind, float(value)), **values)
+        options = PruneOptions.from_settings({"granularity": granularity, "target": make_target(kind, value), **values})
     except (TypeError, ValueError) as exc:
         raise RecipeError(f"{label}: {exc}") from None
     data = _data(raw["data"], base, f"{label}: data") if "data" in raw else None
@@ -274,7 +268,7 @@ def run_recipe(recipe: Recipe, *, threads: int | None = None, quiet: bool = Fals
     as the final output and stops the pipeline.
     """
     if threads is None and recipe.threads is not None:
-        from . import core
+        from .. import core
 
         threads = recipe.threads
         core.set_num_threads(threads)
@@ -308,8 +302,6 @@ def run_recipe(recipe: Recipe, *, threads: int | None = None, quiet: bool = Fals
 
 def format_outcome(outcome: RecipeOutcome) -> str:
     """A table of the steps that ran: metric, params, non-zeros, MACs, whether the target was met."""
-    from ._run import format_table
-
     rows = []
     for step, result in outcome.steps:
         rows.append([step.name, result.metric_text, f"{result.params:,}", f"{result.nonzeros:,}",

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .._table import format_table
+
 __all__ = ["run_demo", "DemoOutcome", "DemoRow", "DEMO_STRATEGIES", "DEMO_MACS", "DEMO_MAX_DROP"]
 
 DEMO_STRATEGIES = ("recursive", "greedy", "random")
@@ -66,10 +68,12 @@ def run_demo(out: str | Path = "pyprune-demo", *, quick: bool = False, threads: 
              quiet: bool = False) -> DemoOutcome:
     """Prune the bundled digits MLP with each of :data:`DEMO_STRATEGIES`, print the table and
     write ``<strategy>.onnx`` plus ``<strategy>/`` (its report) and ``README.md`` to ``out``."""
-    from ._run import PruneOptions, prune_and_save
-    from .data import Dataset
-    from .evaluate import measure_latency, run_model
-    from .graph import load
+    from ..data import Dataset
+    from ..evaluate import measure_latency, run_model
+    from ..graph import load
+    from ..options import PruneOptions
+    from ..targets import MACs
+    from .pipeline import prune_and_save
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -99,7 +103,7 @@ def run_demo(out: str | Path = "pyprune-demo", *, quick: bool = False, threads: 
         print(f"pruning the bundled digits MLP to {DEMO_MACS:.0%} of its MACs, calibration "
               f"accuracy may drop at most {DEMO_MAX_DROP * 100:g} points ...")
     for strategy in DEMO_STRATEGIES:
-        options = PruneOptions(granularity="channel", target=("macs", DEMO_MACS), importance="l2",
+        options = PruneOptions(granularity="channel", target=MACs(DEMO_MACS), importance="l2",
                                strategy=strategy, max_drop=DEMO_MAX_DROP, metric="accuracy", seed=0)
         start = time.perf_counter()
         run = prune_and_save(model, calib, options, output=out / f"digits_mlp.{strategy}.onnx",
@@ -127,8 +131,6 @@ def run_demo(out: str | Path = "pyprune-demo", *, quick: bool = False, threads: 
 
 
 def format_demo_table(rows: list[DemoRow]) -> str:
-    from ._run import format_table
-
     header = ["strategy", "accuracy", "params", "MACs", "latency (ms)", "evaluations", "time (s)"]
     body = []
     for r in rows:

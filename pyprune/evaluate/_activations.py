@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .graph import MaskPoint
+from ..graph import MaskPoint
 
 __all__ = ["ChannelStats", "RunningChannelStats", "TensorChoice", "channel_axes"]
 

@@ -29,8 +29,9 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .._activations import ChannelStats
-from ..graph import Group, MaskPoint, Model
+from .evaluate import ChannelStats
+from .graph import Group, MaskPoint, Model
+from .surgery import bias_after, fold_input_shift, replace_input
 
 __all__ = ["Recovery"]
 
@@ -52,6 +53,7 @@ class _Compensated:
 
     point: MaskPoint
     owners: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (group id, index)
+    missing: int = 0  # parameters a full bias of the consumer adds when a correction is folded
 
 
 class Recovery:
@@ -73,7 +75,8 @@ class Recovery:
             for g in groups:
                 for mp in g.mask_points:
                     if self._compensable(mp):
-                        entry = self.compensated.setdefault((mp.node, mp.input_index), _Compensated(mp))
+                        entry = self.compensated.setdefault((mp.node, mp.input_index), _Compensated(
+                            mp, missing=self._missing_bias(self.model.node(mp.node))))
                         entry.owners.append((g.id, np.asarray(mp.index)))
         # Current corrections: edge -> (scale, shift); BN node -> (mean', var').
         self.corrections: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
@@ -104,6 +107,16 @@ class Recovery:
         point = MaskPoint(node.name, 0, node.input[0], 1, rank, np.arange(mean.shape[0], dtype=np.int64))
         return _BatchNorm(node.name, point, mean.astype(np.float64), var.astype(np.float64), float(eps))
 
+    def _missing_bias(self, node: onnx.NodeProto) -> int:
+        """Parameters folding a correction into ``node`` adds: the part of a full bias (one value
+        per output) that it does not have yet."""
+        if node.op_type == "MatMul":
+            return 0
+        w = self.model.weight(node.input[1])
+        width = w.shape[0] if node.op_type == "Conv" or _attr(node, "transB", 0) else w.shape[-1]
+        given = len(node.input) > 2 and node.input[2] and self.model.is_weight(node.input[2])
+        return int(width - (self.model.weight(node.input[2]).size if given else 0))
+
     def _compensable(self, mp: MaskPoint) -> bool:
         node = self.model.node(mp.node)
         if node.op_type not in _LINEAR or mp.input_index != 0 or len(node.input) < 2:
@@ -111,7 +124,10 @@ class Recovery:
         if not self.model.is_weight(node.input[1]):
             return False
         w = self.model.weight(node.input[1])
-        if node.op_type == "MatMul" and (w.ndim != 2 or mp.axis != mp.rank - 1):
+        # A correction is folded into the consumer's bias: never an extra node. A Conv or Gemm
+        # without a full bias gets one (counted by :meth:`added_params`); a MatMul needs the bias
+        # Add its exporter wrote after it.
+        if node.op_type == "MatMul" and (w.ndim != 2 or mp.axis != mp.rank - 1 or bias_after(self.model, node) is None):
             return False
         if node.op_type == "Gemm" and (mp.rank != 2 or _attr(node, "transA", 0)):
             return False
@@ -135,6 +151,18 @@ class Recovery:
     def capture(self) -> dict[str, int]:
         """Tensors whose per-channel statistics recovery measures: ``{name: channel axis}``."""
         return {p.tensor: p.axis for p in self.affine_points}
+
+    def added_params(self, keeps: Mapping[str, np.ndarray]) -> int:
+        """Parameters the shipped model gains from folding bias compensation under the keep masks
+        ``keeps`` (group -> keep mask): a full bias for each compensated consumer that lacks one
+        and loses an input channel. An upper bound (the consumer's own outputs may be cut too), so
+        the search never counts less than it ships."""
+        total = 0
+        for comp in self.compensated.values():
+            if comp.missing and any(gid in keeps and not np.all(np.asarray(keeps[gid])[index[index >= 0]])
+                                    for gid, index in comp.owners):
+                total += comp.missing
+        return total
 
     # -- estimation -----------------------------------------------------------------------------
 
@@ -212,15 +240,15 @@ class Recovery:
                 continue
             mean, var = bn_stats[bn.node]
             node = out.node(bn.node)
-            _set_private(out, node, 3, mean)
-            _set_private(out, node, 4, var)
+            replace_input(out, node, 3, mean)
+            replace_input(out, node, 4, var)
         for key, comp in self.compensated.items():
             if key not in corrections:
                 continue
             shift = corrections[key][1]
             if not np.any(shift):
                 continue
-            _fold_input_constant(out, out.node(comp.point.node), comp.point, shift)
+            fold_input_shift(out, out.node(comp.point.node), comp.point, shift)
         out.refresh()
         return out
 
@@ -230,62 +258,3 @@ def _attr(node: onnx.NodeProto, name: str, default):
         if a.name == name:
             return helper.get_attribute_value(a)
     return default
-
-
-def _set_private(model: Model, node: onnx.NodeProto, index: int, values: np.ndarray) -> None:
-    """Give ``node`` its own initializer for input ``index`` holding ``values``."""
-    old = model.weight(node.input[index])
-    name = model.add_weight(model.unique_name(f"{node.input[index]}_recovered"),
-                            np.asarray(values, dtype=old.dtype).reshape(old.shape))
-    node.input[index] = name
-
-
-def _fold_input_constant(model: Model, node: onnx.NodeProto, point: MaskPoint, shift: np.ndarray) -> None:
-    """Add to ``node``'s output what a constant ``shift`` on its input ``point`` contributes."""
-    w = model.weight(node.input[1]).astype(np.float64)
-    s = np.asarray(shift, dtype=np.float64)
-    if node.op_type == "Gemm":
-        b = w.T if _attr(node, "transB", 0) else w
-        alpha, beta = float(_attr(node, "alpha", 1.0)), float(_attr(node, "beta", 1.0))
-        delta = alpha * (s @ b) / (beta if beta else 1.0)
-        _add_bias(model, node, 2, delta, beta != 0)
-    elif node.op_type == "Conv":
-        delta = w.sum(axis=tuple(range(2, w.ndim))) @ s
-        _add_bias(model, node, 2, delta, True)
-    else:  # MatMul: no bias input, so an Add of the constant follows it
-        delta = s @ w
-        y = node.output[0]
-        pre = model.unique_name(f"{y}_before_compensation")
-        node.output[0] = pre
-        const = model.add_weight(model.unique_name(f"{node.name}_compensation"),
-                                 delta.astype(_dtype(model, node.input[1])))
-        add = helper.make_node("Add", [pre, const], [y], name=model.unique_name(f"{node.name}_compensation_add"))
-        graph = model.proto.graph
-        position = list(graph.node).index(node)
-        graph.node.insert(position + 1, add)
-
-
-def _dtype(model: Model, name: str) -> np.dtype:
-    return model.weight(name).dtype
-
-
-def _add_bias(model: Model, node: onnx.NodeProto, index: int, delta: np.ndarray, usable: bool) -> None:
-    dtype = _dtype(model, node.input[1])
-    given = len(node.input) > index and bool(node.input[index])
-    if given and usable:
-        old = model.weight(node.input[index]).astype(np.float64)
-        new = np.broadcast_to(old, np.broadcast_shapes(old.shape, delta.shape)) + delta
-        node.input[index] = model.add_weight(model.unique_name(f"{node.input[index]}_compensated"),
-                                             new.astype(dtype))
-        return
-    if not usable:  # Gemm with beta = 0 ignores C, given or not: C = delta with beta = 1
-        for a in node.attribute:
-            if a.name == "beta":
-                a.f = 1.0
-    name = model.add_weight(model.unique_name(f"{node.name}_compensation"), delta.astype(dtype))
-    if given:
-        node.input[index] = name
-        return
-    while len(node.input) < index:
-        node.input.append("")
-    node.input.append(name)

@@ -1,4 +1,4 @@
-"""Physical removal: channel/neuron units (here), whole layers and weight masks (re-exported).
+"""Physical removal of channel/neuron units.
 
 The smaller model equals the masked original. For units, every weight slice coupled to a
 removed unit is cut (through the C++ gather), and every shape constant and attribute that counts
@@ -15,13 +15,10 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from . import core
-from .graph._dependency import DependencyGraph, Edit
-from .graph._layer_surgery import remove_layers
-from .graph._model import Model, drop_unused
-from .graph._weights import apply_weight_masks
+from .. import core
+from ..graph import DependencyGraph, Edit, Model, drop_unused
 
-__all__ = ["remove_units", "removal_plan", "remove_layers", "apply_weight_masks"]
+__all__ = ["remove_units", "removal_plan"]
 
 
 def removal_plan(

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .._table import format_table
+
 __all__ = ["bench_models", "format_bench"]
 
 _ROWS = (
@@ -35,9 +37,9 @@ def bench_models(
     threads: int | None = None,
 ) -> dict[str, Any]:
     """Measure ``model`` (and ``other``); returns a JSON-ready dict with one entry per model."""
-    from . import metrics as _metrics
-    from .evaluate import measure_latency, run_model
-    from ._run import DataSource, load_data, load_model
+    from .. import metrics as _metrics
+    from ..evaluate import measure_latency, run_model
+    from .pipeline import DataSource, load_data, load_model
 
     if labels is not None and data is None:
         raise ValueError("--labels needs --data")
@@ -87,8 +89,6 @@ def bench_models(
 
 def format_bench(result: dict[str, Any]) -> str:
     """The figures as a table: one column per model, plus the ratio second/first."""
-    from ._run import format_table
-
     entries = result["models"]
     header = [""] + [Path(e["path"]).name for e in entries]
     ratios = result.get("ratios")

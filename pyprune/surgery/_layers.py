@@ -6,8 +6,7 @@ from collections.abc import Sequence
 
 from onnx import helper
 
-from ._layers import _check_ids, find_layers
-from ._model import Model, _rename_reads, drop_unused
+from ..graph import Model, check_layer_ids, drop_unused, find_layers, rename_reads
 
 __all__ = ["remove_layers"]
 
@@ -21,7 +20,7 @@ def remove_layers(model: Model, layer_ids: Sequence[str]) -> Model:
     it. Unknown or frozen layer ids raise ``ValueError``.
     """
     by_id = {layer.id: layer for layer in find_layers(model)}
-    _check_ids(by_id, layer_ids)
+    check_layer_ids(by_id, layer_ids)
     chosen = [by_id[i] for i in dict.fromkeys(layer_ids)]
     # Outer layers first, so that a layer inside an already removed one is recognised as gone.
     chosen.sort(key=lambda layer: len(layer.nodes), reverse=True)
@@ -52,7 +51,7 @@ def remove_layers(model: Model, layer_ids: Sequence[str]) -> Model:
                 node.input[i] = alias[value]
     del graph.node[:]
     graph.node.extend(kept)
-    _rename_reads(graph, alias)
+    rename_reads(graph, alias)
     # Graph outputs keep their names (the model's interface never changes).
     for out in graph.output:
         if out.name in alias:

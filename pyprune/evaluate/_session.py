@@ -2,7 +2,7 @@
 
 The model is edited once: a ``Mul`` by a fed-in mask on every edge where a group's channels enter a
 consumer (and, on request, an ``Add`` of a fed-in shift), a scalar gate input per layer (placed by
-the graph layer's own :func:`~pyprune.graph._layers.gate_layers`, the oracle of layer removal), and
+the surgery's :func:`~pyprune.surgery.gate_layers`, the oracle of layer removal), and
 the weights a search may change exposed as overridable inputs. A candidate is then only a set
 of feeds; weights stay constants wherever they are not overridden, so ONNX Runtime keeps its
 constant-weight optimisations and a structured candidate costs about one plain inference.
@@ -18,14 +18,14 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from . import core
-from . import metrics as _metrics
+from .. import core
+from .. import metrics as _metrics
 from ._activations import ChannelStats, RunningChannelStats, TensorChoice, channel_axes
 from ._ort import join_batches, make_session, run_batches
-from .data import Batch, Dataset, ModelLike, as_model
-from .errors import DataError
-from .graph import Group, Layer, MaskPoint, Model
-from .graph._layers import gate_layers
+from ..data import Batch, Dataset, ModelLike, as_model
+from ..errors import DataError
+from ..graph import Group, Layer, MaskPoint, Model
+from ..surgery import gate_layers
 
 __all__ = ["MaskedSession", "Check", "EdgeKey", "edge_key"]
 

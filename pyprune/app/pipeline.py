@@ -1,0 +1,185 @@
+"""What the ``prune`` command, recipes and the demo share: read inputs, prune, save, report.
+
+Everything here is a thin layer over :func:`pyprune.prune`; it adds what a command line needs
+around it: files instead of objects, a one-screen summary, and the rule that the best model is
+always written, even when the target was not reached or the run was interrupted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # heavy imports stay inside the functions so `pyprune --help` stays instant
+    from ..data import Dataset
+    from ..graph import Model
+    from ..options import PruneOptions
+
+__all__ = [
+    "DataSource",
+    "PruneOutcome",
+    "load_model",
+    "load_data",
+    "prune_and_save",
+    "save_model",
+    "write_report",
+    "format_outcome",
+    "run_sensitivity",
+]
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """A ``.npz`` file and the key of its labels array (None: no labels)."""
+
+    path: Path
+    labels: str | None = None
+
+
+@dataclass
+class PruneOutcome:
+    """One pruning run as the command line sees it."""
+
+    model: Model
+    result: Any  # pyprune.PruneResult
+    met: bool
+    interrupted: bool
+    metric_text: str
+    params: int
+    nonzeros: int
+    macs: int
+    output: Path | None = None
+    report: Path | None = None
+
+    @property
+    def evaluations(self) -> int:
+        return int(self.result.report.evaluations)
+
+    @property
+    def statement(self) -> str:
+        """One sentence: what was reached, or how far the run got and why it stopped."""
+        return str(self.result.statement)
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs
+
+
+def load_model(path: str | Path) -> Model:
+    from ..graph import load
+
+    return load(path)
+
+
+def load_data(source: DataSource, model: Model) -> Dataset:
+    """Read ``source`` and keep the arrays ``model`` takes, so one file can also carry other
+    arrays (a test split, ...). Missing inputs, wrong shapes or dtypes raise DataError here,
+    before any pruning starts."""
+    from ..data import Dataset, input_specs
+
+    data = Dataset.from_npz(source.path, labels=source.labels)
+    arrays = data.arrays
+    wanted = {spec.name for spec in input_specs(model)}
+    extra = sorted(set(arrays) - wanted)
+    if extra and wanted <= set(arrays):
+        data = Dataset({k: arrays[k] for k in wanted}, data.labels, source=data.source)
+    return data.bind(model)
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+
+
+def prune_and_save(
+    model: Model,
+    data: Dataset | None,
+    options: PruneOptions,
+    *,
+    output: Path | None,
+    report: Path | None = None,
+    threads: int | None = None,
+    quiet: bool = False,
+    overwrite_input: bool = False,
+    original_path: Path | None = None,
+) -> PruneOutcome:
+    """Prune ``model`` as ``options`` say; write the result to ``output`` and the report to
+    ``report`` (either may be None). The best model found is written even when the target was not
+    reached or the run was interrupted."""
+    from ..search import prune
+
+    result = prune(model, data, options=options.with_(threads=threads, quiet=quiet))
+    outcome = PruneOutcome(
+        model=result.model,
+        result=result,
+        met=bool(result.met),
+        interrupted=bool(result.interrupted),
+        metric_text=_metric_text(result),
+        params=result.model.params(),
+        nonzeros=result.model.nonzeros(),
+        macs=result.model.macs(),
+    )
+    if output is not None:
+        outcome.output = save_model(result.model, output, overwrite_input=overwrite_input)
+    if report is not None:
+        outcome.report = write_report(result, report)
+    return outcome
+
+
+def save_model(model: Model, path: Path, *, overwrite_input: bool = False) -> Path:
+    """Save atomically, creating the folder; the input model is refused unless asked."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return model.save(path, overwrite_input=overwrite_input)
+
+
+def write_report(result: Any, directory: Path) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    result.report.write(directory)
+    return directory
+
+
+def _metric_text(result: Any) -> str:
+    report = result.report
+    if report.after.metric is None:
+        return "-"
+    return f"{report.metric_name} {report.after.metric:.4f}"
+
+
+# ---------------------------------------------------------------------------------------------
+# output
+
+
+def format_outcome(outcome: PruneOutcome) -> str:
+    """What a finished run prints: the report's summary and where the files went."""
+    lines = [str(outcome.result.report)]
+    if outcome.output is not None:
+        lines.append(f"pruned model: {outcome.output}")
+    if outcome.report is not None:
+        lines.append(f"report: {outcome.report}")
+    return "\n".join(lines)
+
+
+def run_sensitivity(
+    model: Model,
+    data: Dataset,
+    *,
+    metric: str | None = None,
+    granularity: str = "channel",
+    importance: str = "l2",
+    report: Path | None = None,
+    threads: int | None = None,
+    quiet: bool = False,
+) -> Any:
+    """Sensitivity analysis of every group (or layer): print the table, write it with the plot."""
+    from ..search import sensitivity
+
+    result = sensitivity(model, data, metric=metric, granularity=granularity,
+                         importance=importance, threads=threads, quiet=quiet)
+    if report is not None:
+        Path(report).mkdir(parents=True, exist_ok=True)
+        result.write(report)
+    if not quiet:
+        print(result)
+    return result

@@ -1,0 +1,21 @@
+"""How channel indices flow through each ONNX op: one registry, one rule per op type.
+
+A tensor that carries prunable channels has a *channel axis* and a *label* per position along it
+(the unit that position belongs to, or -1 for positions no group owns). Walking the graph in
+topological order, the rule of each node reads the labels of its inputs and
+
+* passes them on to its outputs (element-wise ops, pooling, Transpose, Flatten, Concat, ...),
+* couples weight slices to them (Conv/Gemm/MatMul columns, BatchNorm and per-channel constants),
+* records a mask point where the channels are mixed away (inputs of Conv, Gemm, MatMul),
+* starts new labels for the units it produces (Conv output channels, Gemm/MatMul features),
+* unites labels where two tensors are joined position by position (residual Add, SE Mul), or
+* freezes them, with a reason naming the op and why, when it cannot prove removal is exact.
+
+Ops without a rule freeze every channel that reaches them. The walk itself (labels, union-find,
+grouping) lives in ``_dependency.py``; this module only says what each op does.
+"""
+
+from . import elementwise, linear, normalization, shape, spatial  # noqa: F401  (each registers its rules)
+from ._base import CONTRIB_RULES, RULES, Rule, freeze_all, rule, rule_for
+
+__all__ = ["RULES", "CONTRIB_RULES", "Rule", "rule", "rule_for", "freeze_all"]

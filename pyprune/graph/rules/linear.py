@@ -1,0 +1,175 @@
+"""Weighted ops: consumers of incoming channels and roots of new units (Conv, ConvTranspose, Gemm, MatMul)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from .._walk import Walk
+from ._base import attr, freeze_all, rule, static_dim
+
+# -- weighted ops: consumers of incoming channels, roots of new units -------------------------
+
+
+@rule("Conv")
+def conv(w: Walk, node: onnx.NodeProto) -> None:
+    x, weight = node.input[0], node.input[1]
+    bias = node.input[2] if len(node.input) > 2 else ""
+    info = w.info(x)
+    if w.info(weight) is not None or (bias and w.info(bias) is not None):
+        return freeze_all(w, node, "computes its weights from channel data")
+    if not w.is_weight(weight) or (bias and not w.is_weight(bias)):
+        freeze_all(w, node, "has weights that are not constants")
+        return w.new_units(node, node.output[0], 1, static_dim(w, node.output[0], 1), frozen=(
+            f"Conv node {node.name!r} has weights that are not constants"))
+    wshape = w.shape(weight)
+    out_ch, in_per_group = wshape[0], wshape[1]
+    groups = attr(node, "group", 1)
+    in_ch = in_per_group * groups
+    if info is not None and info.axis != 1:
+        freeze_all(w, node, "reads channels on a spatial axis")
+        info = None
+    if groups == 1:
+        if info is not None:
+            w.couple(weight, 1, info.labels, "in", node)
+            w.mask(node, 0, info)
+        units = w.new_units(node, node.output[0], 1, out_ch)
+        w.couple(weight, 0, units, "out", node)
+        if bias:
+            w.couple(bias, 0, units, "out", node)
+        return
+    if in_per_group == 1 and info is not None and len(info.labels) == in_ch:
+        # Depthwise (channel multiplier m = out/in): output channel o reads input channel o // m,
+        # so removing an input channel removes its m outputs and the group count follows it.
+        labels = np.repeat(info.labels, out_ch // groups)
+        w.couple(weight, 0, labels, "param", node)
+        if bias:
+            w.couple(bias, 0, labels, "param", node)
+        w.edit_attr(node, "group", info.labels)
+        w.set(node.output[0], 1, labels)
+        return
+    # Grouped conv: position i of every input block meets the same filters, so those channels
+    # are one unit (removing it keeps the blocks equal); output units are positions within an
+    # output block, repeated in every block. The group count stays.
+    if info is not None:
+        if len(info.labels) != in_ch:
+            freeze_all(w, node, "reads a channel count that does not match its weights")
+        else:
+            w.couple(weight, 1, _unite_blocks(w, info.labels, groups, node), "in", node)
+            w.mask(node, 0, info)
+    units = np.tile(w.new_units(node, node.output[0], 1, out_ch // groups), groups)
+    w.set(node.output[0], 1, units)
+    w.couple(weight, 0, units, "out", node)
+    if bias:
+        w.couple(bias, 0, units, "out", node)
+
+
+def _unite_blocks(w: Walk, labels: np.ndarray, groups: int, node: onnx.NodeProto) -> np.ndarray:
+    """Unite position i of each of ``groups`` equal blocks; return the labels of one block."""
+    blocks = labels.reshape(groups, -1)
+    first = blocks[0]
+    for block in blocks[1:]:
+        first = w.union(first, block, node)
+    return first
+
+
+@rule("ConvTranspose")
+def conv_transpose(w: Walk, node: onnx.NodeProto) -> None:
+    x, weight = node.input[0], node.input[1]
+    bias = node.input[2] if len(node.input) > 2 else ""
+    info = w.info(x)
+    if not w.is_weight(weight) or (bias and not w.is_weight(bias)) or w.info(weight) is not None:
+        freeze_all(w, node, "has weights that are not constants")
+        return
+    if attr(node, "output_shape") is not None:
+        freeze_all(w, node, "has an explicit output_shape")
+        return w.new_units(node, node.output[0], 1, static_dim(w, node.output[0], 1), frozen=(
+            f"ConvTranspose node {node.name!r} has an explicit output_shape"))
+    wshape = w.shape(weight)
+    in_ch, out_per_group = wshape[0], wshape[1]
+    groups = attr(node, "group", 1)
+    if info is not None and info.axis != 1:
+        freeze_all(w, node, "reads channels on a spatial axis")
+        info = None
+    if groups == 1:
+        if info is not None:
+            w.couple(weight, 0, info.labels, "in", node)
+            w.mask(node, 0, info)
+        units = w.new_units(node, node.output[0], 1, out_per_group)
+        w.couple(weight, 1, units, "out", node)
+        if bias:
+            w.couple(bias, 0, units, "out", node)
+        return
+    if groups == in_ch and info is not None and len(info.labels) == in_ch:
+        labels = np.repeat(info.labels, out_per_group)
+        w.couple(weight, 0, info.labels, "param", node)
+        if bias:
+            w.couple(bias, 0, labels, "param", node)
+        w.edit_attr(node, "group", info.labels)
+        w.set(node.output[0], 1, labels)
+        return
+    if info is not None:
+        if len(info.labels) != in_ch:
+            freeze_all(w, node, "reads a channel count that does not match its weights")
+        else:
+            _unite_blocks(w, info.labels, groups, node)
+            w.couple(weight, 0, info.labels, "in", node)
+            w.mask(node, 0, info)
+    units = w.new_units(node, node.output[0], 1, out_per_group)
+    w.set(node.output[0], 1, np.tile(units, groups))
+    w.couple(weight, 1, units, "out", node)
+    if bias:
+        w.couple(bias, 0, np.tile(units, groups), "out", node)
+
+
+@rule("Gemm")
+def gemm(w: Walk, node: onnx.NodeProto) -> None:
+    a, b = node.input[0], node.input[1]
+    c = node.input[2] if len(node.input) > 2 else ""
+    info = w.info(a)
+    trans_a, trans_b = attr(node, "transA", 0), attr(node, "transB", 0)
+    if not w.is_weight(b) or w.info(b) is not None or (c and w.info(c) is not None):
+        freeze_all(w, node, "multiplies by a matrix that is not a constant")
+        return w.new_units(node, node.output[0], 1, static_dim(w, node.output[0], 1), frozen=(
+            f"Gemm node {node.name!r} multiplies by a matrix that is not a constant"))
+    if info is not None:
+        if info.axis != (0 if trans_a else 1):
+            freeze_all(w, node, "reads channels on its row axis")
+        else:
+            w.couple(b, 1 if trans_b else 0, info.labels, "in", node)
+            w.mask(node, 0, info)
+    n = w.shape(b)[0 if trans_b else 1]
+    units = w.new_units(node, node.output[0], 1, n)
+    w.couple(b, 0 if trans_b else 1, units, "out", node)
+    if c:
+        cshape = w.shape(c)
+        if not w.is_weight(c):
+            w.freeze(units, f"Gemm node {node.name!r} adds a bias that is not a constant")
+        elif cshape and cshape[-1] == n and n != 1:
+            w.couple(c, len(cshape) - 1, units, "out", node)
+
+
+@rule("MatMul")
+def matmul(w: Walk, node: onnx.NodeProto) -> None:
+    a, b = node.input[0], node.input[1]
+    info = w.info(a)
+    bshape = w.shape(b)
+    a_rank = w.rank(a)
+    if w.info(b) is not None or not w.is_weight(b) or len(bshape) != 2 or not a_rank:
+        freeze_all(w, node, "multiplies two activations (or by a non-2-D constant)")
+        if w.is_weight(b) and w.rank(node.output[0]):
+            rank = w.rank(node.output[0])
+            w.new_units(node, node.output[0], rank - 1, static_dim(w, node.output[0], rank - 1),
+                        frozen=f"MatMul node {node.name!r} reads a 1-D or unknown-rank input")
+        return
+    if info is not None:
+        if info.axis != a_rank - 1 or a_rank < 2:
+            freeze_all(w, node, "reads channels on a non-reduced axis")
+        else:
+            w.couple(b, 0, info.labels, "in", node)
+            w.mask(node, 0, info)
+    units = w.new_units(node, node.output[0], w.rank(node.output[0]) - 1, bshape[1])
+    w.couple(b, 1, units, "out", node)
+
+
+# -- normalisation ------------------------------------------------------------------------------

@@ -1,0 +1,214 @@
+"""Every setting of a pruning run, checked once, with its default in one place.
+
+:class:`PruneOptions` is what the Python API, the command line and recipes all build: the CLI
+and recipes from their flags and keys, :func:`pyprune.prune` from its keyword arguments. Each field
+is validated on construction, so a bad value is refused with a message naming it before any model
+is loaded. :class:`Limits` holds the per-group limits (how much of a group may go, in which
+multiples).
+
+The names of granularities, strategies and importance scores live here too, as plain tuples, so
+the command line can list them without importing the numerical parts of the package.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+from .errors import TargetError
+
+if TYPE_CHECKING:
+    from .graph import Group
+    from .metrics import Metric
+    from .targets import Constraint, Target
+
+__all__ = [
+    "PruneOptions",
+    "Limits",
+    "GRANULARITIES",
+    "STRATEGIES",
+    "STRATEGY_ALIASES",
+    "IMPORTANCE_NAMES",
+    "DEFAULT_MAX_DROP",
+    "DEFAULT_MACS",
+]
+
+#: What a search removes: channel/neuron groups, whole layers, single weights, N:M weight patterns.
+GRANULARITIES = ("channel", "layer", "weight", "nm")
+#: The search loops (:mod:`pyprune.search`).
+STRATEGIES = ("oneshot", "recursive", "greedy", "random")
+#: Other names of a strategy and the options they imply.
+STRATEGY_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "oneshot_local": ("oneshot", {"scope": "local"}),
+    "oneshot_global": ("oneshot", {"scope": "global"}),
+}
+#: Importance scores (:mod:`pyprune.importance`; a test keeps the two lists equal).
+IMPORTANCE_NAMES = ("l1", "l2", "linf", "fpgm", "random", "wanda", "mean_activation", "apoz")
+#: How far the metric may fall unless told otherwise (one point of accuracy).
+DEFAULT_MAX_DROP = 0.01
+#: The target when none is given: half the MACs.
+DEFAULT_MACS = 0.5
+
+#: With ``round_to="auto"``, convolution groups of at least this many channels keep a multiple of
+#: ``_AUTO_ROUND``: ONNX Runtime's CPU convolutions work on blocks of 8 channels (NCHWc), and other
+#: counts fall back to slower kernels. Measured in benchmarks/bench_search.py on the digits CNN:
+#: arbitrary counts ran 1.1-2.0x slower than the unpruned model, multiples of 8 0.67-0.95x.
+_AUTO_ROUND = 8
+_AUTO_MIN_SIZE = 32
+_CONVOLUTIONS = frozenset({"Conv", "ConvTranspose"})
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-group limits.
+
+    ``max_fraction``: never remove more than this fraction of any group (at least ``min_keep``
+    units always stay). ``round_to``: the number of units kept is a multiple of this (or all);
+    ``"auto"`` (the default) keeps multiples of 8 in convolution groups of 32 channels or more,
+    which keeps ONNX Runtime on its fast blocked kernels, and any count elsewhere.
+    ``skip``: ids of groups, layers or weights never to touch.
+    """
+
+    max_fraction: float = 1.0
+    min_keep: int = 1
+    round_to: int | Literal["auto"] = "auto"
+    skip: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not _is_number(self.max_fraction) or not 0.0 <= float(self.max_fraction) <= 1.0:
+            raise ValueError(f"'max_fraction' must be in [0, 1], got {self.max_fraction!r}")
+        if not _is_int(self.min_keep) or self.min_keep < 1:
+            raise ValueError(f"'min_keep' must be at least 1, got {self.min_keep!r}")
+        if self.round_to != "auto" and (not _is_int(self.round_to) or self.round_to < 1):
+            raise ValueError(f"'round_to' must be at least 1 (or 'auto'), got {self.round_to!r}")
+        skip = (self.skip,) if isinstance(self.skip, str) else self.skip
+        if not all(isinstance(s, str) and s for s in skip):
+            raise ValueError(f"'skip' must be a list of group, layer or weight names, got {self.skip!r}")
+        object.__setattr__(self, "skip", tuple(skip))  # a TOML or JSON list arrives as a list
+
+    def round_for(self, group: Group) -> int:
+        """The multiple ``group`` keeps its unit count at."""
+        if self.round_to != "auto":
+            return int(self.round_to)
+        if group.op_type in _CONVOLUTIONS and group.size >= _AUTO_MIN_SIZE:
+            return _AUTO_ROUND
+        return 1
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """One pruning run's settings (see :func:`pyprune.prune` for what each does).
+
+    ``target`` None means the default (``MACs(0.5)``; a one-shot cut given per-group ``ratios``
+    is its own target). ``search`` holds the options of the chosen strategy (``step``,
+    ``window``, ``trials``, ``ratios``, ...), which the strategy itself checks.
+    """
+
+    granularity: str = "channel"
+    strategy: str = "greedy"
+    target: Target | None = None
+    importance: str = "l2"
+    max_drop: float | Constraint | None = DEFAULT_MAX_DROP
+    metric: str | Metric | None = None
+    loss: str | Metric | None = None
+    recovery: bool = True
+    limits: Limits = field(default_factory=Limits)
+    reduce: str = "sum"
+    normalize: str = "mean"
+    nm: tuple[int, int] = (2, 4)
+    seed: int = 0
+    threads: int | None = None
+    batch_size: int | None = None
+    measure_latency: bool = True
+    checkpoint: float = 0.1
+    quiet: bool = False
+    search: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from . import importance, metrics
+        from .targets import Constraint, Target
+
+        key = self.strategy.strip().lower().replace("-", "_") if isinstance(self.strategy, str) else None
+        if key in STRATEGY_ALIASES:
+            key, implied = STRATEGY_ALIASES[key]
+            object.__setattr__(self, "search", {**implied, **dict(self.search)})
+        if key not in STRATEGIES:
+            known = ", ".join((*STRATEGIES, *STRATEGY_ALIASES))
+            raise ValueError(f"'strategy' must be one of {known}, got {self.strategy!r}")
+        object.__setattr__(self, "strategy", key)
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"'granularity' must be one of {', '.join(GRANULARITIES)}, got {self.granularity!r}")
+        if self.target is not None and not isinstance(self.target, Target):
+            raise TargetError(f"target must be a Sparsity, Params, MACs or Latency target, got {self.target!r}")
+        if not isinstance(self.importance, str) or not self.importance:
+            raise ValueError(f"'importance' must be a name such as 'l2', got {self.importance!r}")
+        importance.needs_data(self.importance)  # raises ValueError listing the known names
+        if self.max_drop is not None and not isinstance(self.max_drop, Constraint):
+            if not _is_number(self.max_drop):
+                raise ValueError(f"'max_drop' must be a number, got {self.max_drop!r}")
+            if not (self.max_drop >= 0 and math.isfinite(self.max_drop)):
+                raise ValueError(f"'max_drop' must be a non-negative number, got {self.max_drop!r}")
+        for name in ("metric", "loss"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, metrics.Metric):
+                if not isinstance(value, str):
+                    raise ValueError(f"{name!r} must be a metric name or a Metric, got {value!r}")
+                metrics.get(value)  # raises ValueError listing the known names
+        if not isinstance(self.limits, Limits):
+            raise ValueError(f"'limits' must be a Limits, got {self.limits!r}")
+        if self.reduce not in importance.REDUCTIONS:
+            raise ValueError(f"'reduce' must be one of {', '.join(importance.REDUCTIONS)}, got {self.reduce!r}")
+        if self.normalize not in importance.NORMALIZATIONS:
+            raise ValueError(f"'normalize' must be one of {', '.join(importance.NORMALIZATIONS)}, got {self.normalize!r}")
+        nm = tuple(self.nm)
+        if len(nm) != 2 or not all(_is_int(v) for v in nm) or not 0 < nm[0] < nm[1]:
+            raise ValueError(f"'nm' must be (N, M) with 0 < N < M, e.g. (2, 4); got {self.nm!r}")
+        object.__setattr__(self, "nm", nm)
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ValueError(f"'seed' must be a non-negative integer, got {self.seed!r}")
+        for name in ("threads", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or value < 1):
+                raise ValueError(f"{name!r} must be a positive integer or None, got {value!r}")
+        if not _is_number(self.checkpoint) or not 0.0 < self.checkpoint <= 1.0:
+            raise ValueError(f"'checkpoint' must be a fraction in (0, 1], got {self.checkpoint!r}")
+        if not isinstance(self.search, Mapping):
+            raise ValueError(f"'search' must be a mapping of strategy options, got {self.search!r}")
+        object.__setattr__(self, "search", dict(self.search))
+
+    def with_(self, **changes: Any) -> PruneOptions:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], base: PruneOptions | None = None) -> PruneOptions:
+        """Options from flat keyword settings (as :func:`pyprune.prune` takes them): fields by
+        name, the per-group limits (``round_to``, ``skip``, ``max_fraction``, ``min_keep``) flat
+        or as ``limits=``, and anything else as the strategy's own options (``search``)."""
+        base = base or cls()
+        own = {f.name for f in fields(cls)}
+        limit_keys = {f.name for f in fields(Limits)}
+        chosen = {k: v for k, v in settings.items() if k in own}
+        limits = {k: v for k, v in settings.items() if k in limit_keys}
+        search = {k: v for k, v in settings.items() if k not in own and k not in limit_keys}
+        if limits:
+            chosen["limits"] = Limits(**{**vars(chosen.get("limits", base.limits)), **limits})
+        if search:
+            chosen["search"] = {**base.search, **chosen.get("search", {}), **search}
+        return replace(base, **chosen) if chosen else base
+
+    def describe(self) -> str:
+        """One line: what is pruned, how, to what, under which constraint."""
+        goal = "the default target" if self.target is None else self.target.describe()
+        drop = "no constraint" if self.max_drop is None else f"max drop {self.max_drop}"
+        return f"{self.granularity} by {self.importance}, {self.strategy} search to {goal}, {drop}"

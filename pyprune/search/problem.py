@@ -1,0 +1,389 @@
+"""The pruning problem: one model, its data, a metric and a constraint, a space of cuts, one session.
+
+:class:`PruningProblem` is the one place that evaluates states, commits and restores them, runs
+recovery and records history. Every candidate is judged inside one ONNX Runtime session
+(:class:`~pyprune.evaluate.MaskedSession`) by feeding masks ("mask to search"); loops
+(:mod:`pyprune.search`) only call the problem, and :func:`~pyprune.search.ship.ship` removes the
+winner physically once.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from .. import metrics as _metrics
+from ..data import DEFAULT_BATCH_SIZE, Dataset, as_model
+from ..errors import DataError
+from ..evaluate import MaskedSession, measure_latency
+from ..graph import DependencyGraph, Model
+from ..options import DEFAULT_MACS, PruneOptions
+from ..recovery import Recovery
+from ..report import History, HistoryEntry
+from ..targets import Latency, MACs, Target, as_constraint
+from ._progress import Progress
+from .spaces import SPACES, Cost, Counts, Orders, Slot, Space
+
+__all__ = ["PruningProblem", "Evaluation", "resolve_metric"]
+
+#: Recovery passes stop once no correction (scale or shift) moves by more than this.
+_SETTLED = 1e-4
+#: Multiply-accumulates per batch a search aims for when no batch size is given.
+_BATCH_MACS = 256_000_000
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One state judged in the session."""
+
+    metric: float
+    loss: float
+    passed: bool
+    cost: Cost
+    outputs: list[np.ndarray] = field(default_factory=list, repr=False)
+    corrections: tuple | None = field(default=None, repr=False)  # recovery state it was judged with
+
+
+def resolve_metric(metric: str | _metrics.Metric | None, dataset: Dataset) -> _metrics.Metric:
+    """The metric a run judges by: the one named, else accuracy with labels, agreement without.
+    A metric that needs labels on data without them is refused here, once."""
+    chosen = _metrics.get(metric if metric is not None else ("accuracy" if dataset.has_labels else "agreement"))
+    if chosen.needs_labels and not dataset.has_labels:
+        raise DataError(f"metric {chosen.name!r} needs labels and the data has none; name them (--labels KEY, "
+                        "Dataset(..., labels=...)) or use a fidelity metric such as 'agreement', 'cosine' or 'kl'")
+    return chosen
+
+
+class PruningProblem:
+    """A model to prune, the data it is judged on, and the state of the search.
+
+    Built from :class:`~pyprune.options.PruneOptions`; ``data`` None judges agreement with the
+    original on a clearly labelled synthetic set. The model is never modified.
+    """
+
+    def __init__(self, model: Model | Any, data: Dataset | None, options: PruneOptions) -> None:
+        self.started = time.perf_counter()
+        self.options = options
+        self.model: Model = as_model(model)
+        self.target: Target | None = options.target
+        if self.target is not None:
+            SPACES[options.granularity].check_target(self.target.kind)
+        self.constraint = as_constraint(options.max_drop)
+        self.dataset = data if data is not None else Dataset.synthetic(self.model, n=64, seed=options.seed)
+        self.dataset = self.dataset.bind(self.model)
+        self.metric = resolve_metric(options.metric, self.dataset)
+        self.graph = DependencyGraph(self.model)
+        self.space: Space = SPACES[options.granularity](self.model, self.graph, options, self.dataset)
+        self.params0, self.macs0 = self.space.params0, self.space.macs0
+        self.recovery = Recovery(self.model, self.space.groups, batchnorm=options.recovery, bias=options.recovery)
+        self.batch_size = options.batch_size
+        if self.batch_size is None:
+            # Small models run the calibration data in a few large batches: per-run overheads
+            # (ONNX Runtime calls, statistics updates) dominate their evaluations otherwise.
+            self.batch_size = int(min(max(_BATCH_MACS // max(self.macs0, 1), DEFAULT_BATCH_SIZE), 1024))
+        self.session = MaskedSession(
+            self.model, self.dataset, threads=options.threads, batch_size=self.batch_size,
+            affine=self.recovery.affine_points, capture=self.recovery.capture, **self.space.session_parts())
+        if self.recovery.batchnorms:
+            self.reference, stats = self.session.run_with_stats()
+            self.recovery.calibrate(stats)
+        else:
+            self.reference = self.session.run()
+        self.loss = self._loss_metric(options.loss)
+        self.metric_target = self.dataset.labels if self.metric.needs_labels else self.reference
+        self.baseline = self.metric(self.reference, self.metric_target)
+        self.threshold = None if self.constraint is None else self.constraint.threshold(self.baseline, self.metric)
+        self.evaluations = 0
+        self.recovery_runs = 0
+        self.counts: Counts = {s.id: 0 for s in self.slots}
+        self.interrupted = False
+        self.history = History()
+        self.latency_ms: float | None = None
+        self._last_checkpoint_macs = 1.0
+        self.progress = Progress(quiet=options.quiet)
+        self.base_cost = self.cost(self.counts)
+        self.note = ""  # why the loop stopped, when it did not reach the target
+        self.current = Evaluation(self.baseline, 0.0, True, self.base_cost, list(self.reference))
+        self._record("start", {}, self.baseline, 0.0)
+
+    def set_target(self, target: Target) -> None:
+        """Fix the target (a loop may derive one, e.g. a one-shot cut at given ratios)."""
+        self.space.check_target(target.kind)
+        self.target = target
+
+    def ensure_target(self) -> Target:
+        """The target, the default (``MACs(0.5)``) when none was given; a latency target measures
+        the unpruned model first (it may already be fast enough)."""
+        if self.target is None:
+            self.set_target(MACs(DEFAULT_MACS))
+        assert self.target is not None
+        if self.target.kind == "latency" and self.latency_ms is None:
+            self.measure_current()
+        return self.target
+
+    # -- the space, seen through the problem ----------------------------------------------------
+
+    @property
+    def slots(self) -> list[Slot]:
+        return self.space.slots
+
+    @property
+    def by_id(self) -> dict[str, Slot]:
+        return self.space.by_id
+
+    @property
+    def frozen(self) -> dict[str, str]:
+        return self.space.frozen
+
+    @property
+    def granularity(self) -> str:
+        return self.space.granularity
+
+    def cost(self, counts: Mapping[str, int], orders: Orders | None = None) -> Cost:
+        """What a state keeps, as shipped: the space's count plus the biases recovery adds."""
+        cost = self.space.cost(counts, orders)
+        if self.recovery.compensated:
+            added = self.recovery.added_params(self.space.masks(counts, orders).groups)
+            if added:
+                cost = replace(cost, params=cost.params + added, nonzeros=cost.nonzeros + added)
+        return cost
+
+    def _loss_metric(self, loss: str | _metrics.Metric | None) -> _metrics.Metric:
+        if isinstance(loss, _metrics.Metric):
+            return loss
+        ref = np.asarray(self.reference[self.metric.output or 0])
+        classifier = ref.ndim >= 2 and ref.shape[-1] > 1 and np.issubdtype(ref.dtype, np.floating)
+        kind = loss or ("kl" if classifier else "mse")
+        output = self.metric.output or 0
+        if kind in ("kl", "kl_divergence"):
+            if classifier and np.all(ref >= 0) and np.allclose(ref.sum(axis=-1), 1.0, atol=1e-3):
+                return _metrics.probability_kl(output=output)  # the model already outputs probabilities
+            return _metrics.kl_divergence(output=output)
+        return _metrics.get(kind)
+
+    # -- the target -----------------------------------------------------------------------------
+
+    def achieved(self, cost: Cost) -> float:
+        """The figure the target is compared with (ratio, sparsity or measured ms)."""
+        kind = self.ensure_target().kind
+        if kind == "params":
+            return cost.params / max(self.params0, 1)
+        if kind == "macs":
+            return cost.macs / max(self.macs0, 1)
+        if kind == "sparsity":
+            return cost.sparsity
+        return self.latency_ms if self.latency_ms is not None else math.inf
+
+    def reached(self, counts: Mapping[str, int]) -> bool:
+        target = self.ensure_target()
+        if target.kind == "latency":
+            return self.latency_ms is not None and target.reached(self.latency_ms)
+        return target.reached(self.achieved(self.cost(counts)))
+
+    def saving(self, before: Cost, after: Cost) -> float:
+        """Cost saved between two states, in the unit the target is about."""
+        kind = self.ensure_target().kind
+        if kind in ("macs", "latency"):
+            return float(before.macs - after.macs)
+        if kind == "params":
+            return float(before.params - after.params)
+        return float(before.nonzeros - after.nonzeros)
+
+    def still_needed(self, cost: Cost) -> float | None:
+        """Cost still to save from ``cost`` to reach a params or MACs target (in the unit of
+        :meth:`saving`); None for targets that do not map onto one count (sparsity, latency)."""
+        target = self.ensure_target()
+        if target.kind == "macs":
+            return float(cost.macs - target.value * self.macs0)
+        if target.kind == "params":
+            return float(cost.params - target.value * self.params0)
+        return None
+
+    def describe_cost(self, cost: Cost) -> str:
+        """The target's own quantity against the target (with MACs or params for context)."""
+        macs = f"MACs={cost.macs / max(self.macs0, 1):.3f}"
+        params = f"params={cost.params / max(self.params0, 1):.3f}"
+        target = self.target
+        if target is None:
+            return f"{params} {macs}"
+        if target.kind == "sparsity":
+            return f"sparsity={cost.sparsity:.3f}/{target.value:g}"
+        if target.kind == "params":
+            return f"{params}/{target.value:g} {macs}"
+        if target.kind == "latency":
+            ms = "?" if self.latency_ms is None else f"{self.latency_ms:.3f}"
+            return f"latency={ms}/{target.value:g}ms {macs}"
+        return f"{macs}/{target.value:g} {params}"
+
+    def passes(self, value: float) -> bool:
+        return self.threshold is None or self.metric.meets(value, self.threshold)
+
+    # -- evaluation -----------------------------------------------------------------------------
+
+    def evaluate(self, counts: Mapping[str, int], orders: Orders | None = None,
+                 corrections: Mapping | None = None, count: bool = True) -> Evaluation:
+        """Judge one state in the session: the metric, the fidelity loss and the constraint."""
+        masks = self.space.masks(counts, orders)
+        affine = self.recovery.corrections if corrections is None else corrections
+        outs = self.session.run(masks.groups, masks.gates, masks.weights, affine)
+        return self._judge(outs, counts, orders, count)
+
+    def _judge(self, outs: list[np.ndarray], counts: Mapping[str, int], orders: Orders | None,
+               count: bool) -> Evaluation:
+        value = self.metric(outs, self.metric_target)
+        loss = self.loss(outs, self.reference)
+        if count:
+            self.evaluations += 1
+        cost = self.cost(counts, orders)
+        self.progress.evaluated(f"{self.metric.name}={value:.4f} {self.describe_cost(cost)}")
+        return Evaluation(value, float(loss), self.passes(value), cost, outs)
+
+    def trial(self, counts: Mapping[str, int], orders: Orders | None = None, recover: bool = False) -> Evaluation:
+        """Judge a state; with ``recover`` the recovery corrections are re-estimated for it first
+        (the current corrections are left untouched; the new ones travel with the result)."""
+        if not recover or not self.recovery.active:
+            return self.evaluate(counts, orders)
+        snap = self.recovery.snapshot()
+        try:
+            return self._recovered(counts, orders)
+        finally:
+            self.recovery.restore(snap)
+
+    def _recovered(self, counts: Mapping[str, int], orders: Orders | None = None, count: bool = True) -> Evaluation:
+        """Re-estimate corrections under a state's masks and judge the state with them.
+
+        Each pass runs the data once, yielding the outputs under the corrections fed and the
+        statistics for the next corrections. Later layers need earlier layers corrected first, so
+        passes repeat (one per normalisation layer, up to four, plus one) until the corrections
+        settle; the outputs of the settling pass are the evaluation, so a state that needs no
+        correction costs one run.
+        """
+        masks = self.space.masks(counts, orders)
+        for _ in range(min(len(self.recovery.batchnorms), 4) + 2):
+            fed = self.recovery.snapshot()
+            outs, stats = self.session.run_with_stats(masks.groups, masks.gates, masks.weights,
+                                                      self.recovery.corrections)
+            self.recovery_runs += 1
+            if self.recovery.update(stats, masks.groups) < _SETTLED:
+                self.recovery.restore(fed)  # the corrections the outputs were computed with
+                break
+        else:
+            outs = self.session.run(masks.groups, masks.gates, masks.weights, self.recovery.corrections)
+        return replace(self._judge(outs, counts, orders, count), corrections=self.recovery.snapshot())
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def commit(self, counts: Mapping[str, int], action: str, evaluation: Evaluation,
+               orders: Orders | None = None) -> Evaluation:
+        """Make ``counts`` the current state, recover, record the step; returns its evaluation.
+
+        Recovery is kept only when the recovered state still meets the constraint (it nearly
+        always improves the metric; when it does not, the previous corrections stay).
+        """
+        removed = {}
+        for sid, n in counts.items():
+            old = self.counts.get(sid, 0)
+            order = (orders or {}).get(sid, self.by_id[sid].order)
+            if n > old:
+                removed[sid] = np.sort(order[old:n]).tolist()
+        before = self.state()
+        try:
+            if orders:
+                for sid, order in orders.items():
+                    self.by_id[sid].order = np.asarray(order)
+            self.counts = dict(counts)
+            if self.recovery.active:
+                if evaluation.corrections is not None:
+                    self.recovery.restore(evaluation.corrections)
+                else:
+                    snap = self.recovery.snapshot()
+                    recovered = self._recovered(self.counts, None, count=False)
+                    if recovered.passed or not evaluation.passed:
+                        evaluation = recovered
+                    else:
+                        self.recovery.restore(snap)
+            self.current = evaluation
+            self._record(action, removed, evaluation.metric, evaluation.loss)
+            self.progress.committed(f"{action}: {self.metric.name}={evaluation.metric:.4f} "
+                                    f"{self.describe_cost(evaluation.cost)} ({self.evaluations} evaluations, "
+                                    f"{self.elapsed():.1f} s)")
+        except KeyboardInterrupt:
+            # Ctrl-C halfway through a commit (e.g. during recovery): go back to the last whole
+            # committed state, which meets the constraint, so that is what gets shipped.
+            self.restore(before)
+            raise
+        self._checkpoint(evaluation.cost)
+        return evaluation
+
+    def state(self) -> tuple:
+        """Everything a commit changes (for :meth:`restore`)."""
+        return (dict(self.counts), {s.id: s.order for s in self.slots}, self.recovery.snapshot(),
+                self.current, len(self.history))
+
+    def restore(self, state: tuple) -> None:
+        """Go back to a :meth:`state`, dropping the history recorded since."""
+        counts, orders, snap, self.current, length = state
+        self.counts = dict(counts)
+        for sid, order in orders.items():
+            self.by_id[sid].order = order
+        self.recovery.restore(snap)
+        del self.history.entries[length:]
+
+    # -- shipping and latency -------------------------------------------------------------------
+
+    def build(self, counts: Mapping[str, int] | None = None, fold: bool = True) -> Model:
+        """The physically pruned model of a state (recovery corrections folded into weights)."""
+        counts = self.counts if counts is None else counts
+        base = self.recovery.fold(self.model) if fold and self.recovery.active else self.model
+        return self.space.remove(base, counts)
+
+    def _checkpoint(self, cost: Cost) -> None:
+        """For latency targets: remove physically and measure once MACs fell another step."""
+        if self.target is None or self.target.kind != "latency":
+            return
+        ratio = cost.macs / max(self.macs0, 1)
+        if ratio > self._last_checkpoint_macs - self.options.checkpoint and self.latency_ms is not None:
+            return
+        self._last_checkpoint_macs = ratio
+        self.measure_current()
+
+    def measure_every_commit(self) -> None:
+        """Latency targets: measure after every commit (loops whose steps are already coarse)."""
+        self._last_checkpoint_macs = math.inf
+
+    def latency_of(self, model: Model) -> float:
+        """Median latency of ``model`` as the target asks for it (batch, threads, runs)."""
+        target = self.target if isinstance(self.target, Latency) else None
+        return measure_latency(model, target.batch_size if target else 1,
+                               threads=(target.threads if target else None) or self.options.threads,
+                               runs=target.runs if target else 30, dataset=self.dataset).median_ms
+
+    def measure_current(self) -> float:
+        """Remove the current state physically and measure its latency (a history entry)."""
+        return self.record_latency(self.latency_of(self.build(fold=False)))
+
+    def record_latency(self, ms: float, model: Model | None = None) -> float:
+        """Record a latency measured for the current state (of ``model``, when the shipped one)."""
+        self.latency_ms = ms
+        if model is not None:
+            params, macs, nonzeros = model.params(), model.macs(), model.nonzeros()
+        else:
+            cost = self.cost(self.counts)
+            params, macs, nonzeros = cost.params, cost.macs, cost.nonzeros
+        self.history.add(HistoryEntry(len(self.history), "latency checkpoint", {}, None, None, params, macs,
+                                      nonzeros, ms, self.evaluations, self.elapsed()))
+        return ms
+
+    def _record(self, action: str, removed: dict, metric: float, loss: float) -> None:
+        cost = self.cost(self.counts)
+        self.history.add(HistoryEntry(len(self.history), action, removed, float(metric), float(loss),
+                                      cost.params, cost.macs, cost.nonzeros, None, self.evaluations,
+                                      self.elapsed()))
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
