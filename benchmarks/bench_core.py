@@ -99,7 +99,7 @@ def run(quick: bool, repeat: int) -> list[dict[str, float | str]]:
     t_pp = best_ms(lambda: core.prune_global(work, k), repeat, reset)
     record("global magnitude prune 50% (50 tensors)", t_np, t_pp, floor)
     t_np = best_ms(lambda: np.partition(np.concatenate([np.abs(x).ravel() for x in originals]), k - 1), repeat)
-    t_pp = best_ms(lambda: core.global_threshold(originals, k), repeat)
+    t_pp = best_ms(lambda: core.global_select(originals, k), repeat)
     record("global k-th lowest only (50 tensors)", t_np, t_pp, floor)
 
     # N:M masks.
