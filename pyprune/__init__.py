@@ -158,8 +158,21 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from . import core, data, errors, evaluate, graph, importance, metrics, options, recovery, report, search
-    from . import surgery, targets
+    from . import (
+        core,
+        data,
+        errors,
+        evaluate,
+        graph,
+        importance,
+        metrics,
+        options,
+        recovery,
+        report,
+        search,
+        surgery,
+        targets,
+    )
     from .data import Dataset
     from .errors import DataError, ModelLoadError, PyPruneError, TargetError, UnsupportedModelError
     from .evaluate import Evaluator, MaskedSession, complexity, measure_latency
@@ -169,4 +182,4 @@ if TYPE_CHECKING:
     from .report import Report
     from .search import PruneResult, PruningProblem, prune, sensitivity
     from .surgery import apply_weight_masks, remove_layers, remove_units
-    from .targets import MACs, Constraint, Latency, Params, Sparsity
+    from .targets import Constraint, Latency, MACs, Params, Sparsity

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import onnx
@@ -25,7 +25,7 @@ __all__ = ["Dataset", "Batch", "input_specs", "DEFAULT_BATCH_SIZE"]
 #: Batch size used for inputs whose batch dimension is symbolic, unless told otherwise.
 DEFAULT_BATCH_SIZE = 32
 
-ModelLike = Union[Model, onnx.ModelProto, str, os.PathLike]
+ModelLike = Model | onnx.ModelProto | str | os.PathLike
 
 
 @dataclass(frozen=True)

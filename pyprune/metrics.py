@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .errors import DataError
+
 __all__ = [
     "Metric",
     "accuracy",
@@ -32,6 +34,7 @@ __all__ = [
     "probability_kl",
     "custom",
     "get",
+    "for_data",
     "names",
 ]
 
@@ -358,3 +361,14 @@ def get(metric: str | Metric) -> Metric:
         if key.startswith(prefix) and rest.isdigit() and int(rest) >= 1:
             return accuracy(k=int(rest))
     raise ValueError(f"unknown metric {metric!r}; known: {', '.join(names())}")
+
+
+def for_data(metric: str | Metric | None, has_labels: bool) -> Metric:
+    """The metric to judge data with or without labels by: the one named (``None``: accuracy with
+    labels, agreement with the original model without). A metric that needs labels on data that
+    has none is refused here, the one place this is checked."""
+    chosen = get(metric if metric is not None else ("accuracy" if has_labels else "agreement"))
+    if chosen.needs_labels and not has_labels:
+        raise DataError(f"metric {chosen.name!r} needs labels and the data has none; name them (--labels KEY, "
+                        "or labels= in the API) or use a fidelity metric such as 'agreement', 'cosine' or 'kl'")
+    return chosen

@@ -169,7 +169,8 @@ class PruneOptions:
         if self.reduce not in importance.REDUCTIONS:
             raise ValueError(f"'reduce' must be one of {', '.join(importance.REDUCTIONS)}, got {self.reduce!r}")
         if self.normalize not in importance.NORMALIZATIONS:
-            raise ValueError(f"'normalize' must be one of {', '.join(importance.NORMALIZATIONS)}, got {self.normalize!r}")
+            known = ", ".join(importance.NORMALIZATIONS)
+            raise ValueError(f"'normalize' must be one of {known}, got {self.normalize!r}")
         nm = tuple(self.nm)
         if len(nm) != 2 or not all(_is_int(v) for v in nm) or not 0 < nm[0] < nm[1]:
             raise ValueError(f"'nm' must be (N, M) with 0 < N < M, e.g. (2, 4); got {self.nm!r}")

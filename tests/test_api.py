@@ -26,7 +26,7 @@ def test_every_public_name_resolves_and_nothing_private_is_listed() -> None:
 @pytest.mark.parametrize("module", [pp.graph, pp.surgery, pp.importance, pp.evaluate, pp.metrics,
                                     pp.search, pp.core])
 def test_submodules_list_their_public_names(module: object) -> None:
-    names = getattr(module, "__all__")
+    names = module.__all__
     assert names and all(hasattr(module, n) for n in names)
 
 

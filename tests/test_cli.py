@@ -380,7 +380,8 @@ def test_two_of_four_weights(files: dict[str, Path], tmp_path: Path) -> None:
     assert blocks.max() <= 2
 
 
-def test_in_place_overwrites_only_when_asked(files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_in_place_overwrites_only_when_asked(files: dict[str, Path], tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
     model = Path(shutil.copy(files["model"], tmp_path / "model.onnx"))
     before = digest(model)
     assert_usage_error(run_main(capsys, "prune", model, "-o", model, "--macs", "0.8"), "--in-place")
@@ -394,7 +395,8 @@ def test_in_place_overwrites_only_when_asked(files: dict[str, Path], tmp_path: P
     assert _macs(model) <= 0.8 * _macs(files["model"])
 
 
-def test_impossible_requests_exit_2_without_output(files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_impossible_requests_exit_2_without_output(files: dict[str, Path], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "never.onnx"
     cases = [
         (("--granularity", "weight", "--macs", "0.5"), "structured pruning"),

@@ -9,9 +9,9 @@ import onnx
 import onnxruntime as ort
 
 import pyprune
-
 from pyprune.app.demo import DEMO_MACS, DEMO_MAX_DROP, DEMO_STRATEGIES
 from pyprune.graph import load
+
 from _cli import cli  # noqa: E402  (tests/ is on sys.path, see conftest.py)
 
 DATA_DIR = Path(pyprune.__file__).parent / "assets"

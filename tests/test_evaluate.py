@@ -15,9 +15,8 @@ from pyprune import metrics
 from pyprune.data import Dataset
 from pyprune.errors import DataError
 from pyprune.evaluate import Evaluator, MaskedSession, edge_key, run_model
-from pyprune.graph import Group, MaskPoint, load
+from pyprune.graph import Group, MaskPoint, find_layers, load
 from pyprune.surgery import remove_layers
-from pyprune.graph import find_layers
 
 RNG = np.random.default_rng(0)
 
@@ -232,7 +231,8 @@ def test_shared_edge_layer_gate_and_affine():
     (branch,) = [layer for layer in find_layers(model) if layer.kind == "residual"]
     x = RNG.normal(size=(5, 3, 4, 4)).astype(np.float32)
     bn_edge = MaskPoint("relu", 0, "c", 1, 4, np.arange(3))  # e.g. where a BN re-estimate would go
-    session = MaskedSession(model, Dataset(x), groups=[GA, GB], layers=[branch], affine=[GA.mask_points[0], bn_edge], batch_size=2)
+    session = MaskedSession(model, Dataset(x), groups=[GA, GB], layers=[branch], affine=[GA.mask_points[0], bn_edge],
+                            batch_size=2)
     assert len(session.edges) == 2  # the Concat edge is shared by both groups
     keep_a, keep_b = np.array([True, False]), np.array([False, True, True])
     scale, shift = np.array([1.0, 2.0, 0.5, 1.0, 3.0]), np.array([0.1, 0.0, -0.2, 0.3, 0.0])
@@ -338,7 +338,8 @@ def test_activation_stats_under_a_candidate(chain, chain_data):
     per_channel = np.moveaxis(c2, 1, 0).reshape(5, -1)
     np.testing.assert_allclose(stats["c2"].mean, per_channel.mean(1), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(stats["c2"].var, per_channel.var(1), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(stats["x"].mean, np.moveaxis(chain_data.arrays[""], 1, 0).reshape(3, -1).mean(1), rtol=1e-6)
+    expected = np.moveaxis(chain_data.arrays[""], 1, 0).reshape(3, -1).mean(1)
+    np.testing.assert_allclose(stats["x"].mean, expected, rtol=1e-6)
     unmasked = session.activation_stats()
     assert not np.allclose(unmasked["c2"].mean, stats["c2"].mean)
     (out,) = session.run()  # captured tensors are not part of the model's outputs

@@ -13,8 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from pyprune.data import Dataset
 from pyprune.evaluate import MaskedSession, activation_stats, run_model
 from pyprune.graph import DependencyGraph, load
-from pyprune.surgery import insert_masks
-from pyprune.surgery import remove_units
+from pyprune.surgery import insert_masks, remove_units
 
 
 def _model() -> onnx.ModelProto:

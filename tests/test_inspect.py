@@ -10,11 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from pyprune.errors import ModelLoadError
-from pyprune.graph import DependencyGraph
-from pyprune.graph import format_inspect, inspect_model
-from pyprune.graph import find_layers
-from pyprune.graph import load
-from pyprune.graph import nm_masks
+from pyprune.graph import DependencyGraph, find_layers, format_inspect, inspect_model, load, nm_masks
 from pyprune.surgery import apply_weight_masks
 
 

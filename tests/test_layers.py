@@ -10,11 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from pyprune.surgery import remove_layers
-from pyprune.graph import find_layers
-from pyprune.surgery import gate_layers
-from pyprune.graph import load
-
+from pyprune.graph import find_layers, load
+from pyprune.surgery import gate_layers, remove_layers
 
 # -- model builder ------------------------------------------------------------------------------
 

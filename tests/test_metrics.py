@@ -115,7 +115,8 @@ def test_output_selection():
 
 
 def test_custom_metric_sees_all_outputs():
-    metric = metrics.custom(lambda outs, ref: float(len(outs) + len(ref)), name="count", direction="lower", target="reference")
+    metric = metrics.custom(lambda outs, ref: float(len(outs) + len(ref)), name="count", direction="lower",
+                            target="reference")
     assert metric([LOGITS, LOGITS], [LOGITS]) == 3.0
     assert metric.name == "count" and metric.is_better(1.0, 2.0) and metric.meets(2.0, 2.0)
 

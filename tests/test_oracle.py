@@ -13,8 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from pyprune.graph import DependencyGraph, load
-from pyprune.surgery import insert_masks
-from pyprune.surgery import remove_units
+from pyprune.surgery import insert_masks, remove_units
 
 sys.path.insert(0, str(Path(__file__).parent))  # the generated test models live next to this
 from _models import CATALOGUE, OPSETS, random_inputs  # noqa: E402

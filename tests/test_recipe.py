@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-
-import pyprune
 import pytest
 
-from pyprune.targets import MACs
+import pyprune
 from pyprune.app.recipes import RecipeError, load_recipe, run_recipe
 from pyprune.graph import load
+from pyprune.targets import MACs
+
 from _cli import PYPRUNE, cli  # noqa: E402  (tests/ is on sys.path, see conftest.py)
 
 DATA_DIR = Path(pyprune.__file__).parent / "assets"

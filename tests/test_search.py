@@ -193,11 +193,12 @@ def test_nm_freezes_weights_whose_axis_does_not_fit():
 def test_same_seed_same_search(gen, cls):
     model, data, _ = gen
     budget = {"trials": 40} if cls == "random" else {}
-    runs = [Search(cls, model, data, target=MACs(0.5), max_drop=0.05, seed=3, importance="random", **budget, **FAST).run()
+    same = dict(target=MACs(0.5), max_drop=0.05, importance="random", **budget, **FAST)
+    runs = [Search(cls, model, data, seed=3, **same).run()
             for _ in range(2)]
     paths = [[(e.action, e.removed, e.metric, e.params, e.macs) for e in r.history] for r in runs]
     assert paths[0] == paths[1] and len(paths[0]) > 1
-    other = Search(cls, model, data, target=MACs(0.5), max_drop=0.05, seed=4, importance="random", **budget, **FAST).run()
+    other = Search(cls, model, data, seed=4, **same).run()
     assert [(e.action, e.removed) for e in other.history] != [(e.action, e.removed) for e in runs[0].history]
 
 

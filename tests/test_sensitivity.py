@@ -10,18 +10,16 @@ import math
 import numpy as np
 import onnxruntime as ort
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pyprune
 from pyprune import importance, metrics
 from pyprune.data import Dataset
 from pyprune.graph import DependencyGraph, Model, load
-from pyprune.surgery import remove_layers
 from pyprune.options import Limits
 from pyprune.search import PruningProblem, Sensitivity, sensitivity
-from pyprune.surgery import remove_units
-
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from pyprune.surgery import remove_layers, remove_units
 
 from _models import CATALOGUE, gemm_mlp, random_inputs, transformer_ffn  # noqa: E402  (tests/ is on sys.path)
 

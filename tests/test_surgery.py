@@ -11,8 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from pyprune.graph import DependencyGraph, load
-from pyprune.surgery import insert_masks
-from pyprune.surgery import remove_units
+from pyprune.surgery import insert_masks, remove_units
 
 sys.path.insert(0, str(Path(__file__).parent))  # the generated test models live next to this
 from _models import (  # noqa: E402

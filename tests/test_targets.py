@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from pyprune import metrics
 from pyprune.errors import TargetError
-from pyprune.targets import MACs, Constraint, Latency, Params, Sparsity, Target, as_constraint
+from pyprune.targets import Constraint, Latency, MACs, Params, Sparsity, Target, as_constraint
 
 RATIO_TARGETS = (Params, MACs)
 

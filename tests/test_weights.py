@@ -10,14 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from pyprune.graph import load
-from pyprune.surgery import apply_weight_masks
 from pyprune.graph import (
     block_masks,
+    load,
     maskable_weights,
     nm_masks,
     unstructured_masks,
 )
+from pyprune.surgery import apply_weight_masks
 
 
 def mixed_model(c: int = 8, seed: int = 0, float_data: bool = False) -> onnx.ModelProto:

@@ -52,9 +52,7 @@ def bench_models(
     chosen = None
     if data is not None:
         has_labels = datasets[0].has_labels
-        chosen = _metrics.get(metric or ("accuracy" if has_labels else "agreement"))
-        if chosen.needs_labels and not has_labels:
-            raise ValueError(f"metric {chosen.name!r} needs labels; name them with --labels KEY")
+        chosen = _metrics.for_data(metric, has_labels)
         if not chosen.needs_labels and other is None:
             chosen = None  # fidelity needs a second model to compare with the first
 

@@ -155,7 +155,8 @@ def _markdown(outcome: DemoOutcome, quick: bool) -> str:
         + (" (quick mode)." if quick else "."),
         "Accuracy is measured on the held-out test split.",
         "",
-        "| strategy | accuracy | calibration accuracy | params | MACs | latency (ms) | evaluations | time (s) | files |",
+        "| strategy | accuracy | calibration accuracy | params | MACs | latency (ms) | evaluations | time (s) "
+        "| files |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     footer = [

@@ -14,13 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import metrics as _metrics
+from ..data import Dataset, ModelLike, as_model
+from ..graph import Group, Layer, MaskPoint, Model
 from ._activations import ChannelStats, RunningChannelStats, TensorChoice
 from ._latency import Timing, measure_latency
 from ._ort import make_session, run_batches, session_options
 from ._session import Check, EdgeKey, MaskedSession, edge_key
-from ..data import Dataset, ModelLike, as_model
-from ..errors import DataError
-from ..graph import Group, Layer, MaskPoint, Model
 
 __all__ = [
     "Evaluator",
@@ -105,15 +104,10 @@ class Evaluator:
     ) -> None:
         self.model: Model = as_model(model)
         self.dataset = dataset
-        self.metric = _metrics.get(metric)
+        dataset.bind(self.model)  # fail on bad data before any work
+        self.metric = _metrics.for_data(metric, dataset.has_labels)
         self.threads = threads
         self.batch_size = batch_size
-        dataset.bind(self.model)  # fail on bad data before any work
-        if self.metric.needs_labels and not dataset.has_labels:
-            raise DataError(
-                f"metric {self.metric.name!r} needs labels and the dataset has none; use a "
-                "fidelity metric such as 'agreement', 'kl' or 'mse'"
-            )
         self._reference: list[np.ndarray] | None = None
         self._baseline: float | None = None
 
@@ -138,9 +132,7 @@ class Evaluator:
 
     def score(self, model: ModelLike | None = None, metric: str | _metrics.Metric | None = None) -> float:
         """The metric of ``model`` (e.g. a physically pruned copy; default: the unpruned model)."""
-        metric = self.metric if metric is None else _metrics.get(metric)
-        if metric.needs_labels and not self.dataset.has_labels:
-            raise DataError(f"metric {metric.name!r} needs labels and the dataset has none")
+        metric = self.metric if metric is None else _metrics.for_data(metric, self.dataset.has_labels)
         target = self.dataset.labels if metric.needs_labels else self.reference
         outputs = self.reference if model is None else run_model(model, self.dataset, self.threads, self.batch_size)
         return metric(outputs, target)

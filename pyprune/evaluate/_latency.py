@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._ort import make_session
 from ..data import Dataset, ModelLike, as_model
+from ._ort import make_session
 
 __all__ = ["Timing", "measure_latency"]
 

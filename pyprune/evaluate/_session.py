@@ -20,12 +20,11 @@ from onnx import helper
 
 from .. import core
 from .. import metrics as _metrics
-from ._activations import ChannelStats, RunningChannelStats, TensorChoice, channel_axes
-from ._ort import join_batches, make_session, run_batches
 from ..data import Batch, Dataset, ModelLike, as_model
-from ..errors import DataError
 from ..graph import Group, Layer, MaskPoint, Model
 from ..surgery import gate_layers
+from ._activations import ChannelStats, RunningChannelStats, TensorChoice, channel_axes
+from ._ort import join_batches, make_session, run_batches
 
 __all__ = ["MaskedSession", "Check", "EdgeKey", "edge_key"]
 
@@ -202,7 +201,8 @@ class MaskedSession:
                 if edge.shift_input is not None:
                     graph.input.append(helper.make_tensor_value_info(edge.shift_input, elem, edge.mask_shape))
                     shifted = _fresh("shifted", used)
-                    nodes.append(helper.make_node("Add", [value, edge.shift_input], [shifted], name=_fresh("add", used)))
+                    add = helper.make_node("Add", [value, edge.shift_input], [shifted], name=_fresh("add", used))
+                    nodes.append(add)
                     value = shifted
                 node.input[edge.key[1]] = value
             nodes.append(node)
@@ -383,14 +383,14 @@ class MaskedSession:
             self._reference = self.run()
         return self._reference
 
+    @reference.setter
+    def reference(self, outputs: Sequence[np.ndarray]) -> None:
+        """Outputs of the unmodified model already computed elsewhere (e.g. with statistics)."""
+        self._reference = [np.asarray(r) for r in outputs]
+
     def target(self, metric: _metrics.Metric) -> Any:
         """What ``metric`` compares against: the labels or the reference outputs."""
-        if metric.needs_labels:
-            if self.dataset.labels is None:
-                raise DataError(
-                    f"metric {metric.name!r} needs labels and the dataset has none; use a fidelity "
-                    "metric such as 'agreement', 'kl' or 'mse'"
-                )
+        if _metrics.for_data(metric, self.dataset.has_labels).needs_labels:
             return self.dataset.labels
         return self.reference
 

@@ -19,7 +19,6 @@ import numpy as np
 
 from .. import metrics as _metrics
 from ..data import DEFAULT_BATCH_SIZE, Dataset, as_model
-from ..errors import DataError
 from ..evaluate import MaskedSession, measure_latency
 from ..graph import DependencyGraph, Model
 from ..options import DEFAULT_MACS, PruneOptions
@@ -29,7 +28,7 @@ from ..targets import Latency, MACs, Target, as_constraint
 from ._progress import Progress
 from .spaces import SPACES, Cost, Counts, Orders, Slot, Space
 
-__all__ = ["PruningProblem", "Evaluation", "resolve_metric"]
+__all__ = ["PruningProblem", "Evaluation"]
 
 #: Recovery passes stop once no correction (scale or shift) moves by more than this.
 _SETTLED = 1e-4
@@ -49,16 +48,6 @@ class Evaluation:
     corrections: tuple | None = field(default=None, repr=False)  # recovery state it was judged with
 
 
-def resolve_metric(metric: str | _metrics.Metric | None, dataset: Dataset) -> _metrics.Metric:
-    """The metric a run judges by: the one named, else accuracy with labels, agreement without.
-    A metric that needs labels on data without them is refused here, once."""
-    chosen = _metrics.get(metric if metric is not None else ("accuracy" if dataset.has_labels else "agreement"))
-    if chosen.needs_labels and not dataset.has_labels:
-        raise DataError(f"metric {chosen.name!r} needs labels and the data has none; name them (--labels KEY, "
-                        "Dataset(..., labels=...)) or use a fidelity metric such as 'agreement', 'cosine' or 'kl'")
-    return chosen
-
-
 class PruningProblem:
     """A model to prune, the data it is judged on, and the state of the search.
 
@@ -76,7 +65,7 @@ class PruningProblem:
         self.constraint = as_constraint(options.max_drop)
         self.dataset = data if data is not None else Dataset.synthetic(self.model, n=64, seed=options.seed)
         self.dataset = self.dataset.bind(self.model)
-        self.metric = resolve_metric(options.metric, self.dataset)
+        self.metric = _metrics.for_data(options.metric, self.dataset.has_labels)
         self.graph = DependencyGraph(self.model)
         self.space: Space = SPACES[options.granularity](self.model, self.graph, options, self.dataset)
         self.params0, self.macs0 = self.space.params0, self.space.macs0
@@ -89,11 +78,9 @@ class PruningProblem:
         self.session = MaskedSession(
             self.model, self.dataset, threads=options.threads, batch_size=self.batch_size,
             affine=self.recovery.affine_points, capture=self.recovery.capture, **self.space.session_parts())
-        if self.recovery.batchnorms:
-            self.reference, stats = self.session.run_with_stats()
+        if self.recovery.batchnorms:  # the unpruned statistics come with the reference outputs
+            self.session.reference, stats = self.session.run_with_stats()
             self.recovery.calibrate(stats)
-        else:
-            self.reference = self.session.run()
         self.loss = self._loss_metric(options.loss)
         self.metric_target = self.dataset.labels if self.metric.needs_labels else self.reference
         self.baseline = self.metric(self.reference, self.metric_target)
@@ -125,6 +112,11 @@ class PruningProblem:
         if self.target.kind == "latency" and self.latency_ms is None:
             self.measure_current()
         return self.target
+
+    @property
+    def reference(self) -> list[np.ndarray]:
+        """Outputs of the unpruned model on the data (kept by the session, computed once)."""
+        return self.session.reference
 
     # -- the space, seen through the problem ----------------------------------------------------
 

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .. import metrics as _metrics
+from .._output import atomic_write, jsonable, pyplot, save_figure
 from .._table import format_table
 from ..data import Dataset
 from ..graph import Model
-from .._output import atomic_write, jsonable, pyplot, save_figure
-from ..targets import Constraint, as_constraint
 from ..options import Limits, PruneOptions
+from ..targets import Constraint, as_constraint
 from .problem import PruningProblem
 
 __all__ = ["sensitivity", "Sensitivity", "SensitivityRow", "DEFAULT_RATIOS"]

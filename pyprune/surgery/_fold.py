@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..graph import Model, MaskPoint
+from ..graph import MaskPoint, Model
 
 __all__ = ["replace_input", "fold_input_shift", "bias_after"]
 

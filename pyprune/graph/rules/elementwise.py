@@ -63,7 +63,7 @@ def broadcast(w: Walk, node: onnx.NodeProto) -> None:
         return freeze_all(w, node, "joins channels on different axes")
     axis = out_axes.pop()
     labels = None
-    for i, info in labeled:
+    for _, info in labeled:
         if labels is None:
             labels = info.labels
         elif len(info.labels) != len(labels):

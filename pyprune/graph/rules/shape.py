@@ -103,7 +103,7 @@ def reshape(w: Walk, node: onnx.NodeProto) -> None:
     blocks = align_shapes(src, dst)
     if blocks is None:
         return freeze_all(w, node, "reshapes dimensions of unknown size together")
-    for (i0, i1), (j0, j1) in blocks:
+    for (i0, i1), (j0, j1) in blocks:  # noqa: B007  (the block found is read after the loop)
         if i0 <= info.axis < i1:
             break
     inner = src[i0:i1]
@@ -409,7 +409,7 @@ def expand(w: Walk, node: onnx.NodeProto) -> None:
     rank, out_rank = w.rank(node.input[0]), w.rank(node.output[0])
     if info is None:
         # a tensor broadcast to the shape of a channel tensor: only size-1 positions follow
-        for j, labels in counts.items():
+        for labels in counts.values():
             w.freeze(labels, f"Expand node {node.name!r} broadcasts to a channel count")
         return
     if rank is None or out_rank is None:
