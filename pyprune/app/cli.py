@@ -279,13 +279,6 @@ def build_parser() -> argparse.ArgumentParser:
 # commands
 
 
-def _setup(args: argparse.Namespace) -> None:
-    if args.threads is not None:
-        from .. import core
-
-        core.set_num_threads(args.threads)
-
-
 def _cmd_inspect(args: argparse.Namespace) -> int:
     import json
 
@@ -417,8 +410,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version and usage errors
         return int(exc.code or 0) if isinstance(exc.code, int) or exc.code is None else EXIT_BAD_INPUT
     try:
-        _setup(args)
-        return args.run(args)
+        from .pipeline import core_threads
+
+        with core_threads(args.threads):
+            return int(args.run(args))
     except BrokenPipeError:
         # The reader went away (`pyprune inspect m.onnx | head`): not an error; silence the
         # interpreter's final flush of stdout, which would fail the same way.

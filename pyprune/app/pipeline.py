@@ -7,6 +7,8 @@ always written, even when the target was not reached or the run was interrupted.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +28,7 @@ __all__ = [
     "write_report",
     "format_outcome",
     "run_sensitivity",
+    "core_threads",
 ]
 
 
@@ -60,6 +63,22 @@ class PruneOutcome:
     def statement(self) -> str:
         """One sentence: what was reached, or how far the run got and why it stopped."""
         return str(self.result.statement)
+
+
+@contextlib.contextmanager
+def core_threads(threads: int | None) -> Iterator[None]:
+    """The C++ core's default thread count for one command or recipe, restored after (so the
+    entry point called in-process leaves no global setting behind)."""
+    if threads is None:
+        yield
+        return
+    from .. import core
+
+    core.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        core.set_num_threads(0)  # back to the default: all cores
 
 
 # ---------------------------------------------------------------------------------------------

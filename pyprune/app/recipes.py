@@ -43,7 +43,7 @@ from .._table import format_table
 from ..errors import PyPruneError
 from ..options import GRANULARITIES, PruneOptions
 from ..targets import TARGET_KINDS, make_target
-from .pipeline import DataSource, PruneOutcome, load_data, load_model, prune_and_save, save_model
+from .pipeline import DataSource, PruneOutcome, core_threads, load_data, load_model, prune_and_save, save_model
 
 __all__ = ["Recipe", "RecipeStep", "RecipeError", "RecipeOutcome", "load_recipe", "run_recipe"]
 
@@ -267,11 +267,13 @@ def run_recipe(recipe: Recipe, *, threads: int | None = None, quiet: bool = Fals
     outcome's ``met`` is then False). Ctrl-C inside a step keeps that step's best model, writes it
     as the final output and stops the pipeline.
     """
-    if threads is None and recipe.threads is not None:
-        from .. import core
-
+    if threads is None:
         threads = recipe.threads
-        core.set_num_threads(threads)
+    with core_threads(threads):
+        return _run_steps(recipe, threads, quiet)
+
+
+def _run_steps(recipe: Recipe, threads: int | None, quiet: bool) -> RecipeOutcome:
     outcome = RecipeOutcome()
     model = load_model(recipe.model)
     datasets: dict[DataSource, Any] = {}
