@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from ._files import atomic_text
 
 __all__ = ["atomic_write", "jsonable", "pyplot", "save_figure"]
 
@@ -52,14 +53,5 @@ def jsonable(value: Any) -> Any:
 
 
 def atomic_write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write a text file atomically (see :func:`pyprune._files.atomic_text`)."""
+    return atomic_text(path, text)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -59,6 +60,9 @@ _ALIASES = {"magnitude": "l1", "taylor_free": "l2", "mean": "mean_activation", "
 UnitScores = Callable[[Model, Group, str, "Mapping[str, ChannelStats] | None", int, "int | None"], np.ndarray]
 #: Per-element scores of one weight: ``fn(weight, input_norms, seed, threads) -> array of its shape``.
 ElementScores = Callable[[np.ndarray, "tuple[np.ndarray, int] | None", int, "int | None"], np.ndarray]
+#: How a layer is scored: a slice norm of its weights (:func:`pyprune.core.slice_norms`) per
+#: parameter, or "random" (seeded draws).
+LayerNorm = Literal["l1", "l2", "linf", "mean", "random"]
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ class Importance:
     name: str
     units: UnitScores
     elements: ElementScores | None = None
-    layer_norm: str = "l2"  # slice norm of a layer's weights per parameter; "random" draws instead
+    layer_norm: LayerNorm = "l2"  # slice norm of a layer's weights per parameter; "random" draws instead
     needs_data: bool = False
 
 
@@ -78,7 +82,7 @@ class Importance:
 REGISTRY: dict[str, Importance] = {}
 
 
-def register(name: str, *, elements: ElementScores | None = None, layer_norm: str = "l2",
+def register(name: str, *, elements: ElementScores | None = None, layer_norm: LayerNorm = "l2",
              needs_data: bool = False) -> Callable[[UnitScores], UnitScores]:
     """Register the decorated function as the unit scores of importance ``name``."""
 
@@ -130,6 +134,7 @@ def _per_unit(values: np.ndarray, index: np.ndarray, size: int, how: str) -> tup
     owned = index >= 0
     idx, vals = index[owned], np.asarray(values, dtype=np.float64)[owned]
     counts = np.bincount(idx, minlength=size).astype(np.float64)
+    out: np.ndarray
     if how == "max":
         out = np.zeros(size, dtype=np.float64)
         np.maximum.at(out, idx, vals)
@@ -178,7 +183,7 @@ def normalize_scores(scores: np.ndarray, normalize: str = "mean") -> np.ndarray:
 # -- the measures --------------------------------------------------------------------------------
 
 
-def _magnitude(kind: str) -> UnitScores:
+def _magnitude(kind: Literal["l1", "l2", "linf"]) -> UnitScores:
     combine = {"l1": "sum", "l2": "l2", "linf": "max"}[kind]
 
     def units(model: Model, group: Group, reduce: str, stats, seed: int, threads: int | None) -> np.ndarray:

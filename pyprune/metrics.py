@@ -322,7 +322,8 @@ def custom(
     With the default ``output=None`` ``fn`` gets the list of all model outputs and, for
     ``target="reference"``, the list of reference outputs; with an int it gets that output only.
     """
-    return Metric(name or getattr(fn, "__name__", "custom"), fn, direction, target, output)
+    fallback: str = getattr(fn, "__name__", "custom")
+    return Metric(name or fallback, fn, direction, target, output)
 
 
 _ALIASES: dict[str, Callable[[], Metric]] = {

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ._output import atomic_write, jsonable, pyplot, save_figure
+from ._table import format_table
 
 __all__ = ["HistoryEntry", "History", "Figures", "Report"]
 
@@ -49,7 +51,7 @@ class History:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[HistoryEntry]:
         return iter(self.entries)
 
     def __getitem__(self, i: int) -> HistoryEntry:
@@ -145,11 +147,11 @@ class Report:
         for name, a, b in rows:
             lines.append(f"| {name} | {a:,} | {b:,} | {_ratio(b, a)} |")
         if self.before.latency_ms is not None and self.after.latency_ms is not None:
-            a, b = self.before.latency_ms, self.after.latency_ms
-            lines.append(f"| latency (ms) | {a:.3f} | {b:.3f} | {_ratio(b, a)} |")
+            t0, t1 = self.before.latency_ms, self.after.latency_ms
+            lines.append(f"| latency (ms) | {t0:.3f} | {t1:.3f} | {_ratio(t1, t0)} |")
         if self.before.metric is not None and self.after.metric is not None:
-            a, b = self.before.metric, self.after.metric
-            lines.append(f"| {self.metric_name} | {a:.4f} | {b:.4f} | {b - a:+.4f} |")
+            m0, m1 = self.before.metric, self.after.metric
+            lines.append(f"| {self.metric_name} | {m0:.4f} | {m1:.4f} | {m1 - m0:+.4f} |")
         return "\n".join(lines)
 
     def markdown(self) -> str:
@@ -202,6 +204,26 @@ class Report:
     def __str__(self) -> str:
         lines = [self.statement, self.table(),
                  f"{self.evaluations} evaluations, {self.seconds:.2f} s"]
+        if self.frozen:
+            lines.append(f"{len(self.frozen)} frozen (not pruned): "
+                         + "; ".join(f"{k} ({v})" for k, v in list(self.frozen.items())[:3])
+                         + ("; ..." if len(self.frozen) > 3 else ""))
+        steps = max(len(self.history) - 1, 0)
+        lines.append(f"{steps} committed step{'s' if steps != 1 else ''}; print(report.details()) or "
+                     "report.write(folder) for the search path and every frozen group")
+        return "\n".join(lines)
+
+    def details(self) -> str:
+        """The summary, the search path (every committed step) and every frozen group, as text."""
+        lines = [self.statement, self.table(), f"{self.evaluations} evaluations, {self.seconds:.2f} s", "",
+                 "search path:"]
+        rows = [[str(e.step), e.action, "-" if e.metric is None else f"{e.metric:.4f}", f"{e.params:,}",
+                 f"{e.macs:,}", "-" if e.latency_ms is None else f"{e.latency_ms:.3f}", str(e.evaluations)]
+                for e in self.history]
+        lines.append(format_table(["step", "action", "metric", "params", "MACs", "latency (ms)", "evaluations"],
+                                  rows, indent="  "))
+        if self.frozen:
+            lines += ["", "frozen (not pruned):"] + [f"  {k}: {v}" for k, v in self.frozen.items()]
         return "\n".join(lines)
 
     # -- files ----------------------------------------------------------------------------------

@@ -8,7 +8,12 @@ Exit codes (the same for every command):
 * ``2`` — bad usage or bad input (unknown flag, unreadable model, data that does not fit): one line
   ``pyprune: error: ...`` on stderr, no traceback unless ``--debug``;
 * ``3`` — an unexpected internal error (rerun with ``--debug`` for the traceback);
-* ``130`` — interrupted with Ctrl-C before anything could be saved.
+* ``130`` — interrupted (Ctrl-C or SIGTERM) before anything could be saved. An interrupt during a
+  search stops it and writes the best model found that meets the constraint (exit ``1``); one
+  during the final checks or the writing is remembered and the files are still written whole.
+
+Every output path is checked before any work starts: never a file the run reads (the model, its
+external data, the data file, the recipe), never a folder, always a writable place.
 
 Heavy imports (onnxruntime, the graph analysis) happen inside the commands, so ``--help`` stays
 instant and a broken optional piece cannot break the whole command line.
@@ -95,6 +100,16 @@ def _max_drop(text: str) -> float | None:
     return _non_negative_float(text)
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
 def _round_to(text: str) -> int | str:
     return "auto" if text.strip().lower() == "auto" else _positive_int(text)
 
@@ -113,6 +128,8 @@ def _common_options() -> argparse.ArgumentParser:
     group.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                        help="threads for ONNX Runtime and the C++ core (default: all cores)")
     group.add_argument("--quiet", action="store_true", help="no progress bars or tables, errors only")
+    group.add_argument("-v", "--verbose", action="store_true",
+                       help="also print the search path and every frozen group with its reason")
     group.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     return common
 
@@ -125,7 +142,7 @@ def _data_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
                        help="key of the labels array in the data file; without labels the "
                             "metric is fidelity to the original model")
     group.add_argument("--metric", default=None, metavar="NAME",
-                       help="how the model is judged: accuracy, f1, agreement, cosine, topK, kl, "
+                       help="how the model is judged: accuracy, f1, agreement, cosine, topN (top1, top5, ...), kl, "
                             "mse (default: accuracy with labels, else agreement with the "
                             "original model)")
 
@@ -177,11 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", type=Path, metavar="MODEL", help="ONNX model file (never modified "
                    "unless --in-place)")
     out = p.add_argument_group("output")
-    out.add_argument("-o", "--output", type=Path, metavar="OUT", default=None,
+    out.add_argument("-o", "--output", metavar="OUT", default=None,
                      help="where to write the pruned model (required unless --in-place)")
     out.add_argument("--in-place", action="store_true", help="overwrite MODEL with the pruned model")
-    out.add_argument("--report", type=Path, metavar="DIR", default=None,
+    out.add_argument("--report", metavar="DIR", default=None,
                      help="write a report (Markdown, JSON, plot) to this directory")
+    out.add_argument("--json", action="store_true",
+                     help="print the report as one JSON object on stdout instead of the summary")
     how = p.add_argument_group("what to prune and how")
     how.add_argument("--granularity", choices=GRANULARITIES, default="channel",
                      help="weights (unstructured), nm (2:4 weights), channels/neurons, or layers")
@@ -189,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"importance score: {', '.join(IMPORTANCE_NAMES)}")
     how.add_argument("--strategy", choices=STRATEGIES, default="greedy",
                      help="search loop")
-    how.add_argument("--seed", type=int, default=0, metavar="N", help="seed for random choices")
+    how.add_argument("--seed", type=_seed, default=0, metavar="N",
+                     help="seed of every random choice (random importance, random search); 0 by default")
     how.add_argument("--round-to", type=_round_to, default="auto", metavar="N",
                      help="channel/neuron groups keep a multiple of N units (4 leaves room for 2:4 "
                           "weights next); 'auto' keeps multiples of 8 in convolutions of 32+ "
@@ -224,8 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="analyse channel/neuron groups or whole layers")
     p.add_argument("--importance", default="l2", metavar="NAME",
                    help=f"importance score: {', '.join(IMPORTANCE_NAMES)}")
-    p.add_argument("--report", type=Path, metavar="DIR", default=None,
+    p.add_argument("--round-to", type=_round_to, default="auto", metavar="N",
+                   help="groups keep a multiple of N units, as in prune; the table shows the units "
+                        "each ratio really removed")
+    p.add_argument("--report", metavar="DIR", default=None,
                    help="write the table (Markdown, JSON) and the plot to this directory")
+    p.add_argument("--json", action="store_true", help="print the analysis as one JSON object on stdout")
     p.set_defaults(run=_cmd_sensitivity)
 
     # bench -------------------------------------------------------------------------------------
@@ -257,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_examples("pyprune run examples/recipe.toml"),
     )
     p.add_argument("recipe", type=Path, metavar="RECIPE.toml", help="recipe file")
+    p.add_argument("--allow-outside", action="store_true",
+                   help="let the recipe write outputs and reports outside its own folder")
+    p.add_argument("--json", action="store_true", help="print the outcome as one JSON object on stdout")
     p.set_defaults(run=_cmd_run)
 
     # demo --------------------------------------------------------------------------------------
@@ -292,52 +319,79 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
+    import json
+
+    from .._files import check_output, check_report_dir
     from ..options import Limits, PruneOptions
     from ..targets import make_target
-    from .pipeline import DataSource, format_outcome, load_data, load_model, prune_and_save
+    from .pipeline import DataSource, format_outcome, load_data, load_model, outcome_json, prune_and_save
 
-    output = _output_path(args.model, args.output, in_place=args.in_place)
     if args.labels is not None and args.data is None:
         raise UsageError("--labels needs --data")
+    model_path = _existing_model(args.model)
+    reads = [("model", model_path)] + ([("data file", args.data)] if args.data is not None else [])
+    output = _output_path(model_path, args.output, in_place=args.in_place, reads=reads)
+    report = None
+    if args.report is not None:
+        report = check_report_dir(args.report, [*reads, ("output", output)], what="--report")
     # argparse guarantees exactly one of the mutually exclusive target flags
     target = next((k, getattr(args, k)) for k in TARGET_KINDS if getattr(args, k) is not None)
     options = PruneOptions(granularity=args.granularity, target=make_target(*target),
                            importance=args.importance, strategy=args.strategy,
                            max_drop=args.max_drop, metric=args.metric, seed=args.seed,
                            limits=Limits(round_to=args.round_to, skip=tuple(args.skip)))
-    model = load_model(args.model)
+    model = load_model(model_path)
+    for external in model.external_files:  # known only once the model is read
+        if not args.in_place:
+            check_output(output, [("model's external data", external)], what="-o/--output")
     data = None
     if args.data is not None:
         data = load_data(DataSource(args.data, args.labels), model)
-    outcome = prune_and_save(model, data, options, output=output, report=args.report,
-                             threads=args.threads, quiet=args.quiet, overwrite_input=args.in_place)
-    if not args.quiet:
+    outcome = prune_and_save(model, data, options, output=output, report=report, threads=args.threads,
+                             quiet=args.quiet or args.json, overwrite_input=args.in_place,
+                             reads=[p for label, p in reads if not (args.in_place and label == "model")])
+    if args.json:
+        print(json.dumps(outcome_json(outcome), indent=2))
+    elif not args.quiet:
         if data is None:
             print("note: without --data, the model was judged by agreement with the original on "
                   "synthetic random inputs")
-        print(format_outcome(outcome))
+        print(format_outcome(outcome, verbose=args.verbose))
     if not outcome.met:
-        why = "interrupted. " if outcome.interrupted else ""
-        sys.stderr.write(f"pyprune: {why}{_one_line(outcome.statement)} Written to {outcome.output}\n")
+        # The statement is in the summary already; on its own (--quiet, --json) it goes here too.
+        alone = args.quiet or args.json
+        statement = _one_line(outcome.statement)
+        if outcome.interrupted:
+            text = "interrupted." + (" " + statement.removeprefix("Interrupted: ") if alone else "")
+        else:
+            text = statement if alone else "target not reached (see above)."
+        sys.stderr.write(f"pyprune: {text} The best model found was written to {outcome.output}\n")
         return EXIT_NOT_MET
     return EXIT_OK
 
 
 def _cmd_sensitivity(args: argparse.Namespace) -> int:
+    from .._files import check_report_dir
     from .pipeline import DataSource, load_data, load_model, run_sensitivity
 
-    model = load_model(args.model)
+    model_path = _existing_model(args.model)
+    report = None
+    if args.report is not None:
+        report = check_report_dir(args.report, [("model", model_path), ("data file", args.data)],
+                                  what="--report")
+    model = load_model(model_path)
     data = load_data(DataSource(args.data, args.labels), model)
     run_sensitivity(model, data, metric=args.metric, granularity=args.granularity,
-                    importance=args.importance, report=args.report, threads=args.threads,
-                    quiet=args.quiet)
+                    importance=args.importance, round_to=args.round_to, report=report, threads=args.threads,
+                    quiet=args.quiet, as_json=args.json)
     return EXIT_OK
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    from .._files import same_file
     from .bench import bench_models, format_bench
 
-    if args.other is not None and _same_file(args.model, args.other):
+    if args.other is not None and same_file(args.model, args.other):
         raise UsageError(f"MODEL and OTHER are the same file: {args.other}")
     results = bench_models(args.model, args.other, data=args.data, labels=args.labels,
                            metric=args.metric, runs=args.runs, batch=args.batch,
@@ -352,10 +406,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .recipes import load_recipe, run_recipe
+    from .recipes import load_recipe, recipe_json, run_recipe
 
-    recipe = load_recipe(args.recipe)
-    outcome = run_recipe(recipe, threads=args.threads, quiet=args.quiet)
+    recipe = load_recipe(args.recipe, allow_outside=args.allow_outside)
+    outcome = run_recipe(recipe, threads=args.threads, quiet=args.quiet or args.json)
+    if args.json:
+        import json
+
+        print(json.dumps(recipe_json(outcome), indent=2))
     for step, result in outcome.steps:
         if not result.met:
             why = "interrupted. " if result.interrupted else ""
@@ -374,26 +432,29 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # helpers
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.exists() and b.exists() and a.samefile(b)
-    except OSError:
-        return a.resolve() == b.resolve()
+def _existing_model(path: Path) -> Path:
+    """The model file, refused with a clear message when it is a folder or missing."""
+    if path.is_dir():
+        raise UsageError(f"MODEL {path} is a folder; give the .onnx file")
+    if not path.exists():
+        raise UsageError(f"MODEL {path} does not exist")
+    return path
 
 
-def _output_path(model: Path, output: Path | None, *, in_place: bool) -> Path:
-    """Where the pruned model goes; refuses to overwrite the input unless ``--in-place``."""
+def _output_path(model: Path, output: str | None, *, in_place: bool, reads: list[tuple[str, Path]]) -> Path:
+    """Where the pruned model goes, checked before any work: refuses the input unless
+    ``--in-place``, any other file the run reads, folders and unwritable places."""
+    from .._files import check_output, same_file
+
     if in_place:
-        if output is not None and not _same_file(model, output) and output.resolve() != model.resolve():
+        if output is not None and not same_file(model, output):
             raise UsageError("--in-place writes to MODEL itself; do not also give -o/--output")
         return model
     if output is None:
         raise UsageError("missing -o/--output OUT (or pass --in-place to overwrite MODEL)")
-    if output.resolve() == model.resolve() or _same_file(model, output):
+    if same_file(model, output):
         raise UsageError(f"output {output} is the input model; pass --in-place to overwrite it")
-    if output.is_dir():
-        raise UsageError(f"output {output} is a directory; give a file name such as {output / model.name}")
-    return output
+    return check_output(output, reads, what="-o/--output")
 
 
 def _one_line(message: object) -> str:
@@ -404,15 +465,18 @@ def _one_line(message: object) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``pyprune`` command line with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors
         return int(exc.code or 0) if isinstance(exc.code, int) or exc.code is None else EXIT_BAD_INPUT
+    except KeyboardInterrupt:  # before anything started
+        sys.stderr.write("pyprune: interrupted\n")
+        return EXIT_INTERRUPTED
     try:
+        from .._signals import sigterm_as_interrupt
         from .pipeline import core_threads
 
-        with core_threads(args.threads):
+        with core_threads(args.threads), sigterm_as_interrupt():
             return int(args.run(args))
     except BrokenPipeError:
         # The reader went away (`pyprune inspect m.onnx | head`): not an error; silence the

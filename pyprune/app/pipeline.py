@@ -8,10 +8,12 @@ always written, even when the target was not reached or the run was interrupted.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .._signals import deferred_interrupts
 
 if TYPE_CHECKING:  # heavy imports stay inside the functions so `pyprune --help` stays instant
     from ..data import Dataset
@@ -27,6 +29,7 @@ __all__ = [
     "save_model",
     "write_report",
     "format_outcome",
+    "outcome_json",
     "run_sensitivity",
     "core_threads",
 ]
@@ -120,11 +123,12 @@ def prune_and_save(
     threads: int | None = None,
     quiet: bool = False,
     overwrite_input: bool = False,
-    original_path: Path | None = None,
+    reads: Sequence[Path] = (),
 ) -> PruneOutcome:
     """Prune ``model`` as ``options`` say; write the result to ``output`` and the report to
     ``report`` (either may be None). The best model found is written even when the target was not
-    reached or the run was interrupted."""
+    reached or the run was interrupted; an interrupt while writing is remembered, not obeyed, so
+    the files are whole. ``reads``: other files the run reads, never to be written over."""
     from ..search import prune
 
     result = prune(model, data, options=options.with_(threads=threads, quiet=quiet))
@@ -138,18 +142,23 @@ def prune_and_save(
         nonzeros=result.model.nonzeros(),
         macs=result.model.macs(),
     )
-    if output is not None:
-        outcome.output = save_model(result.model, output, overwrite_input=overwrite_input)
-    if report is not None:
-        outcome.report = write_report(result, report)
+    with deferred_interrupts() as caught:
+        if output is not None:
+            outcome.output = save_model(result.model, output, overwrite_input=overwrite_input, protect=reads)
+        if report is not None:
+            outcome.report = write_report(result, report)
+    if caught:
+        outcome.interrupted = True
+        outcome.met = False
     return outcome
 
 
-def save_model(model: Model, path: Path, *, overwrite_input: bool = False) -> Path:
-    """Save atomically, creating the folder; the input model is refused unless asked."""
+def save_model(model: Model, path: Path, *, overwrite_input: bool = False, protect: Sequence[Path] = ()) -> Path:
+    """Save atomically, creating the folder; the input model, its external data and ``protect``
+    are refused unless asked (the input only)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return model.save(path, overwrite_input=overwrite_input)
+    return model.save(path, overwrite_input=overwrite_input, protect=protect)
 
 
 def write_report(result: Any, directory: Path) -> Path:
@@ -170,14 +179,26 @@ def _metric_text(result: Any) -> str:
 # output
 
 
-def format_outcome(outcome: PruneOutcome) -> str:
-    """What a finished run prints: the report's summary and where the files went."""
-    lines = [str(outcome.result.report)]
+def format_outcome(outcome: PruneOutcome, *, verbose: bool = False) -> str:
+    """What a finished run prints: the report's summary (with ``verbose``, the search path and the
+    frozen groups too) and where the files went."""
+    report = outcome.result.report
+    lines = [report.details() if verbose else str(report)]
     if outcome.output is not None:
         lines.append(f"pruned model: {outcome.output}")
     if outcome.report is not None:
         lines.append(f"report: {outcome.report}")
     return "\n".join(lines)
+
+
+def outcome_json(outcome: PruneOutcome) -> dict[str, Any]:
+    """The run as one JSON object: the report, and where the files went."""
+    d = outcome.result.report.to_dict()
+    d["output"] = None if outcome.output is None else str(outcome.output)
+    d["report_dir"] = None if outcome.report is None else str(outcome.report)
+    d["interrupted"] = outcome.interrupted
+    d["met"] = outcome.met
+    return d
 
 
 def run_sensitivity(
@@ -187,18 +208,25 @@ def run_sensitivity(
     metric: str | None = None,
     granularity: str = "channel",
     importance: str = "l2",
+    round_to: int | str = "auto",
     report: Path | None = None,
     threads: int | None = None,
     quiet: bool = False,
+    as_json: bool = False,
 ) -> Any:
-    """Sensitivity analysis of every group (or layer): print the table, write it with the plot."""
+    """Sensitivity analysis of every group (or layer): print the table (or, ``as_json``, one JSON
+    object), write it with the plot."""
+
     from ..search import sensitivity
 
-    result = sensitivity(model, data, metric=metric, granularity=granularity,
-                         importance=importance, threads=threads, quiet=quiet)
+    result = sensitivity(model, data, metric=metric, granularity=granularity,  # type: ignore[arg-type]
+                         importance=importance, round_to=round_to, threads=threads, quiet=quiet or as_json)
     if report is not None:
-        Path(report).mkdir(parents=True, exist_ok=True)
-        result.write(report)
-    if not quiet:
+        with deferred_interrupts():
+            Path(report).mkdir(parents=True, exist_ok=True)
+            result.write(report)
+    if as_json:
+        print(result.to_json())
+    elif not quiet:
         print(result)
     return result

@@ -34,18 +34,30 @@ step and the key.
 from __future__ import annotations
 
 import math
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._files import OutputError, check_output, check_report_dir
+from .._signals import deferred_interrupts
 from .._table import format_table
 from ..errors import PyPruneError
 from ..options import GRANULARITIES, PruneOptions
 from ..targets import TARGET_KINDS, make_target
-from .pipeline import DataSource, PruneOutcome, core_threads, load_data, load_model, prune_and_save, save_model
+from .pipeline import (
+    DataSource,
+    PruneOutcome,
+    core_threads,
+    load_data,
+    load_model,
+    outcome_json,
+    prune_and_save,
+    save_model,
+)
 
-__all__ = ["Recipe", "RecipeStep", "RecipeError", "RecipeOutcome", "load_recipe", "run_recipe"]
+__all__ = ["Recipe", "RecipeStep", "RecipeError", "RecipeOutcome", "load_recipe", "run_recipe", "recipe_json"]
 
 # Keys a step may set; the pipeline-level ones of the same name are defaults for every step.
 _STEP_OPTION_KEYS = ("importance", "strategy", "max_drop", "metric", "seed", "round_to", "skip")
@@ -100,8 +112,9 @@ class RecipeOutcome:
 # reading and validation
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe file; raise :class:`RecipeError` naming any bad key or value."""
+def load_recipe(path: str | Path, *, allow_outside: bool = False) -> Recipe:
+    """Read and validate a recipe file; raise :class:`RecipeError` naming any bad key or value.
+    Outputs and reports must stay inside the recipe's folder unless ``allow_outside``."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -113,11 +126,15 @@ def load_recipe(path: str | Path) -> Recipe:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError(f"{path}: not valid TOML: {exc}") from None
-    return parse_recipe(raw, path)
+    return parse_recipe(raw, path, allow_outside=allow_outside)
 
 
-def parse_recipe(raw: dict[str, Any], path: Path) -> Recipe:
-    """Validate the parsed TOML of the recipe at ``path`` (relative paths resolve against it)."""
+def parse_recipe(raw: dict[str, Any], path: Path, *, allow_outside: bool = False) -> Recipe:
+    """Validate the parsed TOML of the recipe at ``path`` (relative paths resolve against it).
+
+    Everything the recipe writes is checked here, before any work: outputs and reports stay in
+    the recipe's folder (unless ``allow_outside``), none is a folder or a file the run reads (the
+    recipe, the model, its data), and no two outputs are the same file."""
     where = str(path)
     base = path.parent
     _check_keys(raw, _TOP_KEYS, where)
@@ -152,14 +169,33 @@ def parse_recipe(raw: dict[str, Any], path: Path) -> Recipe:
         raise RecipeError(f"{where}: step {missing!r} has no data; set 'data' at the top of the "
                           "recipe or in the step")
 
-    written = [("output", output)] + [(f"step {s.name!r} output", s.output) for s in steps if s.output]
+    reads = [("recipe", path), ("input model", model)]
+    reads += [("data file", d.path) for d in {data, *(st.data for st in steps)} if d is not None]
+    written = [("output", output)] + [(f"step {st.name!r} output", st.output) for st in steps if st.output]
+    reports = [("report", report)] + [(f"step {st.name!r} report", st.report) for st in steps if st.report]
+    for label, target in [*written, *reports]:
+        if target is not None and not allow_outside and not _inside(target, base):
+            raise RecipeError(f"{where}: {label} {str(target)!r} is outside the recipe's folder {str(base)!r}; "
+                              "keep outputs beside the recipe or run with --allow-outside")
     for label, target in written:
+        assert target is not None
         if _same_path(target, model):
             raise RecipeError(f"{where}: {label} {str(target)!r} is the input model; the input "
                               "is never overwritten, choose another file")
-    seen: dict[Path, str] = {}
+        try:
+            check_output(target, reads, what=label)
+        except OutputError as exc:
+            raise RecipeError(f"{where}: {exc}") from None
+    for label, target in reports:
+        if target is not None:
+            try:
+                check_report_dir(target, reads, what=label)
+            except OutputError as exc:
+                raise RecipeError(f"{where}: {exc}") from None
+    seen: dict[str, str] = {}
     for label, target in written:
-        key = target.resolve()
+        assert target is not None
+        key = os.path.realpath(target)
         if key in seen:
             raise RecipeError(f"{where}: {label} and {seen[key]} are the same file {str(target)!r}")
         seen[key] = label
@@ -247,6 +283,11 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` (resolved, symlinks followed) lies inside ``folder``."""
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
+
+
 def _same_path(a: Path, b: Path) -> bool:
     if a.resolve() == b.resolve():
         return True
@@ -278,6 +319,7 @@ def _run_steps(recipe: Recipe, threads: int | None, quiet: bool) -> RecipeOutcom
     model = load_model(recipe.model)
     datasets: dict[DataSource, Any] = {}
     total = len(recipe.steps)
+    reads = [recipe.path, recipe.model] + [d.path for d in {recipe.data, *(st.data for st in recipe.steps)} if d]
     for number, step in enumerate(recipe.steps, start=1):
         source = step.data or recipe.data
         assert source is not None  # parse_recipe guarantees a data source per step
@@ -289,17 +331,28 @@ def _run_steps(recipe: Recipe, threads: int | None, quiet: bool) -> RecipeOutcom
         if report is None and recipe.report is not None:
             report = recipe.report / _slug(step.name)
         result = prune_and_save(model, datasets[source], step.options, output=step.output,
-                                report=report, threads=threads, quiet=quiet,
-                                original_path=recipe.model)
+                                report=report, threads=threads, quiet=quiet, reads=reads)
         outcome.steps.append((step, result))
         model = result.model
         if result.interrupted:
             outcome.interrupted = True
             break
-    outcome.output = save_model(model, recipe.output)
+    with deferred_interrupts() as caught:
+        outcome.output = save_model(model, recipe.output, protect=reads)
+    outcome.interrupted = outcome.interrupted or bool(caught)
     if not quiet:
         print(format_outcome(outcome))
     return outcome
+
+
+def recipe_json(outcome: RecipeOutcome) -> dict[str, Any]:
+    """The outcome as one JSON object: each step's report and outputs, the final model."""
+    return {
+        "met": outcome.met,
+        "interrupted": outcome.interrupted,
+        "output": None if outcome.output is None else str(outcome.output),
+        "steps": [{"name": step.name, **outcome_json(result)} for step, result in outcome.steps],
+    }
 
 
 def format_outcome(outcome: RecipeOutcome) -> str:

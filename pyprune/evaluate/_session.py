@@ -210,9 +210,9 @@ class MaskedSession:
         graph.node.extend(nodes)
 
         outputs = {v.name for v in graph.output}
-        inputs = set(self.model.input_names)
+        model_inputs = set(self.model.input_names)
         for name in self._capture:
-            if name not in outputs and name not in inputs:
+            if name not in outputs and name not in model_inputs:
                 elem = self.model.elem_type(name) or onnx.TensorProto.FLOAT
                 graph.output.append(helper.make_tensor_value_info(name, elem, None))
 

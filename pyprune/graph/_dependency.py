@@ -10,6 +10,8 @@ is a connected set of producers and the classes they share.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from ._model import Model
@@ -41,8 +43,8 @@ class DependencyGraph:
             offset += g.size
         self.total_units = offset
         to_global = np.full(len(unit_map), -1, dtype=np.int64)
-        for u, (gi, c) in unit_map.items():
-            to_global[u] = self._offsets[groups[gi].id] + c
+        for u, (gi, unit_class) in unit_map.items():
+            to_global[u] = self._offsets[groups[gi].id] + unit_class
         group_of = np.empty(offset, dtype=np.int64)
         for gi, g in enumerate(groups):
             group_of[self._offsets[g.id] : self._offsets[g.id] + g.size] = gi
@@ -53,7 +55,7 @@ class DependencyGraph:
             out[owned] = to_global[labels[owned]]
             return out
 
-        def split(labels: np.ndarray):
+        def split(labels: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
             """(group number, local index array) for each group present in ``labels``."""
             glob = global_labels(labels)
             present = np.unique(group_of[glob[glob >= 0]])
@@ -131,7 +133,7 @@ def _complexity(model: Model, group: Group) -> None:
     params = np.zeros(group.size, dtype=np.float64)
     macs = np.zeros(group.size, dtype=np.float64)
     for c in group.couplings:
-        shape = model.shape(c.weight)
+        shape = _weight_dims(model, c.weight)
         per_slice = int(np.prod(shape, dtype=np.int64)) // max(shape[c.axis], 1)
         owned = c.index[c.index >= 0]
         counts = np.bincount(owned, minlength=group.size).astype(np.float64)
@@ -144,6 +146,14 @@ def _complexity(model: Model, group: Group) -> None:
         macs += counts * (node_macs / max(shape[c.axis], 1))
     group.params_per_unit = params.astype(np.int64)
     group.macs_per_unit = np.rint(macs).astype(np.int64)
+
+
+def _weight_dims(model: Model, name: str) -> list[int]:
+    """Dims of a coupled weight: rules couple initializers only, whose dims are all known."""
+    shape = model.shape(name)
+    if shape is None or not all(isinstance(d, int) for d in shape):
+        raise ValueError(f"coupled weight {name!r} has no static shape")
+    return [d for d in shape if isinstance(d, int)]
 
 
 def _walk(model: Model) -> Walk:

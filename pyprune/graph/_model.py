@@ -9,9 +9,9 @@ initializer and every node as addressable by name.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, helper, numpy_helper, shape_inference
 
+from .._files import same_file, temporary_folder
 from ..errors import ModelLoadError, UnsupportedModelError
 
 __all__ = ["load", "Model", "TensorSpec", "ShapeEntry", "MIN_OPSET"]
@@ -88,6 +89,7 @@ def load(source: str | os.PathLike | bytes | onnx.ModelProto) -> Model:
     """
     path: Path | None = None
     had_external = False
+    external_files: list[Path] = []
     if isinstance(source, onnx.ModelProto):
         label = "<ModelProto>"
         proto = onnx.ModelProto()
@@ -109,6 +111,7 @@ def load(source: str | os.PathLike | bytes | onnx.ModelProto) -> Model:
         except Exception as exc:
             raise ModelLoadError(f"{label}: not a valid ONNX model ({exc})") from None
         had_external = _uses_external_data(proto)
+        external_files = _referenced_files(proto, path.parent) if had_external else []
         if had_external:
             try:
                 external_data_helper.load_external_data_for_model(proto, str(path.parent))
@@ -124,7 +127,9 @@ def load(source: str | os.PathLike | bytes | onnx.ModelProto) -> Model:
         )
     _validate(proto, label, path)
     _normalise(proto)
-    return Model(proto, path=path, external_data=had_external)
+    model = Model(proto, path=path, external_data=had_external)
+    model._external_files = external_files
+    return model
 
 
 class Model:
@@ -142,6 +147,7 @@ class Model:
         self.proto = proto
         self.path = path
         self.external_data = external_data
+        self._external_files: list[Path] = []
         self._arrays: dict[str, np.ndarray] = {}
         self.refresh()
 
@@ -448,9 +454,15 @@ class Model:
         proto.CopyFrom(self.proto)
         new = Model.__new__(Model)
         new.proto, new.path, new.external_data = proto, self.path, self.external_data
+        new._external_files = list(self._external_files)
         new._arrays = {}
         new.refresh()
         return new
+
+    @property
+    def external_files(self) -> list[Path]:
+        """The external-data files the loaded model read its weights from (absolute paths)."""
+        return list(self._external_files)
 
     def save(
         self,
@@ -458,23 +470,28 @@ class Model:
         *,
         overwrite_input: bool = False,
         external_data: bool | None = None,
+        protect: Iterable[str | os.PathLike] = (),
     ) -> Path:
-        """Write the model atomically (temp file in the target directory, then rename).
+        """Write the model atomically; the file the model was loaded from is refused unless
+        ``overwrite_input=True``, and so are its external-data files and any path in ``protect``
+        (other files the caller's run reads), compared by real path.
 
-        Weights go to ``<name>.data`` next to the file when ``external_data`` is True, or (by
-        default) when the loaded model had external data or is too large for one protobuf file.
-        The file the model was loaded from is refused unless ``overwrite_input=True``. On failure
-        nothing is left behind.
+        Weights go to an external-data file next to the model when ``external_data`` is True, or
+        (by default) when the loaded model had external data or is too large for one protobuf
+        file. That file is ``<name>.data``, or a new unique name (``<name>.<token>.data``) when such
+        a file exists already, so no file is ever overwritten; the model file is renamed into place last, so a crash at any point leaves either the old model with
+        its old weights or the new one with its new weights, and no other file is overwritten. The
+        weights file a replaced model used is removed after the switch. The working folder does
+        not matter.
         """
-        target = Path(path).absolute()
-        if self.path is not None and not overwrite_input:
-            if target == self.path.absolute() or (
-                target.exists() and os.path.samefile(target, self.path)
-            ):
-                raise ValueError(
-                    f"refusing to overwrite the input model {self.path}; "
-                    "choose another path or pass overwrite_input=True"
-                )
+        target = Path(os.path.abspath(path))
+        if self.path is not None and not overwrite_input and same_file(target, self.path):
+            raise ValueError(f"refusing to overwrite the input model {self.path}; "
+                             "choose another path or pass overwrite_input=True")
+        for read in [*self._external_files, *map(Path, protect)]:
+            if same_file(target, read):
+                raise ValueError(f"refusing to overwrite {read}, which this model or run reads; "
+                                 "choose another path")
         if target.is_dir():
             raise ValueError(f"{target} is a directory")
         directory = target.parent
@@ -482,28 +499,42 @@ class Model:
             raise ValueError(f"directory {directory} does not exist")
         if external_data is None:
             external_data = self.external_data or self.file_size() >= _PROTOBUF_LIMIT
-        data_name = target.name + ".data"
-        workdir = Path(tempfile.mkdtemp(prefix=".pyprune-", dir=directory))
+        replaced = _external_locations(target)
+        workdir = temporary_folder(directory)
         try:
             tmp_model = workdir / target.name
             if external_data:
+                # <name>.data when free; never an existing file (the old model may still read it)
+                data_name = f"{target.name}.data"
+                if (directory / data_name).exists():
+                    data_name = f"{target.name}.{secrets.token_hex(4)}.data"
                 proto = onnx.ModelProto()
-                proto.CopyFrom(self.proto)  # conversion to external references edits in place
-                onnx.save_model(
-                    proto,
-                    str(tmp_model),
-                    save_as_external_data=True,
-                    all_tensors_to_one_file=True,
-                    location=data_name,
-                    size_threshold=1024,
-                )
+                proto.CopyFrom(self.proto)  # the conversion to external references edits in place
+                external_data_helper.convert_model_to_external_data(
+                    proto, all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
+                # An absolute path: onnx resolves a relative one against the working folder.
+                onnx.save_model(proto, str(tmp_model))
                 if (workdir / data_name).exists():
-                    os.replace(workdir / data_name, directory / data_name)
+                    os.replace(workdir / data_name, directory / data_name)  # a new name: clobbers nothing
             else:
                 onnx.save_model(self.proto, str(tmp_model))
-            os.replace(tmp_model, target)
+            os.replace(tmp_model, target)  # the switch
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+        # The replaced model's weights file is now read by nothing: remove it, unless the new model
+        # or another file of the run reads it, or it is neither one pyprune named for this model
+        # nor the input's own weights replaced in place.
+        in_place = self.path is not None and same_file(target, self.path)
+        keep = {os.path.realpath(f) for f in [*protect, *_external_locations(target)]}
+        if not in_place:
+            keep |= {os.path.realpath(f) for f in self._external_files}
+        for old in replaced:
+            if (os.path.realpath(old) not in keep and old.parent == directory
+                    and (_ours(old.name, target.name) or in_place)):
+                try:
+                    old.unlink()
+                except OSError:
+                    pass
         return target
 
     def __repr__(self) -> str:
@@ -695,6 +726,31 @@ def _default_opset(proto: onnx.ModelProto) -> int:
         if imp.domain in ("", "ai.onnx"):
             return imp.version
     return 0
+
+
+def _ours(data_name: str, model_name: str) -> bool:
+    """A weights file pyprune writes for ``model_name`` (``<model>.data`` or ``<model>.<token>.data``)."""
+    return data_name == f"{model_name}.data" or (data_name.startswith(f"{model_name}.") and data_name.endswith(".data"))
+
+
+def _external_locations(path: Path) -> list[Path]:
+    """The external-data files an ONNX file on disk reads (none if it is no readable model)."""
+    if not path.is_file():
+        return []
+    try:
+        proto = onnx.load_model(str(path), load_external_data=False)
+    except Exception:  # not a model (or not one we can read): it reads nothing we know of
+        return []
+    return _referenced_files(proto, path.parent)
+
+
+def _referenced_files(proto: onnx.ModelProto, base: Path) -> list[Path]:
+    files: dict[str, Path] = {}
+    for t in _all_initializers(proto.graph):
+        if external_data_helper.uses_external_data(t):
+            info = external_data_helper.ExternalDataInfo(t)
+            files[info.location] = Path(os.path.abspath(base / info.location))
+    return list(files.values())
 
 
 def _uses_external_data(proto: onnx.ModelProto) -> bool:

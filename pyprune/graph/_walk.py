@@ -130,7 +130,8 @@ class Walk:
         self, weight: str, axis: int, labels: np.ndarray, role: str, node: onnx.NodeProto
     ) -> None:
         labels = np.asarray(labels, dtype=np.int64)
-        if self.model.shape(weight)[axis] != len(labels):
+        shape = self.model.shape(weight)
+        if shape is None or shape[axis] != len(labels):
             self.freeze(labels, f"{node.op_type} node {node.name!r}: {weight!r} has an odd shape")
             return
         self.couplings.append(_RawCoupling(weight, axis, labels, role, node.name))
@@ -273,7 +274,7 @@ class Walk:
                     break
             groups.append(Group(id=root.node, root=root.node, op_type=root.op_type,
                                 size=len(classes)))
-            reasons.append([self.spaces[s].frozen for s in spaces if self.spaces[s].frozen])
+            reasons.append([cause for s in spaces if (cause := self.spaces[s].frozen)])
         for labels, reason in self.freezes:
             for u in labels.tolist():
                 reasons[unit_map[u][0]].append(reason)

@@ -207,6 +207,7 @@ def nm_masks(
             if named:
                 raise ValueError(f"cannot apply {n}:{m} to {w.name!r}: {reason}")
             continue
+        assert w.reduction_axis is not None  # nm_reason gave no reason, so the axis is known
         score = None if scores is None or w.name not in scores else _scores(model, w, scores)
         masks[w.name] = core.nm_mask(model.weight(w.name), n, m, w.reduction_axis, scores=score)
     return masks

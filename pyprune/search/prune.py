@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
+from .._signals import deferred_interrupts
 from ..data import Dataset
 from ..graph import Model
 from ..options import PruneOptions
@@ -54,7 +55,8 @@ def make_problem(model: Model | Any, data: Dataset | None = None, *, options: Pr
 
 def solve(problem: PruningProblem, loop: Loop) -> PruneResult:
     """Run ``loop`` on ``problem`` and ship the result. Ctrl-C stops the loop; the last committed
-    state (which meets the constraint) is shipped, flagged as interrupted."""
+    state (which meets the constraint) is shipped, flagged as interrupted, and so is a search
+    interrupted while it was being shipped."""
     loop.prepare(problem)
     try:
         loop.search(problem)
@@ -62,7 +64,10 @@ def solve(problem: PruningProblem, loop: Loop) -> PruneResult:
         problem.interrupted = True
     finally:
         problem.progress.close()
-    return ship(problem, loop)
+    # A finished search is shipped whatever happens now: an interrupt during the removal and the
+    # checks only marks the result as interrupted (and skips the optional latency figures).
+    with deferred_interrupts(lambda: setattr(problem, "interrupted", True)):
+        return ship(problem, loop)
 
 
 def prune(model: Model | Any, data: Dataset | None = None, *, options: PruneOptions | None = None,

@@ -72,7 +72,8 @@ def shipped_sparsity(model: Model) -> float:
 
 def _figures(p: PruningProblem, model: Model, metric: float | None) -> Figures:
     latency = None
-    if p.options.measure_latency or (p.target is not None and p.target.kind == "latency"):
+    wanted = p.options.measure_latency or (p.target is not None and p.target.kind == "latency")
+    if wanted and not p.interrupted:  # a user who asked to stop does not wait for timings
         latency = p.latency_of(model)
     return Figures(model.params(), model.nonzeros(), model.macs(), model.file_size(), latency, metric)
 

@@ -16,7 +16,7 @@ Loops never look inside a space: they see slots (:class:`Slot`) and ask the prob
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -164,7 +164,7 @@ class Space:
         keep[self._order(slot, orders)[:n]] = False
         return keep
 
-    def _depth_of(self, nodes: list[str]) -> int:
+    def _depth_of(self, nodes: Iterable[str]) -> int:
         return max((self._depth.get(n, 0) for n in nodes), default=0)
 
     def _skipped(self, skip: set[str], uid: str) -> bool:

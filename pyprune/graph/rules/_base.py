@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import onnx
@@ -75,7 +76,7 @@ def static_dim(w: Walk, name: str, axis: int) -> int:
     return shape[axis]
 
 
-def axes_of(w: Walk, node: onnx.NodeProto) -> list[int] | None | bool:
+def axes_of(w: Walk, node: onnx.NodeProto) -> list[int] | None | Literal[False]:
     """Axes of Squeeze/Unsqueeze from the attribute or the constant input; False if unknown."""
     axes = attr(node, "axes")
     if axes is not None:

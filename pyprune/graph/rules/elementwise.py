@@ -51,25 +51,23 @@ def broadcast(w: Walk, node: onnx.NodeProto) -> None:
     their units are united. A constant with a full channel dimension is a per-channel parameter
     coupled to the units; a size-1 dimension broadcasts. Anything else full-sized freezes.
     """
-    labeled = [(i, w.info(n)) for i, n in enumerate(node.input) if n and w.info(n) is not None]
+    labeled = [(i, info) for i, n in enumerate(node.input) if n and (info := w.info(n)) is not None]
     if not labeled:
         return
     out_rank = w.rank(node.output[0])
-    ranks = [w.rank(n) if n else None for n in node.input]
-    if out_rank is None or any(r is None for n, r in zip(node.input, ranks) if n):
+    present = {i: w.rank(n) for i, n in enumerate(node.input) if n}
+    ranks = {i: r for i, r in present.items() if r is not None}
+    if out_rank is None or len(ranks) != len(present):
         return freeze_all(w, node, "has inputs of unknown rank")
     out_axes = {info.axis + out_rank - ranks[i] for i, info in labeled}
     if len(out_axes) != 1:
         return freeze_all(w, node, "joins channels on different axes")
     axis = out_axes.pop()
-    labels = None
-    for _, info in labeled:
-        if labels is None:
-            labels = info.labels
-        elif len(info.labels) != len(labels):
+    labels = labeled[0][1].labels
+    for _, info in labeled[1:]:
+        if len(info.labels) != len(labels):
             return freeze_all(w, node, "joins channel tensors of different sizes")
-        else:
-            labels = w.union(labels, info.labels, node)
+        labels = w.union(labels, info.labels, node)
     constants = []
     for i, name in enumerate(node.input):
         if not name or w.info(name) is not None:

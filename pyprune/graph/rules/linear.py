@@ -20,8 +20,9 @@ def conv(w: Walk, node: onnx.NodeProto) -> None:
         return freeze_all(w, node, "computes its weights from channel data")
     if not w.is_weight(weight) or (bias and not w.is_weight(bias)):
         freeze_all(w, node, "has weights that are not constants")
-        return w.new_units(node, node.output[0], 1, static_dim(w, node.output[0], 1), frozen=(
+        w.new_units(node, node.output[0], 1, static_dim(w, node.output[0], 1), frozen=(
             f"Conv node {node.name!r} has weights that are not constants"))
+        return
     wshape = w.shape(weight)
     out_ch, in_per_group = wshape[0], wshape[1]
     groups = attr(node, "group", 1)
@@ -83,8 +84,9 @@ def conv_transpose(w: Walk, node: onnx.NodeProto) -> None:
         return
     if attr(node, "output_shape") is not None:
         freeze_all(w, node, "has an explicit output_shape")
-        return w.new_units(node, node.output[0], 1, static_dim(w, node.output[0], 1), frozen=(
+        w.new_units(node, node.output[0], 1, static_dim(w, node.output[0], 1), frozen=(
             f"ConvTranspose node {node.name!r} has an explicit output_shape"))
+        return
     wshape = w.shape(weight)
     in_ch, out_per_group = wshape[0], wshape[1]
     groups = attr(node, "group", 1)
@@ -130,8 +132,9 @@ def gemm(w: Walk, node: onnx.NodeProto) -> None:
     trans_a, trans_b = attr(node, "transA", 0), attr(node, "transB", 0)
     if not w.is_weight(b) or w.info(b) is not None or (c and w.info(c) is not None):
         freeze_all(w, node, "multiplies by a matrix that is not a constant")
-        return w.new_units(node, node.output[0], 1, static_dim(w, node.output[0], 1), frozen=(
+        w.new_units(node, node.output[0], 1, static_dim(w, node.output[0], 1), frozen=(
             f"Gemm node {node.name!r} multiplies by a matrix that is not a constant"))
+        return
     if info is not None:
         if info.axis != (0 if trans_a else 1):
             freeze_all(w, node, "reads channels on its row axis")
@@ -155,20 +158,24 @@ def matmul(w: Walk, node: onnx.NodeProto) -> None:
     info = w.info(a)
     bshape = w.shape(b)
     a_rank = w.rank(a)
+    out_rank = w.rank(node.output[0])
     if w.info(b) is not None or not w.is_weight(b) or len(bshape) != 2 or not a_rank:
         freeze_all(w, node, "multiplies two activations (or by a non-2-D constant)")
-        if w.is_weight(b) and w.rank(node.output[0]):
-            rank = w.rank(node.output[0])
-            w.new_units(node, node.output[0], rank - 1, static_dim(w, node.output[0], rank - 1),
+        if w.is_weight(b) and out_rank:
+            w.new_units(node, node.output[0], out_rank - 1,
+                        static_dim(w, node.output[0], out_rank - 1),
                         frozen=f"MatMul node {node.name!r} reads a 1-D or unknown-rank input")
         return
+    if out_rank is None:
+        # shape inference is best effort: without the output's rank there is no channel axis
+        return freeze_all(w, node, "has an output of unknown rank")
     if info is not None:
         if info.axis != a_rank - 1 or a_rank < 2:
             freeze_all(w, node, "reads channels on a non-reduced axis")
         else:
             w.couple(b, 0, info.labels, "in", node)
             w.mask(node, 0, info)
-    units = w.new_units(node, node.output[0], w.rank(node.output[0]) - 1, bshape[1])
+    units = w.new_units(node, node.output[0], out_rank - 1, bshape[1])
     w.couple(b, 1, units, "out", node)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from .._model import ShapeEntry
 from .._walk import Walk
 from ._base import (
     align_shapes,
@@ -165,7 +166,8 @@ def _channel_counts(w: Walk, entries) -> dict[int, np.ndarray]:
 
 def _freeze_shape_sources(w: Walk, node: onnx.NodeProto, why: str) -> None:
     """Freeze the channels of every tensor whose Shape feeds this node's shape input."""
-    seen, stack = set(), [n for n in node.input[1:] if n]
+    seen: set[str] = set()
+    stack = [n for n in node.input[1:] if n]
     while stack and len(seen) < 64:
         name = stack.pop()
         if name in seen:
@@ -286,10 +288,11 @@ def concat(w: Walk, node: onnx.NodeProto) -> None:
                 return freeze_all(w, node, "concatenates an input of unknown size")
             pieces.append(np.full(dim, -1, np.int64))
         return w.set(node.output[0], axis, np.concatenate(pieces))
-    if any(i is None for i in infos):
+    stacked = [i for i in infos if i is not None]
+    if len(stacked) != len(infos):
         return freeze_all(w, node, "stacks channel tensors with tensors no group produces")
-    labels = infos[0].labels
-    for info in infos[1:]:
+    labels = stacked[0].labels
+    for info in stacked[1:]:
         if len(info.labels) != len(labels):
             return freeze_all(w, node, "stacks channel tensors of different sizes")
         labels = w.union(labels, info.labels, node)
@@ -419,7 +422,9 @@ def expand(w: Walk, node: onnx.NodeProto) -> None:
     if local < 0:
         return w.set(node.output[0], out_axis, info.labels)
     shifted = {j + out_rank - len(entries): labels for j, labels in counts.items()}
-    entries = [None] * (out_rank - len(entries)) + list(entries)
-    labels = _follow_target(w, node, entries, shifted, out_axis, info.labels, info)
+    # output axes ahead of the target's entries (the input has the higher rank) have none;
+    # only entry out_axis is read, and it lies within the target since local >= 0
+    padded: list[ShapeEntry | None] = [None] * (out_rank - len(entries)) + list(entries)
+    labels = _follow_target(w, node, padded, shifted, out_axis, info.labels, info)
     if labels is not None:
         w.set(node.output[0], out_axis, labels)
