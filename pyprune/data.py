@@ -81,43 +81,65 @@ class Dataset:
             raise DataError("dataset has no input arrays")
         sizes = {}
         for name, array in arrays.items():
+            label = repr(name or "<unnamed>")
             if array.ndim == 0:
                 raise DataError(
-                    f"input {name or '<unnamed>'!r} is a scalar; expected an array whose first "
-                    "axis indexes samples"
+                    f"input {label} is a scalar; expected an array whose first axis indexes samples"
                 )
+            if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+                bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+                raise DataError(f"input {label} holds {bad} NaN or Inf value(s); the model cannot be judged on them")
             sizes[name] = array.shape[0]
         if len(set(sizes.values())) > 1:
             listing = ", ".join(f"{k or '<unnamed>'!r}: {v}" for k, v in sizes.items())
             raise DataError(f"inputs disagree on the number of samples (first axis): {listing}")
         self._arrays = arrays
         self._n = next(iter(sizes.values()))
-        self._labels = None if labels is None else np.asarray(labels)
-        if self._labels is not None and (self._labels.ndim == 0 or len(self._labels) != self._n):
-            got = "a scalar" if self._labels.ndim == 0 else f"{len(self._labels)} labels"
-            raise DataError(f"labels: expected {self._n} labels (one per sample), got {got}")
+        if self._n == 0:
+            raise DataError("the dataset has no samples (its arrays are empty)")
+        self._labels = None if labels is None else _check_labels(np.asarray(labels), self._n)
         self.synthetic = bool(synthetic)
         self.source = source
 
     # -- construction ---------------------------------------------------------------------------
 
     @classmethod
-    def from_npz(cls, path: str | os.PathLike, labels: str | None = None) -> Dataset:
-        """Arrays keyed by input name; ``labels`` names the labels array, if there is one."""
+    def from_npz(cls, path: str | os.PathLike, labels: str | None = None,
+                 inputs: Iterable[str] | None = None) -> Dataset:
+        """Arrays keyed by input name; ``labels`` names the labels array, if there is one.
+
+        ``inputs``: the names to read (e.g. a model's input names); other arrays in the file (a
+        test split of another size, ...) are then ignored. Without it every array is an input.
+        """
         path = Path(path)
+        where = f"dataset {str(path)!r}"
+        if path.is_dir():
+            raise DataError(f"{where} is a folder; give an .npz file")
+        if not path.is_file():
+            raise DataError(f"{where} does not exist")
+        if path.stat().st_size == 0:
+            raise DataError(f"{where} is empty (0 bytes)")
         try:
             with np.load(path, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read dataset {str(path)!r}: {exc}") from None
+                if not isinstance(npz, np.lib.npyio.NpzFile):
+                    raise DataError(f"{where} holds a single array (an .npy file); save the arrays by input "
+                                    "name with numpy.savez(path, input_name=array, labels=...)")
+                wanted = None if inputs is None else set(inputs) | ({labels} if labels else set())
+                arrays = {k: npz[k] for k in npz.files if wanted is None or k in wanted}
+                held = list(npz.files)
+        except DataError:
+            raise
+        except Exception as exc:  # a text file, a truncated archive, pickled objects, ...
+            why = "it holds Python objects (pickles), which are not read" if "pickle" in str(exc) else str(exc)
+            raise DataError(f"{where} is not a readable .npz archive of arrays: {why}") from None
         label_values = None
         if labels is not None:
             if labels not in arrays:
-                raise DataError(
-                    f"dataset {str(path)!r} has no labels array {labels!r}; "
-                    f"it holds {sorted(arrays)}"
-                )
+                raise DataError(f"{where} has no labels array {labels!r}; it holds {sorted(held)}")
             label_values = arrays.pop(labels)
+        if not arrays:
+            named = f" named {sorted(inputs)}" if inputs is not None else ""
+            raise DataError(f"{where} holds no input arrays{named}; it holds {sorted(held)}")
         return cls(arrays, label_values, source=str(path))
 
     @classmethod
@@ -304,6 +326,18 @@ class Dataset:
             feed = {k: np.ascontiguousarray(v[start:stop]) for k, v in self._arrays.items()}
             labels = None if self._labels is None else self._labels[start:stop]
             yield Batch(feed, labels, start, stop)
+
+
+def _check_labels(labels: np.ndarray, n: int) -> np.ndarray:
+    if labels.ndim == 0 or len(labels) != n:
+        got = "a scalar" if labels.ndim == 0 else f"{len(labels)} labels"
+        raise DataError(f"labels: expected {n} labels (one per sample), got {got}")
+    if labels.dtype.kind not in "biuf":
+        raise DataError(f"labels have dtype {labels.dtype}; give class indices (integers) or numeric targets, "
+                        "e.g. encode strings with numpy.unique(labels, return_inverse=True)")
+    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
+        raise DataError("labels hold NaN or Inf values")
+    return labels
 
 
 def _check_array(spec: TensorSpec, array: np.ndarray, n: int) -> None:

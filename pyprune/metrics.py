@@ -130,16 +130,23 @@ def _class_labels(out: np.ndarray, labels: np.ndarray, axis: int) -> np.ndarray:
         if labels.size == math.prod(expected):
             labels = labels.reshape(expected)
         else:
-            raise ValueError(
+            raise DataError(
                 f"labels of shape {list(labels.shape)} do not fit outputs of shape "
                 f"{list(out.shape)} (class axis {axis}): expected {list(expected)}"
             )
+    if labels.dtype.kind not in "biuf":
+        raise DataError(f"labels have dtype {labels.dtype}; give integer class ids (or one-hot rows)")
     if not np.issubdtype(labels.dtype, np.integer):
         rounded = np.rint(labels)
         if not np.array_equal(rounded, labels):
-            raise ValueError("labels must be integer class ids (or one-hot rows)")
+            raise DataError("labels must be integer class ids (or one-hot rows)")
         labels = rounded
-    return labels.astype(np.int64)
+    labels = labels.astype(np.int64)
+    classes = out.shape[axis]
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise DataError(f"labels hold class ids from {int(labels.min())} to {int(labels.max())}, but the model "
+                        f"output has {classes} classes (ids 0 to {classes - 1})")
+    return labels
 
 
 def _per_sample_mean(values: np.ndarray) -> np.ndarray:

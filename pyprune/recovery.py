@@ -30,7 +30,7 @@ import onnx
 from onnx import helper
 
 from .evaluate import ChannelStats
-from .graph import Group, MaskPoint, Model
+from .graph import Group, MaskPoint, Model, drop_unused
 from .surgery import bias_after, fold_input_shift, replace_input
 
 __all__ = ["Recovery"]
@@ -249,6 +249,7 @@ class Recovery:
             if not np.any(shift):
                 continue
             fold_input_shift(out, out.node(comp.point.node), comp.point, shift)
+        drop_unused(out.proto.graph, nodes=False)  # the statistics and biases that were replaced
         out.refresh()
         return out
 

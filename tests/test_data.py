@@ -149,7 +149,7 @@ def test_npz_missing_labels_key(tmp_path):
 def test_unreadable_npz(tmp_path):
     path = tmp_path / "broken.npz"
     path.write_bytes(b"not a zip")
-    with pytest.raises(DataError, match="cannot read dataset"):
+    with pytest.raises(DataError, match="is not a readable .npz archive"):
         Dataset.from_npz(path)
 
 

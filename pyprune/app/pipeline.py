@@ -95,18 +95,13 @@ def load_model(path: str | Path) -> Model:
 
 
 def load_data(source: DataSource, model: Model) -> Dataset:
-    """Read ``source`` and keep the arrays ``model`` takes, so one file can also carry other
-    arrays (a test split, ...). Missing inputs, wrong shapes or dtypes raise DataError here,
-    before any pruning starts."""
+    """Read the arrays ``model`` takes from ``source`` (plus the labels), so one file can also
+    carry other arrays (a test split of another size, ...): they are ignored. Missing inputs,
+    wrong shapes or dtypes raise DataError here, before any pruning starts."""
     from ..data import Dataset, input_specs
 
-    data = Dataset.from_npz(source.path, labels=source.labels)
-    arrays = data.arrays
-    wanted = {spec.name for spec in input_specs(model)}
-    extra = sorted(set(arrays) - wanted)
-    if extra and wanted <= set(arrays):
-        data = Dataset({k: arrays[k] for k in wanted}, data.labels, source=data.source)
-    return data.bind(model)
+    names = [spec.name for spec in input_specs(model)]
+    return Dataset.from_npz(source.path, labels=source.labels, inputs=names).bind(model)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -104,6 +104,8 @@ def load(source: str | os.PathLike | bytes | onnx.ModelProto) -> Model:
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         label = str(path)
+        if path.is_dir():
+            raise ModelLoadError(f"{label}: is a folder, not an ONNX model file")
         if not path.is_file():
             raise ModelLoadError(f"{label}: no such file")
         try:
@@ -479,10 +481,10 @@ class Model:
         Weights go to an external-data file next to the model when ``external_data`` is True, or
         (by default) when the loaded model had external data or is too large for one protobuf
         file. That file is ``<name>.data``, or a new unique name (``<name>.<token>.data``) when such
-        a file exists already, so no file is ever overwritten; the model file is renamed into place last, so a crash at any point leaves either the old model with
-        its old weights or the new one with its new weights, and no other file is overwritten. The
-        weights file a replaced model used is removed after the switch. The working folder does
-        not matter.
+        a file exists already, so no file is ever overwritten; the model file is renamed into place
+        last, so a crash at any point leaves either the old model with its old weights or the new
+        one with its new weights. The weights file a replaced model used is removed after the
+        switch. The working folder does not matter.
         """
         target = Path(os.path.abspath(path))
         if self.path is not None and not overwrite_input and same_file(target, self.path):

@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import metrics as _metrics
 from ..data import DEFAULT_BATCH_SIZE, Dataset, as_model
+from ..errors import DataError, UnsupportedModelError
 from ..evaluate import MaskedSession, measure_latency
 from ..graph import DependencyGraph, Model
 from ..options import DEFAULT_MACS, PruneOptions
@@ -48,6 +49,18 @@ class Evaluation:
     corrections: tuple | None = field(default=None, repr=False)  # recovery state it was judged with
 
 
+def check_finite_weights(model: Model) -> None:
+    """Refuse a model whose float weights hold NaN or Inf: no score ranks them, no metric judges
+    what they compute. Names the first such weight."""
+    for name in model.weight_names:
+        if model.is_param(name):
+            w = model.weight(name)
+            if w.dtype.kind == "f" and not np.all(np.isfinite(w)):
+                bad = int(w.size - np.count_nonzero(np.isfinite(w)))
+                raise UnsupportedModelError(f"weight {name!r} holds {bad} NaN or Inf value(s); pyprune prunes "
+                                            "models with finite weights only (fix or retrain the model first)")
+
+
 class PruningProblem:
     """A model to prune, the data it is judged on, and the state of the search.
 
@@ -63,6 +76,10 @@ class PruningProblem:
         if self.target is not None:
             SPACES[options.granularity].check_target(self.target.kind)
         self.constraint = as_constraint(options.max_drop)
+        if data is not None and not isinstance(data, Dataset):
+            raise DataError(f"data must be a pyprune.Dataset, got {type(data).__name__}; for a file use "
+                            "Dataset.from_npz(path, labels=...), for arrays Dataset({input_name: array}, labels)")
+        check_finite_weights(self.model)
         self.dataset = data if data is not None else Dataset.synthetic(self.model, n=64, seed=options.seed)
         self.dataset = self.dataset.bind(self.model)
         self.metric = _metrics.for_data(options.metric, self.dataset.has_labels)

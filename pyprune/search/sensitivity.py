@@ -26,6 +26,7 @@ from ..data import Dataset
 from ..graph import Model
 from ..options import Limits, PruneOptions
 from ..targets import Constraint, as_constraint
+from ._progress import Progress
 from .problem import PruningProblem
 
 __all__ = ["sensitivity", "Sensitivity", "SensitivityRow", "DEFAULT_RATIOS"]
@@ -114,16 +115,18 @@ class Sensitivity:
         return [unit, "units"] + [f"{r:.0%}" for r in self.ratios]
 
     def _cells(self, r: SensitivityRow) -> list[str]:
-        values = [f"{v:.4f}" for v in r.values]
         if self.granularity == "layer":
-            return [r.id, f"{1 - r.params[0]:.1%}", f"{1 - r.macs[0]:.1%}"] + values
-        return [r.id, str(r.size)] + values
+            return [r.id, f"{1 - r.params[0]:.1%}", f"{1 - r.macs[0]:.1%}"] + [f"{v:.4f}" for v in r.values]
+        # Each cell says how many units the ratio really removed: a group keeps one unit, and
+        # round_to keeps multiples, so "30%" of a group can mean fewer units (or none).
+        return [r.id, str(r.size)] + [f"{v:.4f} ({n})" for v, n in zip(r.values, r.counts)]
 
     def describe(self) -> str:
         what = "layer removed" if self.granularity == "layer" else "group pruned"
         data = "synthetic data" if self.synthetic_data else f"{self.samples} samples"
+        units = "" if self.granularity == "layer" else "; in brackets the units each ratio removed"
         return (f"Sensitivity: {self.metric_name} with one {what} alone ({self.importance} importance, "
-                f"{data}); unpruned {self.baseline:.4f}")
+                f"{data}); unpruned {self.baseline:.4f}{units}")
 
     def __str__(self) -> str:
         lines = [self.describe(), "", format_table(self._header(), [self._cells(r) for r in self.rows])]
@@ -248,12 +251,7 @@ def sensitivity(
                            measure_latency=False, quiet=True)
     problem = PruningProblem(model, data, options)
     plan = [(s, [s.count_for(r) for r in ratios]) for s in problem.slots]
-    bar = None
-    if not quiet:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=sum(len(set(c) - {0}) for _, c in plan), desc="sensitivity", unit="eval",
-                   leave=False, dynamic_ncols=True)
+    progress = Progress(quiet=quiet, label="sensitivity")
     rows = []
     interrupted = False
     try:
@@ -266,17 +264,14 @@ def sensitivity(
                 cost = evaluation.cost
                 judged[n] = (evaluation.metric, cost.macs / max(problem.macs0, 1),
                              cost.params / max(problem.params0, 1))
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix_str(f"{slot.id} {n}/{slot.size}: {problem.metric.name}={evaluation.metric:.4f}",
-                                        refresh=False)
+                progress.evaluated(f"{slot.id} {n}/{slot.size}: {problem.metric.name}={evaluation.metric:.4f}")
             rows.append(SensitivityRow(slot.id, "layer" if granularity == "layer" else "group", slot.size,
                                        tuple(counts), *(tuple(judged[n][i] for n in counts) for i in range(3))))
+            progress.committed(f"{slot.id}: " + ", ".join(f"{judged[n][0]:.4f} ({n} removed)" for n in counts))
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        if bar is not None:
-            bar.close()
+        progress.close()
     return Sensitivity(
         metric_name=problem.metric.name, direction=problem.metric.direction, baseline=float(problem.baseline),
         granularity=granularity, importance=importance, ratios=ratios, rows=rows, frozen=dict(problem.frozen),

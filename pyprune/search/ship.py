@@ -144,6 +144,13 @@ def ship(p: PruningProblem, loop: Loop) -> PruneResult:
                      f"{metric_text}, threshold {p.threshold:.4f}.")
     else:
         why = p.note or "no further step keeps the metric within the constraint"
+        if kind != "latency":
+            most = p.achieved(p.cost({sl.id: sl.cap for sl in p.slots}))
+            if not target.reached(most):
+                frozen = "; ".join(f"{k}: {v}" for k, v in list(p.frozen.items())[:5])
+                why = (f"even everything the {p.granularity} granularity may remove reaches only "
+                       f"{_describe(kind, most, p, after).split(' (')[0]}"
+                       + (f" (not prunable: {frozen}{'; ...' if len(p.frozen) > 5 else ''})" if frozen else ""))
         statement = (f"Target not reached ({target.describe()}): stopped at {where}, {metric_text}, because "
                      f"{why}. This is the most pruned model found that meets the constraint.")
     report = Report(
