@@ -132,6 +132,9 @@ class Dataset:
         except Exception as exc:  # a text file, a truncated archive, pickled objects, ...
             why = "it holds Python objects (pickles), which are not read" if "pickle" in str(exc) else str(exc)
             raise DataError(f"{where} is not a readable .npz archive of arrays: {why}") from None
+        missing = [name for name in (inputs or ()) if name not in arrays]
+        if missing:
+            raise DataError(f"missing input {', '.join(map(repr, missing))}; {where} holds {sorted(held)}")
         label_values = None
         if labels is not None:
             if labels not in arrays:

@@ -357,7 +357,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
             print("note: without --data, the model was judged by agreement with the original on "
                   "synthetic random inputs")
         print(format_outcome(outcome, verbose=args.verbose))
-    if not outcome.met:
+    if not outcome.met or outcome.interrupted:
         # The statement is in the summary already; on its own (--quiet, --json) it goes here too.
         alone = args.quiet or args.json
         statement = _one_line(outcome.statement)

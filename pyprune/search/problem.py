@@ -105,7 +105,8 @@ class PruningProblem:
         self.evaluations = 0
         self.recovery_runs = 0
         self.counts: Counts = {s.id: 0 for s in self.slots}
-        self.interrupted = False
+        self.interrupted = False  # the search was stopped before it finished
+        self.stop_requested = False  # an interrupt arrived after it finished (while shipping)
         self.history = History()
         self.latency_ms: float | None = None
         self._last_checkpoint_macs = 1.0

@@ -66,7 +66,7 @@ def solve(problem: PruningProblem, loop: Loop) -> PruneResult:
         problem.progress.close()
     # A finished search is shipped whatever happens now: an interrupt during the removal and the
     # checks only marks the result as interrupted (and skips the optional latency figures).
-    with deferred_interrupts(lambda: setattr(problem, "interrupted", True)):
+    with deferred_interrupts(lambda: setattr(problem, "stop_requested", True)):
         return ship(problem, loop)
 
 

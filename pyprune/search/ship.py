@@ -73,7 +73,7 @@ def shipped_sparsity(model: Model) -> float:
 def _figures(p: PruningProblem, model: Model, metric: float | None) -> Figures:
     latency = None
     wanted = p.options.measure_latency or (p.target is not None and p.target.kind == "latency")
-    if wanted and not p.interrupted:  # a user who asked to stop does not wait for timings
+    if wanted and not (p.interrupted or p.stop_requested):  # who asked to stop does not wait for timings
         latency = p.latency_of(model)
     return Figures(model.params(), model.nonzeros(), model.macs(), model.file_size(), latency, metric)
 
@@ -148,15 +148,18 @@ def ship(p: PruningProblem, loop: Loop) -> PruneResult:
             most = p.achieved(p.cost({sl.id: sl.cap for sl in p.slots}))
             if not target.reached(most):
                 frozen = "; ".join(f"{k}: {v}" for k, v in list(p.frozen.items())[:5])
-                why = (f"even everything the {p.granularity} granularity may remove reaches only "
-                       f"{_describe(kind, most, p, after).split(' (')[0]}"
+                why = (f"{p.note or 'even removing everything the limits allow does not reach it'}: at most "
+                       f"{_describe(kind, most, p, after).split(' (')[0]} can be reached at {p.granularity} granularity"
                        + (f" (not prunable: {frozen}{'; ...' if len(p.frozen) > 5 else ''})" if frozen else ""))
         statement = (f"Target not reached ({target.describe()}): stopped at {where}, {metric_text}, because "
                      f"{why}. This is the most pruned model found that meets the constraint.")
+    if p.stop_requested and not p.interrupted:
+        statement += " (Interrupted while the result was checked: it is complete; latency was not measured.)"
     report = Report(
         strategy=loop.label, granularity=p.granularity, importance=p.options.importance,
         target=target.describe(), constraint=_describe_constraint(p), metric_name=p.metric.name,
-        before=before, after=after, met=reached and holds, interrupted=p.interrupted, statement=statement,
+        before=before, after=after, met=reached and holds, interrupted=p.interrupted or p.stop_requested,
+        statement=statement,
         evaluations=p.evaluations, recovery_runs=p.recovery_runs, seconds=p.elapsed(), history=p.history,
         frozen=dict(p.frozen), removed={sid: n for sid, n in counts.items() if n},
         settings=_settings(p, loop), verified=verified, max_output_error=max_error,
