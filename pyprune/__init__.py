@@ -184,7 +184,7 @@ if TYPE_CHECKING:
 
     # prune and sensitivity come from their defining modules: within the package's import cycle
     # a type checker resolves ``.search``'s names to the submodules they share a name with.
-    from .search.prune import prune
+    from .search.driver import prune
     from .search.sensitivity import sensitivity
     from .surgery import apply_weight_masks, remove_layers, remove_units
     from .targets import Constraint, Latency, MACs, Params, Sparsity

@@ -100,7 +100,7 @@ def _pid_alive(pid: int) -> bool:
 def clean_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     """Remove temporary folders a killed pyprune process left in ``folder`` (their process is
     gone); returns what was removed."""
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(Path(folder).iterdir())
     except OSError:

@@ -61,7 +61,7 @@ class Dataset:
     Build one from arrays (``Dataset({"x": x}, labels=y)`` or ``Dataset(x)`` for a single-input
     model), from a ``.npz`` file (:meth:`from_npz`), from any iterable of feed dicts or arrays
     (:meth:`from_batches`), or generate random data from the model's input specs
-    (:meth:`synthetic`, flagged ``synthetic=True`` so reports can say so).
+    (:meth:`synthetic`, flagged ``is_synthetic`` so reports can say so).
     """
 
     def __init__(
@@ -98,7 +98,7 @@ class Dataset:
         if self._n == 0:
             raise DataError("the dataset has no samples (its arrays are empty)")
         self._labels = None if labels is None else _check_labels(np.asarray(labels), self._n)
-        self.synthetic = bool(synthetic)
+        self.is_synthetic = bool(synthetic)
         self.source = source
 
     # -- construction ---------------------------------------------------------------------------
@@ -204,7 +204,7 @@ class Dataset:
         token ids) uniform in ``[int_low, int_high)``, booleans fair coin flips.
 
         The leading axis holds ``n`` samples. Other symbolic dimensions take their size from
-        ``dims`` (keyed by the dimension's name). The result is flagged ``synthetic=True``.
+        ``dims`` (keyed by the dimension's name). The result is flagged ``is_synthetic``.
         """
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
@@ -252,7 +252,7 @@ class Dataset:
     def __repr__(self) -> str:
         names = ", ".join(f"{k or '<unnamed>'}: {v.dtype}{list(v.shape)}" for k, v in self._arrays.items())
         labels = "" if self._labels is None else f", labels {list(self._labels.shape)}"
-        flag = ", synthetic" if self.synthetic else ""
+        flag = ", synthetic" if self.is_synthetic else ""
         return f"Dataset({names}{labels}{flag})"
 
     @property
@@ -301,7 +301,7 @@ class Dataset:
         bound = Dataset.__new__(Dataset)
         bound._arrays = {s.name: arrays[s.name] for s in specs}
         bound._n, bound._labels = self._n, self._labels
-        bound.synthetic, bound.source = self.synthetic, self.source
+        bound.is_synthetic, bound.source = self.is_synthetic, self.source
         return bound
 
     def batch_size_for(self, model: ModelLike, batch_size: int | None = None) -> int:

@@ -88,3 +88,23 @@ def test_reached_is_decided_on_the_shipped_model(monkeypatch):
     shipped = result.model.params() / model.params()
     assert shipped > 0.7 and not result.met
     assert result.statement.startswith("Target not reached") and "the search estimated" in result.statement
+
+
+@pytest.mark.parametrize("name", sorted(CATALOGUE))
+def test_every_slot_at_its_cap_is_removable(name):
+    """No count a loop can pick empties a Split output or a Slice (split_slice once could: five of
+    a conv's seven channels removed left the Split's first output empty)."""
+    model = load(CATALOGUE[name].build())
+    graph = DependencyGraph(model)
+    try:
+        space = ChannelSpace(model, graph, PruneOptions(limits=Limits(round_to=1)), None)
+    except pyprune.TargetError:
+        return
+    for scores_from in ("importance", "reversed"):
+        counts = {s.id: s.cap for s in space.slots}
+        if scores_from == "reversed":  # the other end of the order, as a window or random mode may reach
+            for s in space.slots:
+                s.order = np.concatenate([s.order[: s.cap][::-1], s.order[s.cap:]])
+        shipped = remove_units(model, space.removals(counts), graph)
+        cost = space.cost(counts)
+        assert (cost.params, cost.macs, cost.nonzeros) == figures(shipped)

@@ -136,7 +136,7 @@ def test_npz_with_labels(tmp_path, image_model):
     np.savez(path, x=x, target=y)
     data = Dataset.from_npz(path, labels="target")
     np.testing.assert_array_equal(data.labels, y)
-    assert list(data.bind(image_model).arrays) == ["x"] and not data.synthetic
+    assert list(data.bind(image_model).arrays) == ["x"] and not data.is_synthetic
 
 
 def test_npz_missing_labels_key(tmp_path):
@@ -174,7 +174,7 @@ def test_from_batches_of_bare_arrays(image_model):
 
 def test_synthetic_fits_and_is_flagged(two_input_model):
     data = Dataset.synthetic(two_input_model, n=9, seed=3, low=2.0, high=3.0, int_low=5, int_high=8, dims={"seq": 4})
-    assert data.synthetic and "synthetic" in data.source and "synthetic" in repr(data)
+    assert data.is_synthetic and "synthetic" in data.source and "synthetic" in repr(data)
     arrays = data.bind(two_input_model).arrays
     assert arrays["ids"].shape == (9, 4) and arrays["ids"].dtype == np.int64
     assert arrays["ids"].min() >= 5 and arrays["ids"].max() < 8

@@ -119,7 +119,10 @@ def test_str_is_the_statement_and_table():
     text = str(handmade())
     assert text.splitlines()[0] == "Target reached."
     assert "| MACs per sample | 4,000 | 2,000 | 0.500 |" in text
-    assert text.endswith("6 evaluations, 1.50 s")
+    assert "6 evaluations, 1.50 s" in text
+    assert "committed step" in text and "report.details()" in text  # where the search path is
+    details = handmade().details()
+    assert "search path:" in details and all(e.action in details for e in handmade().history)
 
 
 def test_report_of_a_real_search(tmp_path):

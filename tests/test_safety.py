@@ -152,7 +152,8 @@ def test_recipe_outputs_cannot_be_what_it_reads(work, field):
     root = work["root"]
     recipe = root / "recipe.toml"
     targets = {"output": '"calib.npz"', "step_output": '"recipe.toml"', "report": '"model.onnx"'}
-    text = (f'model = "model.onnx"\noutput = {targets["output"] if field == "output" else chr(34) + "out.onnx" + chr(34)}\n'
+    output = targets["output"] if field == "output" else '"out.onnx"'
+    text = (f'model = "model.onnx"\noutput = {output}\n'
             'data = { path = "calib.npz", labels = "label" }\n'
             + (f"report = {targets['report']}\n" if field == "report" else "")
             + '[[step]]\ngranularity = "channel"\nstrategy = "oneshot"\nparams = 0.7\nmax_drop = "none"\n'

@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "pyprune/parallel.hpp"
+#include "pyprune/simd.hpp"
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -221,12 +222,13 @@ void resolve_ties(const std::vector<Tensor>& ts, K key, std::uint64_t rank, cons
   });
 }
 
-#if PYPRUNE_AVX2
 inline bool has_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2");
-  return yes;
-}
+#if PYPRUNE_AVX2
+  return simd::avx2_enabled();
+#else
+  return false;
 #endif
+}
 
 #if PYPRUNE_SSE2
 // float32 keys four at a time, as signed integers: skey = key_of(x) ^ sign, so signed order of skey is
@@ -893,6 +895,8 @@ void nm_fixed(const S* p, const AxisSplit& s, int n, bool allow, int threads, st
     const S* src = p;
     std::uint8_t* out = keep;
     const int nkeep = n;
+    // Once per chunk: the inner-axis loop below would otherwise ask once per block of 4 * inner.
+    [[maybe_unused]] const bool avx2 = has_avx2();
     bool bad = false;
     if (inner == 1) {
       // Groups are contiguous (N:M along the last axis): one flat loop, no column loop.
@@ -900,7 +904,7 @@ void nm_fixed(const S* p, const AxisSplit& s, int n, bool allow, int threads, st
 #if PYPRUNE_SSE2
       if constexpr (M == 4 && std::is_same_v<S, float> && std::is_same_v<K, std::uint32_t>) {
 #if PYPRUNE_AVX2
-        if (has_avx2()) bad |= n4_last_axis_avx2<Mag>(src, out, blk, e, nkeep);
+        if (avx2) bad |= n4_last_axis_avx2<Mag>(src, out, blk, e, nkeep);
 #endif
         bad |= n4_last_axis_sse2<Mag>(src, out, blk, e, nkeep);
       }
@@ -930,7 +934,7 @@ void nm_fixed(const S* p, const AxisSplit& s, int n, bool allow, int threads, st
 #if PYPRUNE_SSE2
       if constexpr (M == 4 && std::is_same_v<S, float> && std::is_same_v<K, std::uint32_t>) {
 #if PYPRUNE_AVX2
-        if (has_avx2()) bad |= n4_inner_avx2<Mag>(src + base, out + base, inner, i, nkeep);
+        if (avx2) bad |= n4_inner_avx2<Mag>(src + base, out + base, inner, i, nkeep);
 #endif
         bad |= n4_inner_sse2<Mag>(src + base, out + base, inner, i, nkeep);
       }
@@ -983,6 +987,8 @@ void nm_mask(const Tensor& w, int n, int m, int axis, bool magnitude, bool allow
   const AxisSplit s = split_at(w.shape, axis);
   if (s.dim % static_cast<std::size_t>(m))
     throw std::invalid_argument("m=" + std::to_string(m) + " does not divide the axis size " + std::to_string(s.dim));
+  // Nothing to mask; an empty extent after the axis would also divide by zero in the chunk sizes.
+  if (w.size() == 0) return;
   typed(w, [&](auto p) {
     using S = std::remove_cv_t<std::remove_pointer_t<decltype(p)>>;
     using K = std::conditional_t<std::is_same_v<S, double>, std::uint64_t, std::uint32_t>;

@@ -9,9 +9,12 @@ labels, otherwise the second model's fidelity to the first.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._table import format_table
+
+if TYPE_CHECKING:
+    from ..data import Dataset
 
 __all__ = ["bench_models", "format_bench"]
 
@@ -45,18 +48,18 @@ def bench_models(
         raise ValueError("--labels needs --data")
     paths = [Path(model)] + ([Path(other)] if other is not None else [])
     models = [load_model(p) for p in paths]  # load both first: a bad file fails before timing
-    datasets = [None] * len(models)
+    datasets: list[Dataset | None] = [None] * len(models)
     if data is not None:
         datasets = [load_data(DataSource(Path(data), labels), m) for m in models]
 
     chosen = None
-    if data is not None:
+    if datasets[0] is not None:
         has_labels = datasets[0].has_labels
         chosen = _metrics.for_data(metric, has_labels)
         if not chosen.needs_labels and other is None:
             chosen = None  # fidelity needs a second model to compare with the first
 
-    entries = []
+    entries: list[dict[str, Any]] = []
     for path, m, d in zip(paths, models, datasets):
         latency = measure_latency(m, batch_size=batch, threads=threads, runs=runs, dataset=d)
         entries.append({
@@ -72,8 +75,9 @@ def bench_models(
     result: dict[str, Any] = {"models": entries, "runs": runs, "threads": threads}
     if chosen is not None:
         result["metric"] = chosen.name
-        reference = None if chosen.needs_labels else run_model(models[0], datasets[0], threads)
-        for m, d, entry in zip(models, datasets, entries):
+        judged = [d for d in datasets if d is not None]
+        reference = None if chosen.needs_labels else run_model(models[0], judged[0], threads)
+        for m, d, entry in zip(models, judged, entries):
             target = d.labels if chosen.needs_labels else reference
             entry["metric"] = float(chosen(run_model(m, d, threads), target))
     if other is not None:

@@ -121,9 +121,9 @@ def _ratio(text: str) -> float:
     return value
 
 
-def _common_options() -> argparse.ArgumentParser:
+def _common_options() -> _Parser:
     """Options every command takes (a parent parser, so they may follow the command name)."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     group = common.add_argument_group("general options")
     group.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                        help="threads for ONNX Runtime and the C++ core (default: all cores)")

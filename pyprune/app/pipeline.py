@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._signals import deferred_interrupts
 
@@ -201,9 +201,9 @@ def run_sensitivity(
     data: Dataset,
     *,
     metric: str | None = None,
-    granularity: str = "channel",
+    granularity: Literal["channel", "layer"] = "channel",
     importance: str = "l2",
-    round_to: int | str = "auto",
+    round_to: int | Literal["auto"] = "auto",
     report: Path | None = None,
     threads: int | None = None,
     quiet: bool = False,
@@ -214,7 +214,7 @@ def run_sensitivity(
 
     from ..search import sensitivity
 
-    result = sensitivity(model, data, metric=metric, granularity=granularity,  # type: ignore[arg-type]
+    result = sensitivity(model, data, metric=metric, granularity=granularity,
                          importance=importance, round_to=round_to, threads=threads, quiet=quiet or as_json)
     if report is not None:
         with deferred_interrupts():

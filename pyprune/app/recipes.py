@@ -139,8 +139,8 @@ def parse_recipe(raw: dict[str, Any], path: Path, *, allow_outside: bool = False
     base = path.parent
     _check_keys(raw, _TOP_KEYS, where)
 
-    model = _path(raw, "model", base, where, required=True, must_exist=True)
-    output = _path(raw, "output", base, where, required=True)
+    model = _required_path(raw, "model", base, where, must_exist=True)
+    output = _required_path(raw, "output", base, where)
     data = _data(raw.get("data"), base, f"{where}: data") if "data" in raw else None
     report = _path(raw, "report", base, where)
     threads = raw.get("threads")
@@ -243,7 +243,7 @@ def _data(value: Any, base: Path, where: str) -> DataSource:
         raise RecipeError(f"{where}: expected a file name or a table {{ path = ..., labels = ... }}, "
                           f"got {value!r}")
     _check_keys(value, _DATA_KEYS, where)
-    path = _path(value, "path", base, where, required=True, must_exist=True)
+    path = _required_path(value, "path", base, where, must_exist=True)
     labels = value.get("labels")
     if labels is not None and not isinstance(labels, str):
         raise RecipeError(f"{where}: 'labels' must be the name of an array in the data file, got {labels!r}")
@@ -264,6 +264,12 @@ def _path(raw: dict[str, Any], key: str, base: Path, where: str, *, required: bo
         path = base / path
     if must_exist and not path.is_file():
         raise RecipeError(f"{where}: {key!r} file {value!r} does not exist (looked for {path})")
+    return path
+
+
+def _required_path(raw: dict[str, Any], key: str, base: Path, where: str, *, must_exist: bool = False) -> Path:
+    path = _path(raw, key, base, where, required=True, must_exist=must_exist)
+    assert path is not None  # required: a missing key raised
     return path
 
 

@@ -650,9 +650,9 @@ def _shape_vector(model: Model, name: str, reader: tuple[str, int] | None, depth
                 return None
             idx = model.weight(node.input[1]).ravel().tolist()
             return [data[int(i) % len(data)] for i in idx] if data else None
-        bounds = [model.weight(n) if model.is_weight(n) else None for n in node.input[1:]]
-        if len(bounds) < 2 or any(b is None for b in bounds):
+        if len(node.input) < 3 or not all(model.is_weight(n) for n in node.input[1:]):
             return None
+        bounds = [model.weight(n) for n in node.input[1:]]
         start, end = int(bounds[0].ravel()[0]), int(bounds[1].ravel()[0])
         step = int(bounds[3].ravel()[0]) if len(bounds) > 3 else 1
         return data[start:end:step]
@@ -688,7 +688,7 @@ def _reshape_output(model: Model, node: onnx.NodeProto) -> list[Dim] | None:
                 if d not in remaining_syms:
                     return None
                 remaining_syms.remove(d)
-            elif d <= 0 or remaining % d:
+            elif d is None or d <= 0 or remaining % d:
                 return None
             else:
                 remaining //= d
@@ -955,12 +955,13 @@ def _evaluate(
         values = ReferenceEvaluator(model).run(None, feeds)
     except Exception:
         return None
-    if any(not isinstance(v, np.ndarray) for v in values):
+    arrays = [v for v in values if isinstance(v, np.ndarray)]
+    if len(arrays) != len(values):
         return None
     budget = sum(a.size for a in feeds.values()) + 1024
-    if sum(v.size for v in values) > budget:
+    if sum(v.size for v in arrays) > budget:
         return None
-    return [np.asarray(v) for v in values]
+    return [np.asarray(v) for v in arrays]
 
 
 # -- helpers ------------------------------------------------------------------------------------

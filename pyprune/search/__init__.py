@@ -8,10 +8,10 @@ granularity; the loops (:class:`OneShotSearch`, :class:`RecursiveSearch`, :class
 physically and measures every figure on it.
 """
 
+from .driver import LOOPS, make_loop, make_problem, prune, solve
 from .greedy import GreedySearch
 from .oneshot import OneShotSearch
 from .problem import Evaluation, PruningProblem
-from .prune import LOOPS, make_loop, make_problem, prune, solve
 from .random import RandomSearch
 from .recursive import RecursiveSearch
 from .sensitivity import Sensitivity, SensitivityRow, sensitivity

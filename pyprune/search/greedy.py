@@ -149,6 +149,6 @@ class GreedySearch(Loop):
             yield None
             return
         rest = slot.order[n:]
-        for j in range(min(self.window, len(rest))):
+        for j in range(min(self.window, slot.cap - n)):  # items past the cap are never removed
             moved = np.concatenate([slot.order[:n], rest[j : j + 1], np.delete(rest, j)])
             yield {slot.id: moved}

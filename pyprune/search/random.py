@@ -61,11 +61,12 @@ class RandomSearch(Loop):
                 assert m is not None  # the slot is active: one more item is allowed
                 candidate[slot.id] = m
                 if self.mode == "uniform" and slot.reorderable:
-                    rest = slot.order[n:]
+                    rest = slot.order[n:slot.cap]  # items past the cap are never removed
                     chosen = rng.choice(len(rest), size=m - n, replace=False)
                     taken = np.zeros(len(rest), dtype=bool)
                     taken[chosen] = True
-                    orders[slot.id] = np.concatenate([slot.order[:n], rest[taken], rest[~taken]])
+                    orders[slot.id] = np.concatenate([slot.order[:n], rest[taken], rest[~taken],
+                                                      slot.order[slot.cap:]])
             evaluation = p.trial(candidate, orders or None, recover=True)
             if evaluation.passed:
                 removed = ", ".join(f"{candidate[sid] - p.counts[sid]} of {sid}"

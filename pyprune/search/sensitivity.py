@@ -276,7 +276,7 @@ def sensitivity(
         metric_name=problem.metric.name, direction=problem.metric.direction, baseline=float(problem.baseline),
         granularity=granularity, importance=importance, ratios=ratios, rows=rows, frozen=dict(problem.frozen),
         evaluations=problem.evaluations, seconds=problem.elapsed(), samples=len(problem.dataset),
-        synthetic_data=bool(getattr(problem.dataset, "synthetic", False)), interrupted=interrupted,
+        synthetic_data=problem.dataset.is_synthetic, interrupted=interrupted,
     )
 
 

@@ -43,7 +43,7 @@ class Slot:
 
     id: str
     size: int
-    order: np.ndarray  # item indices, least important first
+    order: np.ndarray  # item indices, least important first; those past ``cap`` are never removed
     scores: np.ndarray  # score of each item, by item index (normalised for groups)
     cap: int  # most items that may be removed
     round_to: int = 1
@@ -198,10 +198,16 @@ class ChannelSpace(Space):
             dataset=self.dataset, seed=opts.seed, threads=opts.threads)
         slots: list[Slot] = []
         self._groups: list[Group] = []
+        pieces = self._pieces()
         for g in chosen:
             s = scores[g.id]
             order = np.argsort(s, kind="stable").astype(np.int64)
-            keep_min = max(limits.min_keep, g.size - int(math.floor(limits.max_fraction * g.size)))
+            # A Split output or a Slice must keep a unit: the best unit of each such piece goes to
+            # the end of the order, past the cap, so no count a loop can pick empties it.
+            kept = self._keepers(pieces.get(g.id, []), s)
+            if kept:
+                order = np.concatenate([order[~np.isin(order, kept)], np.asarray(kept, np.int64)])
+            keep_min = max(limits.min_keep, len(kept), g.size - int(math.floor(limits.max_fraction * g.size)))
             slot = Slot(g.id, g.size, order, s, max(g.size - keep_min, 0), limits.round_for(g),
                         self._depth.get(g.root, 0))
             while slot.cap > 0 and not slot.allowed(slot.cap):
@@ -221,6 +227,36 @@ class ChannelSpace(Space):
                                 and len(n.input) > 1 and n.input[1] in self._axes]
         self._weight_size = {w: int(np.prod(self.model.weight(w).shape, dtype=np.int64)) for w in self._axes}
         return slots
+
+    def _pieces(self) -> dict[str, list[np.ndarray]]:
+        """Per group, the unit sets that must each keep one unit: every output of a Split and
+        every Slice along the channel axis (removing all of one would leave an empty tensor)."""
+        pieces: dict[str, list[np.ndarray]] = {}
+        offsets = {g.id: (self.graph.unit_offset(g.id), g.size) for g in self.graph.groups}
+        for edit in self.graph.edits:
+            if edit.kind == "split":
+                sets = list(edit.labels)
+            elif edit.kind == "slice":
+                start, end = edit.span
+                sets = [edit.labels[0][start:end]]
+            else:
+                continue
+            for labels in sets:
+                units = labels[labels >= 0]
+                for gid, (first, size) in offsets.items():
+                    local = units[(units >= first) & (units < first + size)] - first
+                    if local.size:
+                        pieces.setdefault(gid, []).append(np.unique(local))
+        return pieces
+
+    @staticmethod
+    def _keepers(pieces: list[np.ndarray], scores: np.ndarray) -> list[int]:
+        """One unit per piece (the best scored, shared between pieces where possible)."""
+        kept: list[int] = []
+        for piece in sorted(pieces, key=len):
+            if not np.isin(piece, kept).any():
+                kept.append(int(piece[np.argmax(scores[piece])]))
+        return kept
 
     @property
     def groups(self) -> list[Group]:
