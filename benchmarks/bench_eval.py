@@ -22,7 +22,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from pyprune.data import Dataset
 from pyprune.evaluate import MaskedSession, session_options
-from pyprune.graph import DependencyGraph, Model, insert_masks, load
+from pyprune.graph import DependencyGraph, Model, load
+from pyprune.surgery import insert_masks
 
 
 def resnet18(seed: int = 0) -> onnx.ModelProto:

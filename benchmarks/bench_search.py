@@ -12,8 +12,8 @@ constraint: how far its least-loss path goes at the target itself), random, gree
 recovery off, and recursive and greedy with any channel count (``Limits(round_to=1)``; the
 default ``round_to="auto"`` keeps multiples of 8 in convolutions of 32 channels or more, the
 layout ONNX Runtime's blocked convolution kernels run fastest). Every search runs with pyprune's
-defaults (importance L2, recovery on, 2 threads). Columns: whether the target was met with the constraint holding, MACs and params of
-the shipped model relative to the original, calibration and test accuracy, ONNX Runtime latency
+defaults (importance L2, recovery on, 2 threads). Columns: whether the target was met with the
+constraint holding, MACs and params of the shipped model relative to the original, calibration and test accuracy, ONNX Runtime latency
 (batch 1, 2 intra-op threads; the median of five blocks of 200 timed runs, each block alternating
 with one of the unpruned model, whose median the ratio divides by), candidate evaluations and the
 search's wall time.
@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from pyprune import Dataset, MACs, load, prune
-from pyprune.search import Limits
 from pyprune.evaluate import measure_latency, run_model
+from pyprune.options import Limits
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "pyprune" / "assets" / "digits.npz"
@@ -119,7 +119,8 @@ def bench(name: str, targets: list[float], runs: list, timed_runs: int, quick: b
                            measure_latency=False, **options)
             seconds = time.perf_counter() - start
             report = result.report
-            row = Row(name, target, label, result.met if constrained else report.after.macs <= target * report.before.macs,
+            met = result.met if constrained else report.after.macs <= target * report.before.macs
+            row = Row(name, target, label, met,
                       report.after.macs / report.before.macs, report.after.params / report.before.params,
                       float(result.metric), accuracy(result.model, x_test, y_test),
                       *latency(result.model, original, calib, timed_runs), report.evaluations, seconds)

@@ -33,8 +33,8 @@ import numpy as np
 
 from pyprune import core
 from pyprune.evaluate import make_session
-from pyprune.graph import DependencyGraph, Group, Model, insert_masks, load
-from pyprune.surgery import remove_units
+from pyprune.graph import DependencyGraph, Group, Model, load
+from pyprune.surgery import insert_masks, remove_units
 
 HERE = Path(__file__).resolve().parent
 
