@@ -350,8 +350,8 @@ _ALIASES: dict[str, Callable[[], Metric]] = {
 
 
 def names() -> list[str]:
-    """Metric names :func:`get` understands (plus ``topK`` for any K)."""
-    return sorted(_ALIASES) + ["topK"]
+    """Metric names :func:`get` understands; ``top1``, ``top5``, ... stand for any ``topN``."""
+    return sorted({*_ALIASES, "top5"}) + ["topN for any N"]
 
 
 def get(metric: str | Metric) -> Metric:

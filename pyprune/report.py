@@ -19,7 +19,7 @@ from typing import Any
 from ._output import atomic_write, jsonable, pyplot, save_figure
 from ._table import format_table
 
-__all__ = ["HistoryEntry", "History", "Figures", "Report"]
+__all__ = ["HistoryEntry", "History", "Figures", "Report", "plot_search_paths"]
 
 
 @dataclass
@@ -124,6 +124,9 @@ class Report:
     max_output_error: float | None = None
     synthetic_data: bool = False
     test: dict[str, Figures] | None = None  # optional held-out figures, keyed by label
+    threshold: float | None = None  # the worst metric value the constraint accepted
+    target_kind: str | None = None  # "macs", "params", "sparsity" or "latency"
+    target_value: float | None = None
 
     # -- views ----------------------------------------------------------------------------------
 
@@ -229,24 +232,14 @@ class Report:
     # -- files ----------------------------------------------------------------------------------
 
     def plot(self, path: str | os.PathLike) -> Path:
-        """PNG of the metric along the search path against the cost (fraction of MACs or params)."""
-        plt = pyplot()
-        by_macs = self.before.macs > 0
-        base = self.before.macs if by_macs else max(self.before.params, 1)
-        points = [((e.macs if by_macs else e.params) / base, e.metric) for e in self.history if e.metric is not None]
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-        if points:
-            xs, ys = zip(*points)
-            ax.plot(xs, ys, marker="o", markersize=3, label=self.strategy)
-        if self.before.metric is not None:
-            ax.axhline(self.before.metric, color="grey", linestyle=":", linewidth=1, label="unpruned")
-        ax.set_xlabel(("MACs" if by_macs else "parameters") + " (fraction of original)")
-        ax.set_ylabel(self.metric_name)
-        ax.set_title(f"{self.strategy} search ({self.granularity})")
-        ax.invert_xaxis()
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc="best")
-        return save_figure(fig, path)
+        """PNG of the metric along the search path against the cost (fraction of MACs or params),
+        with the unpruned metric, the constraint's threshold and the target marked."""
+        by_macs = self.target_kind != "params" and self.before.macs > 0
+        return plot_search_paths(
+            {self.strategy: self.history}, self.before.macs if by_macs else self.before.params,
+            by="macs" if by_macs else "params", metric_name=self.metric_name, baseline=self.before.metric,
+            threshold=self.threshold, target=self.target_value if self.target_kind in ("macs", "params") else None,
+            title=f"{self.strategy} search ({self.granularity})", path=path)
 
     def write(self, directory: str | os.PathLike) -> dict[str, Path]:
         """Write report.md, report.json, history.json and metric_vs_cost.png into ``directory``."""
@@ -262,3 +255,32 @@ class Report:
 
 def _ratio(after: float, before: float) -> str:
     return f"{after / before:.3f}" if before else "-"
+
+
+def plot_search_paths(paths: dict[str, History], base: int, *, by: str, metric_name: str,
+                      baseline: float | None, threshold: float | None, target: float | None, title: str,
+                      path: str | os.PathLike) -> Path:
+    """The one plot of search paths (a report's, the demo's): the metric at every committed step
+    against the fraction of MACs (``by="macs"``) or params kept, one line per path, with the
+    unpruned metric, the constraint's threshold and the target as reference lines."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
+    for label, history in paths.items():
+        points = [((e.macs if by == "macs" else e.params) / max(base, 1), e.metric)
+                  for e in history if e.metric is not None]
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="o", markersize=3, label=label)
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", linestyle=":", linewidth=1, label="unpruned")
+    if threshold is not None:
+        ax.axhline(threshold, color="red", linestyle="--", linewidth=1, label="constraint")
+    if target is not None:
+        ax.axvline(target, color="black", linestyle="--", linewidth=1, label=f"{by} target")
+    ax.set_xlabel(("MACs" if by == "macs" else "parameters") + " (fraction of original)")
+    ax.set_ylabel(metric_name)
+    ax.set_title(title)
+    ax.invert_xaxis()
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    return save_figure(fig, path)

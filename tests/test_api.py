@@ -54,3 +54,23 @@ def test_unknown_strategy_is_a_clear_error() -> None:
     model = pp.load(ASSETS / "digits_mlp.onnx")
     with pytest.raises(ValueError, match="'strategy' must be one of"):
         pp.prune(model, None, strategy="annealing", quiet=True)
+
+
+def test_the_source_tree_says_it_shadows_the_installed_package() -> None:
+    """Python started in the repository root imports the source folder, which has no compiled core."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", "import pyprune; pyprune.load"], cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    if any((root / "pyprune").glob("_core*.so")):
+        return  # an in-place build put the core into the source tree: nothing is shadowed
+    assert proc.returncode != 0 and "shadows the installed package" in proc.stderr
+
+
+def test_unknown_metric_lists_topn_as_a_pattern() -> None:
+    with pytest.raises(ValueError, match="topN for any N") as info:
+        pp.metrics.get("topK")
+    assert "topK" not in str(info.value).split("known:")[1]
+    assert pp.metrics.get("top7").name == "top7_accuracy"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +70,12 @@ def test_demo_refuses_an_output_that_is_a_file(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.startswith("pyprune: error: ") and len(proc.stderr.strip().splitlines()) == 1
     assert blocker.read_text() == "a file, not a folder"
+
+
+def test_quick_demo_runs_a_smaller_search(tmp_path: Path) -> None:
+    from pyprune.app.demo import QUICK_SEARCH, run_demo
+
+    run_demo(tmp_path / "quick", quick=True, quiet=True)
+    for strategy, options in QUICK_SEARCH.items():
+        settings = json.loads((tmp_path / "quick" / strategy / "report.json").read_text())["settings"]["search"]
+        assert {k: settings[k] for k in options} == options

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .._table import format_table
+from ..report import plot_search_paths
 
 __all__ = ["run_demo", "DemoOutcome", "DemoRow", "DEMO_STRATEGIES", "DEMO_MACS", "DEMO_MAX_DROP"]
 
@@ -26,6 +27,12 @@ DEMO_STRATEGIES = ("recursive", "greedy", "random")
 # the MACs under a two-point constraint is what all three searches reach on it.
 DEMO_MACS = 0.75
 DEMO_MAX_DROP = 0.02
+#: ``--quick``: coarser steps and fewer trials (a smaller search), besides fewer timed runs.
+QUICK_SEARCH: dict[str, dict[str, Any]] = {
+    "recursive": {"step": 0.25},
+    "greedy": {"step": 2, "window": 1, "patience": 0},
+    "random": {"trials": 30, "step": 0.2},
+}
 
 
 @dataclass
@@ -104,7 +111,8 @@ def run_demo(out: str | Path = "pyprune-demo", *, quick: bool = False, threads: 
               f"accuracy may drop at most {DEMO_MAX_DROP * 100:g} points ...")
     for strategy in DEMO_STRATEGIES:
         options = PruneOptions(granularity="channel", target=MACs(DEMO_MACS), importance="l2",
-                               strategy=strategy, max_drop=DEMO_MAX_DROP, metric="accuracy", seed=0)
+                               strategy=strategy, max_drop=DEMO_MAX_DROP, metric="accuracy", seed=0,
+                               search=QUICK_SEARCH[strategy] if quick else {})
         start = time.perf_counter()
         run = prune_and_save(model, calib, options, output=out / f"digits_mlp.{strategy}.onnx",
                              report=out / strategy, threads=threads, quiet=True)
@@ -120,7 +128,9 @@ def run_demo(out: str | Path = "pyprune-demo", *, quick: bool = False, threads: 
         r.latency_ms = measure_latency(m, threads=threads, runs=runs, warmup=50).median_ms
 
     table = format_demo_table(outcome.rows)
-    _plot(histories, model.macs(), outcome.rows[0].calib_accuracy, out / "search_paths.png")
+    plot_search_paths(histories, model.macs(), by="macs", metric_name="calibration accuracy",
+                      baseline=outcome.rows[0].calib_accuracy, threshold=outcome.rows[0].calib_accuracy - DEMO_MAX_DROP,
+                      target=DEMO_MACS, title="pyprune demo: digits MLP, neurons pruned", path=out / "search_paths.png")
     (out / "README.md").write_text(_markdown(outcome, quick))
     if not quiet:
         print(table)
@@ -179,33 +189,3 @@ def _markdown(outcome: DemoOutcome, quick: bool) -> str:
             f"{'-' if r.seconds is None else f'{r.seconds:.2f}'} | {files} |"
         )
     return "\n".join(lines + footer) + "\n"
-
-
-def _plot(histories: dict[str, Any], macs: int, baseline: float, path: Path) -> Path:
-    """Calibration accuracy against the fraction of MACs left, one line per strategy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
-    for name, history in histories.items():
-        points = [(e.macs / macs, e.metric) for e in history if e.metric is not None]
-        if points:
-            xs, ys = zip(*points)
-            ax.plot(xs, ys, marker="o", markersize=3, label=name)
-    ax.axhline(baseline, color="grey", linestyle=":", linewidth=1, label="unpruned")
-    ax.axhline(baseline - DEMO_MAX_DROP, color="red", linestyle="--", linewidth=1, label="constraint")
-    ax.axvline(DEMO_MACS, color="black", linestyle="--", linewidth=1, label="MACs target")
-    ax.set_xlabel("MACs (fraction of original)")
-    ax.set_ylabel("calibration accuracy")
-    ax.set_title("pyprune demo: digits MLP, neurons pruned")
-    ax.invert_xaxis()
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
-    fig.tight_layout()
-    try:
-        fig.savefig(path, format="png")
-    finally:
-        plt.close(fig)
-    return path

@@ -163,7 +163,7 @@ def ship(p: PruningProblem, loop: Loop) -> PruneResult:
         evaluations=p.evaluations, recovery_runs=p.recovery_runs, seconds=p.elapsed(), history=p.history,
         frozen=dict(p.frozen), removed={sid: n for sid, n in counts.items() if n},
         settings=_settings(p, loop), verified=verified, max_output_error=max_error,
-        synthetic_data=p.dataset.is_synthetic,
+        synthetic_data=p.dataset.is_synthetic, threshold=p.threshold, target_kind=kind, target_value=target.value,
     )
     return PruneResult(pruned, report, p.history)
 
