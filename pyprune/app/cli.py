@@ -26,7 +26,7 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from ..errors import PyPruneError
 from ..options import DEFAULT_MAX_DROP, GRANULARITIES, IMPORTANCE_NAMES, STRATEGIES
@@ -121,6 +121,12 @@ def _ratio(text: str) -> float:
     return value
 
 
+def _command(commands: Any, common: argparse.ArgumentParser, name: str, **details: Any) -> argparse.ArgumentParser:
+    """One subcommand: the general options, defaults shown, and its help, description and example."""
+    parser: argparse.ArgumentParser = commands.add_parser(name, parents=[common], formatter_class=_Formatter, **details)
+    return parser
+
+
 def _common_options() -> _Parser:
     """Options every command takes (a parent parser, so they may follow the command name)."""
     common = _Parser(add_help=False)
@@ -166,8 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
 
     # inspect -----------------------------------------------------------------------------------
-    p = commands.add_parser(
-        "inspect", parents=[common], formatter_class=_Formatter,
+    p = _command(commands, common, "inspect",
         help="list the prunable groups and layers of a model, with totals",
         description=_describe("Show what can be pruned in MODEL: every channel/neuron group and removable "
                     "layer with its size, MACs, parameters and, when frozen, the reason; plus "
@@ -179,8 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_inspect)
 
     # prune -------------------------------------------------------------------------------------
-    p = commands.add_parser(
-        "prune", parents=[common], formatter_class=_Formatter,
+    p = _command(commands, common, "prune",
         help="prune a model to a target under a metric constraint",
         description=_describe("Prune MODEL to a target (sparsity, params or MACs ratio, or latency) while the "
                     "metric drops at most --max-drop, and write the smaller model to OUT. Exit "
@@ -231,8 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_prune)
 
     # sensitivity -------------------------------------------------------------------------------
-    p = commands.add_parser(
-        "sensitivity", parents=[common], formatter_class=_Formatter,
+    p = _command(commands, common, "sensitivity",
         help="metric of each group/layer pruned alone at several ratios",
         description=_describe("For each prunable group (or layer), prune it alone at several ratios and "
                     "measure the metric; prints a table and optionally writes it with a plot."),
@@ -253,8 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_sensitivity)
 
     # bench -------------------------------------------------------------------------------------
-    p = commands.add_parser(
-        "bench", parents=[common], formatter_class=_Formatter,
+    p = _command(commands, common, "bench",
         help="params, non-zeros, MACs, size and latency of one or two models side by side",
         description=_describe("Measure MODEL (and OTHER, side by side with ratios): parameters, non-zero "
                     "parameters, MACs, file size and ONNX Runtime latency (median and IQR). With "
@@ -272,8 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_bench)
 
     # run ---------------------------------------------------------------------------------------
-    p = commands.add_parser(
-        "run", parents=[common], formatter_class=_Formatter,
+    p = _command(commands, common, "run",
         help="run a pruning pipeline described in a TOML recipe",
         description=_describe("Run the steps of RECIPE (e.g. channels greedily to 60% MACs, then 2:4 "
                     "weights), writing each step's model and report where the recipe says. Paths "
@@ -287,8 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_run)
 
     # demo --------------------------------------------------------------------------------------
-    p = commands.add_parser(
-        "demo", parents=[common], formatter_class=_Formatter,
+    p = _command(commands, common, "demo",
         help="prune the bundled digits classifier with three search strategies",
         description=_describe("Prune the small digits classifier shipped with pyprune with recursive, greedy "
                     "and random search to a MACs target under an accuracy constraint, "

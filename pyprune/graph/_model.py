@@ -708,13 +708,14 @@ def _validate(proto: onnx.ModelProto, label: str, path: Path | None) -> None:
     if not proto.HasField("graph"):
         raise ModelLoadError(f"{label}: not a valid ONNX model (no graph)")
     try:
-        if proto.ByteSize() < _PROTOBUF_LIMIT:
-            onnx.checker.check_model(proto)
-        elif path is not None:  # too large for one message: the checker reads the file itself
+        if path is not None:  # the checker reads the file itself: no re-serialisation to size it
             onnx.checker.check_model(str(path))
+        elif proto.ByteSize() < _PROTOBUF_LIMIT:
+            onnx.checker.check_model(proto)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"{label}: invalid ONNX model ({first})") from None
+        # The checker's message spans lines (the offending node printed out): keep all of it, short.
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise ModelLoadError(f"{label}: invalid ONNX model ({text[:400]}{'...' if len(text) > 400 else ''})") from None
     opset = _default_opset(proto)
     if opset < MIN_OPSET:
         raise UnsupportedModelError(
