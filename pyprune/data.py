@@ -120,18 +120,23 @@ class Dataset:
         if path.stat().st_size == 0:
             raise DataError(f"{where} is empty (0 bytes)")
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                if not isinstance(npz, np.lib.npyio.NpzFile):
-                    raise DataError(f"{where} holds a single array (an .npy file); save the arrays by input "
-                                    "name with numpy.savez(path, input_name=array, labels=...)")
+            loaded = np.load(path, allow_pickle=False)
+        except Exception as exc:  # a text file, a truncated archive, pickled objects, ...
+            with open(path, "rb") as f:
+                zipped = f.read(4) == b"PK\x03\x04"
+            why = ("it holds Python objects (pickles), which are not read" if zipped and "pickle" in str(exc)
+                   else str(exc) if zipped else "save the arrays with numpy.savez(path, input_name=array, ...)")
+            raise DataError(f"{where} is not a readable .npz archive of arrays: {why}") from None
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise DataError(f"{where} holds a single array (an .npy file); save the arrays by input name "
+                            "with numpy.savez(path, input_name=array, labels=...)")
+        try:
+            with loaded as npz:
                 wanted = None if inputs is None else set(inputs) | ({labels} if labels else set())
                 arrays = {k: npz[k] for k in npz.files if wanted is None or k in wanted}
                 held = list(npz.files)
-        except DataError:
-            raise
-        except Exception as exc:  # a text file, a truncated archive, pickled objects, ...
-            why = "it holds Python objects (pickles), which are not read" if "pickle" in str(exc) else str(exc)
-            raise DataError(f"{where} is not a readable .npz archive of arrays: {why}") from None
+        except Exception as exc:  # a damaged member, an object array inside
+            raise DataError(f"{where} is not a readable .npz archive of arrays: {exc}") from None
         missing = [name for name in (inputs or ()) if name not in arrays]
         if missing:
             raise DataError(f"missing input {', '.join(map(repr, missing))}; {where} holds {sorted(held)}")
