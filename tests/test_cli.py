@@ -19,11 +19,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import numpy_helper
 
 from pyprune.app.cli import main
 
 from _cli import cli, console  # noqa: E402  (tests/ is on sys.path, see conftest.py)
+from _models import mlp_proto  # noqa: E402
 
 COMMANDS = ("inspect", "prune", "sensitivity", "bench", "run", "demo")
 
@@ -57,25 +58,7 @@ def digest(path: Path) -> str:
 
 def make_mlp(path: Path, sizes: tuple[int, ...] = (8, 16, 12, 4), seed: int = 0) -> Path:
     """Gemm -> Relu -> ... -> Gemm -> Softmax with a symbolic batch; two prunable hidden layers."""
-    rng = np.random.default_rng(seed)
-    nodes, inits, x = [], [], "input"
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        inits.append(numpy_helper.from_array((rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32), f"w{i}"))
-        inits.append(numpy_helper.from_array((rng.standard_normal(b) * 0.1).astype(np.float32), f"b{i}"))
-        nodes.append(helper.make_node("Gemm", [x, f"w{i}", f"b{i}"], [f"h{i}"], name=f"fc{i}"))
-        x = f"h{i}"
-        if i < len(sizes) - 2:
-            nodes.append(helper.make_node("Relu", [x], [f"r{i}"], name=f"relu{i}"))
-            x = f"r{i}"
-    nodes.append(helper.make_node("Softmax", [x], ["probabilities"], axis=1, name="softmax"))
-    graph = helper.make_graph(
-        nodes, "mlp",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", sizes[0]])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", sizes[-1]])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+    model = mlp_proto(sizes, seed)
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, path)
     return path

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, external_data_helper, helper, numpy_helper
+from onnx import external_data_helper, numpy_helper
 
 import pyprune
 from pyprune import _files
@@ -26,36 +26,9 @@ from pyprune.errors import DataError, ModelLoadError, UnsupportedModelError
 from pyprune.graph import load
 
 from _cli import PYPRUNE, cli  # noqa: E402  (tests/ is on sys.path)
+from _models import mlp_proto  # noqa: E402
 
 # -- models and data --------------------------------------------------------------------------
-
-
-def mlp_proto(sizes: tuple[int, ...] = (8, 16, 12, 4), seed: int = 0, bn: bool = False) -> onnx.ModelProto:
-    """Gemm -> Relu -> ... -> Gemm -> Softmax; with ``bn`` a BatchNormalization after the first layer."""
-    rng = np.random.default_rng(seed)
-    nodes, inits, x = [], [], "input"
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        inits.append(numpy_helper.from_array((rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32), f"w{i}"))
-        inits.append(numpy_helper.from_array((rng.standard_normal(b) * 0.1).astype(np.float32), f"b{i}"))
-        nodes.append(helper.make_node("Gemm", [x, f"w{i}", f"b{i}"], [f"h{i}"], name=f"fc{i}"))
-        x = f"h{i}"
-        if bn and i == 0:
-            for name, value in (("scale", 1.0), ("shift", 0.0), ("mean", 0.1), ("var", 1.0)):
-                inits.append(numpy_helper.from_array(
-                    (value + 0.1 * np.abs(rng.standard_normal(b))).astype(np.float32), f"bn_{name}"))
-            nodes.append(helper.make_node("BatchNormalization", [x, "bn_scale", "bn_shift", "bn_mean", "bn_var"],
-                                          ["bn_out"], name="bn"))
-            x = "bn_out"
-        if i < len(sizes) - 2:
-            nodes.append(helper.make_node("Relu", [x], [f"r{i}"], name=f"relu{i}"))
-            x = f"r{i}"
-    nodes.append(helper.make_node("Softmax", [x], ["probabilities"], axis=1, name="softmax"))
-    graph = helper.make_graph(
-        nodes, "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", sizes[0]])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", sizes[-1]])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
 
 
 def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
