@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import external_data_helper, numpy_helper
+from onnx import TensorProto, external_data_helper, helper, numpy_helper
 
 import pyprune
 from pyprune import _files
@@ -510,3 +510,28 @@ def test_sigint_handler_is_restored_after_a_run(work):
     cli("prune", work["model"], "-o", work["root"] / "o.onnx", *PRUNE)
     assert signal.getsignal(signal.SIGINT) is handler
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_nm_says_what_is_reachable_and_meets_a_target_equal_to_it():
+    """Every eligible tensor already 2:4, the rest cannot take the pattern: the statement names the
+    reachable sparsity and the tensors that cannot; asking for exactly that sparsity is met."""
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((8, 16)).astype(np.float32)
+    w1[2:4], w1[6:8] = 0.0, 0.0  # 2:4 along K already
+    w2 = rng.standard_normal((16, 6)).astype(np.float32)
+    w3 = rng.standard_normal((6, 4)).astype(np.float32)  # K = 6: no 2:4
+    nodes = [helper.make_node("MatMul", ["input", "w1"], ["h1"], name="a"),
+             helper.make_node("Relu", ["h1"], ["r1"], name="r1"),
+             helper.make_node("MatMul", ["r1", "w2"], ["h2"], name="b"),
+             helper.make_node("Relu", ["h2"], ["r2"], name="r2"),
+             helper.make_node("MatMul", ["r2", "w3"], ["y"], name="c")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+                              [numpy_helper.from_array(w, n) for w, n in ((w1, "w1"), (w2, "w2"), (w3, "w3"))])
+    model = load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    fast = dict(granularity="nm", strategy="greedy", max_drop=None, quiet=True, measure_latency=False)
+    too_far = pyprune.prune(model, None, target=pyprune.Sparsity(0.9), **fast)
+    assert not too_far.met and "can be reached" in too_far.statement and "w3" in too_far.statement
+    reachable = float(too_far.statement.split("at most sparsity ")[1].split()[0])
+    exact = pyprune.prune(model, None, target=pyprune.Sparsity(reachable - 5e-4), **fast)
+    assert exact.met
