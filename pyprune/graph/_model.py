@@ -173,6 +173,9 @@ class Model:
             for name in sorted(_outer_scope_reads(node)):
                 self._consumers.setdefault(name, []).append((node, -1))
         self._graph_inputs = [v.name for v in graph.input if v.name not in self._initializers]
+        # Every name in use (computed once per refresh; unique_name adds what it hands out).
+        self._used: set[str] = (set(self._initializers) | set(self._producers) | set(self._nodes)
+                                | set(self._graph_inputs) | set(self._consumers))
         self._graph_outputs = [v.name for v in graph.output]
         self._output_set = frozenset(self._graph_outputs)
         self._infer_types()
@@ -344,17 +347,13 @@ class Model:
         return name
 
     def unique_name(self, base: str) -> str:
-        """A value/node name not used anywhere in the main graph."""
-        used = self._used_names()
+        """A value/node name not used anywhere in the main graph, nor handed out before: a name
+        returned here is reserved, so two edits before the next :meth:`refresh` never collide."""
         name, i = base, 1
-        while name in used:
+        while name in self._used or name in self._initializers:
             name, i = f"{base}_{i}", i + 1
+        self._used.add(name)
         return name
-
-    def _used_names(self) -> set[str]:
-        used = set(self._initializers) | set(self._producers) | set(self._nodes)
-        used |= set(self._graph_inputs) | set(self._consumers)
-        return used
 
     # -- shapes --------------------------------------------------------------------------------
 

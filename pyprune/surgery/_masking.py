@@ -77,7 +77,7 @@ def insert_masks(
         )
         by_name[node_name].input[index] = masked
         inserted.setdefault(node_name, []).append(mul)
-        out._producers[masked] = mul  # keep unique_name() aware of the new names
+        out._producers[masked] = mul  # the index knows the new value before the refresh below
         out._nodes[mul.name] = mul
     nodes = []
     for node in g.node:
