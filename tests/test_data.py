@@ -87,8 +87,14 @@ def test_labels_of_the_wrong_length():
 
 
 def test_inputs_disagreeing_on_sample_count():
+    # Until bound to a model the counts may still differ (one input may hold a state without a
+    # batch axis); binding to a model where both are sample inputs refuses them.
+    data = Dataset({"a": np.zeros((3, 2), np.float32), "b": np.zeros((4, 2), np.float32)})
+    model = load(_model([("a", TensorProto.FLOAT, ["N", 2]), ("b", TensorProto.FLOAT, ["N", 2])]))
     with pytest.raises(DataError, match=r"disagree on the number of samples.*'a': 3.*'b': 4"):
-        Dataset({"a": np.zeros((3, 2)), "b": np.zeros((4, 2))})
+        data.bind(model)
+    with pytest.raises(DataError, match=r"disagree on the number of samples.*'a': 3.*'b': 4"):
+        len(data)
 
 
 def test_unnamed_array_needs_a_single_input_model(two_input_model):

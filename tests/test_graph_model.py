@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper, parser
 
 from pyprune.errors import ModelLoadError, UnsupportedModelError
-from pyprune.graph import DependencyGraph, load
+from pyprune.graph import MIN_OPSET, DependencyGraph, load
 from pyprune.surgery import remove_units
 
 sys.path.insert(0, str(Path(__file__).parent))  # the generated test models live next to this
@@ -79,13 +79,45 @@ def test_invalid_graph_is_a_load_error_with_the_cause():
         load(proto)
 
 
-def test_old_opset_is_unsupported():
+def test_old_opsets_are_converted_on_load():
+    # Opset 9 forms the converter must rewrite: Upsample with a scales input (Resize since 10),
+    # BatchNormalization and Dropout with their old attributes.
+    proto = parser.parse_model(
+        """<ir_version: 4, opset_import: ["" : 9]>
+        g (float[1, 2, 3, 3] x) => (float[1, 2, 6, 6] y) {
+            s = Constant<value = float[4] {1.0, 1.0, 2.0, 2.0}>()
+            u = Upsample<mode = "nearest">(x, s)
+            r = Relu(u)
+            y = Dropout(r)
+        }"""
+    )
+    model = load(proto)
+    assert model.opset == MIN_OPSET and model.converted_from == 9
+    assert "Resize" in {n.op_type for n in model.nodes} and "Upsample" not in {n.op_type for n in model.nodes}
+    assert model.copy().converted_from == 9
+    x = np.random.default_rng(0).standard_normal((1, 2, 3, 3)).astype(np.float32)
+    want = np.maximum(x.repeat(2, axis=2).repeat(2, axis=3), 0)
+    got = ort.InferenceSession(model.proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want)
+
+
+def test_an_old_opset_the_converter_cannot_bring_forward_names_the_op():
     proto = parser.parse_model(
         """<ir_version: 5, opset_import: ["" : 10]>
         g (float[2] x) => (float[2] y) { y = Relu(x) }"""
     )
-    with pytest.raises(UnsupportedModelError, match="opset 10"):
+    proto.graph.node[0].op_type = "Crop"  # an experimental op of old onnx, without a schema now
+    with pytest.raises(UnsupportedModelError, match=r"opset 10 is older than 11.*cannot bring op Crop forward"):
         load(proto)
+
+
+def test_current_opsets_are_not_converted():
+    proto = parser.parse_model(
+        """<ir_version: 8, opset_import: ["" : 13]>
+        g (float[2] x) => (float[2] y) { y = Relu(x) }"""
+    )
+    model = load(proto)
+    assert model.opset == 13 and model.converted_from is None
 
 
 def test_wrong_source_type_is_a_type_error():

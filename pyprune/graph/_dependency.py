@@ -21,7 +21,9 @@ from .rules import freeze_all, rule_for
 
 __all__ = ["DependencyGraph", "ChannelInfo"]
 
-_WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# Ops whose MACs scale with the slices of their weight operand (input 1), ONNX Runtime's fused
+# forms included.
+_WEIGHTED = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "FusedConv", "FusedMatMul"})
 
 
 class DependencyGraph:

@@ -21,11 +21,12 @@ from onnx import external_data_helper, helper, numpy_helper, shape_inference
 
 from .._files import same_file, temporary_folder
 from ..errors import ModelLoadError, UnsupportedModelError
+from ._contrib import CONTRIB_DOMAIN, standins
 
 __all__ = ["load", "Model", "TensorSpec", "ShapeEntry", "MIN_OPSET"]
 
-#: Oldest default-domain opset pyprune analyses (older models: convert them with onnx's
-#: version converter first).
+#: Oldest default-domain opset the op rules are written for. Older models (opsets 7-10, the
+#: classic model-zoo exports) are converted to it on load with ``onnx.version_converter``.
 MIN_OPSET = 11
 
 # Protobuf refuses to serialise a message of 2 GiB or more; above this (with some headroom for the
@@ -44,10 +45,6 @@ _FOLDABLE = frozenset(
         "Gather", "Add", "Sub", "Mul", "Div", "Neg", "Sqrt", "Reciprocal", "Abs", "Split",
     }
 )  # fmt: skip
-
-# ONNX Runtime contrib ops (in models saved after ORT's optimisations) whose output has the shape
-# and type of their first input.
-_CONTRIB_SAME_SHAPE = frozenset({"Gelu", "QuickGelu", "BiasGelu", "FastGelu"})
 
 _FLOAT_PARAMS = frozenset(
     {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
@@ -84,8 +81,12 @@ def load(source: str | os.PathLike | bytes | onnx.ModelProto) -> Model:
     modified. ``Constant`` nodes and small constant-only subgraphs of the main graph are folded
     into initializers, every main-graph node gets a unique name, and shapes are inferred.
 
+    A default-domain opset older than :data:`MIN_OPSET` is converted to it with
+    ``onnx.version_converter`` (``Model.converted_from`` keeps the original opset; what pyprune
+    writes is then at :data:`MIN_OPSET`).
+
     Raises ModelLoadError (naming the file and the cause) for unreadable or invalid models and
-    UnsupportedModelError for default-domain opsets older than :data:`MIN_OPSET`.
+    UnsupportedModelError, naming the op, for an old opset the converter cannot bring forward.
     """
     path: Path | None = None
     had_external = False
@@ -128,9 +129,14 @@ def load(source: str | os.PathLike | bytes | onnx.ModelProto) -> Model:
             f"{label}: the ModelProto refers to external data; load it from its file path instead"
         )
     _validate(proto, label, path)
+    converted_from = None
+    if _default_opset(proto) < MIN_OPSET:
+        converted_from = _default_opset(proto)
+        proto = _convert_opset(proto, label)
     _normalise(proto)
     model = Model(proto, path=path, external_data=had_external)
     model._external_files = external_files
+    model.converted_from = converted_from
     return model
 
 
@@ -151,6 +157,8 @@ class Model:
         self.external_data = external_data
         self._external_files: list[Path] = []
         self._arrays: dict[str, np.ndarray] = {}
+        #: The default-domain opset of the file when load() converted it (None: not converted).
+        self.converted_from: int | None = None
         self.refresh()
 
     # -- index ---------------------------------------------------------------------------------
@@ -185,7 +193,7 @@ class Model:
         types: dict[str, onnx.TypeProto] = {}
         try:
             inferred = shape_inference.infer_shapes(
-                _skeleton(self.proto), check_type=False, strict_mode=False, data_prop=True
+                self._inference_skeleton(), check_type=False, strict_mode=False, data_prop=True
             ).graph
             sources = [inferred.value_info, inferred.input, inferred.output]
         except Exception:  # inference is best effort: models with unknown ops still load
@@ -201,23 +209,15 @@ class Model:
             self._infer_reshapes()
 
     def _infer_reshapes(self) -> None:
-        """Help onnx's inference where it stops: run-time Reshape targets and contrib ops.
+        """Help onnx's inference where it stops: run-time Reshape targets.
 
         onnx propagates shape values only in limited cases; exporters often compute Reshape
         targets as Shape -> Gather -> Unsqueeze -> Concat. Such targets are evaluated
-        symbolically here, their outputs annotated and inference re-run downstream. The same
-        is done for the shape-preserving ONNX Runtime contrib ops onnx has no schema for.
+        symbolically here, their outputs annotated and inference re-run downstream.
         """
         for _ in range(8):
             hints = []
             for node in self.proto.graph.node:
-                if node.domain == "com.microsoft" and node.op_type in _CONTRIB_SAME_SHAPE:
-                    # onnx knows no schema for these: the output is shaped like the input
-                    dims = self.shape(node.input[0])
-                    if dims is not None and self.shape(node.output[0]) is None:
-                        elem = self.elem_type(node.input[0]) or 0
-                        hints.append(helper.make_tensor_value_info(node.output[0], elem, dims))
-                    continue
                 if node.op_type != "Reshape" or node.domain not in ("", "ai.onnx"):
                     continue
                 if len(node.input) < 2:
@@ -229,7 +229,7 @@ class Model:
                 hints.append(helper.make_tensor_value_info(node.output[0], elem, dims))
             if not hints:
                 return
-            skeleton = _skeleton(self.proto)
+            skeleton = self._inference_skeleton()
             skeleton.graph.value_info.extend(hints)
             try:
                 inferred = shape_inference.infer_shapes(
@@ -243,6 +243,25 @@ class Model:
                         self._types[v.name] = v.type
             for h in hints:
                 self._types[h.name] = h.type
+
+    def _inference_skeleton(self) -> onnx.ModelProto:
+        """The data-free copy onnx's shape inference runs on: contrib ops replaced by stand-ins
+        with the same output shapes (see ``_contrib.py``)."""
+        sk = _skeleton(self.proto)
+        dims = {t.name: list(t.dims) for t in sk.graph.initializer}
+        nodes: list[onnx.NodeProto] = []
+        replaced = False
+        for node in sk.graph.node:
+            stand = standins(node, dims.get)
+            if stand is None:
+                nodes.append(node)
+            else:
+                nodes.extend(stand)
+                replaced = True
+        if replaced:
+            del sk.graph.node[:]
+            sk.graph.node.extend(nodes)
+        return sk
 
     def shape_vector(
         self, name: str, reader: tuple[str, int] | None = None
@@ -455,6 +474,7 @@ class Model:
         proto.CopyFrom(self.proto)
         new = Model.__new__(Model)
         new.proto, new.path, new.external_data = proto, self.path, self.external_data
+        new.converted_from = self.converted_from
         new._external_files = list(self._external_files)
         new._arrays = {}
         new.refresh()
@@ -561,9 +581,16 @@ def _attr(node: onnx.NodeProto, name: str, default=None):
     return default
 
 
+# ONNX Runtime's fused ops counted as the standard op they fuse.
+_CONTRIB_MACS_AS = {"FusedConv": "Conv", "FusedMatMul": "MatMul", "Attention": "Attention"}
+
+
 def node_macs(model: Model, node: onnx.NodeProto) -> int:
     """MACs of one node (see :meth:`Model.node_macs`)."""
-    op = node.op_type if node.domain in ("", "ai.onnx") else ""
+    if node.domain in ("", "ai.onnx"):
+        op = node.op_type
+    else:
+        op = _CONTRIB_MACS_AS.get(node.op_type, "") if node.domain == CONTRIB_DOMAIN else ""
     if op in ("Conv", "ConvTranspose"):
         w = _concrete(model.shape(node.input[1]))
         side = node.output[0] if op == "Conv" else node.input[0]
@@ -586,7 +613,17 @@ def node_macs(model: Model, node: onnx.NodeProto) -> int:
         out = _concrete(model.shape(node.output[0]))
         if a is None or out is None or not a:
             return 0
-        return int(np.prod(out, dtype=np.int64) * a[-1])
+        k = a[-2] if len(a) > 1 and _attr(node, "transA", 0) else a[-1]  # FusedMatMul's transA
+        return int(np.prod(out, dtype=np.int64) * k)
+    if op == "Attention":  # com.microsoft: the QKV projection, then scores and context per head
+        x = _concrete(model.shape(node.input[0]))
+        w = _concrete(model.shape(node.input[1]))
+        if x is None or w is None or len(x) != 3 or len(w) != 2:
+            return 0
+        batch, seq, hidden = x
+        sizes = _attr(node, "qkv_hidden_sizes")
+        qk, v = (int(sizes[0]), int(sizes[2])) if sizes else (w[1] // 3, w[1] // 3)
+        return int(batch * seq * hidden * w[1] + batch * seq * seq * (qk + v))
     return 0
 
 
@@ -715,12 +752,34 @@ def _validate(proto: onnx.ModelProto, label: str, path: Path | None) -> None:
         # The checker's message spans lines (the offending node printed out): keep all of it, short.
         text = " ".join(str(exc).split()) or type(exc).__name__
         raise ModelLoadError(f"{label}: invalid ONNX model ({text[:400]}{'...' if len(text) > 400 else ''})") from None
+
+
+def _convert_opset(proto: onnx.ModelProto, label: str) -> onnx.ModelProto:
+    """``proto`` brought forward to :data:`MIN_OPSET` by onnx's version converter, checked again.
+
+    The converter's own message does not name the op reliably; the op types of the model are
+    looked up in it, and ops without any schema are named first.
+    """
+    from onnx import version_converter
+
     opset = _default_opset(proto)
-    if opset < MIN_OPSET:
+    ops = sorted({n.op_type for g in _graphs(proto.graph) for n in g.node if n.domain in ("", "ai.onnx")})
+    unknown = [op for op in ops if not onnx.defs.has(op)]
+    try:
+        if unknown:
+            raise RuntimeError("no schema")
+        converted = version_converter.convert_version(proto, MIN_OPSET)
+        onnx.checker.check_model(converted)
+    except Exception as exc:
+        text = " ".join(str(exc).split())
+        named = unknown or sorted((op for op in ops if op in text), key=len, reverse=True)[:1]
+        culprit = f"op {', '.join(named)}" if named else "an op"
         raise UnsupportedModelError(
-            f"{label}: opset {opset} is older than {MIN_OPSET}; convert it first with "
-            f"onnx.version_converter.convert_version(model, {MIN_OPSET})"
-        )
+            f"{label}: opset {opset} is older than {MIN_OPSET}, the oldest pyprune analyses, and "
+            f"onnx.version_converter cannot bring {culprit} forward to opset {MIN_OPSET}"
+            + ("" if named else f" ({text[:200]})")
+        ) from None
+    return converted
 
 
 def _default_opset(proto: onnx.ModelProto) -> int:
@@ -775,6 +834,55 @@ def _normalise(proto: onnx.ModelProto) -> None:
     drop_unused(graph, nodes=False)
     _name_nodes(graph)
     _unshare_small_weights(graph)
+    _unshare_shape_vectors(graph)
+
+
+# Exporters also compute one target shape (Concat of Shape entries and constants) and reshape
+# several layers' tensors with it: every transformer block's FFN reads the same [batch, seq,
+# 4*hidden]. A channel count held in it must follow each layer's own pruning, so each reader gets
+# its own Concat (the constants it reads are made private on the first edit).
+_SHAPE_READERS = frozenset({"Reshape", "Expand", "Tile", "ConstantOfShape"})
+
+
+def _unshare_shape_vectors(graph: onnx.GraphProto) -> None:
+    producers = {o: n for n in graph.node for o in n.output if o}
+    readers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name:
+                readers.setdefault(name, []).append((node, i))
+    outputs = {v.name for v in graph.output}
+    used = {n.name for n in graph.node} | set(producers) | {t.name for t in graph.initializer}
+    used |= {v.name for v in graph.input}
+    clones: dict[str, list[onnx.NodeProto]] = {}
+    for name, reads in readers.items():
+        concat = producers.get(name)
+        if (concat is None or concat.op_type != "Concat" or concat.domain not in ("", "ai.onnx")
+                or len(reads) < 2 or name in outputs
+                or not all(n.op_type in _SHAPE_READERS and i == 1 for n, i in reads)):
+            continue
+        for node, i in reads[1:]:
+            value, k = f"{name}__{node.name}", 1
+            while value in used:
+                value, k = f"{name}__{node.name}_{k}", k + 1
+            used.add(value)
+            copy = onnx.NodeProto()
+            copy.CopyFrom(concat)
+            copy.name, k = f"{concat.name}__{node.name}", 1
+            while copy.name in used:
+                copy.name, k = f"{concat.name}__{node.name}_{k}", k + 1
+            used.add(copy.name)
+            del copy.output[:]
+            copy.output.append(value)
+            node.input[i] = value
+            clones.setdefault(concat.name, []).append(copy)
+    if clones:
+        nodes = []
+        for node in graph.node:
+            nodes.append(node)
+            nodes.extend(clones.get(node.name, ()))
+        del graph.node[:]
+        graph.node.extend(nodes)
 
 
 # Exporters deduplicate equal constants (zero biases, unit scales): one initializer then reads
@@ -965,6 +1073,17 @@ def _evaluate(
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """``graph`` and every graph nested in its nodes' attributes (If/Loop/Scan bodies)."""
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                yield from _graphs(attr.g)
+            for sub in attr.graphs:
+                yield from _graphs(sub)
 
 
 def _all_initializers(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:

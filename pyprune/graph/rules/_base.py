@@ -132,6 +132,54 @@ def align_shapes(src: list, dst: list) -> list[tuple[tuple[int, int], tuple[int,
     return blocks
 
 
+def aligned_block(src: list, dst: list, axis: int) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """The block of ``src`` holding ``axis`` and the block of ``dst`` it becomes in a reshape.
+
+    Where the whole shapes align (:func:`align_shapes`), that block. Otherwise the block is found
+    by aligning from either end over known sizes only: ``[batch, seq, 768] -> [batch*seq, 768]``
+    keeps the trailing 768 whatever the leading sizes are (a row-major reshape keeps the position
+    within a trailing block of equal size), as transformer exports flatten tokens around a Gemm.
+    """
+    if None not in src and None not in dst:
+        blocks = align_shapes(src, dst)
+        if blocks is not None:
+            return next((b for b in blocks if b[0][0] <= axis < b[0][1]), None)
+    n, m = len(src), len(dst)
+    for (i0, i1), (j0, j1) in _edge_blocks(src[::-1], dst[::-1]):
+        if n - i1 <= axis < n - i0:
+            return (n - i1, n - i0), (m - j1, m - j0)
+    for (i0, i1), (j0, j1) in _edge_blocks(src, dst):
+        if i0 <= axis < i1:
+            return (i0, i1), (j0, j1)
+    return None
+
+
+def _edge_blocks(src: list, dst: list) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Blocks of equal element count paired from the start of both shapes, as long as the sizes
+    are known (or the same symbol on both sides); stops at the first that cannot be paired."""
+    blocks = []
+    i = j = 0
+    while i < len(src) and j < len(dst):
+        if isinstance(src[i], str) and src[i] == dst[j]:
+            blocks.append(((i, i + 1), (j, j + 1)))
+            i, j = i + 1, j + 1
+            continue
+        if not (isinstance(src[i], int) and isinstance(dst[j], int)):
+            break
+        i0, j0 = i, j
+        p, q = src[i], dst[j]
+        i, j = i + 1, j + 1
+        while p != q:
+            if p < q and i < len(src) and isinstance(src[i], int):
+                p, i = p * src[i], i + 1
+            elif q < p and j < len(dst) and isinstance(dst[j], int):
+                q, j = q * dst[j], j + 1
+            else:
+                return blocks
+        blocks.append(((i0, i), (j0, j)))
+    return blocks
+
+
 def single_varying_axis(labels: np.ndarray) -> int | None:
     """The one axis along which ``labels`` changes (0 if none changes); None if several do."""
     varying = [

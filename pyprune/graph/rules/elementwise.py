@@ -91,7 +91,8 @@ def broadcast(w: Walk, node: onnx.NodeProto) -> None:
             w.set(out, axis, labels)
 
 
-# BiasGelu(X, bias) and FastGelu(X[, bias]) add a bias along the last axis, then apply GELU:
-# position-wise with a per-channel constant, exactly what the broadcasting rule handles.
+# ONNX Runtime's fused activations. BiasGelu(X, bias) and FastGelu(X[, bias]) add a bias along the
+# last axis, then apply GELU; BiasAdd(X, bias, skip) adds a bias and a residual: position-wise
+# with per-channel constants and joined activations, what the broadcasting rule handles.
 rule("Gelu", "QuickGelu", registry=CONTRIB_RULES)(unary)
-rule("BiasGelu", "FastGelu", registry=CONTRIB_RULES)(broadcast)
+rule("BiasGelu", "FastGelu", "BiasAdd", registry=CONTRIB_RULES)(broadcast)

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 
 from .._walk import Walk
-from ._base import attr, freeze_all, rule, static_dim
+from ._base import CONTRIB_RULES, attr, freeze_all, rule, static_dim
 
 # -- weighted ops: consumers of incoming channels, roots of new units -------------------------
 
@@ -154,6 +154,45 @@ def gemm(w: Walk, node: onnx.NodeProto) -> None:
 
 @rule("MatMul")
 def matmul(w: Walk, node: onnx.NodeProto) -> None:
+    _matmul(w, node, trans_b=False)
+
+
+@rule("FusedMatMul", registry=CONTRIB_RULES)
+def fused_matmul(w: Walk, node: onnx.NodeProto) -> None:
+    """ONNX Runtime's MatMul with transposes and a scale folded in (``alpha * A' @ B'``)."""
+    if attr(node, "transA", 0) or attr(node, "transBatchA", 0) or attr(node, "transBatchB", 0):
+        freeze_all(w, node, "transposes its input or batch axes")
+        out_rank = w.rank(node.output[0])
+        if out_rank:
+            w.new_units(node, node.output[0], out_rank - 1, static_dim(w, node.output[0], out_rank - 1),
+                        frozen=f"FusedMatMul node {node.name!r} transposes its input or batch axes")
+        return
+    _matmul(w, node, trans_b=bool(attr(node, "transB", 0)))
+
+
+@rule("FusedConv", registry=CONTRIB_RULES)
+def fused_conv(w: Walk, node: onnx.NodeProto) -> None:
+    """ONNX Runtime's Conv + bias (+ ``Z``, added before the activation) + an element-wise
+    activation: a Conv whose output channels are joined with ``Z``'s like a residual Add."""
+    z = node.input[3] if len(node.input) > 3 else ""
+    z_info = w.info(z)
+    conv(w, node)
+    if not z:
+        return
+    out = w.info(node.output[0])
+    if out is None:
+        if z_info is not None:
+            w.freeze(z_info.labels, f"FusedConv node {node.name!r} adds it to channels no group owns")
+        return
+    if z_info is None or z_info.axis != 1 or len(z_info.labels) != len(out.labels):
+        w.freeze(out.labels, f"FusedConv node {node.name!r} adds {z!r}, which no prunable group produces")
+        return
+    w.set(node.output[0], 1, w.union(out.labels, z_info.labels, node))
+
+
+def _matmul(w: Walk, node: onnx.NodeProto, trans_b: bool) -> None:
+    """``A @ B`` with a constant 2-D ``B`` (stored ``[N, K]`` when ``trans_b``)."""
+    k_axis, n_axis = (1, 0) if trans_b else (0, 1)
     a, b = node.input[0], node.input[1]
     info = w.info(a)
     bshape = w.shape(b)
@@ -173,10 +212,10 @@ def matmul(w: Walk, node: onnx.NodeProto) -> None:
         if info.axis != a_rank - 1 or a_rank < 2:
             freeze_all(w, node, "reads channels on a non-reduced axis")
         else:
-            w.couple(b, 0, info.labels, "in", node)
+            w.couple(b, k_axis, info.labels, "in", node)
             w.mask(node, 0, info)
-    units = w.new_units(node, node.output[0], out_rank - 1, bshape[1])
-    w.couple(b, 1, units, "out", node)
+    units = w.new_units(node, node.output[0], out_rank - 1, bshape[n_axis])
+    w.couple(b, n_axis, units, "out", node)
 
 
 # -- normalisation ------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx
 
 from .._walk import Walk
-from ._base import attr, freeze_all, rule
+from ._base import CONTRIB_RULES, attr, freeze_all, rule
 
 
 @rule("BatchNormalization", "InstanceNormalization")
@@ -37,6 +37,27 @@ def layer_norm(w: Walk, node: onnx.NodeProto) -> None:
     for out in node.output:
         if out:
             w.set(out, info.axis, info.labels)
+
+
+# ONNX Runtime's LayerNormalization (contrib, before opset 17) and RMS normalisation
+# (SimplifiedLayerNormalization, which ONNX Runtime registers in the default domain).
+rule("SimplifiedLayerNormalization")(layer_norm)
+rule("LayerNormalization", "SimplifiedLayerNormalization", registry=CONTRIB_RULES)(layer_norm)
+
+
+@rule("SkipLayerNormalization", "SkipSimplifiedLayerNormalization", registry=CONTRIB_RULES)
+def skip_layer_norm(w: Walk, node: onnx.NodeProto) -> None:
+    """``LayerNorm(input + skip + bias)`` over the last axis (ONNX Runtime's fused residual join and
+    normalisation): channels on the last axis are normalised together, so they freeze."""
+    labeled = [info for name in node.input[:2] if (info := w.info(name)) is not None]
+    if not labeled:
+        return
+    rank = w.rank(node.input[0])
+    if rank is None:
+        return freeze_all(w, node, "has an input of unknown rank")
+    if any(info.axis == rank - 1 for info in labeled):
+        return freeze_all(w, node, "normalises over the channel axis")
+    freeze_all(w, node, "joins channels that are not on its normalised axis")
 
 
 @rule("LRN")

@@ -8,7 +8,7 @@ import onnx
 from .._model import ShapeEntry
 from .._walk import Walk
 from ._base import (
-    align_shapes,
+    aligned_block,
     attr,
     axes_of,
     expand_labels,
@@ -99,14 +99,12 @@ def reshape(w: Walk, node: onnx.NodeProto) -> None:
             w.freeze(labels, f"Reshape node {node.name!r} reads a channel count into its target")
         return
     src, dst = w.shape(node.input[0]), w.shape(node.output[0])
-    if src is None or dst is None or None in src or None in dst:
+    if src is None or dst is None:
         return freeze_all(w, node, "has an input or output of unknown shape")
-    blocks = align_shapes(src, dst)
-    if blocks is None:
+    block = aligned_block(src, dst, info.axis)
+    if block is None:
         return freeze_all(w, node, "reshapes dimensions of unknown size together")
-    for (i0, i1), (j0, j1) in blocks:  # noqa: B007  (the block found is read after the loop)
-        if i0 <= info.axis < i1:
-            break
+    (i0, i1), (j0, j1) = block
     inner = src[i0:i1]
     labels = expand_labels(info.labels, inner, info.axis - i0).reshape(dst[j0:j1])
     axis = single_varying_axis(labels)
