@@ -190,11 +190,13 @@ class Dataset:
 
     @classmethod
     def from_npz(cls, path: str | os.PathLike, labels: str | None = None,
-                 inputs: Iterable[str] | None = None) -> Dataset:
+                 inputs: Iterable[str] | None = None, optional: bool = False) -> Dataset:
         """Arrays keyed by input name; ``labels`` names the labels array, if there is one.
 
         ``inputs``: the names to read (e.g. a model's input names); other arrays in the file (a
         test split of another size, ...) are then ignored. Without it every array is an input.
+        A name of ``inputs`` the file lacks is an error, unless ``optional``: :meth:`bind` then
+        decides (inputs that are not samples take their defaults, others are refused there).
         """
         path = Path(path)
         where = f"dataset {str(path)!r}"
@@ -223,7 +225,7 @@ class Dataset:
         except Exception as exc:  # a damaged member, an object array inside
             raise DataError(f"{where} is not a readable .npz archive of arrays: {exc}") from None
         missing = [name for name in (inputs or ()) if name not in arrays]
-        if missing:
+        if missing and (not optional or not set(arrays) - {labels}):
             raise DataError(f"missing input {', '.join(map(repr, missing))}; {where} holds {sorted(held)}")
         label_values = None
         if labels is not None:

@@ -15,8 +15,8 @@ probabilities). Any callable becomes a metric with :func:`custom`; :func:`get` p
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -35,6 +35,8 @@ __all__ = [
     "custom",
     "get",
     "for_data",
+    "judged_output",
+    "label_outputs",
     "names",
 ]
 
@@ -123,7 +125,7 @@ def _class_labels(out: np.ndarray, labels: np.ndarray, axis: int) -> np.ndarray:
     """Integer class labels shaped like ``out`` without its class axis."""
     axis = axis % out.ndim
     labels = np.asarray(labels)
-    if labels.shape == out.shape:  # one-hot or probabilities
+    if labels.shape == out.shape and labels.ndim >= 2:  # one-hot or probabilities
         return np.argmax(labels, axis=axis)
     expected = out.shape[:axis] + out.shape[axis + 1 :]
     if labels.shape != expected:
@@ -155,8 +157,26 @@ def _per_sample_mean(values: np.ndarray) -> np.ndarray:
     return values.reshape(values.shape[0], -1).mean(axis=1) if values.ndim > 1 else values
 
 
+def _is_label_output(out: np.ndarray) -> bool:
+    """Integer (or boolean) outputs hold predicted classes, not scores per class."""
+    return out.dtype.kind in "biu"
+
+
+def _same_labels(out: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-sample agreement of a predicted-class output with labels of the same length."""
+    labels = np.asarray(labels)
+    if labels.size != out.size:
+        raise DataError(f"labels of shape {list(labels.shape)} do not fit the predicted classes of shape "
+                        f"{list(out.shape)} (an integer output)")
+    return _per_sample_mean(out == labels.reshape(out.shape))
+
+
 def _topk_correct(out: np.ndarray, labels: np.ndarray, k: int, axis: int) -> np.ndarray:
     out = np.asarray(out)
+    if _is_label_output(out):
+        if k != 1:
+            raise ValueError(f"top-{k} accuracy needs scores per class; the judged output holds classes")
+        return _same_labels(out, labels)
     axis = axis % out.ndim
     labels = _class_labels(out, labels, axis)
     if k == 1:
@@ -171,6 +191,8 @@ def _topk_correct(out: np.ndarray, labels: np.ndarray, k: int, axis: int) -> np.
 
 def _agreement(out: np.ndarray, ref: np.ndarray, axis: int) -> np.ndarray:
     out, ref = _same_shape(out, ref)
+    if _is_label_output(out):
+        return _same_labels(out, ref)
     return _per_sample_mean(np.argmax(out, axis=axis) == np.argmax(ref, axis=axis))
 
 
@@ -228,8 +250,14 @@ def _relative_mse(out: Any, ref: Any) -> float:
 def _macro_f1(out: Any, labels: Any, axis: int) -> float:
     out = np.asarray(out)
     axis = axis % out.ndim
-    truth = _class_labels(out, labels, axis).ravel()
-    pred = np.argmax(out, axis=axis).ravel()
+    if _is_label_output(out):
+        truth, pred = np.asarray(labels).astype(np.int64).ravel(), out.astype(np.int64).ravel()
+        if truth.size != pred.size or truth.size and (truth.min() < 0 or pred.min() < 0):
+            raise DataError(f"labels of shape {list(np.shape(labels))} do not fit the predicted classes "
+                            f"of shape {list(out.shape)}")
+    else:
+        truth = _class_labels(out, labels, axis).ravel()
+        pred = np.argmax(out, axis=axis).ravel()
     n_classes = int(max(truth.max(initial=0), pred.max(initial=0))) + 1
     tp = np.bincount(truth[truth == pred], minlength=n_classes).astype(np.float64)
     support = np.bincount(truth, minlength=n_classes)
@@ -371,12 +399,67 @@ def get(metric: str | Metric) -> Metric:
     raise ValueError(f"unknown metric {metric!r}; known: {', '.join(names())}")
 
 
-def for_data(metric: str | Metric | None, has_labels: bool) -> Metric:
-    """The metric to judge data with or without labels by: the one named (``None``: accuracy with
-    labels, agreement with the original model without). A metric that needs labels on data that
-    has none is refused here, the one place this is checked."""
-    chosen = get(metric if metric is not None else ("accuracy" if has_labels else "agreement"))
+def for_data(metric: str | Metric | None, has_labels: bool,
+             outputs: Mapping[str, Any] | None = None, output: str | None = None) -> Metric:
+    """The metric to judge data with or without labels by: the one named, or by default accuracy
+    with labels, and without labels agreement with the original model (relative MSE when the
+    judged output has no class axis, e.g. one probability per sample). A metric that needs
+    labels on data that has none is refused here, the one place this is checked.
+
+    ``outputs`` (``{name: the unpruned model's values}``, in the order the model returns them)
+    lets the output be chosen: ``output`` by name, else :func:`judged_output` picks it. A
+    :class:`Metric` object keeps the output it was made with unless ``output`` is named.
+    """
+    index = None
+    if outputs is not None and (output is not None or not isinstance(metric, Metric)):
+        index = judged_output(outputs, output)[0]
+    if metric is None:
+        judged = None if outputs is None or index is None else np.asarray(list(outputs.values())[index])
+        classes = judged is None or _is_label_output(judged) or (judged.ndim >= 2 and judged.shape[-1] > 1)
+        metric = "accuracy" if has_labels else ("agreement" if classes else "relative_mse")
+    chosen = get(metric)
     if chosen.needs_labels and not has_labels:
         raise DataError(f"metric {chosen.name!r} needs labels and the data has none; name them (--labels KEY, "
                         "or labels= in the API) or use a fidelity metric such as 'agreement', 'cosine' or 'kl'")
+    if index is not None and chosen.output is not None:
+        chosen = replace(chosen, output=index)
     return chosen
+
+
+def label_outputs(outputs: Mapping[str, Any]) -> dict[str, str]:
+    """Outputs that hold predicted classes rather than scores, ``{name: why}``: integer (or
+    boolean) outputs, and outputs equal to the argmax of another output over its last axis (the
+    label output classifiers emit next to their probabilities)."""
+    arrays = {k: np.asarray(v) for k, v in outputs.items() if isinstance(v, np.ndarray)}
+    found = {}
+    for name, a in arrays.items():
+        if a.dtype.kind in "biu":
+            found[name] = f"integer ({a.dtype})"
+        for other, b in arrays.items():
+            if (other != name and b.dtype.kind == "f" and b.ndim == a.ndim + 1 and b.shape[:-1] == a.shape
+                    and b.shape[-1] > 1 and np.array_equal(np.argmax(b, axis=-1), a)):
+                found[name] = f"the argmax of {other!r}"
+                break
+    return found
+
+
+def judged_output(outputs: Mapping[str, Any], output: str | None = None) -> tuple[int, str]:
+    """Which output a metric reads: (index into ``outputs``, why that one).
+
+    ``output`` names it; otherwise the first float tensor output that is not a label output
+    (:func:`label_outputs`), so a classifier's probabilities are judged rather than its predicted
+    labels; the first output when there is no such output.
+    """
+    names = list(outputs)
+    if output is not None:
+        if output not in outputs:
+            raise DataError(f"--metric-output {output!r} (metric_output=): the model has no tensor output of that "
+                            f"name; its outputs are {names}")
+        return names.index(output), "named"
+    labels = label_outputs(outputs)
+    for i, (name, value) in enumerate(outputs.items()):
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f" and name not in labels:
+            skipped = [f"{k!r} ({why})" for k, why in labels.items()]
+            why = "the first float output" + (f"; label outputs not judged: {', '.join(skipped)}" if skipped else "")
+            return i, why
+    return 0, "the first output (no float output that is not a label output)"

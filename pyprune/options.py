@@ -68,6 +68,32 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _check_dims(dims: Any) -> dict[str, int]:
+    """``{symbol: size}`` for symbolic dimensions (``--dim SYMBOL=N``)."""
+    if not isinstance(dims, Mapping):
+        raise ValueError(f"'dims' must map dimension names to sizes, e.g. {{'height': 640}}, got {dims!r}")
+    for name, size in dims.items():
+        if not isinstance(name, str) or not name or not _is_int(size) or size < 1:
+            raise ValueError(f"'dims' must map dimension names to positive sizes, got {name!r}: {size!r} "
+                             f"(--dim SYMBOL=N on the command line)")
+    return dict(dims)
+
+
+def _check_input_shapes(shapes: Any) -> dict[str, tuple[int, ...]]:
+    """``{input: shape}`` (``--input-shape NAME:D0,D1,...``)."""
+    if not isinstance(shapes, Mapping):
+        raise ValueError(f"'input_shapes' must map input names to shapes, e.g. {{'image': [1, 3, 640, 640]}}, "
+                         f"got {shapes!r}")
+    out = {}
+    for name, shape in shapes.items():
+        if (not isinstance(name, str) or not name or isinstance(shape, (str, bytes))
+                or not isinstance(shape, (list, tuple)) or not all(_is_int(d) and d >= 1 for d in shape)):
+            raise ValueError(f"'input_shapes' must map input names to lists of positive sizes, got {name!r}: "
+                             f"{shape!r} (--input-shape NAME:D0,D1,... on the command line)")
+        out[name] = tuple(shape)
+    return out
+
+
 @dataclass(frozen=True)
 class Limits:
     """Per-group limits.
@@ -110,15 +136,22 @@ class PruneOptions:
     """One pruning run's settings (see :func:`pyprune.prune` for what each does).
 
     ``target`` None means the default (``MACs(0.5)``; a one-shot cut given per-group ``ratios``
-    is its own target). ``search`` holds the options of the chosen strategy (``step``,
-    ``window``, ``trials``, ``ratios``, ...), which the strategy itself checks.
+    is its own target). ``max_drop="auto"`` (the default) means :data:`DEFAULT_MAX_DROP` when
+    real data is given and no constraint on synthetic data (agreement on random inputs says
+    little about accuracy: the run prunes to the target and reports that fidelity, labelled as
+    synthetic). ``search`` holds the options of the chosen strategy (``step``, ``window``,
+    ``trials``, ``ratios``, ...), which the strategy itself checks.
+
+    ``metric_output`` names the model output the metric reads (default: the first float output
+    that is not a label output). ``dims`` (``{symbol: size}``) and ``input_shapes`` (``{input:
+    shape}``) size symbolic input dimensions where no data does (``--dim``, ``--input-shape``).
     """
 
     granularity: str = "channel"
     strategy: str = "greedy"
     target: Target | None = None
     importance: str = "l2"
-    max_drop: float | Constraint | None = DEFAULT_MAX_DROP
+    max_drop: float | Constraint | None | Literal["auto"] = "auto"
     metric: str | Metric | None = None
     loss: str | Metric | None = None
     recovery: bool = True
@@ -133,6 +166,10 @@ class PruneOptions:
     checkpoint: float = 0.1
     quiet: bool = False
     search: Mapping[str, Any] = field(default_factory=dict)
+    # -- what the model and its data are (exports from the field need telling) --------------------
+    metric_output: str | None = None
+    dims: Mapping[str, int] = field(default_factory=dict)
+    input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from . import importance, metrics
@@ -153,7 +190,7 @@ class PruneOptions:
         if not isinstance(self.importance, str) or not self.importance:
             raise ValueError(f"'importance' must be a name such as 'l2', got {self.importance!r}")
         importance.needs_data(self.importance)  # raises ValueError listing the known names
-        if self.max_drop is not None and not isinstance(self.max_drop, Constraint):
+        if self.max_drop is not None and self.max_drop != "auto" and not isinstance(self.max_drop, Constraint):
             if not _is_number(self.max_drop):
                 raise ValueError(f"'max_drop' must be a number, got {self.max_drop!r}")
             if not (self.max_drop >= 0 and math.isfinite(self.max_drop)):
@@ -186,6 +223,17 @@ class PruneOptions:
         if not isinstance(self.search, Mapping):
             raise ValueError(f"'search' must be a mapping of strategy options, got {self.search!r}")
         object.__setattr__(self, "search", dict(self.search))
+        if self.metric_output is not None and (not isinstance(self.metric_output, str) or not self.metric_output):
+            raise ValueError(f"'metric_output' must be the name of a model output, got {self.metric_output!r}")
+        object.__setattr__(self, "dims", _check_dims(self.dims))
+        object.__setattr__(self, "input_shapes", _check_input_shapes(self.input_shapes))
+
+    def resolved_max_drop(self, synthetic: bool) -> float | Constraint | None:
+        """The constraint in force: ``"auto"`` is :data:`DEFAULT_MAX_DROP` on real data, none on
+        synthetic data."""
+        if self.max_drop == "auto":
+            return None if synthetic else DEFAULT_MAX_DROP
+        return self.max_drop  # type: ignore[return-value]
 
     def with_(self, **changes: Any) -> PruneOptions:
         """A copy with some fields changed (validated again)."""
@@ -211,5 +259,7 @@ class PruneOptions:
     def describe(self) -> str:
         """One line: what is pruned, how, to what, under which constraint."""
         goal = "the default target" if self.target is None else self.target.describe()
-        drop = "no constraint" if self.max_drop is None else f"max drop {self.max_drop}"
+        drop = ("no constraint" if self.max_drop is None else
+                f"max drop {DEFAULT_MAX_DROP} (none on synthetic data)" if self.max_drop == "auto" else
+                f"max drop {self.max_drop}")
         return f"{self.granularity} by {self.importance}, {self.strategy} search to {goal}, {drop}"

@@ -127,6 +127,9 @@ class Report:
     threshold: float | None = None  # the worst metric value the constraint accepted
     target_kind: str | None = None  # "macs", "params", "sparsity" or "latency"
     target_value: float | None = None
+    # what the run assumed about the model and its inputs: opset conversion, synthetic data,
+    # symbolic sizes, held inputs, the output the metric judged (one sentence each)
+    notes: list[str] = field(default_factory=list)
 
     # -- views ----------------------------------------------------------------------------------
 
@@ -168,6 +171,10 @@ class Report:
             f"- importance: {self.importance}",
             f"- metric: {self.metric_name}" + (" (on synthetic data)" if self.synthetic_data else ""),
             "",
+        ]
+        if self.notes:
+            out += ["## Model and inputs", ""] + [f"- {note}" for note in self.notes] + [""]
+        out += [
             "## Before and after",
             "",
             self.table(),
@@ -205,7 +212,7 @@ class Report:
         return "\n".join(out)
 
     def __str__(self) -> str:
-        lines = [self.statement, self.table(),
+        lines = [self.statement, *(f"note: {n}" for n in self.notes), self.table(),
                  f"{self.evaluations} evaluations, {self.seconds:.2f} s"]
         if self.frozen:
             lines.append(f"{len(self.frozen)} frozen (not pruned): "
@@ -218,8 +225,8 @@ class Report:
 
     def details(self) -> str:
         """The summary, the search path (every committed step) and every frozen group, as text."""
-        lines = [self.statement, self.table(), f"{self.evaluations} evaluations, {self.seconds:.2f} s", "",
-                 "search path:"]
+        lines = [self.statement, *(f"note: {n}" for n in self.notes), self.table(),
+                 f"{self.evaluations} evaluations, {self.seconds:.2f} s", "", "search path:"]
         rows = [[str(e.step), e.action, "-" if e.metric is None else f"{e.metric:.4f}", f"{e.params:,}",
                  f"{e.macs:,}", "-" if e.latency_ms is None else f"{e.latency_ms:.3f}", str(e.evaluations)]
                 for e in self.history]

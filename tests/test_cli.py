@@ -97,7 +97,7 @@ def test_help_shows_usage_defaults_and_an_example(command: str) -> None:
     assert "example:" in proc.stdout
     text = " ".join(proc.stdout.split())  # help wraps lines
     if command == "prune":
-        assert "(default: greedy)" in text and "(default: 0.01)" in text
+        assert "(default: greedy)" in text and "(default: 0.01 with --data;" in text
     if command == "demo":
         assert "(default: pyprune-demo)" in text
 

@@ -94,10 +94,40 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def _max_drop(text: str) -> float | None:
+def _max_drop(text: str) -> float | str | None:
     if text.strip().lower() == "none":
         return None
+    if text.strip().lower() == "auto":
+        return "auto"
     return _non_negative_float(text)
+
+
+def _input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """``NAME:D0,D1,...`` (the name may itself hold colons: the sizes follow the last one)."""
+    name, sep, dims = text.rpartition(":")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME:D0,D1,... such as image:1,3,640,640, got {text!r}")
+    try:
+        sizes = tuple(int(d) for d in dims.split(",")) if dims.strip() else ()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected positive integer sizes after {name}:, got {dims!r}") from None
+    if any(d < 1 for d in sizes):
+        raise argparse.ArgumentTypeError(f"expected positive integer sizes after {name}:, got {dims!r}")
+    return name, sizes
+
+
+def _dim(text: str) -> tuple[str, int]:
+    """``SYMBOL=N``: the size of a symbolic dimension, by the name the model gives it."""
+    name, sep, size = text.rpartition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected SYMBOL=N such as height=640, got {text!r}")
+    try:
+        value = int(size)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer size after {name}=, got {size!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer size after {name}=, got {size!r}")
+    return name, value
 
 
 def _seed(text: str) -> int:
@@ -140,17 +170,46 @@ def _common_options() -> _Parser:
     return common
 
 
-def _data_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
-    group = parser.add_argument_group("data and metric")
+def _shape_options(parser: argparse.ArgumentParser) -> None:
+    """Sizes of symbolic input dimensions, for when no data gives them (every command)."""
+    group = parser.add_argument_group("input sizes (symbolic dimensions; data, when given, decides)")
+    group.add_argument("--input-shape", type=_input_shape, action="append", default=[],
+                       metavar="NAME:D0,D1,...",
+                       help="the shape of input NAME, e.g. image:1,3,640,640 (repeat for several inputs)")
+    group.add_argument("--dim", type=_dim, action="append", default=[], metavar="SYMBOL=N",
+                       help="the size of a symbolic dimension by its name in the model, e.g. height=640 "
+                            "(repeat for several)")
+
+
+def _sizes(args: argparse.Namespace) -> dict[str, Any]:
+    """``dims`` and ``input_shapes`` from --dim and --input-shape (a name given twice is refused)."""
+    out: dict[str, Any] = {"dims": {}, "input_shapes": {}}
+    for flag, attr, key in (("--dim", "dim", "dims"), ("--input-shape", "input_shape", "input_shapes")):
+        for name, value in getattr(args, attr):
+            if name in out[key] and out[key][name] != value:
+                raise UsageError(f"{flag} {name} given twice with different sizes")
+            out[key][name] = value
+    return out
+
+
+def _data_options(parser: argparse.ArgumentParser, *, required: bool, metric: bool = True) -> None:
+    group = parser.add_argument_group("data and metric" if metric else "data")
     group.add_argument("--data", type=Path, metavar="FILE.npz", required=required, default=None,
                        help="arrays keyed by the model's input names (plus labels, see --labels)")
+    if not metric:
+        _shape_options(parser)
+        return
     group.add_argument("--labels", metavar="KEY", default=None,
                        help="key of the labels array in the data file; without labels the "
                             "metric is fidelity to the original model")
     group.add_argument("--metric", default=None, metavar="NAME",
                        help="how the model is judged: accuracy, f1, agreement, cosine, topN (top1, top5, ...), kl, "
                             "mse (default: accuracy with labels, else agreement with the "
-                            "original model)")
+                            "original model, or mse for an output without a class axis)")
+    group.add_argument("--metric-output", default=None, metavar="NAME",
+                       help="the model output the metric reads (default: the first float output that is "
+                            "not a label output, e.g. a classifier's probabilities rather than its labels)")
+    _shape_options(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", type=Path, metavar="MODEL", help="ONNX model file")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
+    _data_options(p, required=False, metric=False)
     p.set_defaults(run=_cmd_inspect)
 
     # prune -------------------------------------------------------------------------------------
@@ -228,10 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--latency", type=_non_negative_float, metavar="MS",
                         help="reach this latency (milliseconds, measured here with ONNX Runtime)")
     _data_options(p, required=False)
-    p.add_argument("--max-drop", type=_max_drop, metavar="F", default=DEFAULT_MAX_DROP,
-                   help="largest allowed drop of the metric from the original (absolute, e.g. "
-                        "0.01 = one point of accuracy); 'none' prunes to the target regardless "
-                        "and reports the metric")
+    p.add_argument("--max-drop", type=_max_drop, metavar="F", default="auto",
+                   help=f"largest allowed drop of the metric from the original (absolute, e.g. "
+                        f"0.01 = one point of accuracy); 'none' prunes to the target regardless "
+                        f"and reports the metric (default: {DEFAULT_MAX_DROP} with --data; without "
+                        f"data, none: fidelity on random inputs is reported, not used as a constraint)")
     p.set_defaults(run=_cmd_prune)
 
     # sensitivity -------------------------------------------------------------------------------
@@ -309,11 +370,15 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     import json
 
-    from ..graph import format_inspect, inspect_model, load
+    from ..graph import format_inspect, inspect_model
+    from .pipeline import DataSource, load_data, load_model, sized_model
 
-    model = load(args.model)
-
+    model = load_model(_existing_model(args.model))
+    sizes = _sizes(args)
+    data = None if args.data is None else load_data(DataSource(args.data), model, **sizes)
+    model, source = sized_model(model, data, **sizes)
     info = inspect_model(model)
+    info["model"]["sizes_from"] = source
     print(json.dumps(info, indent=2) if args.json else format_inspect(info))
     return EXIT_OK
 
@@ -336,26 +401,25 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         report = check_report_dir(args.report, [*reads, ("output", output)], what="--report")
     # argparse guarantees exactly one of the mutually exclusive target flags
     target = next((k, getattr(args, k)) for k in TARGET_KINDS if getattr(args, k) is not None)
+    sizes = _sizes(args)
     options = PruneOptions(granularity=args.granularity, target=make_target(*target),
                            importance=args.importance, strategy=args.strategy,
                            max_drop=args.max_drop, metric=args.metric, seed=args.seed,
-                           limits=Limits(round_to=args.round_to, skip=tuple(args.skip)))
+                           limits=Limits(round_to=args.round_to, skip=tuple(args.skip)),
+                           metric_output=args.metric_output, **sizes)
     model = load_model(model_path)
     for external in model.external_files:  # known only once the model is read
         if not args.in_place:
             check_output(output, [("model's external data", external)], what="-o/--output")
     data = None
     if args.data is not None:
-        data = load_data(DataSource(args.data, args.labels), model)
+        data = load_data(DataSource(args.data, args.labels), model, **sizes)
     outcome = prune_and_save(model, data, options, output=output, report=report, threads=args.threads,
                              quiet=args.quiet or args.json, overwrite_input=args.in_place,
                              reads=[p for label, p in reads if not (args.in_place and label == "model")])
     if args.json:
         print(json.dumps(outcome_json(outcome), indent=2))
     elif not args.quiet:
-        if data is None:
-            print("note: without --data, the model was judged by agreement with the original on "
-                  "synthetic random inputs")
         print(format_outcome(outcome, verbose=args.verbose))
     if not outcome.met or outcome.interrupted:
         # The statement is in the summary already; on its own (--quiet, --json) it goes here too.
@@ -380,10 +444,11 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
         report = check_report_dir(args.report, [("model", model_path), ("data file", args.data)],
                                   what="--report")
     model = load_model(model_path)
-    data = load_data(DataSource(args.data, args.labels), model)
+    sizes = _sizes(args)
+    data = load_data(DataSource(args.data, args.labels), model, **sizes)
     run_sensitivity(model, data, metric=args.metric, granularity=args.granularity,
                     importance=args.importance, round_to=args.round_to, report=report, threads=args.threads,
-                    quiet=args.quiet, as_json=args.json)
+                    quiet=args.quiet, as_json=args.json, metric_output=args.metric_output, **sizes)
     return EXIT_OK
 
 
@@ -395,7 +460,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(f"MODEL and OTHER are the same file: {args.other}")
     results = bench_models(args.model, args.other, data=args.data, labels=args.labels,
                            metric=args.metric, runs=args.runs, batch=args.batch,
-                           threads=args.threads)
+                           threads=args.threads, metric_output=args.metric_output, **_sizes(args))
     if args.json:
         import json
 

@@ -8,7 +8,7 @@ always written, even when the target was not reached or the run was interrupted.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,6 +25,7 @@ __all__ = [
     "PruneOutcome",
     "load_model",
     "load_data",
+    "sized_model",
     "prune_and_save",
     "save_model",
     "write_report",
@@ -94,14 +95,33 @@ def load_model(path: str | Path) -> Model:
     return load(path)
 
 
-def load_data(source: DataSource, model: Model) -> Dataset:
+def load_data(source: DataSource, model: Model, dims: Mapping[str, int] | None = None,
+              input_shapes: Mapping[str, Sequence[int]] | None = None) -> Dataset:
     """Read the arrays ``model`` takes from ``source`` (plus the labels), so one file can also
-    carry other arrays (a test split of another size, ...): they are ignored. Missing inputs,
-    wrong shapes or dtypes raise DataError here, before any pruning starts."""
+    carry other arrays (a test split of another size, ...): they are ignored. Inputs that are not
+    samples and are missing take their documented defaults (``dims``/``input_shapes`` size them
+    where the data does not). Other missing inputs, wrong shapes or dtypes raise DataError here,
+    before any pruning starts."""
     from ..data import Dataset, input_specs
 
     names = [spec.name for spec in input_specs(model)]
-    return Dataset.from_npz(source.path, labels=source.labels, inputs=names).bind(model)
+    return Dataset.from_npz(source.path, labels=source.labels, inputs=names, optional=True).bind(
+        model, dims=dims, input_shapes=input_shapes)
+
+
+def sized_model(model: Model, data: Dataset | None = None, dims: Mapping[str, int] | None = None,
+                input_shapes: Mapping[str, Sequence[int]] | None = None) -> tuple[Model, str]:
+    """``model`` seen at the input sizes a command assumes, and where they came from: the data's
+    when given, else ``dims``/``input_shapes`` (--dim, --input-shape), else the model's own."""
+    from ..data import Dataset
+
+    if data is not None:
+        return model.with_input_shapes(data.bind(model).input_shapes(model)), "the data"
+    if dims or input_shapes:
+        synthetic = Dataset.synthetic(model, n=1, dims=dims, input_shapes=input_shapes)
+        bound = synthetic.bind(model, dims=dims, input_shapes=input_shapes)
+        return model.with_input_shapes(bound.input_shapes(model)), "--input-shape/--dim"
+    return model, "the model's declared shapes"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,6 +228,9 @@ def run_sensitivity(
     threads: int | None = None,
     quiet: bool = False,
     as_json: bool = False,
+    metric_output: str | None = None,
+    dims: Mapping[str, int] | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> Any:
     """Sensitivity analysis of every group (or layer): print the table (or, ``as_json``, one JSON
     object), write it with the plot."""
@@ -215,7 +238,8 @@ def run_sensitivity(
     from ..search import sensitivity
 
     result = sensitivity(model, data, metric=metric, granularity=granularity,
-                         importance=importance, round_to=round_to, threads=threads, quiet=quiet or as_json)
+                         importance=importance, round_to=round_to, threads=threads, quiet=quiet or as_json,
+                         metric_output=metric_output, dims=dims or {}, input_shapes=input_shapes or {})
     if report is not None:
         with deferred_interrupts():
             Path(report).mkdir(parents=True, exist_ok=True)

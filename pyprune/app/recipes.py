@@ -11,6 +11,9 @@ relative to the recipe file. Example::
     data = { path = "calib.npz", labels = "label" }
     metric = "accuracy"          # default for every step
     max_drop = 0.01              # default for every step ("none": no constraint)
+    input_shapes = { image = [1, 3, 640, 640] }   # optional: sizes of symbolic dimensions
+    dims = { height = 640 }                       # (the data's sizes win where it has them)
+    metric_output = "probabilities"               # optional: the output the metric reads
 
     [[step]]
     name = "channels"
@@ -60,7 +63,8 @@ from .pipeline import (
 __all__ = ["Recipe", "RecipeStep", "RecipeError", "RecipeOutcome", "load_recipe", "run_recipe", "recipe_json"]
 
 # Keys a step may set; the pipeline-level ones of the same name are defaults for every step.
-_STEP_OPTION_KEYS = ("importance", "strategy", "max_drop", "metric", "seed", "round_to", "skip")
+_STEP_OPTION_KEYS = ("importance", "strategy", "max_drop", "metric", "seed", "round_to", "skip",
+                     "metric_output", "dims", "input_shapes")
 _TOP_KEYS = frozenset({"model", "output", "data", "report", "threads", "step", *_STEP_OPTION_KEYS})
 _STEP_KEYS = frozenset({"name", "granularity", "output", "report", "data", *_STEP_OPTION_KEYS,
                         *TARGET_KINDS})
@@ -226,6 +230,11 @@ def _step(raw: dict[str, Any], number: int, defaults: dict[str, Any], base: Path
         raise RecipeError(f"{label}: 'skip' must be a list of group, layer or weight names, got {values['skip']!r}")
     if isinstance(values.get("max_drop"), str) and values["max_drop"].strip().lower() == "none":
         values["max_drop"] = None  # TOML has no null: "none" means no constraint
+    for key in ("dims", "input_shapes"):
+        if key in values and not isinstance(values[key], dict):
+            raise RecipeError(f"{label}: {key!r} must be a table such as "
+                              + ("{ height = 640 }" if key == "dims" else "{ image = [1, 3, 640, 640] }")
+                              + f", got {values[key]!r}")
     try:
         options = PruneOptions.from_settings({"granularity": granularity, "target": make_target(kind, value), **values})
     except (TypeError, ValueError) as exc:
@@ -330,7 +339,7 @@ def _run_steps(recipe: Recipe, threads: int | None, quiet: bool) -> RecipeOutcom
         source = step.data or recipe.data
         assert source is not None  # parse_recipe guarantees a data source per step
         if source not in datasets:
-            datasets[source] = load_data(source, model)
+            datasets[source] = load_data(source, model, step.options.dims, step.options.input_shapes)
         if not quiet:
             print(f"[{number}/{total}] {step.name}: {step.options.describe()}")
         report = step.report

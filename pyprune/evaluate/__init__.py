@@ -12,13 +12,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import onnx
 
 from .. import metrics as _metrics
 from ..data import Dataset, ModelLike, as_model
 from ..graph import Group, Layer, MaskPoint, Model
 from ._activations import ChannelStats, RunningChannelStats, TensorChoice
 from ._latency import Timing, measure_latency
-from ._ort import make_session, run_batches, session_options
+from ._ort import exposing, fetched_outputs, make_session, run_batches, session_options
 from ._session import Check, EdgeKey, MaskedSession, edge_key
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "EdgeKey",
     "edge_key",
     "run_model",
+    "fetched_outputs",
     "measure_latency",
     "Timing",
     "activation_stats",
@@ -62,10 +64,17 @@ def complexity(model: ModelLike, latency: bool = False, **latency_options: objec
 def run_model(
     model: ModelLike, dataset: Dataset, threads: int | None = None, batch_size: int | None = None
 ) -> list[np.ndarray]:
-    """Outputs of ``model`` over the whole dataset (each output joined along the sample axis)."""
+    """The values :func:`fetched_outputs` names (the tensor outputs; a ZipMap output through its
+    probabilities), over the whole dataset, each joined along the sample axis."""
     model = as_model(model)
     batches = dataset.batches(model, batch_size)
-    return run_batches(make_session(model.proto, threads), batches)
+    names = list(fetched_outputs(model))
+    proto = model.proto
+    if not set(names) <= set(model.output_names):
+        proto = onnx.ModelProto()
+        proto.CopyFrom(model.proto)
+        exposing(proto, names, model)
+    return run_batches(make_session(proto, threads), batches, None, names)
 
 
 def activation_stats(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,19 +49,21 @@ def measure_latency(
     dataset: Dataset | None = None,
     dims: Mapping[str, int] | None = None,
     seed: int = 0,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> Timing:
     """Time ``model`` in one ONNX Runtime session (all graph optimisations, ``threads`` intra-op
     threads, None = all cores).
 
     Inputs are the first ``batch_size`` samples of ``dataset`` or, without one, synthetic data
-    (``dims`` sizes symbolic non-batch dimensions). A model with a fixed batch dimension runs at
+    (``dims`` and ``input_shapes`` size symbolic non-batch dimensions). A model with a fixed batch dimension runs at
     that size whatever ``batch_size`` says; the result reports the size used.
     """
     if warmup < 0 or runs < 1:
         raise ValueError(f"need warmup >= 0 and runs >= 1, got warmup={warmup}, runs={runs}")
     model = as_model(model)
-    data = dataset if dataset is not None else Dataset.synthetic(model, n=batch_size, seed=seed, dims=dims)
-    batch = data.batches(model, batch_size)[0]
+    if dataset is None:
+        dataset = Dataset.synthetic(model, n=batch_size, seed=seed, dims=dims, input_shapes=input_shapes)
+    batch = dataset.batches(model, batch_size)[0]
     session = make_session(model.proto, threads)
     for _ in range(warmup):
         session.run(None, batch.feed)

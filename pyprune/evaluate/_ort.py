@@ -10,8 +10,10 @@ import onnx
 import onnxruntime as ort
 
 from ..data import Batch
+from ..graph import Model
 
-__all__ = ["session_options", "make_session", "run_batches", "join_batches"]
+__all__ = ["session_options", "make_session", "run_batches", "join_batches", "fetched_outputs",
+           "exposing"]
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
@@ -54,3 +56,34 @@ def join_batches(parts: list[np.ndarray]) -> np.ndarray:
     if parts[0].ndim == 0:
         return np.stack(parts)
     return np.concatenate(parts, axis=0)
+
+
+def fetched_outputs(model: Model) -> dict[str, str]:
+    """What an evaluation reads: ``{value name: the graph output it stands for}``.
+
+    Every tensor output stands for itself. A non-tensor output made by ZipMap (skl2onnx's
+    sequence of ``{class: probability}`` maps) is read through the probabilities tensor ZipMap
+    takes, which holds the same numbers as an array. Other non-tensor outputs (sequences, maps,
+    optionals) are not read: no metric could judge them.
+    """
+    fetched: dict[str, str] = {}
+    for spec in model.output_specs():
+        if spec.dtype is not None:
+            fetched.setdefault(spec.name, spec.name)
+            continue
+        producer = model.producer(spec.name)
+        if producer is not None and producer.op_type == "ZipMap" and producer.domain == "ai.onnx.ml":
+            fetched.setdefault(producer.input[0], spec.name)
+    return fetched
+
+
+def exposing(proto: onnx.ModelProto, names: Sequence[str], model: Model) -> onnx.ModelProto:
+    """``proto`` with the intermediate values among ``names`` added as graph outputs (edited in
+    place and returned; ``model`` gives their element types)."""
+    present = {v.name for v in proto.graph.output}
+    for name in names:
+        if name not in present:
+            elem = model.elem_type(name) or onnx.TensorProto.FLOAT
+            proto.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
+            present.add(name)
+    return proto

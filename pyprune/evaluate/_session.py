@@ -24,7 +24,7 @@ from ..data import Batch, Dataset, ModelLike, as_model
 from ..graph import Group, Layer, MaskPoint, Model
 from ..surgery import gate_layers
 from ._activations import ChannelStats, RunningChannelStats, TensorChoice, channel_axes
-from ._ort import join_batches, make_session, run_batches
+from ._ort import exposing, fetched_outputs, join_batches, make_session, run_batches
 
 __all__ = ["MaskedSession", "Check", "EdgeKey", "edge_key"]
 
@@ -122,7 +122,9 @@ class MaskedSession:
         self._weight_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._reference = None if reference is None else [np.asarray(r) for r in reference]
         self._capture = self._check_capture(channel_axes(capture))
-        self.output_names = list(self.model.output_names)
+        #: The values every run returns: the model's tensor outputs (a ZipMap output through the
+        #: probabilities it reads; see :func:`~pyprune.evaluate.fetched_outputs`).
+        self.output_names = list(fetched_outputs(self.model))
         proto = self._build(list(affine))
         self._session = make_session(proto, threads)
 
@@ -209,6 +211,7 @@ class MaskedSession:
         del graph.node[:]
         graph.node.extend(nodes)
 
+        exposing(proto, self.output_names, self.model)
         outputs = {v.name for v in graph.output}
         model_inputs = set(self.model.input_names)
         for name in self._capture:

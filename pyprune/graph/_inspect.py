@@ -83,10 +83,17 @@ def inspect_model(
             }
         )
     prunable_groups = [g for g in graph.groups if g.prunable]
+    symbolic = sorted({str(d) if d else "unnamed" for spec in model.input_specs() if spec.shape
+                       for d in spec.shape[1:] if not isinstance(d, int)})
     info = {
         "model": {
             "path": None if model.path is None else str(model.path),
             "opset": model.opset,
+            "converted_from": model.converted_from,
+            # the input sizes MACs are counted at: the model's own unless a view fixed them
+            # (Model.with_input_shapes); symbolic sizes left count as 1
+            "assumed_shapes": model.assumed_shapes,
+            "symbolic_counted_as_1": symbolic,
             "nodes": len(model.nodes),
             "inputs": [_spec(s) for s in model.input_specs()],
             "outputs": [_spec(s) for s in model.output_specs()],
@@ -136,13 +143,16 @@ def format_inspect(info: dict[str, Any]) -> str:
     """The dict of :func:`inspect_model` as text tables (ids in full: they are what users pass
     back to pyprune; frozen reasons in full: they are the point)."""
     m, s = info["model"], info["summary"]
+    converted = (f" (converted from opset {m['converted_from']} with onnx.version_converter)"
+                 if m.get("converted_from") else "")
     lines = [
-        f"{m['path'] or '<in memory>'}: opset {m['opset']}, {m['nodes']} nodes",
+        f"{m['path'] or '<in memory>'}: opset {m['opset']}{converted}, {m['nodes']} nodes",
         f"  params {_human(m['params'])}, non-zeros {_human(m['nonzeros'])} "
-        f"({_percent(m['nonzeros'], m['params'])}), MACs {_human(m['macs'])}, "
+        f"({_percent(m['nonzeros'], m['params'])}), MACs {_human(m['macs'])} per sample, "
         f"file {_bytes(m['file_size'])}",
         "  inputs:  " + "; ".join(_fmt_spec(v) for v in m["inputs"]),
         "  outputs: " + "; ".join(_fmt_spec(v) for v in m["outputs"]),
+        _macs_basis(m),
         "",
         f"Channel groups: {s['prunable_groups']} of {s['groups']} prunable, "
         f"{s['prunable_units']} prunable units",
@@ -177,6 +187,19 @@ def format_inspect(info: dict[str, Any]) -> str:
         ],
     )
     return "\n".join(lines)
+
+
+def _macs_basis(m: dict[str, Any]) -> str:
+    """Which input sizes the MACs are counted at, and what to do when some are unknown."""
+    at = f" (sizes from {m['sizes_from']})" if m.get("sizes_from") and m.get("assumed_shapes") else ""
+    basis = "  MACs counted at the inputs above" + at + ", batch 1"
+    unknown = m.get("symbolic_counted_as_1") or []
+    if unknown:
+        named = [d for d in unknown if d != "unnamed"]
+        hint = f"--dim {named[0]}=N" if named else "--input-shape NAME:D0,D1,..."
+        basis += (f"; symbolic sizes counted as 1: {', '.join(unknown)} (give {hint}, --input-shape or --data "
+                  "for the MACs of real inputs)")
+    return basis
 
 
 def _table_lines(header: list[str], rows: list[list[str]]) -> list[str]:

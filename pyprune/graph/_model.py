@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -159,6 +159,7 @@ class Model:
         self._arrays: dict[str, np.ndarray] = {}
         #: The default-domain opset of the file when load() converted it (None: not converted).
         self.converted_from: int | None = None
+        self._assumed: dict[str, list[Dim]] = {}
         self.refresh()
 
     # -- index ---------------------------------------------------------------------------------
@@ -244,10 +245,54 @@ class Model:
             for h in hints:
                 self._types[h.name] = h.type
 
+    def with_input_shapes(self, shapes: Mapping[str, Sequence[Dim]]) -> Model:
+        """This model seen with its symbolic input sizes fixed: ``{input: dims}``, where an int
+        fixes a symbolic (or unknown) dimension and anything else leaves it as it is.
+
+        Shapes inferred through the graph then carry those sizes, so MACs (and the analysis) are
+        those of inputs of that size; the graph itself is untouched, and so is every file written
+        from it. The view shares this model's proto (edits work on copies, which keep the sizes);
+        ``self`` is returned when no size changes. ``assumed_shapes`` lists what was fixed.
+        """
+        current = {spec.name: spec.shape for spec in self.input_specs()}
+        fixed: dict[str, list[Dim]] = {}
+        for name, dims in shapes.items():
+            mine = current.get(name)
+            if mine is None or len(mine) != len(dims):
+                continue
+            new = [d if not isinstance(m, int) and isinstance(d, int) else m for m, d in zip(mine, dims)]
+            if new != mine:
+                fixed[name] = new
+        if not fixed:
+            return self
+        view = Model.__new__(Model)
+        view.proto, view.path, view.external_data = self.proto, self.path, self.external_data
+        view.converted_from = self.converted_from
+        view._external_files = list(self._external_files)
+        view._arrays = {}
+        view._assumed = {**self._assumed, **fixed}
+        view.refresh()
+        return view
+
+    @property
+    def assumed_shapes(self) -> dict[str, list[Dim]]:
+        """Input shapes fixed by :meth:`with_input_shapes` (empty: the model's own)."""
+        return {k: list(v) for k, v in self._assumed.items()}
+
     def _inference_skeleton(self) -> onnx.ModelProto:
-        """The data-free copy onnx's shape inference runs on: contrib ops replaced by stand-ins
-        with the same output shapes (see ``_contrib.py``)."""
+        """The data-free copy onnx's shape inference runs on: inputs at their assumed sizes
+        (:meth:`with_input_shapes`), contrib ops replaced by stand-ins with the same output shapes
+        (see ``_contrib.py``)."""
         sk = _skeleton(self.proto)
+        for value in sk.graph.input:
+            dims = self._assumed.get(value.name)
+            if dims is None or not value.type.HasField("tensor_type"):
+                continue
+            shape = value.type.tensor_type.shape
+            for d, size in zip(shape.dim, dims):
+                if isinstance(size, int):
+                    d.Clear()
+                    d.dim_value = size
         dims = {t.name: list(t.dims) for t in sk.graph.initializer}
         nodes: list[onnx.NodeProto] = []
         replaced = False
@@ -475,6 +520,7 @@ class Model:
         new = Model.__new__(Model)
         new.proto, new.path, new.external_data = proto, self.path, self.external_data
         new.converted_from = self.converted_from
+        new._assumed = dict(self._assumed)
         new._external_files = list(self._external_files)
         new._arrays = {}
         new.refresh()

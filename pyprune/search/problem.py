@@ -20,7 +20,7 @@ import numpy as np
 from .. import metrics as _metrics
 from ..data import DEFAULT_BATCH_SIZE, Dataset, as_model
 from ..errors import DataError, UnsupportedModelError
-from ..evaluate import MaskedSession, measure_latency
+from ..evaluate import MaskedSession, fetched_outputs, measure_latency
 from ..graph import DependencyGraph, Model
 from ..options import DEFAULT_MACS, PruneOptions
 from ..recovery import Recovery
@@ -35,6 +35,8 @@ __all__ = ["PruningProblem", "Evaluation"]
 _SETTLED = 1e-4
 #: Multiply-accumulates per batch a search aims for when no batch size is given.
 _BATCH_MACS = 256_000_000
+#: Samples of the synthetic inputs generated when no data is given.
+_SYNTHETIC_SAMPLES = 16
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,29 @@ class Evaluation:
     cost: Cost
     outputs: list[np.ndarray] = field(default_factory=list, repr=False)
     corrections: tuple | None = field(default=None, repr=False)  # recovery state it was judged with
+
+
+def input_notes(original: Model, judged: Model, dataset: Dataset) -> list[str]:
+    """What a run assumed about the model and its inputs, one sentence each, for the report."""
+    notes = []
+    if original.converted_from is not None:
+        notes.append(f"the model (opset {original.converted_from}) was converted to opset {original.opset} "
+                     "with onnx.version_converter; the pruned model is written at opset "
+                     f"{original.opset}")
+    if dataset.is_synthetic:
+        notes.append("no data was given: inputs are synthetic (random), so the metric is fidelity to the "
+                     "original on random inputs, not accuracy")
+    assumed = [f"{s.name} {_dims_text(s.shape)}" for s, o in zip(judged.input_specs(), original.input_specs())
+               if s.shape != o.shape]
+    if assumed:
+        notes.append("symbolic input sizes taken from the " + ("synthetic " if dataset.is_synthetic else "")
+                     + "data (MACs are counted at these, per sample): " + "; ".join(assumed))
+    notes.extend(dataset.notes)
+    return notes
+
+
+def _dims_text(shape: list | None) -> str:
+    return "?" if shape is None else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 def check_finite_weights(model: Model) -> None:
@@ -71,22 +96,30 @@ class PruningProblem:
     def __init__(self, model: Model | Any, data: Dataset | None, options: PruneOptions) -> None:
         self.started = time.perf_counter()
         self.options = options
-        self.model: Model = as_model(model)
+        model = as_model(model)
         self.target: Target | None = options.target
         if self.target is not None:
             SPACES[options.granularity].check_target(self.target.kind)
-        self.constraint = as_constraint(options.max_drop)
         if data is not None and not isinstance(data, Dataset):
             raise DataError(f"data must be a pyprune.Dataset, got {type(data).__name__}; for a file use "
                             "Dataset.from_npz(path, labels=...), for arrays Dataset({input_name: array}, labels)")
-        check_finite_weights(self.model)
-        self.dataset = data if data is not None else Dataset.synthetic(self.model, n=64, seed=options.seed)
-        self.dataset = self.dataset.bind(self.model)
-        self.metric = _metrics.for_data(options.metric, self.dataset.has_labels)
+        check_finite_weights(model)
+        if data is None:
+            data = Dataset.synthetic(model, n=_SYNTHETIC_SAMPLES, seed=options.seed, dims=options.dims,
+                                     input_shapes=options.input_shapes)
+        self.dataset = data.bind(model, dims=options.dims, input_shapes=options.input_shapes)
+        self.constraint = as_constraint(options.resolved_max_drop(self.dataset.is_synthetic))
+        _metrics.for_data(options.metric, self.dataset.has_labels)  # refuse a bad metric before any work
+        # Shapes as the data feeds them: symbolic sizes (sequence length, image height and width)
+        # become the data's, so MACs, and the analysis, are those of the inputs judged.
+        self.model: Model = model.with_input_shapes(self.dataset.input_shapes(model))
+        self.notes: list[str] = input_notes(model, self.model, self.dataset)
         self.graph = DependencyGraph(self.model)
         self.space: Space = SPACES[options.granularity](self.model, self.graph, options, self.dataset)
         self.params0, self.macs0 = self.space.params0, self.space.macs0
-        self.recovery = Recovery(self.model, self.space.groups, batchnorm=options.recovery, bias=options.recovery)
+        # Statistics of random inputs are not the model's: recovery needs real data.
+        recover = options.recovery and not self.dataset.is_synthetic
+        self.recovery = Recovery(self.model, self.space.groups, batchnorm=recover, bias=recover)
         self.batch_size = options.batch_size
         if self.batch_size is None:
             # Small models run the calibration data in a few large batches: per-run overheads
@@ -98,6 +131,10 @@ class PruningProblem:
         if self.recovery.batchnorms:  # the unpruned statistics come with the reference outputs
             self.session.reference, stats = self.session.run_with_stats()
             self.recovery.calibrate(stats)
+        fetched = self.session.output_names
+        self.metric = _metrics.for_data(options.metric, self.dataset.has_labels,
+                                        outputs=dict(zip(fetched, self.reference)), output=options.metric_output)
+        self.notes.append(self._judged_note())
         self.loss = self._loss_metric(options.loss)
         self.metric_target = self.dataset.labels if self.metric.needs_labels else self.reference
         self.baseline = self.metric(self.reference, self.metric_target)
@@ -115,6 +152,20 @@ class PruningProblem:
         self.note = ""  # why the loop stopped, when it did not reach the target
         self.current = Evaluation(self.baseline, 0.0, True, self.base_cost, list(self.reference))
         self._record("start", {}, self.baseline, 0.0)
+
+    def _judged_note(self) -> str:
+        """Which output the metric reads, and why (for the report)."""
+        index = self.metric.output
+        if index is None:
+            return f"metric {self.metric.name}: reads every output"
+        names = self.session.output_names
+        name = names[index]
+        stands_for = fetched_outputs(self.model)[name]
+        via = "" if stands_for == name else f" (output {stands_for!r} through the probabilities {name!r} it maps)"
+        outputs = dict(zip(names, self.reference))
+        why = ("named" if self.options.metric_output is not None
+               else _metrics.judged_output(outputs)[1] if len(names) > 1 else "the only output")
+        return f"metric {self.metric.name} judges output {stands_for!r}{via}: {why}"
 
     def set_target(self, target: Target) -> None:
         """Fix the target (a loop may derive one, e.g. a one-shot cut at given ratios)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -231,6 +231,9 @@ def sensitivity(
     threads: int | None = None,
     batch_size: int | None = None,
     quiet: bool = False,
+    metric_output: str | None = None,
+    dims: Mapping[str, int] | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> Sensitivity:
     """The metric with each prunable group (or layer) pruned alone at each of ``ratios``.
 
@@ -239,7 +242,8 @@ def sensitivity(
     set). ``ratios`` are fractions of each group's units, in [0, 1] (0: the unpruned model); a group
     always keeps one unit, and with ``round_to`` the count removed is the largest allowed one not
     above the ratio (the table says what was removed).
-    ``skip``: group or layer ids to leave out. A progress bar shows unless ``quiet``; Ctrl-C
+    ``skip``: group or layer ids to leave out. ``metric_output``, ``dims`` and ``input_shapes``
+    as in :class:`~pyprune.options.PruneOptions`. A progress bar shows unless ``quiet``; Ctrl-C
     stops the analysis and returns the groups measured so far (``interrupted`` is then True).
     """
     if granularity not in ("channel", "layer"):
@@ -248,7 +252,8 @@ def sensitivity(
     options = PruneOptions(granularity=granularity, importance=importance, max_drop=None, metric=metric,
                            recovery=False, limits=Limits(skip=tuple(skip), round_to=round_to), reduce=reduce,
                            normalize=normalize, seed=seed, threads=threads, batch_size=batch_size,
-                           measure_latency=False, quiet=True)
+                           measure_latency=False, quiet=True, metric_output=metric_output,
+                           dims=dict(dims or {}), input_shapes={k: tuple(v) for k, v in (input_shapes or {}).items()})
     problem = PruningProblem(model, data, options)
     plan = [(s, [s.count_for(r) for r in ratios]) for s in problem.slots]
     progress = Progress(quiet=quiet, label="sensitivity")

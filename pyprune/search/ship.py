@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..evaluate import make_session, run_batches
+from ..evaluate import run_model
 from ..graph import Model, maskable_weights
 from ..report import Figures, History, Report
 from ._loop import Loop
@@ -112,7 +112,7 @@ def ship(p: PruningProblem, loop: Loop) -> PruneResult:
     masked = p.evaluate(counts, count=False)
     pruned = p.build(counts)
     onnx.checker.check_model(pruned.proto, full_check=True)
-    outputs = run_batches(make_session(pruned.proto, p.options.threads), p.dataset.batches(pruned, p.batch_size))
+    outputs = run_model(pruned, p.dataset, p.options.threads, p.batch_size)
     errors = [float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)), initial=0.0))
               for a, b in zip(outputs, masked.outputs) if _numeric(a)]
     scale = max((float(np.max(np.abs(np.asarray(r, np.float64)), initial=0.0)) for r in masked.outputs
@@ -164,6 +164,7 @@ def ship(p: PruningProblem, loop: Loop) -> PruneResult:
         frozen=dict(p.frozen), removed={sid: n for sid, n in counts.items() if n},
         settings=_settings(p, loop), verified=verified, max_output_error=max_error,
         synthetic_data=p.dataset.is_synthetic, threshold=p.threshold, target_kind=kind, target_value=target.value,
+        notes=list(p.notes),
     )
     return PruneResult(pruned, report, p.history)
 
