@@ -12,7 +12,7 @@ from __future__ import annotations
 from ._dependency import ChannelInfo, DependencyGraph
 from ._inspect import format_inspect, inspect_model
 from ._layers import WEIGHTED_OPS, check_layer_ids, find_layers
-from ._model import MIN_OPSET, Model, TensorSpec, drop_unused, load, rename_reads
+from ._model import MAC_WEIGHTED_OPS, MIN_OPSET, Model, TensorSpec, drop_unused, load, rename_reads
 from ._units import Coupling, Edit, Group, Layer, MaskPoint
 from ._weights import (
     FLOAT_TYPES,
@@ -29,6 +29,7 @@ __all__ = [
     "Model",
     "TensorSpec",
     "MIN_OPSET",
+    "MAC_WEIGHTED_OPS",
     "DependencyGraph",
     "ChannelInfo",
     "Group",

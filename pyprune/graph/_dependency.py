@@ -13,17 +13,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+import onnx
 
-from ._model import Model
+from ._model import _FLOAT_PARAMS, MAC_WEIGHTED_OPS, Model, _outer_scope_reads
 from ._units import Coupling, Edit, Group, Layer, MaskPoint
 from ._walk import ChannelInfo, Walk  # noqa: F401  (ChannelInfo is part of this module's API)
 from .rules import freeze_all, rule_for
 
 __all__ = ["DependencyGraph", "ChannelInfo"]
 
-# Ops whose MACs scale with the slices of their weight operand (input 1), ONNX Runtime's fused
-# forms included.
-_WEIGHTED = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "FusedConv", "FusedMatMul"})
 
 
 class DependencyGraph:
@@ -93,6 +91,9 @@ class DependencyGraph:
         for g in groups:
             _complexity(model, g)
         self.groups: list[Group] = groups
+        #: Weights inside If/Loop/Scan bodies, left whole: ``{what: why}`` (see
+        #: :func:`control_flow_weights`).
+        self.control_flow: dict[str, str] = control_flow_weights(model)
         self._by_id = {g.id: g for g in groups}
         self._layers: list[Layer] | None = None
 
@@ -130,6 +131,41 @@ class DependencyGraph:
         return f"<DependencyGraph: {len(self.groups)} groups ({n} prunable)>"
 
 
+def control_flow_weights(model: Model) -> dict[str, str]:
+    """Weights read inside If/Loop/Scan bodies, which pyprune leaves whole: ``{id: reason}``.
+
+    Keys are ``"<node> body"`` for each control-flow node whose bodies read weights (their own
+    initializers or the main graph's); everything outside the bodies is analysed as usual, and
+    channels that flow into a body freeze (the body's ops would have to follow them).
+    """
+    found: dict[str, str] = {}
+    for node in model.nodes:
+        bodies = [a.g for a in node.attribute if a.HasField("g")] + [g for a in node.attribute for g in a.graphs]
+        if not bodies:
+            continue
+        own = sum(1 for body in bodies for t in _initializers_in(body) if t.data_type in _FLOAT_PARAMS)
+        outer = sorted(n for n in _outer_scope_reads(node) if model.is_param(n))
+        if not own and not outer:
+            continue
+        parts = ([f"{own} weight(s) of its own"] if own else []) + (
+            [f"{len(outer)} of the main graph ({', '.join(outer[:3])}{', ...' if len(outer) > 3 else ''})"]
+            if outer else [])
+        kind = "branches" if node.op_type == "If" else "body"
+        found[f"{node.name} {kind}"] = (f"weights read inside the {kind} of {node.op_type} node {node.name!r} "
+                                        f"({' and '.join(parts)}) are not pruned: control-flow bodies are left whole")
+    return found
+
+
+def _initializers_in(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                yield from _initializers_in(attr.g)
+            for sub in attr.graphs:
+                yield from _initializers_in(sub)
+
+
 def _complexity(model: Model, group: Group) -> None:
     """Parameters and MACs removed with each unit of a group."""
     params = np.zeros(group.size, dtype=np.float64)
@@ -143,7 +179,7 @@ def _complexity(model: Model, group: Group) -> None:
         node_macs = sum(
             model.node_macs(n)
             for n, i in model.consumers(c.weight)
-            if n.op_type in _WEIGHTED and i == 1
+            if n.op_type in MAC_WEIGHTED_OPS and i == 1
         )
         macs += counts * (node_macs / max(shape[c.axis], 1))
     group.params_per_unit = params.astype(np.int64)

@@ -103,6 +103,7 @@ def inspect_model(
             "file_size": int(model.file_size()),
         },
         "groups": groups,
+        "control_flow": dict(graph.control_flow),
         "layers": layers,
         "weights": weights,
         "summary": {
@@ -165,6 +166,9 @@ def format_inspect(info: dict[str, Any]) -> str:
             for g in info["groups"]
         ],
     )
+    if info.get("control_flow"):
+        lines += ["", "Inside control flow (not pruned):"]
+        lines += [f"  {k}: {v}" for k, v in info["control_flow"].items()]
     lines += ["", f"Layers: {s['prunable_layers']} of {s['layers']} removable"]
     lines += _table_lines(
         ["layer", "kind", "nodes", "params", "MACs", "frozen"],

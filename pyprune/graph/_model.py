@@ -23,7 +23,7 @@ from .._files import same_file, temporary_folder
 from ..errors import ModelLoadError, UnsupportedModelError
 from ._contrib import CONTRIB_DOMAIN, standins
 
-__all__ = ["load", "Model", "TensorSpec", "ShapeEntry", "MIN_OPSET"]
+__all__ = ["load", "Model", "TensorSpec", "ShapeEntry", "MIN_OPSET", "MAC_WEIGHTED_OPS"]
 
 #: Oldest default-domain opset the op rules are written for. Older models (opsets 7-10, the
 #: classic model-zoo exports) are converted to it on load with ``onnx.version_converter``.
@@ -461,10 +461,11 @@ class Model:
     # -- complexity ----------------------------------------------------------------------------
 
     def node_macs(self, node: onnx.NodeProto) -> int:
-        """Multiply-accumulates of one run of ``node``; symbolic dims (batch, ...) count as 1.
+        """Multiply-accumulates of one run of ``node``; symbolic dims (batch, ...) count as 1
+        (see :meth:`with_input_shapes` for the MACs of inputs of a given size).
 
-        Conv, ConvTranspose, Gemm and MatMul (batched included) are counted; other ops are 0.
-        Unknown shapes count 0.
+        Conv, ConvTranspose, Gemm, MatMul (batched included), GRU/LSTM/RNN and ONNX Runtime's
+        FusedConv, FusedMatMul and Attention are counted; other ops are 0. Unknown shapes count 0.
         """
         return node_macs(self, node)
 
@@ -630,6 +631,11 @@ def _attr(node: onnx.NodeProto, name: str, default=None):
 # ONNX Runtime's fused ops counted as the standard op they fuse.
 _CONTRIB_MACS_AS = {"FusedConv": "Conv", "FusedMatMul": "MatMul", "Attention": "Attention"}
 
+#: Ops whose MACs scale with the slices of their weight operand (input 1): removing a share of
+#: that weight's rows or columns removes that share of the node's MACs. ONNX Runtime's fused
+#: forms included.
+MAC_WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "FusedConv", "FusedMatMul"})
+
 
 def node_macs(model: Model, node: onnx.NodeProto) -> int:
     """MACs of one node (see :meth:`Model.node_macs`)."""
@@ -670,6 +676,14 @@ def node_macs(model: Model, node: onnx.NodeProto) -> int:
         sizes = _attr(node, "qkv_hidden_sizes")
         qk, v = (int(sizes[0]), int(sizes[2])) if sizes else (w[1] // 3, w[1] // 3)
         return int(batch * seq * hidden * w[1] + batch * seq * seq * (qk + v))
+    if op in ("GRU", "LSTM", "RNN"):  # every step multiplies its input by W and its state by R
+        x = _concrete(model.shape(node.input[0]))
+        w = _concrete(model.shape(node.input[1]))
+        r = _concrete(model.shape(node.input[2]))
+        if x is None or w is None or r is None or len(x) != 3:
+            return 0
+        steps = x[0] * x[1]  # sequence x batch, in either layout
+        return int(steps * (np.prod(w, dtype=np.int64) + np.prod(r, dtype=np.int64)))
     return 0
 
 

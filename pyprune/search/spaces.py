@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import importance as _importance
 from ..errors import TargetError
-from ..graph import DependencyGraph, Group, Layer, Model, maskable_weights, nm_masks
+from ..graph import MAC_WEIGHTED_OPS, DependencyGraph, Group, Layer, Model, maskable_weights, nm_masks
 from ..options import PruneOptions
 from ..surgery import apply_weight_masks, remove_layers, remove_units
 
@@ -104,7 +104,7 @@ class Space:
 
     def __init__(self, model: Model, graph: DependencyGraph, options: PruneOptions, dataset: Any) -> None:
         self.model, self.graph, self.options, self.dataset = model, graph, options, dataset
-        self.frozen: dict[str, str] = {}
+        self.frozen: dict[str, str] = dict(graph.control_flow)
         self.params0, self.macs0, self.nonzeros0 = model.params(), model.macs(), model.nonzeros()
         self._depth = {n.name: i for i, n in enumerate(model.nodes)}
         self.slots: list[Slot] = self._make_slots(set(options.limits.skip))
@@ -223,7 +223,7 @@ class ChannelSpace(Space):
             for c in g.couplings:
                 self._axes.setdefault(c.weight, {}).setdefault(c.axis, []).append((g.id, np.asarray(c.index)))
         self._weighted_nodes = [(n.input[1], self.model.node_macs(n)) for n in self.model.nodes
-                                if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")
+                                if n.op_type in MAC_WEIGHTED_OPS
                                 and len(n.input) > 1 and n.input[1] in self._axes]
         self._weight_size = {w: int(np.prod(self.model.weight(w).shape, dtype=np.int64)) for w in self._axes}
         return slots
