@@ -157,7 +157,8 @@ class Report:
             lines.append(f"| latency (ms) | {t0:.3f} | {t1:.3f} | {_ratio(t1, t0)} |")
         if self.before.metric is not None and self.after.metric is not None:
             m0, m1 = self.before.metric, self.after.metric
-            lines.append(f"| {self.metric_name} | {m0:.4f} | {m1:.4f} | {m1 - m0:+.4f} |")
+            name = self.metric_name + (" (synthetic inputs)" if self.synthetic_data else "")
+            lines.append(f"| {name} | {m0:.4f} | {m1:.4f} | {m1 - m0:+.4f} |")
         return "\n".join(lines)
 
     def markdown(self) -> str:

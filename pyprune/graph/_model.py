@@ -182,6 +182,14 @@ class Model:
             for name in sorted(_outer_scope_reads(node)):
                 self._consumers.setdefault(name, []).append((node, -1))
         self._graph_inputs = [v.name for v in graph.input if v.name not in self._initializers]
+        # sizes of the input symbols the assumed shapes fix (for dims inferred as products)
+        self._symbols: dict[str, int] = {}
+        for value in graph.input:
+            assumed = self._assumed.get(value.name)
+            if assumed is not None and value.type.HasField("tensor_type"):
+                for d, size in zip(value.type.tensor_type.shape.dim, assumed):
+                    if d.dim_param and isinstance(size, int):
+                        self._symbols.setdefault(d.dim_param, size)
         # Every name in use (computed once per refresh; unique_name adds what it hands out).
         self._used: set[str] = (set(self._initializers) | set(self._producers) | set(self._nodes)
                                 | set(self._graph_inputs) | set(self._consumers))
@@ -614,11 +622,26 @@ class Model:
 # -- MACs ---------------------------------------------------------------------------------------
 
 
-def _concrete(shape: list[Dim] | None) -> list[int] | None:
-    """Shape with symbolic dims set to 1; None if any dim (or the rank) is unknown."""
+def _concrete(shape: list[Dim] | None, symbols: Mapping[str, int] | None = None) -> list[int] | None:
+    """Shape with symbolic dims at their sizes in ``symbols`` (a product of symbols such as
+    ``sequence*batch``, as exporters annotate flattened tokens, multiplies them out); a symbol
+    of unknown size counts as 1. None if any dim (or the rank) is unknown."""
     if shape is None or any(d is None for d in shape):
         return None
-    return [d if isinstance(d, int) else 1 for d in shape]
+    return [d if isinstance(d, int) else _symbolic_size(str(d), symbols or {}) for d in shape]
+
+
+def _symbolic_size(dim: str, symbols: Mapping[str, int]) -> int:
+    size = 1
+    for factor in dim.split("*"):
+        factor = factor.strip()
+        if factor.isdigit():
+            size *= int(factor)
+        elif factor.isidentifier() or factor.replace(".", "_").isidentifier():
+            size *= symbols.get(factor, 1)
+        else:
+            return 1  # an expression this does not evaluate (sums, divisions): counted as 1
+    return size
 
 
 def _attr(node: onnx.NodeProto, name: str, default=None):
@@ -644,32 +667,32 @@ def node_macs(model: Model, node: onnx.NodeProto) -> int:
     else:
         op = _CONTRIB_MACS_AS.get(node.op_type, "") if node.domain == CONTRIB_DOMAIN else ""
     if op in ("Conv", "ConvTranspose"):
-        w = _concrete(model.shape(node.input[1]))
+        w = _concrete(model.shape(node.input[1]), model._symbols)
         side = node.output[0] if op == "Conv" else node.input[0]
-        act = _concrete(model.shape(side))
+        act = _concrete(model.shape(side), model._symbols)
         if w is None or act is None or len(act) < 2:
             return 0
         # Conv: every output element sums over Cin/group * kernel; ConvTranspose: every input
         # element scatters into Cout/group * kernel outputs. Both equal elements * w[1:] volume.
         return int(np.prod(act, dtype=np.int64) * np.prod(w[1:], dtype=np.int64))
     if op == "Gemm":
-        a = _concrete(model.shape(node.input[0]))
-        b = _concrete(model.shape(node.input[1]))
+        a = _concrete(model.shape(node.input[0]), model._symbols)
+        b = _concrete(model.shape(node.input[1]), model._symbols)
         if a is None or b is None or len(a) != 2 or len(b) != 2:
             return 0
         m, k = (a[1], a[0]) if _attr(node, "transA", 0) else (a[0], a[1])
         n = b[0] if _attr(node, "transB", 0) else b[1]
         return int(m * k * n)
     if op == "MatMul":
-        a = _concrete(model.shape(node.input[0]))
-        out = _concrete(model.shape(node.output[0]))
+        a = _concrete(model.shape(node.input[0]), model._symbols)
+        out = _concrete(model.shape(node.output[0]), model._symbols)
         if a is None or out is None or not a:
             return 0
         k = a[-2] if len(a) > 1 and _attr(node, "transA", 0) else a[-1]  # FusedMatMul's transA
         return int(np.prod(out, dtype=np.int64) * k)
     if op == "Attention":  # com.microsoft: the QKV projection, then scores and context per head
-        x = _concrete(model.shape(node.input[0]))
-        w = _concrete(model.shape(node.input[1]))
+        x = _concrete(model.shape(node.input[0]), model._symbols)
+        w = _concrete(model.shape(node.input[1]), model._symbols)
         if x is None or w is None or len(x) != 3 or len(w) != 2:
             return 0
         batch, seq, hidden = x
@@ -677,9 +700,9 @@ def node_macs(model: Model, node: onnx.NodeProto) -> int:
         qk, v = (int(sizes[0]), int(sizes[2])) if sizes else (w[1] // 3, w[1] // 3)
         return int(batch * seq * hidden * w[1] + batch * seq * seq * (qk + v))
     if op in ("GRU", "LSTM", "RNN"):  # every step multiplies its input by W and its state by R
-        x = _concrete(model.shape(node.input[0]))
-        w = _concrete(model.shape(node.input[1]))
-        r = _concrete(model.shape(node.input[2]))
+        x = _concrete(model.shape(node.input[0]), model._symbols)
+        w = _concrete(model.shape(node.input[1]), model._symbols)
+        r = _concrete(model.shape(node.input[2]), model._symbols)
         if x is None or w is None or r is None or len(x) != 3:
             return 0
         steps = x[0] * x[1]  # sequence x batch, in either layout

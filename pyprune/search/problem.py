@@ -51,6 +51,10 @@ class Evaluation:
     corrections: tuple | None = field(default=None, repr=False)  # recovery state it was judged with
 
 
+def _finite(outputs: list[np.ndarray]) -> bool:
+    return all(np.all(np.isfinite(o)) for o in outputs if isinstance(o, np.ndarray) and o.dtype.kind == "f")
+
+
 def input_notes(original: Model, judged: Model, dataset: Dataset) -> list[str]:
     """What a run assumed about the model and its inputs, one sentence each, for the report."""
     notes = []
@@ -335,6 +339,16 @@ class PruningProblem:
                 break
         else:
             outs = self.session.run(masks.groups, masks.gates, masks.weights, self.recovery.corrections)
+            # Not settled: the corrections of later layers still chase those of earlier ones (deep
+            # stacks of un-fused BatchNormalization, as paddle2onnx writes them, need one pass per
+            # layer). A half-settled set can blow activations up by orders of magnitude, so it is
+            # kept only when it brings the outputs closer to the original than no correction does.
+            plain = self.session.run(masks.groups, masks.gates, masks.weights, {})
+            self.recovery_runs += 1
+            if not _finite(outs) or (_finite(plain) and self.loss(plain, self.reference)
+                                     <= self.loss(outs, self.reference)):
+                self.recovery.restore(({}, {}))
+                outs = plain
         return replace(self._judge(outs, counts, orders, count), corrections=self.recovery.snapshot())
 
     # -- state ----------------------------------------------------------------------------------

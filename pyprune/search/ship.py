@@ -133,7 +133,8 @@ def ship(p: PruningProblem, loop: Loop) -> PruneResult:
     where = _describe(kind, value, p, after)
     if kind != "latency" and abs(estimate - value) > 1e-6:
         where += f"; the search estimated {estimate:.3f}"
-    metric_text = f"{p.metric.name} {after_metric:.4f} (unpruned {p.baseline:.4f})"
+    on = " on synthetic inputs" if p.dataset.is_synthetic else ""
+    metric_text = f"{p.metric.name}{on} {after_metric:.4f} (unpruned {p.baseline:.4f})"
     if p.interrupted:
         statement = (f"Interrupted: returning the best model found so far that meets the constraint: "
                      f"{where}, {metric_text}.")
