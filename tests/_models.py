@@ -27,6 +27,7 @@ class Builder:
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self.inputs: list[onnx.ValueInfoProto] = []
+        self.domains: set[str] = set()
         self._n = 0
 
     def name(self, base: str) -> str:
@@ -50,10 +51,16 @@ class Builder:
             w = np.abs(w) + 0.5
         return self.const(w.astype(np.float32), "w")
 
-    def op(self, op_type: str, inputs: list[str], n_out: int = 1, **attrs) -> str | list[str]:
+    def op(self, op_type: str, inputs: list[str], n_out: int = 1, domain: str = "", **attrs) -> str | list[str]:
         outs = [self.name(op_type.lower()) for _ in range(n_out)]
-        self.nodes.append(helper.make_node(op_type, inputs, outs, name=self.name(op_type), **attrs))
+        self.nodes.append(helper.make_node(op_type, inputs, outs, name=self.name(op_type), domain=domain, **attrs))
+        if domain:
+            self.domains.add(domain)
         return outs[0] if n_out == 1 else outs
+
+    def ms(self, op_type: str, inputs: list[str], n_out: int = 1, **attrs) -> str | list[str]:
+        """An ONNX Runtime contrib op (com.microsoft), as its graph optimizer writes them."""
+        return self.op(op_type, inputs, n_out, domain="com.microsoft", **attrs)
 
     # -- layers ---------------------------------------------------------------------------------
 
@@ -127,7 +134,8 @@ class Builder:
         """The model; output types come from onnx's inference or ``shapes`` where it fails."""
         outs = [helper.make_empty_tensor_value_info(o) for o in outputs]
         graph = helper.make_graph(self.nodes, "test", self.inputs, outs, self.inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)]
+                                  + [helper.make_opsetid(d, 1) for d in sorted(self.domains)])
         model.ir_version = ir_version or max(
             8, helper.find_min_ir_version_for([helper.make_opsetid("", self.opset)])
         )
@@ -345,6 +353,101 @@ def transformer_ffn(opset=13, batch="N"):
     return b.model([z])
 
 
+def ort_transformer(opset=13, batch="N"):
+    """A transformer block as ONNX Runtime's optimizer saves it: SkipLayerNormalization joins and
+    normalises the residual stream (frozen), the FFN neurons (MatMul -> BiasGelu -> MatMul,
+    FusedMatMul with a transposed weight -> FastGelu -> MatMul, QuickGelu and Gelu, a layer norm
+    over a non-channel axis) prune."""
+    b = Builder(opset, batch)
+    x = b.input([4, 8])
+    ln = b.ms("SkipLayerNormalization", [x, x, b.weight([8], positive=True), b.weight([8], 0.1)])
+    a = b.ms("BiasGelu", [b.matmul(ln, 8, 12), b.weight([12], 0.1)])
+    y = b.ms("SkipSimplifiedLayerNormalization", [b.matmul(a, 12, 8), ln, b.weight([8], positive=True)])
+    h = b.ms("FusedMatMul", [y, b.weight([10, 8])], transB=1, alpha=0.5)
+    h = b.ms("FastGelu", [h, b.weight([10], 0.1)])
+    z = b.op("Add", [b.matmul(h, 10, 8), y])
+    q = b.ms("Gelu", [b.ms("QuickGelu", [b.matmul(z, 8, 6)], alpha=1.702)])
+    if opset >= 17:  # a normalisation over the 4 tokens keeps the 6 channels
+        t = b.op("Transpose", [q], perm=[0, 2, 1])
+        t = b.op("LayerNormalization", [t, b.weight([4], positive=True)], axis=-1)
+        q = b.op("Transpose", [t], perm=[0, 2, 1])
+    out = b.matmul(q, 6, 3)
+    return b.model([out], shapes={out: [batch, 4, 3]})
+
+
+def ort_fused_cnn(opset=13, batch="N"):
+    """A CNN as ONNX Runtime's optimizer saves it: FusedConv with activations, one with a
+    residual input Z (its output channels are joined with Z's), one depthwise."""
+    b = Builder(opset, batch)
+    x = b.input([3, 6, 6])
+
+    def fused(h, cin, cout, z=None, group=1, **attrs):
+        ins = [h, b.weight([cout, cin // group, 3, 3]), b.weight([cout], 0.1)] + ([z] if z else [])
+        return b.ms("FusedConv", ins, pads=[1, 1, 1, 1], group=group, **attrs)
+
+    c1 = fused(x, 3, 8, activation="Relu")
+    c2 = fused(c1, 8, 8, activation="LeakyRelu", activation_params=[0.1])
+    c3 = fused(c2, 8, 8, z=c1, activation="Relu")
+    d = fused(c3, 8, 8, group=8, activation="Clip", activation_params=[0.0, 6.0])
+    c4 = fused(d, 8, 6, activation="Sigmoid")
+    y = b.gemm(b.op("Flatten", [b.op("GlobalAveragePool", [c4])]), 6, 3)
+    return b.model([y], shapes={y: [batch, 3]})
+
+
+def paddle_style(opset=13, batch="p2o.DynamicDimension.0"):
+    """paddle2onnx's MobileNetV3 pattern: weights in Constant nodes, Conv-BN-HardSwish, a
+    squeeze-excitation with HardSigmoid, the batch axis named ``p2o.DynamicDimension.0``."""
+    b = Builder(opset, batch if isinstance(batch, int) else "p2o.DynamicDimension.0")
+
+    def hardswish(v):  # an op from opset 14; paddle2onnx writes x * HardSigmoid(x) before
+        if opset >= 14:
+            return b.op("HardSwish", [v])
+        return b.op("Mul", [v, b.op("HardSigmoid", [v], alpha=1 / 6, beta=0.5)])
+
+    x = b.input([3, 8, 8])
+    h = hardswish(b.bn(b.conv(x, 3, 8, bias=False, stride=2), 8))
+    h = hardswish(b.bn(b.conv(h, 8, 8, group=8, bias=False), 8))  # depthwise
+    s = b.op("GlobalAveragePool", [h])
+    s = b.op("HardSigmoid", [b.conv(b.relu(b.conv(s, 8, 4, k=1)), 4, 8, k=1)], alpha=1 / 6, beta=0.5)
+    h = b.op("Mul", [h, s])
+    h = hardswish(b.bn(b.conv(h, 8, 12, k=1, bias=False), 12))
+    f = b.op("Flatten", [b.op("GlobalAveragePool", [h])])
+    y = b.gemm(hardswish(b.gemm(f, 12, 16)), 16, 4)
+    model = b.model([y], shapes={y: [b.batch, 4]})
+    return _weights_in_constants(model)
+
+
+def _weights_in_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Every initializer moved into a Constant node (as paddle2onnx 1.x writes weights)."""
+    graph = model.graph
+    constants = [helper.make_node("Constant", [], [t.name], value=t, name=f"p2o.Constant.{i}")
+                 for i, t in enumerate(graph.initializer)]
+    del graph.initializer[:]
+    nodes = constants + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model
+
+
+def shared_token_shape(opset=13, batch="N"):
+    """GPT-2's MLP as torch exports it: tokens flattened to [batch*seq, hidden] around Gemm, and
+    one target shape [batch, seq, 4*hidden] (a Concat of Shape entries and a constant) shared by
+    every layer's Reshape."""
+    b = Builder(opset, batch)
+    x = b.input([5, 6])  # [batch, seq, hidden]
+    n = b.op("Shape", [x])
+    dims = [b.unsqueeze(b.op("Gather", [n, b.const(np.array(i, np.int64))], axis=0), [0]) for i in (0, 1)]
+    wide = b.op("Concat", [*dims, b.const(np.array([16], np.int64))], axis=0)
+    h = x
+    for _ in range(2):
+        flat = b.op("Reshape", [h, b.const(np.array([-1, 6], np.int64))])
+        up = b.op("Reshape", [b.gemm(flat, 6, 16), wide])  # shared by both layers' Reshapes
+        up = b.gelu_tanh(up)
+        down = b.gemm(b.op("Reshape", [up, b.const(np.array([-1, 16], np.int64))]), 16, 6)
+        h = b.op("Add", [h, b.op("Reshape", [down, b.op("Shape", [h])])])
+    return b.model([h], shapes={h: [batch, 5, 6]})
+
+
 def elementwise_zoo(opset=13, batch="N"):
     """Per-channel constants with broadcasting and shape-preserving ops between two convs."""
     b = Builder(opset, batch)
@@ -491,6 +594,10 @@ CATALOGUE: dict[str, Case] = {
     "frozen_cases": Case(frozen_cases, 1),
     "gated_concat_add": Case(gated_concat_add, 1),
     "shared_weight": Case(shared_weight, 1),
+    "ort_transformer": Case(ort_transformer, 3),
+    "ort_fused_cnn": Case(ort_fused_cnn, 3),
+    "paddle_style": Case(paddle_style, 4),
+    "shared_token_shape": Case(shared_token_shape, 2),
 }
 
 

@@ -25,13 +25,16 @@ _PREFIX = "pyprune_standin_"
 _LIKE_INPUT = frozenset({
     "Gelu", "QuickGelu", "BiasGelu", "FastGelu", "BiasAdd", "SkipLayerNormalization",
     "SkipSimplifiedLayerNormalization", "LayerNormalization", "SimplifiedLayerNormalization",
-    "BiasDropout", "BitmaskBiasDropout",
 })  # fmt: skip
 # The sum output (input + skip + bias) of the skip normalisations is output 3.
 _SUM_OUTPUT = {"SkipLayerNormalization": 3, "SkipSimplifiedLayerNormalization": 3}
 
-#: Contrib ops that ONNX Runtime registers in the default domain (older opsets lack them).
-DEFAULT_DOMAIN_CONTRIB = frozenset({"SimplifiedLayerNormalization"})
+#: Contrib ops that ONNX Runtime registers in the default domain: RMS normalisation, and
+#: LayerNormalization for opsets before 17 (onnx has a schema only from 17; a stand-in is
+#: harmless after that, its output is shaped like its input either way). onnx's checker refuses
+#: both below those versions, so such models are refused on load; the stand-ins serve models
+#: checked elsewhere (``Model(proto)`` directly).
+DEFAULT_DOMAIN_CONTRIB = frozenset({"SimplifiedLayerNormalization", "LayerNormalization"})
 
 
 def is_contrib(node: onnx.NodeProto) -> bool:

@@ -213,20 +213,34 @@ class Model:
                     known = types.get(v.name)
                     if known is None or _rank(v.type) is not None:
                         types[v.name] = v.type
+        # Values inside If/Loop/Scan bodies (their MACs are counted; main-graph names win)
+        nested = [g for g in _graphs(inferred) if g is not inferred] if sources else []
+        for sub in nested:
+            for values in (sub.input, sub.output, sub.value_info):
+                for v in values:
+                    if v.name not in types and v.type.WhichOneof("value") is not None:
+                        types[v.name] = v.type
+            for t in sub.initializer:
+                types.setdefault(t.name, helper.make_tensor_type_proto(t.data_type, list(t.dims)))
         self._types = types
         if sources:
             self._infer_reshapes()
 
     def _infer_reshapes(self) -> None:
-        """Help onnx's inference where it stops: run-time Reshape targets.
+        """Help onnx's inference where it stops: run-time Reshape targets, Loop states.
 
         onnx propagates shape values only in limited cases; exporters often compute Reshape
         targets as Shape -> Gather -> Unsqueeze -> Concat. Such targets are evaluated
-        symbolically here, their outputs annotated and inference re-run downstream.
+        symbolically here, their outputs annotated and inference re-run downstream. A Loop's
+        final state has no shape in onnx's inference (the body could change it); when the body
+        hands back its state in the shape it received, that is the final state's shape too.
         """
         for _ in range(8):
             hints = []
             for node in self.proto.graph.node:
+                if node.op_type == "Loop" and node.domain in ("", "ai.onnx"):
+                    hints.extend(self._loop_state_hints(node))
+                    continue
                 if node.op_type != "Reshape" or node.domain not in ("", "ai.onnx"):
                     continue
                 if len(node.input) < 2:
@@ -286,6 +300,20 @@ class Model:
     def assumed_shapes(self) -> dict[str, list[Dim]]:
         """Input shapes fixed by :meth:`with_input_shapes` (empty: the model's own)."""
         return {k: list(v) for k, v in self._assumed.items()}
+
+    def _loop_state_hints(self, node: onnx.NodeProto) -> list[onnx.ValueInfoProto]:
+        body = next((a.g for a in node.attribute if a.name == "body"), None)
+        if body is None:
+            return []
+        hints = []
+        # Loop inputs: trip count, condition, states...; body outputs: condition, states..., scans
+        for k, state in enumerate(node.input[2:]):
+            if k >= len(node.output) or not node.output[k] or self.shape(node.output[k]) is not None:
+                continue
+            given, returned = self.shape(state), self.shape(body.output[k + 1].name)
+            if given is not None and given == returned:
+                hints.append(helper.make_tensor_value_info(node.output[k], self.elem_type(state) or 0, given))
+        return hints
 
     def _inference_skeleton(self) -> onnx.ModelProto:
         """The data-free copy onnx's shape inference runs on: inputs at their assumed sizes
@@ -699,6 +727,8 @@ def node_macs(model: Model, node: onnx.NodeProto) -> int:
         sizes = _attr(node, "qkv_hidden_sizes")
         qk, v = (int(sizes[0]), int(sizes[2])) if sizes else (w[1] // 3, w[1] // 3)
         return int(batch * seq * hidden * w[1] + batch * seq * seq * (qk + v))
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+        return _control_flow_macs(model, node)
     if op in ("GRU", "LSTM", "RNN"):  # every step multiplies its input by W and its state by R
         x = _concrete(model.shape(node.input[0]), model._symbols)
         w = _concrete(model.shape(node.input[1]), model._symbols)
@@ -708,6 +738,30 @@ def node_macs(model: Model, node: onnx.NodeProto) -> int:
         steps = x[0] * x[1]  # sequence x batch, in either layout
         return int(steps * (np.prod(w, dtype=np.int64) + np.prod(r, dtype=np.int64)))
     return 0
+
+
+def _control_flow_macs(model: Model, node: onnx.NodeProto) -> int:
+    """MACs of an If (its costlier branch: an upper bound, the branch taken is known only at run
+    time), a Loop (its body times a constant trip count, once when the count is not a constant)
+    or a Scan (its body once per step of the first scanned input, once when unknown)."""
+    bodies = {a.name: a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH}
+    costs = {name: sum(node_macs(model, n) for n in body.node) for name, body in bodies.items()}
+    if node.op_type == "If":
+        return max(costs.values(), default=0)
+    body = costs.get("body", 0)
+    if node.op_type == "Loop":
+        trips = node.input[0] if node.input else ""
+        if trips and model.is_weight(trips) and model.weight(trips).size == 1:
+            return body * max(int(model.weight(trips).ravel()[0]), 0)
+        return body
+    if node.op_type == "Scan":
+        n_state = len(node.input) - int(_attr(node, "num_scan_inputs", 0))
+        scanned = node.input[n_state] if n_state < len(node.input) else ""
+        axes = _attr(node, "scan_input_axes", None)
+        shape = _concrete(model.shape(scanned), model._symbols) if scanned else None
+        axis = int(axes[0]) if axes else 0
+        return body * (shape[axis] if shape and len(shape) > axis else 1)
+    return sum(costs.values())
 
 
 # -- shape computations -------------------------------------------------------------------------

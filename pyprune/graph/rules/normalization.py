@@ -39,12 +39,6 @@ def layer_norm(w: Walk, node: onnx.NodeProto) -> None:
             w.set(out, info.axis, info.labels)
 
 
-# ONNX Runtime's LayerNormalization (contrib, before opset 17) and RMS normalisation
-# (SimplifiedLayerNormalization, which ONNX Runtime registers in the default domain).
-rule("SimplifiedLayerNormalization")(layer_norm)
-rule("LayerNormalization", "SimplifiedLayerNormalization", registry=CONTRIB_RULES)(layer_norm)
-
-
 @rule("SkipLayerNormalization", "SkipSimplifiedLayerNormalization", registry=CONTRIB_RULES)
 def skip_layer_norm(w: Walk, node: onnx.NodeProto) -> None:
     """``LayerNorm(input + skip + bias)`` over the last axis (ONNX Runtime's fused residual join and
