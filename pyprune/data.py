@@ -327,8 +327,8 @@ class Dataset:
             elif spec.dtype == np.bool_:
                 arrays[spec.name] = rng.integers(0, 2, size=[n, *shape[1:]]).astype(np.bool_)
             elif np.issubdtype(spec.dtype, np.integer):
-                top = min(int_high, _index_bound(model, spec.name) or int_high)
-                arrays[spec.name] = rng.integers(int_low, max(top, int_low + 1), size=[n, *shape[1:]]).astype(spec.dtype)
+                top = max(min(int_high, _index_bound(model, spec.name) or int_high), int_low + 1)
+                arrays[spec.name] = rng.integers(int_low, top, size=[n, *shape[1:]]).astype(spec.dtype)
             elif np.issubdtype(spec.dtype, np.floating):
                 arrays[spec.name] = rng.uniform(low, high, size=[n, *shape[1:]]).astype(spec.dtype)
             else:
@@ -395,10 +395,9 @@ class Dataset:
         the fixed batch size does not divide, or ``dims``/``input_shapes`` the data contradicts.
         """
         model = as_model(model)
+        arrays: dict[str, np.ndarray | HeldInput] = dict(self._arrays)
         if self._bound and set(self._arrays) | set(self._held) == set(model.input_names):
-            arrays = {**self._arrays, **{h.name: h for h in self._held.values()}}
-        else:
-            arrays = dict(self._arrays)
+            arrays.update(self._held)
         specs = model.input_specs()
         if "" in arrays:
             if len(specs) != 1:
@@ -458,7 +457,8 @@ class Dataset:
                 continue
             kind = _default_kind(spec.name)
             is_held = roles[spec.name] == "held"
-            if spec.dtype is None or spec.shape is None or not (is_held or (kind != "other" and spec.dtype.kind in "iub")):
+            defaulted = is_held or (kind != "other" and spec.dtype is not None and spec.dtype.kind in "iub")
+            if spec.dtype is None or spec.shape is None or not defaulted:
                 missing.append(spec)
                 continue
             shape = sizes.resolve(spec, sample_axis=not is_held)
@@ -568,7 +568,8 @@ class _SizeTable:
         if given is not None:
             if len(given) != len(spec.shape):
                 raise DataError(f"--input-shape {spec.name}:{','.join(map(str, given))} (input_shapes=) has "
-                                f"{len(given)} dimensions; input {spec.name!r} has {len(spec.shape)}: {_describe(spec)}")
+                                f"{len(given)} dimensions; input {spec.name!r} has {len(spec.shape)}: "
+                                f"{_describe(spec)}")
         shape = []
         for axis, dim in enumerate(spec.shape):
             if axis == 0 and sample_axis:
@@ -612,7 +613,7 @@ def _index_bound(model: Model, name: str) -> int | None:
     """Rows of the constant table an integer input indexes (token ids into an embedding), if the
     graph shows one: ids at or above it would make the Gather fail."""
     bounds = []
-    stack, seen = [name], set()
+    stack, seen = [name], set[str]()
     while stack:
         value = stack.pop()
         if value in seen or len(seen) > 32:

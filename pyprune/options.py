@@ -233,7 +233,7 @@ class PruneOptions:
         synthetic data."""
         if self.max_drop == "auto":
             return None if synthetic else DEFAULT_MAX_DROP
-        return self.max_drop  # type: ignore[return-value]
+        return self.max_drop
 
     def with_(self, **changes: Any) -> PruneOptions:
         """A copy with some fields changed (validated again)."""

@@ -440,3 +440,32 @@ def test_importance_names_in_help_are_the_real_ones() -> None:
     from pyprune import importance, options
 
     assert tuple(options.IMPORTANCE_NAMES) == tuple(importance.REGISTRY)
+
+
+@pytest.mark.parametrize("flag, value, needle", [
+    ("--input-shape", "image", "expected NAME:D0,D1,... such as image:1,3,640,640"),
+    ("--input-shape", "image:1,0,4", "expected positive integer sizes after image:"),
+    ("--dim", "height", "expected SYMBOL=N such as height=640"),
+    ("--dim", "height=big", "expected a positive integer size after height="),
+])
+def test_input_size_flags_are_checked_on_every_command(files: dict[str, Path], capsys, flag: str, value: str,
+                                                       needle: str) -> None:
+    for command in (("inspect",), ("prune", "-o", files["root"] / "x.onnx", "--macs", "0.5"),
+                    ("bench",), ("sensitivity", "--data", files["data"])):
+        proc = run_main(capsys, command[0], files["model"], *command[1:], flag, value)
+        assert proc.returncode == 2 and needle in proc.stderr, (command, proc.stderr)
+
+
+def test_a_size_given_twice_differently_is_refused(files: dict[str, Path], capsys) -> None:
+    proc = run_main(capsys, "inspect", files["model"], "--dim", "batch=2", "--dim", "batch=3")
+    assert_usage_error(proc, "--dim batch given twice with different sizes")
+
+
+def test_the_judged_output_is_named_in_bench_and_prune(files: dict[str, Path], capsys) -> None:
+    proc = run_main(capsys, "bench", files["model"], files["small"], "--data", files["data"], "--runs", "2",
+                    "--metric-output", "nothere")
+    assert_usage_error(proc, "--metric-output 'nothere'")
+    out = files["root"] / "judged.onnx"
+    proc = run_main(capsys, "prune", files["model"], "-o", out, "--macs", "0.8", "--strategy", "oneshot",
+                    "--data", files["data"], "--labels", "label")
+    assert proc.returncode in (0, 1) and "metric accuracy judges output" in proc.stdout

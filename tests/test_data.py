@@ -197,3 +197,73 @@ def test_synthetic_needs_sizes_for_symbolic_dims(two_input_model):
 def test_synthetic_respects_a_fixed_batch(fixed_batch_model):
     data = Dataset.synthetic(fixed_batch_model, n=4)
     assert len(data.batches(fixed_batch_model)) == 2
+
+
+# -- inputs that are not samples ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def streaming_model():
+    # one chunk per call, a scalar sample rate, a state without a batch axis
+    return load(_model([("chunk", TensorProto.FLOAT, [1, 16]), ("sr", TensorProto.INT64, []),
+                        ("state", TensorProto.FLOAT, [2, 4])]))
+
+
+def test_roles_come_from_the_declared_shapes(streaming_model, two_input_model):
+    from pyprune.data import input_roles
+
+    assert input_roles(streaming_model) == {"chunk": "sample", "sr": "held", "state": "held"}
+    assert input_roles(two_input_model) == {"ids": "sample", "mask": "sample"}
+    symbolic = load(_model([("x", TensorProto.FLOAT, ["N", 3]), ("scale", TensorProto.FLOAT, [1, 3])]))
+    assert input_roles(symbolic) == {"x": "sample", "scale": "held"}
+
+
+def test_a_scalar_and_a_state_are_held_and_fed_whole(streaming_model):
+    chunks = np.arange(5 * 16, dtype=np.float32).reshape(5, 16)
+    state = np.ones((2, 4), np.float32)
+    bound = Dataset({"chunk": chunks, "sr": np.array([16000]), "state": state}).bind(streaming_model)
+    assert len(bound) == 5 and list(bound.arrays) == ["chunk"] and set(bound.held) == {"sr", "state"}
+    batches = bound.batches(streaming_model)
+    assert [b.feed["chunk"].shape for b in batches] == [(1, 16)] * 5  # the fixed batch of 1
+    assert all(b.feed["sr"].shape == () and b.feed["sr"] == 16000 for b in batches)
+    np.testing.assert_array_equal(batches[4].feed["state"], state)
+    assert any("'state' [2, 4] is not split into samples" in n for n in bound.notes)
+
+
+def test_held_inputs_the_data_lacks_take_their_documented_defaults(streaming_model, tmp_path):
+    np.savez(tmp_path / "chunks.npz", chunk=np.zeros((3, 16), np.float32))
+    data = Dataset.from_npz(tmp_path / "chunks.npz", inputs=["chunk", "sr", "state"], optional=True)
+    bound = data.bind(streaming_model)
+    assert bound.held["sr"].value == 0 and bound.held["sr"].source == "default"
+    assert np.all(bound.held["state"].value == 0) and bound.held["state"].value.shape == (2, 4)
+    assert any("'sr' [] is not in the data: held at 0" in n for n in bound.notes)
+    with pytest.raises(DataError, match=r"missing input 'sr'"):
+        Dataset.from_npz(tmp_path / "chunks.npz", inputs=["chunk", "sr", "state"])
+
+
+def test_one_value_for_every_sample_is_repeated_along_the_batch(two_input_model):
+    ids = np.arange(12, dtype=np.int64).reshape(4, 3)
+    for mask in (np.ones(3, np.float32), np.ones((1, 3), np.float32)):
+        bound = Dataset({"ids": ids, "mask": mask}).bind(two_input_model)
+        assert bound.held["mask"].per_sample and len(bound) == 4
+        feed = bound.batches(two_input_model, batch_size=3)[0].feed
+        assert feed["mask"].shape == (3, 3) and feed["ids"].shape == (3, 3)
+
+
+def test_masks_and_token_types_missing_from_the_data_are_held_at_one_and_zero():
+    model = load(_model([(name, TensorProto.INT64, ["b", "s"])
+                         for name in ("input_ids", "attention_mask", "token_type_ids")]))
+    bound = Dataset({"input_ids": np.ones((2, 5), np.int64)}).bind(model)
+    feed = bound.batches(model)[0].feed
+    assert np.all(feed["attention_mask"] == 1) and np.all(feed["token_type_ids"] == 0)
+    assert feed["attention_mask"].shape == feed["token_type_ids"].shape == (2, 5)
+
+
+def test_sizes_given_must_fit_the_model_and_agree_with_the_data(image_model, two_input_model):
+    with pytest.raises(DataError, match=r"--input-shape x:1,3,4 \(input_shapes=\) has 3 dimensions; input 'x' has 4"):
+        Dataset.synthetic(image_model, n=2, input_shapes={"x": (1, 3, 4)})
+    data = Dataset({"ids": np.zeros((2, 7), np.int64), "mask": np.zeros((2, 7), np.float32)})
+    with pytest.raises(DataError, match=r"--dim seq=5 \(dims=\) disagrees with the data: input 'ids' has seq = 7"):
+        data.bind(two_input_model, dims={"seq": 5})
+    assert data.bind(two_input_model, dims={"seq": 7}).input_shapes(two_input_model) == {
+        "ids": ["batch", 7], "mask": ["batch", 7]}

@@ -97,8 +97,7 @@ def test_old_opsets_are_converted_on_load():
     assert model.copy().converted_from == 9
     x = np.random.default_rng(0).standard_normal((1, 2, 3, 3)).astype(np.float32)
     want = np.maximum(x.repeat(2, axis=2).repeat(2, axis=3), 0)
-    got = ort.InferenceSession(model.proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    np.testing.assert_allclose(got, want)
+    np.testing.assert_allclose(_run(model.proto, {"x": x})[0], want)
 
 
 def test_an_old_opset_the_converter_cannot_bring_forward_names_the_op():
@@ -390,3 +389,36 @@ def test_deduplicated_bias_vectors_are_unshared_but_shared_filters_stay():
     assert convs[1].input[1] == convs[2].input[1]
     groups = DependencyGraph(model).prunable_groups
     assert len(groups) == 2  # c1 alone; c2 and c3 through their shared filter
+
+
+# -- input sizes ------------------------------------------------------------------------------------
+
+
+def test_a_view_at_given_input_sizes_counts_their_macs_and_leaves_the_graph_alone(tmp_path):
+    b = Builder(13, "N")
+    b.inputs.append(helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"]))
+    y = b.conv(b.relu(b.conv("x", 3, 4, stride=2)), 4, 2)
+    model = load(b.model([y], shapes={y: ["N", 2, None, None]}))
+    assert model.macs() == 4 * 27 + 2 * 36  # symbolic sizes count as 1
+    view = model.with_input_shapes({"x": ["N", 3, 16, 12]})
+    assert view.proto is model.proto and view.assumed_shapes == {"x": ["N", 3, 16, 12]}
+    assert view.macs() == 8 * 6 * 4 * 27 + 8 * 6 * 2 * 36
+    assert view.input_specs()[0].shape == ["N", 3, 16, 12] and model.input_specs()[0].shape == ["N", 3, "H", "W"]
+    assert view.with_input_shapes({"x": ["N", 3, 16, 12]}) is view
+    pruned = remove_units(view, {DependencyGraph(view).prunable_groups[0].id: [0, 1]})
+    assert pruned.assumed_shapes == view.assumed_shapes and pruned.macs() == 8 * 6 * 2 * 27 + 8 * 6 * 2 * 18
+    path = pruned.save(tmp_path / "small.onnx")
+    assert [d.dim_param or d.dim_value for d in onnx.load(path).graph.input[0].type.tensor_type.shape.dim] == \
+        ["N", 3, "H", "W"]  # the written model keeps its symbolic sizes
+
+
+def test_dims_annotated_as_products_of_symbols_are_multiplied_out():
+    # torch annotates flattened tokens as 'sequence*batch'; per sample, batch counts 1
+    b = Builder(13, "batch")
+    b.inputs.append(helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence", 4]))
+    t = b.op("Reshape", ["x", b.const(np.array([-1, 4], np.int64))])
+    y = b.gemm(t, 4, 3)
+    proto = b.model([y], shapes={y: ["sequence*batch", 3]})
+    proto.graph.value_info.append(helper.make_tensor_value_info(t, TensorProto.FLOAT, ["sequence*batch", 4]))
+    view = load(proto).with_input_shapes({"x": ["batch", 7, 4]})
+    assert view.shape(t) == ["sequence*batch", 4] and view.macs() == 7 * 4 * 3

@@ -134,3 +134,49 @@ def test_best_possible_bounds_the_final_value():
     assert acc.best_possible(1.0, 4, 10) == pytest.approx(0.7)
     kl = metrics.kl_divergence()
     assert kl.best_possible(2.0, 4, 10) == pytest.approx(0.2)
+
+
+# -- which output a metric reads ---------------------------------------------------------------------
+
+
+PROBS = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4], [0.2, 0.5, 0.3]], np.float32)
+
+
+def test_label_outputs_are_integers_or_the_argmax_of_another_output():
+    outputs = {"label": PROBS.argmax(1), "as_float": PROBS.argmax(1).astype(np.float32), "probs": PROBS,
+               "score": PROBS[:, 0]}
+    found = metrics.label_outputs(outputs)
+    assert set(found) == {"label", "as_float"} and "argmax of 'probs'" in found["as_float"]
+    assert metrics.judged_output(outputs) == (2, "the first float output; label outputs not judged: "
+                                              "'label' (the argmax of 'probs'), 'as_float' (the argmax of 'probs')")
+    assert metrics.judged_output(outputs, "score") == (3, "named")
+    with pytest.raises(ValueError, match=r"--metric-output 'logits' \(metric_output=\).*\['label', 'as_float'"):
+        metrics.judged_output(outputs, "logits")
+
+
+def test_for_data_reads_the_probabilities_of_a_classifier_that_outputs_labels_first():
+    # skl2onnx's order: labels [N] (int64), then probabilities [N, C]; labels of the same shape as
+    # the label output were once taken for one-hot rows, scoring 1.0 whatever the model did.
+    outputs = {"label": PROBS.argmax(1).astype(np.int64), "probabilities": PROBS}
+    chosen = metrics.for_data(None, has_labels=True, outputs=outputs)
+    assert chosen.name == "accuracy" and chosen.output == 1
+    truth = np.array([0, 1, 0, 2])
+    assert chosen(list(outputs.values()), truth) == pytest.approx(0.5)
+    # a Metric object keeps its own output unless one is named
+    assert metrics.for_data(metrics.accuracy(), True, outputs=outputs).output == 0
+    assert metrics.for_data(metrics.accuracy(), True, outputs=outputs, output="probabilities").output == 1
+
+
+def test_predicted_classes_are_compared_as_classes():
+    label = np.array([0, 1, 2, 1], np.int64)
+    assert metrics.accuracy()([label], np.array([0, 1, 0, 2])) == pytest.approx(0.5)
+    assert metrics.agreement()([label], [np.array([0, 1, 2, 2], np.int64)]) == pytest.approx(0.75)
+    assert metrics.macro_f1()([label], np.array([0, 1, 2, 1])) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="scores per class"):
+        metrics.accuracy(k=2)([label], np.array([0, 1, 0, 2]))
+
+
+def test_without_labels_an_output_without_class_axis_is_judged_by_relative_mse():
+    assert metrics.for_data(None, False, outputs={"prob": PROBS[:, :1]}).name == "relative_mse"
+    assert metrics.for_data(None, False, outputs={"probs": PROBS}).name == "agreement"
+    assert metrics.for_data(None, False).name == "agreement"  # outputs unknown: the default

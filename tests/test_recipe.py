@@ -209,3 +209,15 @@ def test_a_bad_recipe_through_the_command_line_exits_2(workdir: Path) -> None:
     assert proc.stderr.startswith("pyprune: error: ") and "'stratgy'" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (workdir / "out").exists()
+
+
+def test_input_sizes_and_the_judged_output_are_recipe_keys(workdir: Path) -> None:
+    text = HEADER + 'dims = { batch = 4 }\nmetric_output = "probabilities"\n' + CHANNELS + \
+        'input_shapes = { input = [1, 64] }\n'
+    step = load_recipe(write(workdir, text)).steps[0]
+    assert step.options.dims == {"batch": 4} and step.options.input_shapes == {"input": (1, 64)}
+    assert step.options.metric_output == "probabilities"
+    with pytest.raises(RecipeError, match=r"'dims' must be a table such as \{ height = 640 \}, got 640"):
+        load_recipe(write(workdir, HEADER + "dims = 640\n" + CHANNELS))
+    with pytest.raises(RecipeError, match=r"'input_shapes' must map input names to lists of positive sizes"):
+        load_recipe(write(workdir, HEADER + CHANNELS + "input_shapes = { input = [1, -64] }\n"))

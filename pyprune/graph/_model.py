@@ -321,11 +321,11 @@ class Model:
         (see ``_contrib.py``)."""
         sk = _skeleton(self.proto)
         for value in sk.graph.input:
-            dims = self._assumed.get(value.name)
-            if dims is None or not value.type.HasField("tensor_type"):
+            assumed = self._assumed.get(value.name)
+            if assumed is None or not value.type.HasField("tensor_type"):
                 continue
             shape = value.type.tensor_type.shape
-            for d, size in zip(shape.dim, dims):
+            for d, size in zip(shape.dim, assumed):
                 if isinstance(size, int):
                     d.Clear()
                     d.dim_value = size
