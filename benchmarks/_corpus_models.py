@@ -747,14 +747,16 @@ QUICK = ("squeezenet", "sklearn_mlp_zipmap", "keras_cnn", "paddle_mobilenet_v3",
          "streaming_vad", "distilbert")
 
 
-def build(name: str, corpus: Path, rebuild: bool = False) -> Entry:
-    """The cached entry ``name`` in ``corpus``, building it first if missing (or ``rebuild``)."""
+def build(name: str, corpus: Path, rebuild: bool = False,
+          registry: dict[str, Callable[[Path], Built]] | None = None) -> Entry:
+    """The cached entry ``name`` in ``corpus``, building it first if missing (or ``rebuild``);
+    ``registry`` is where the builder is looked up (default :data:`MODELS`)."""
     corpus.mkdir(parents=True, exist_ok=True)
     model, data, meta = (corpus / f"{name}.{ext}" for ext in ("onnx", "npz", "json"))
     if rebuild or not (model.exists() and data.exists() and meta.exists()):
         for stale in corpus.glob(f"{name}.onnx*"):
             stale.unlink()
-        built = MODELS[name](model)
+        built = (MODELS if registry is None else registry)[name](model)
         np.savez(data, **built.data)
         info = asdict(built)
         del info["data"]

@@ -478,6 +478,9 @@ def fmt_line(values: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a fast subset: " + ", ".join(QUICK))
+    parser.add_argument("--unseen", action="store_true",
+                        help="the exports of _unseen_models.py instead (other architectures, settings and seeds, "
+                             "cached in corpus/unseen)")
     parser.add_argument("--only", help="comma-separated model names (see the registry)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild cached exports")
     parser.add_argument("--json", type=Path, help="write every row to this JSON file")
@@ -486,12 +489,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, default=CORPUS, help="cache of built models")
     args = parser.parse_args(argv)
 
-    names = list(MODELS)
+    registry = MODELS
+    if args.unseen:
+        from _unseen_models import UNSEEN
+
+        registry = UNSEEN
+        if args.corpus == CORPUS:
+            args.corpus = CORPUS / "unseen"
+    names = list(registry)
     if args.only:
         names = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = [n for n in names if n not in MODELS]
+        unknown = [n for n in names if n not in registry]
         if unknown:
-            parser.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
+            parser.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(registry)}")
     elif args.quick:
         names = list(QUICK)
 
@@ -511,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     for name in names:
         try:
-            entry = build(name, args.corpus, rebuild=args.rebuild)
+            entry = build(name, args.corpus, rebuild=args.rebuild, registry=registry)
         except Exception as exc:  # noqa: BLE001 - an exporter failing here is a corpus problem
             print(f"{name}: could not be built: {type(exc).__name__}: {exc}", flush=True)
             continue

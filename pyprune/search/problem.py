@@ -339,16 +339,18 @@ class PruningProblem:
                 break
         else:
             outs = self.session.run(masks.groups, masks.gates, masks.weights, self.recovery.corrections)
-            # Not settled: the corrections of later layers still chase those of earlier ones (deep
-            # stacks of un-fused BatchNormalization, as paddle2onnx writes them, need one pass per
-            # layer). A half-settled set can blow activations up by orders of magnitude, so it is
-            # kept only when it brings the outputs closer to the original than no correction does.
-            plain = self.session.run(masks.groups, masks.gates, masks.weights, {})
-            self.recovery_runs += 1
-            if not _finite(outs) or (_finite(plain) and self.loss(plain, self.reference)
-                                     <= self.loss(outs, self.reference)):
-                self.recovery.restore(({}, {}))
-                outs = plain
+            if self.recovery.batchnorms:
+                # Not settled: the statistics of later BatchNormalizations still chase those of
+                # earlier ones (deep stacks of un-fused BN, as paddle2onnx writes them, need one
+                # pass per layer), and a half-settled set can blow activations up by orders of
+                # magnitude: it is kept only when it brings the outputs closer to the original
+                # than no correction does. (Bias compensation alone only shifts, it cannot.)
+                plain = self.session.run(masks.groups, masks.gates, masks.weights, {})
+                self.recovery_runs += 1
+                if not _finite(outs) or (_finite(plain) and self.loss(plain, self.reference)
+                                         <= self.loss(outs, self.reference)):
+                    self.recovery.restore(({}, {}))
+                    outs = plain
         return replace(self._judge(outs, counts, orders, count), corrections=self.recovery.snapshot())
 
     # -- state ----------------------------------------------------------------------------------
