@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import onnx
-
 from _corpus_models import (
     TV,
     Built,
@@ -82,7 +81,6 @@ def deeplab_dynamic(path: Path) -> Built:
     """Segmentation with symbolic batch, height and width (DeepLabV3, MobileNetV3 backbone)."""
     import torch
     import torchvision
-
     from _corpus_models import _calibrate_batchnorm
 
     torch.manual_seed(1)

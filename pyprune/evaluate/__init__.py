@@ -114,11 +114,22 @@ class Evaluator:
         self.model: Model = as_model(model)
         self.dataset = dataset
         dataset.bind(self.model)  # fail on bad data before any work
-        self.metric = _metrics.for_data(metric, dataset.has_labels)
+        _metrics.for_data(metric, dataset.has_labels)  # and on a metric the data cannot feed
+        self._requested = metric
+        self._metric: _metrics.Metric | None = None
         self.threads = threads
         self.batch_size = batch_size
         self._reference: list[np.ndarray] | None = None
         self._baseline: float | None = None
+
+    @property
+    def metric(self) -> _metrics.Metric:
+        """The metric, reading the output :func:`pyprune.metrics.judged_output` picks (a
+        classifier's probabilities rather than its labels); resolved on the reference outputs."""
+        if self._metric is None:
+            outputs = dict(zip(fetched_outputs(self.model), self.reference))
+            self._metric = _metrics.for_data(self._requested, self.dataset.has_labels, outputs=outputs)
+        return self._metric
 
     @property
     def reference(self) -> list[np.ndarray]:
@@ -141,7 +152,11 @@ class Evaluator:
 
     def score(self, model: ModelLike | None = None, metric: str | _metrics.Metric | None = None) -> float:
         """The metric of ``model`` (e.g. a physically pruned copy; default: the unpruned model)."""
-        metric = self.metric if metric is None else _metrics.for_data(metric, self.dataset.has_labels)
+        if metric is None:
+            metric = self.metric
+        else:
+            named = dict(zip(fetched_outputs(self.model), self.reference))
+            metric = _metrics.for_data(metric, self.dataset.has_labels, outputs=named)
         target = self.dataset.labels if metric.needs_labels else self.reference
         outputs = self.reference if model is None else run_model(model, self.dataset, self.threads, self.batch_size)
         return metric(outputs, target)

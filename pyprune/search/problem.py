@@ -68,8 +68,9 @@ def input_notes(original: Model, judged: Model, dataset: Dataset) -> list[str]:
     assumed = [f"{s.name} {_dims_text(s.shape)}" for s, o in zip(judged.input_specs(), original.input_specs())
                if s.shape != o.shape]
     if assumed:
-        notes.append("symbolic input sizes taken from the " + ("synthetic " if dataset.is_synthetic else "")
-                     + "data (MACs are counted at these, per sample): " + "; ".join(assumed))
+        source = "--dim/--input-shape (dims=, input_shapes=)" if dataset.is_synthetic else "the data"
+        notes.append(f"symbolic input sizes from {source}; MACs are counted at these, per sample: "
+                     + "; ".join(assumed))
     notes.extend(dataset.notes)
     return notes
 
