@@ -72,9 +72,10 @@ def deit_tiny(path: Path) -> Built:
                    calibrate=False)
 
 
-def vgg_opset9(path: Path) -> Built:
-    """VGG-11 with BatchNorm, TorchScript at opset 9 (the model-zoo era)."""
-    return _opset9("u_vgg9", path, "vgg11_bn", 9)
+def mnasnet_opset9(path: Path) -> Built:
+    """MnasNet 0.75, TorchScript at opset 9 (the model-zoo era). (VGG was the first choice; its
+    adaptive pooling at 96x96 cannot be exported at opset 9.)"""
+    return _opset9("u_mnasnet9", path, "mnasnet0_75", 9)
 
 
 def deeplab_dynamic(path: Path) -> Built:
@@ -208,7 +209,7 @@ def paddle_opset13(path: Path) -> Built:
 
 UNSEEN: dict[str, Callable[[Path], Built]] = {
     f.__name__: f for f in (
-        mnasnet, googlenet, resnext, mobilenet_v3_large, regnet_x, ghostnet, mixnet, deit_tiny, vgg_opset9,
+        mnasnet, googlenet, resnext, mobilenet_v3_large, regnet_x, ghostnet, mixnet, deit_tiny, mnasnet_opset9,
         deeplab_dynamic, roberta, albert, distilbert_ort, sklearn_mlp_tanh, sklearn_pipeline, keras_bn_cnn,
         paddle_opset13,
     )

@@ -60,7 +60,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
     """
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False) or "default" in (action.help or ""):
+        if action.default in (None, False, []) or "default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 
@@ -195,7 +195,8 @@ def _sizes(args: argparse.Namespace) -> dict[str, Any]:
 def _data_options(parser: argparse.ArgumentParser, *, required: bool, metric: bool = True) -> None:
     group = parser.add_argument_group("data and metric" if metric else "data")
     group.add_argument("--data", type=Path, metavar="FILE.npz", required=required, default=None,
-                       help="arrays keyed by the model's input names (plus labels, see --labels)")
+                       help="arrays keyed by the model's input names (plus labels, see --labels)" if metric
+                       else "arrays keyed by the model's input names: MACs are counted at their sizes")
     if not metric:
         _shape_options(parser)
         return

@@ -235,7 +235,8 @@ class Model:
         final state has no shape in onnx's inference (the body could change it); when the body
         hands back its state in the shape it received, that is the final state's shape too.
         """
-        for _ in range(8):
+        found: dict[str, onnx.ValueInfoProto] = {}  # every hint so far: each round re-infers with all
+        for _ in range(16):
             hints = []
             for node in self.proto.graph.node:
                 if node.op_type == "Loop" and node.domain in ("", "ai.onnx"):
@@ -252,8 +253,9 @@ class Model:
                 hints.append(helper.make_tensor_value_info(node.output[0], elem, dims))
             if not hints:
                 return
+            found.update((h.name, h) for h in hints)
             skeleton = self._inference_skeleton()
-            skeleton.graph.value_info.extend(hints)
+            skeleton.graph.value_info.extend(found.values())
             try:
                 inferred = shape_inference.infer_shapes(
                     skeleton, check_type=False, strict_mode=False, data_prop=True
@@ -264,7 +266,7 @@ class Model:
                 for v in values:
                     if v.type.WhichOneof("value") is not None and _rank(v.type) is not None:
                         self._types[v.name] = v.type
-            for h in hints:
+            for h in found.values():
                 self._types[h.name] = h.type
 
     def with_input_shapes(self, shapes: Mapping[str, Sequence[Dim]]) -> Model:
@@ -870,7 +872,9 @@ def _reshape_output(model: Model, node: onnx.NodeProto) -> list[Dim] | None:
         elif len(remaining_syms) == 1 and remaining == 1:
             dims[free] = remaining_syms[0]
         else:
-            return None
+            # tokens flattened around a Gemm: [batch, 32, 256] -> [-1, 256] gives 'batch*32', a
+            # product of symbols and a size (what exporters annotate, e.g. 'sequence*batch')
+            dims[free] = "*".join(map(str, [*remaining_syms, *([remaining] if remaining != 1 else [])]))
     return dims
 
 
