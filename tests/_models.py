@@ -448,6 +448,24 @@ def shared_token_shape(opset=13, batch="N"):
     return b.model([h], shapes={h: [batch, 5, 6]})
 
 
+def keras_runtime_bias(opset=13, batch="N"):
+    """Keras 3's export of a depthwise conv bias: channels-last, the bias reshaped to
+    [1, 1, 1, C] with C read at run time from the activation's shape, then added."""
+    b = Builder(opset, batch)
+    x = b.input([6, 6, 3])  # NHWC
+    h = b.op("Transpose", [b.conv(b.op("Transpose", [x], perm=[0, 3, 1, 2]), 3, 8)], perm=[0, 2, 3, 1])
+    h = b.relu(h)
+    c = b.unsqueeze(b.op("Gather", [b.op("Shape", [h]), b.const(np.array(3, np.int64))], axis=0), [0])
+    ones = [b.const(np.array([1], np.int64)) for _ in range(3)]
+    target = b.op("Concat", [*ones, c], axis=0)
+    d = b.op("Transpose", [b.conv(b.op("Transpose", [h], perm=[0, 3, 1, 2]), 8, 8, group=8, bias=False)],
+             perm=[0, 2, 3, 1])
+    d = b.op("Add", [d, b.op("Reshape", [b.weight([8], 0.1), target])])
+    y = b.gemm(b.op("ReduceMean", [b.relu(d)], axes=[1, 2], keepdims=0) if opset < 18
+               else b.reduce_mean(b.relu(d), [1, 2], keepdims=0), 8, 3)
+    return b.model([y], shapes={y: [batch, 3]})
+
+
 def elementwise_zoo(opset=13, batch="N"):
     """Per-channel constants with broadcasting and shape-preserving ops between two convs."""
     b = Builder(opset, batch)
@@ -598,6 +616,7 @@ CATALOGUE: dict[str, Case] = {
     "ort_fused_cnn": Case(ort_fused_cnn, 3),
     "paddle_style": Case(paddle_style, 4),
     "shared_token_shape": Case(shared_token_shape, 2),
+    "keras_runtime_bias": Case(keras_runtime_bias, 1),
 }
 
 

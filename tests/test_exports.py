@@ -63,13 +63,19 @@ def _valid(model: pp.graph.Model, original: onnx.ModelProto, feed: dict) -> list
 # -- skl2onnx classifiers ---------------------------------------------------------------------------
 
 
-def sklearn_mlp(zipmap: bool) -> onnx.ModelProto:
+def sklearn_mlp(zipmap: bool, scaler: bool = False) -> onnx.ModelProto:
     """skl2onnx's MLPClassifier: the int64 label output first, then the probabilities (a ZipMap
-    sequence of {class: probability} maps by default, a tensor with zipmap=False)."""
+    sequence of {class: probability} maps by default, a tensor with zipmap=False); with
+    ``scaler``, a StandardScaler pipeline's Scaler op first."""
     inits = {"w1": _w(6, 16), "b1": _w(16, scale=0.1), "w2": _w(16, 4), "b2": _w(4, scale=0.1),
              "classes": np.arange(4, dtype=np.int64)}
+    first = []
+    if scaler:
+        first = [helper.make_node("Scaler", ["X"], ["scaled"], domain="ai.onnx.ml", offset=[0.5] * 6, scale=[2.0] * 6)]
     nodes = [
-        helper.make_node("MatMul", ["X", "w1"], ["h0"]), helper.make_node("Add", ["h0", "b1"], ["h1"]),
+        *first,
+        helper.make_node("MatMul", ["scaled" if scaler else "X", "w1"], ["h0"]),
+        helper.make_node("Add", ["h0", "b1"], ["h1"]),
         helper.make_node("Relu", ["h1"], ["h2"]), helper.make_node("MatMul", ["h2", "w2"], ["h3"]),
         helper.make_node("Add", ["h3", "b2"], ["h4"]),
         helper.make_node("Softmax", ["h4"], ["probabilities"], axis=1),
@@ -89,9 +95,9 @@ def sklearn_mlp(zipmap: bool) -> onnx.ModelProto:
     return _model(nodes, inputs, outputs, inits, opset=13, ml=True)
 
 
-@pytest.mark.parametrize("zipmap", [False, True])
-def test_a_classifier_is_judged_on_its_probabilities_not_its_labels(zipmap):
-    proto = sklearn_mlp(zipmap)
+@pytest.mark.parametrize("zipmap, scaler", [(False, False), (True, False), (False, True)])
+def test_a_classifier_is_judged_on_its_probabilities_not_its_labels(zipmap, scaler):
+    proto = sklearn_mlp(zipmap, scaler)
     x = RNG.standard_normal((64, 6)).astype(np.float32)
     y = _session(proto).run(["label"], {"X": x})[0].copy()
     y[::4] = (y[::4] + 1) % 4  # a quarter of the labels disagree with the model: accuracy 0.75

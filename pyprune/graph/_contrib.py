@@ -37,11 +37,20 @@ _SUM_OUTPUT = {"SkipLayerNormalization": 3, "SkipSimplifiedLayerNormalization": 
 DEFAULT_DOMAIN_CONTRIB = frozenset({"SimplifiedLayerNormalization", "LayerNormalization"})
 
 
+#: ai.onnx.ml ops whose output is shaped like their input: onnx has their schemas but infers no
+#: shape through them, so a pipeline's scaler hides every shape after it (skl2onnx writes
+#: ``Scaler`` before the model of a ``StandardScaler`` pipeline).
+_ML_LIKE_INPUT = frozenset({"Scaler", "Normalizer", "Imputer", "Binarizer"})
+
+
 def is_contrib(node: onnx.NodeProto) -> bool:
-    """A node onnx has no schema for but ONNX Runtime runs (com.microsoft, or a default-domain
-    contrib op such as SimplifiedLayerNormalization)."""
+    """A node onnx infers no shapes through but ONNX Runtime runs: com.microsoft ops, the
+    default-domain contrib ops such as SimplifiedLayerNormalization, and shape-preserving
+    ai.onnx.ml ops."""
     if node.domain == CONTRIB_DOMAIN:
         return True
+    if node.domain == "ai.onnx.ml":
+        return node.op_type in _ML_LIKE_INPUT
     return node.domain in ("", "ai.onnx") and node.op_type in DEFAULT_DOMAIN_CONTRIB
 
 
@@ -107,7 +116,7 @@ def _embed_layer_norm(node: onnx.NodeProto, dims: Callable[[str], list | None]) 
 
 
 _STANDINS: dict[str, Callable[[onnx.NodeProto, Callable[[str], list | None]], list[onnx.NodeProto] | None]] = {
-    **{op: _like_input for op in _LIKE_INPUT},
+    **{op: _like_input for op in _LIKE_INPUT | _ML_LIKE_INPUT},
     "FusedConv": _fused_conv,
     "FusedMatMul": _fused_matmul,
     "Attention": _attention,

@@ -95,6 +95,8 @@ def reshape(w: Walk, node: onnx.NodeProto) -> None:
         return freeze_all(w, node, "has a target shape computed at run time")
     counts = _channel_counts(w, entries)
     if info is None:
+        if _constant_follows_count(w, node, entries, counts):
+            return
         for labels in counts.values():
             w.freeze(labels, f"Reshape node {node.name!r} reads a channel count into its target")
         return
@@ -115,6 +117,24 @@ def reshape(w: Walk, node: onnx.NodeProto) -> None:
     labels = _follow_target(w, node, entries, counts, out_axis, out_labels, info)
     if labels is not None:
         w.set(node.output[0], out_axis, labels)
+
+
+def _constant_follows_count(w: Walk, node: onnx.NodeProto, entries, counts) -> bool:
+    """A per-channel constant reshaped onto an axis sized at run time by a channel count, as
+    Keras exports a bias: ``Reshape(bias[C], [1, 1, 1, Shape(x)[3]])``. Its values are the
+    channels' own (coupled like a bias), and the count follows the kept channels by itself."""
+    data = node.input[0]
+    if len(counts) != 1 or not w.is_weight(data):
+        return False
+    ((j, labels),) = counts.items()
+    shape = w.shape(data)
+    if shape is None or [d for d in shape if d != 1] != [len(labels)]:
+        return False
+    if any(e.value not in (1, -1) for k, e in enumerate(entries) if k != j):
+        return False
+    w.couple(data, list(shape).index(len(labels)), labels, "param", node)
+    w.set(node.output[0], j, labels)
+    return True
 
 
 def _follow_target(w: Walk, node, entries, counts, out_axis, out_labels, info):
