@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import onnx
 from _corpus_models import (
     TV,
@@ -207,10 +208,138 @@ def paddle_opset13(path: Path) -> Built:
     return Built({"image": x}, f"paddle2onnx {paddle2onnx.__version__} + version_converter 13, Constant weights")
 
 
+# -- second batch: fixed after the first batch's run had found two bugs (skl2onnx's Scaler
+# hid every shape after it; Keras reshaped biases by a run-time channel count), to check again
+# on exports nothing was fixed against.
+
+
+def shufflenet_half(path: Path) -> Built:
+    return _vision("u_shufflenet05", path, _tv("shufflenet_v2_x0_5"), 96, TV + " (TorchScript)",
+                   exporter="torchscript", opset=11)
+
+
+def efficientnet_b1_tv(path: Path) -> Built:
+    return _vision("u_effb1", path, _tv("efficientnet_b1"), 96, TV)
+
+
+def resnet34_dynamic_hw(path: Path) -> Built:
+    """ResNet-34 with symbolic batch, height and width (a backbone exported for any image size)."""
+    import torch
+    from _corpus_models import _calibrate_batchnorm
+
+    torch.manual_seed(3)
+    net = _tv("resnet34")
+    x = images("u_r34", 16, 3, 96, 128)
+    _calibrate_batchnorm(net, x)
+    axes = {0: "batch", 2: "height", 3: "width"}
+    _torch_export(net.eval(), (torch.from_numpy(x[:1]),), path, ["input"], ["logits"],
+                  {"input": axes, "logits": {0: "batch"}})
+    return Built({"input": x}, TV, note="symbolic batch, height and width")
+
+
+def rexnet(path: Path) -> Built:
+    return _vision("u_rexnet", path, _timm("rexnet_100"), 96, "timm/torch.onnx")
+
+
+def tf_mobilenetv3(path: Path) -> Built:
+    """timm's port of TensorFlow's MobileNetV3 ('same' padding written as explicit Pad ops)."""
+    return _vision("u_tfmnv3", path, _timm("tf_mobilenetv3_small_100"), 96, "timm/torch.onnx")
+
+
+def mobilevit(path: Path) -> Built:
+    return _vision("u_mobilevit", path, _timm("mobilevit_xxs"), 64, "timm/torch.onnx")
+
+
+def bert_token_types(path: Path) -> Built:
+    """BERT with three inputs (ids, mask, token type ids), the TorchScript exporter at opset 14."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(3)
+    cfg = BertConfig(vocab_size=6000, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=512)
+    model = BertModel(cfg).eval()
+    data = _tokens("u_bert_tt", 6000, 101, 102)
+    data["token_type_ids"] = np.zeros_like(data["input_ids"])
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+
+    axes = {0: "batch", 1: "sequence"}
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    args = tuple(torch.from_numpy(data[n][:2]) for n in names)
+    _torch_export(Wrapped().eval(), args, path, names, ["last_hidden_state"],
+                  {**{n: axes for n in names}, "last_hidden_state": axes}, exporter="torchscript", opset=14)
+    return Built(data, "transformers/torch.onnx (TorchScript)")
+
+
+def gpt2_ort(path: Path) -> Built:
+    """A GPT-2-style decoder through ONNX Runtime's transformer optimizer (model_type gpt2)."""
+    import torch
+    from onnxruntime.transformers.optimizer import optimize_model
+    from transformers import GPT2Config, GPT2Model
+
+    torch.manual_seed(3)
+    cfg = GPT2Config(vocab_size=5000, n_positions=64, n_embd=128, n_layer=2, n_head=2,
+                     attn_implementation="eager")
+    data = _tokens("u_gpt2_ort", 5000, None, None)
+    raw = path.with_name(path.stem + ".raw.onnx")
+    _text_export(raw, GPT2Model(cfg).eval(), ("last_hidden_state",), data, exporter="torchscript", opset=17)
+    with _quiet():
+        opt = optimize_model(str(raw), model_type="gpt2", num_heads=2, hidden_size=128)
+    opt.save_model_to_file(str(path))
+    raw.unlink()
+    fused = sorted({n.op_type for n in opt.model.graph.node if n.domain == "com.microsoft"})
+    return Built(data, "transformers/torch.onnx + ORT optimizer", note="com.microsoft: " + ", ".join(fused))
+
+
+def sklearn_regressor(path: Path) -> Built:
+    """MLPRegressor: one float output per sample, no classes."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.neural_network import MLPRegressor
+
+    xtr, xte, ytr, _ = _digits()
+    reg = MLPRegressor(hidden_layer_sizes=(40, 20), max_iter=200, random_state=3)
+    with _quiet():
+        reg.fit(xtr, ytr.astype(np.float32))
+    onx = convert_sklearn(reg, initial_types=[("X", FloatTensorType([None, 64]))])
+    onnx.save(onx, str(path))
+    return Built({"X": xte[:64]}, "scikit-learn/skl2onnx (regressor)")
+
+
+def keras_conv1d(path: Path) -> Built:
+    """Keras 3 Conv1D text-style model over 8 steps of 8 features."""
+    keras = _keras()
+    xtr, xte, ytr, _ = _digits()
+    xtr, xte = xtr.reshape(-1, 8, 8), xte.reshape(-1, 8, 8)
+    model = keras.Sequential([
+        keras.Input((8, 8), name="steps"),
+        keras.layers.Conv1D(32, 3, padding="same", activation="relu"),
+        keras.layers.Conv1D(32, 3, padding="same", activation="relu"),
+        keras.layers.GlobalMaxPooling1D(),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(xtr, ytr, epochs=3, batch_size=64, verbose=0)
+    _keras_export(model, path, xte)
+    name = onnx.load(str(path), load_external_data=False).graph.input[0].name
+    return Built({name: xte[:64]}, f"Keras {keras.__version__} (torch backend), Conv1D")
+
+
 UNSEEN: dict[str, Callable[[Path], Built]] = {
     f.__name__: f for f in (
         mnasnet, googlenet, resnext, mobilenet_v3_large, regnet_x, ghostnet, mixnet, deit_tiny, mnasnet_opset9,
         deeplab_dynamic, roberta, albert, distilbert_ort, sklearn_mlp_tanh, sklearn_pipeline, keras_bn_cnn,
         paddle_opset13,
+        # second batch
+        shufflenet_half, efficientnet_b1_tv, resnet34_dynamic_hw, rexnet, tf_mobilenetv3, mobilevit,
+        bert_token_types, gpt2_ort, sklearn_regressor, keras_conv1d,
     )
 }

@@ -349,12 +349,13 @@ def test_symbolic_sizes_come_from_flags_or_data_and_their_absence_names_the_flag
 
 def tokens_model() -> onnx.ModelProto:
     """Token ids into a 20-row embedding, masked by an attention mask, then an FFN."""
-    inits = {"emb": _w(20, 8, scale=1.0), "w1": _w(8, 16), "w2": _w(16, 8), "two": np.array([2], np.int64)}
+    inits = {"emb": _w(20, 8, scale=1.0), "w1": _w(8, 16), "w2": _w(16, 8), "two": np.array([2], np.int64),
+             "neg_inf": np.array(-np.inf, np.float32)}  # a mask's fill value, not a weight
     nodes = [
         helper.make_node("Gather", ["emb", "input_ids"], ["e"], axis=0),
-        helper.make_node("Cast", ["attention_mask"], ["mf"], to=TensorProto.FLOAT),
-        helper.make_node("Unsqueeze", ["mf", "two"], ["mu"]),
-        helper.make_node("Mul", ["e", "mu"], ["masked"]),
+        helper.make_node("Cast", ["attention_mask"], ["mb"], to=TensorProto.BOOL),
+        helper.make_node("Unsqueeze", ["mb", "two"], ["mu"]),
+        helper.make_node("Where", ["mu", "e", "neg_inf"], ["masked"]),
         helper.make_node("MatMul", ["masked", "w1"], ["h"]),
         helper.make_node("Relu", ["h"], ["rh"]),
         helper.make_node("MatMul", ["rh", "w2"], ["hidden"]),

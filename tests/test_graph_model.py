@@ -427,3 +427,25 @@ def test_dims_annotated_as_products_of_symbols_are_multiplied_out():
     bare.CopyFrom(proto)
     del bare.graph.value_info[:]
     assert load(bare).with_input_shapes({"x": ["batch", 7, 4]}).macs() == 7 * 4 * 3
+
+
+def test_shapes_computed_at_run_time_are_worked_out_for_the_macs():
+    # TorchScript's ShuffleNet: channels per group = C // 2 read at run time, the channel split
+    # (x.chunk(2, dim=1)) a Slice whose bounds are computed the same way, one block after another
+    b = Builder(13, "N")
+    h = b.conv(b.input([3, 4, 4]), 3, 8)
+    for _ in range(3):
+        size = b.op("Gather", [b.op("Shape", [h]), b.const(np.array(1, np.int64))], axis=0)
+        half = b.op("Div", [size, b.const(np.array(2, np.int64))])
+        end = b.unsqueeze(b.op("Mul", [half, b.const(np.array(2, np.int64))]), [0])
+        start = b.unsqueeze(half, [0])
+        kept = b.op("Slice", [h, start, end, b.const(np.array([1], np.int64))])
+        hw = [b.unsqueeze(b.op("Gather", [b.op("Shape", [h]), b.const(np.array(i, np.int64))], axis=0), [0])
+              for i in (0, 2, 3)]
+        target = b.op("Concat", [hw[0], b.const(np.array([2], np.int64)), b.unsqueeze(half, [0]), hw[1], hw[2]], axis=0)
+        mixed = b.op("Reshape", [b.op("Concat", [b.conv(kept, 4, 4), kept], axis=1), target])
+        back = b.op("Concat", [hw[0], b.const(np.array([-1], np.int64)), hw[1], hw[2]], axis=0)
+        h = b.op("Reshape", [b.op("Transpose", [mixed], perm=[0, 2, 1, 3, 4]), back])
+    model = load(b.model([h], shapes={h: ["N", 8, 4, 4]}))
+    assert model.uncounted_macs() == []
+    assert model.macs() == 16 * 8 * 27 + 3 * 16 * 4 * 36

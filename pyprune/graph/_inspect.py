@@ -94,6 +94,7 @@ def inspect_model(
             # (Model.with_input_shapes); symbolic sizes left count as 1
             "assumed_shapes": model.assumed_shapes,
             "symbolic_counted_as_1": symbolic,
+            "uncounted_macs": model.uncounted_macs(),
             "nodes": len(model.nodes),
             "inputs": [_spec(s) for s in model.input_specs()],
             "outputs": [_spec(s) for s in model.output_specs()],
@@ -203,6 +204,10 @@ def _macs_basis(m: dict[str, Any]) -> str:
         hint = f"--dim {named[0]}=N" if named else "--input-shape NAME:D0,D1,..."
         basis += (f"; symbolic sizes counted as 1: {', '.join(unknown)} (give {hint}, --input-shape or --data "
                   "for the MACs of real inputs)")
+    uncounted = m.get("uncounted_macs") or []
+    if uncounted:
+        basis += (f"; {len(uncounted)} node(s) with unknown shapes not counted ({', '.join(uncounted[:3])}"
+                  f"{', ...' if len(uncounted) > 3 else ''}): a lower bound")
     return basis
 
 

@@ -236,11 +236,18 @@ class Model:
         hands back its state in the shape it received, that is the final state's shape too.
         """
         found: dict[str, onnx.ValueInfoProto] = {}  # every hint so far: each round re-infers with all
-        for _ in range(16):
+        # one round per level of run-time reshapes (ShuffleNet's channel shuffles chain 30 or so)
+        for _ in range(64):
             hints = []
             for node in self.proto.graph.node:
                 if node.op_type == "Loop" and node.domain in ("", "ai.onnx"):
                     hints.extend(self._loop_state_hints(node))
+                    continue
+                if node.op_type == "Slice" and node.domain in ("", "ai.onnx"):
+                    dims = _slice_output(self, node)
+                    if dims is not None and dims != self.shape(node.output[0]):
+                        hints.append(helper.make_tensor_value_info(node.output[0], self.elem_type(node.input[0]) or 0,
+                                                                   dims))
                     continue
                 if node.op_type != "Reshape" or node.domain not in ("", "ai.onnx"):
                     continue
@@ -518,6 +525,12 @@ class Model:
     def macs(self) -> int:
         return sum(self.node_macs(n) for n in self.proto.graph.node)
 
+    def uncounted_macs(self) -> list[str]:
+        """Main-graph nodes that do multiply-accumulate but whose MACs cannot be counted (their
+        shapes stay unknown, even at the assumed input sizes): :meth:`macs` is then a lower bound."""
+        ops = MAC_WEIGHTED_OPS | {"Attention", "GRU", "LSTM", "RNN"}
+        return [n.name for n in self.proto.graph.node if n.op_type in ops and not self.node_macs(n)]
+
     def params(self) -> int:
         """Elements of all weight tensors (float and 8/4-bit integer initializers, subgraphs
         included)."""
@@ -782,6 +795,9 @@ class ShapeEntry(NamedTuple):
 
 
 _SHAPE_PLUMBING = frozenset({"Unsqueeze", "Squeeze", "Cast", "Identity"})
+# Integer arithmetic on shape entries (ONNX Div of integers truncates toward zero).
+_SHAPE_ARITHMETIC = {"Add": lambda x, y: x + y, "Sub": lambda x, y: x - y, "Mul": lambda x, y: x * y,
+                     "Div": lambda x, y: int(x / y)}
 
 
 def _shape_vector(model: Model, name: str, reader: tuple[str, int] | None, depth: int):
@@ -816,6 +832,28 @@ def _shape_vector(model: Model, name: str, reader: tuple[str, int] | None, depth
                 return None
             out.extend(entries)
         return out
+    if op in _SHAPE_ARITHMETIC and len(node.input) == 2:
+        # sizes worked out at run time, e.g. ShuffleNet's channels per group, C // 2: known
+        # where the entries are, but computed (no constant to edit, no source to follow)
+        operands = []
+        for k, piece in enumerate(node.input):
+            if model.is_weight(piece):
+                value = model.weight(piece)
+                if value.dtype.kind not in "iu" or value.ndim > 1:
+                    return None
+                operands.append([int(v) for v in value.ravel().tolist()])
+            else:
+                entries = _shape_vector(model, piece, (node.name, k), depth + 1)
+                if entries is None:
+                    return None
+                operands.append([e.value for e in entries])
+        a, b = operands
+        if len(a) != len(b) and 1 not in (len(a), len(b)):
+            return None
+        n = max(len(a), len(b))
+        a, b = (a * n if len(a) == 1 else a), (b * n if len(b) == 1 else b)
+        return [ShapeEntry(_SHAPE_ARITHMETIC[op](x, y) if isinstance(x, int) and isinstance(y, int) and
+                           (op != "Div" or y != 0) else None) for x, y in zip(a, b)]
     if op in ("Gather", "Slice"):
         data = _shape_vector(model, node.input[0], (node.name, 0), depth + 1)
         if data is None:
@@ -832,6 +870,35 @@ def _shape_vector(model: Model, name: str, reader: tuple[str, int] | None, depth
         step = int(bounds[3].ravel()[0]) if len(bounds) > 3 else 1
         return data[start:end:step]
     return None
+
+
+def _slice_output(model: Model, node: onnx.NodeProto) -> list[Dim] | None:
+    """Output shape of a Slice (opset 10+) whose bounds are computed at run time from shapes
+    (``x.chunk(2, dim=1)`` exported by TorchScript: ends = C // 2)."""
+    src = model.shape(node.input[0])
+    if src is None or len(node.input) < 3:
+        return None
+    vectors = []
+    for k, name in enumerate(node.input[1:5], start=1):
+        if not name:
+            vectors.append(None)
+            continue
+        entries = model.shape_vector(name, (node.name, k))
+        if entries is None or any(not isinstance(e.value, int) for e in entries):
+            return None
+        vectors.append([int(e.value) for e in entries])
+    starts, ends = vectors[0], vectors[1]
+    axes = vectors[2] if len(vectors) > 2 and vectors[2] is not None else list(range(len(starts)))
+    steps = vectors[3] if len(vectors) > 3 and vectors[3] is not None else [1] * len(starts)
+    if starts is None or ends is None or not len(starts) == len(ends) == len(axes) == len(steps):
+        return None
+    dims = list(src)
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        size = dims[axis % len(dims)]
+        if not isinstance(size, int) or step == 0:
+            return None
+        dims[axis % len(dims)] = len(range(*slice(start, end, step).indices(size)))
+    return dims
 
 
 def _reshape_output(model: Model, node: onnx.NodeProto) -> list[Dim] | None:

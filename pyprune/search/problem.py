@@ -72,6 +72,11 @@ def input_notes(original: Model, judged: Model, dataset: Dataset) -> list[str]:
         notes.append(f"symbolic input sizes from {source}; MACs are counted at these, per sample: "
                      + "; ".join(assumed))
     notes.extend(dataset.notes)
+    uncounted = judged.uncounted_macs()
+    if uncounted:
+        named = ", ".join(uncounted[:3]) + (", ..." if len(uncounted) > 3 else "")
+        notes.append(f"the MACs of {len(uncounted)} node(s) ({named}) cannot be counted (their shapes stay "
+                     "unknown): MAC figures are lower bounds")
     return notes
 
 
@@ -83,7 +88,8 @@ def check_finite_weights(model: Model) -> None:
     """Refuse a model whose float weights hold NaN or Inf: no score ranks them, no metric judges
     what they compute. Names the first such weight."""
     for name in model.weight_names:
-        if model.is_param(name):
+        # single values are fill constants (an attention mask's -inf), not weights a score ranks
+        if model.is_param(name) and model.weight(name).size > 1:
             w = model.weight(name)
             if w.dtype.kind == "f" and not np.all(np.isfinite(w)):
                 bad = int(w.size - np.count_nonzero(np.isfinite(w)))
