@@ -878,19 +878,22 @@ def _slice_output(model: Model, node: onnx.NodeProto) -> list[Dim] | None:
     src = model.shape(node.input[0])
     if src is None or len(node.input) < 3:
         return None
-    vectors = []
+    vectors: list[list[int] | None] = []
     for k, name in enumerate(node.input[1:5], start=1):
         if not name:
             vectors.append(None)
             continue
         entries = model.shape_vector(name, (node.name, k))
-        if entries is None or any(not isinstance(e.value, int) for e in entries):
+        values = [e.value for e in entries] if entries is not None else None
+        if values is None or not all(isinstance(v, int) for v in values):
             return None
-        vectors.append([int(e.value) for e in entries])
+        vectors.append([v for v in values if isinstance(v, int)])
     starts, ends = vectors[0], vectors[1]
+    if starts is None or ends is None:
+        return None
     axes = vectors[2] if len(vectors) > 2 and vectors[2] is not None else list(range(len(starts)))
     steps = vectors[3] if len(vectors) > 3 and vectors[3] is not None else [1] * len(starts)
-    if starts is None or ends is None or not len(starts) == len(ends) == len(axes) == len(steps):
+    if not len(starts) == len(ends) == len(axes) == len(steps):
         return None
     dims = list(src)
     for start, end, axis, step in zip(starts, ends, axes, steps):
