@@ -449,3 +449,12 @@ def test_shapes_computed_at_run_time_are_worked_out_for_the_macs():
     model = load(b.model([h], shapes={h: ["N", 8, 4, 4]}))
     assert model.uncounted_macs() == []
     assert model.macs() == 16 * 8 * 27 + 3 * 16 * 4 * 36
+
+
+def test_a_matmul_by_a_weight_counts_its_reduced_size_from_the_weight():
+    # attention contexts reshaped at run time can leave A's last size unknown; B's rows give it
+    b = Builder(13, "N")
+    b.inputs.append(helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, None]))
+    y = b.matmul("x", 6, 5)
+    model = load(b.model([y], shapes={y: ["N", 4, 5]}))
+    assert model.shape("x")[-1] is None and model.macs() == 4 * 5 * 6

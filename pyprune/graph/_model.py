@@ -729,9 +729,15 @@ def node_macs(model: Model, node: onnx.NodeProto) -> int:
     if op == "MatMul":
         a = _concrete(model.shape(node.input[0]), model._symbols)
         out = _concrete(model.shape(node.output[0]), model._symbols)
-        if a is None or out is None or not a:
+        b = model.shape(node.input[1]) if model.is_weight(node.input[1]) else None
+        if out is None:
             return 0
-        k = a[-2] if len(a) > 1 and _attr(node, "transA", 0) else a[-1]  # FusedMatMul's transA
+        if b is not None and len(b) >= 2:  # a weight knows the reduced size even where A's is unknown
+            k = int(b[-1] if _attr(node, "transB", 0) else b[-2])
+        elif a:
+            k = a[-2] if len(a) > 1 and _attr(node, "transA", 0) else a[-1]  # FusedMatMul's transA
+        else:
+            return 0
         return int(np.prod(out, dtype=np.int64) * k)
     if op == "Attention":  # com.microsoft: the QKV projection, then scores and context per head
         x = _concrete(model.shape(node.input[0]), model._symbols)
