@@ -729,11 +729,12 @@ def node_macs(model: Model, node: onnx.NodeProto) -> int:
     if op == "MatMul":
         a = _concrete(model.shape(node.input[0]), model._symbols)
         out = _concrete(model.shape(node.output[0]), model._symbols)
-        b = model.shape(node.input[1]) if model.is_weight(node.input[1]) else None
+        weight = [d for d in model.shape(node.input[1]) or () if isinstance(d, int)] \
+            if model.is_weight(node.input[1]) else []
         if out is None:
             return 0
-        if b is not None and len(b) >= 2:  # a weight knows the reduced size even where A's is unknown
-            k = int(b[-1] if _attr(node, "transB", 0) else b[-2])
+        if len(weight) >= 2:  # a weight knows the reduced size even where A's is unknown
+            k = int(weight[-1] if _attr(node, "transB", 0) else weight[-2])
         elif a:
             k = a[-2] if len(a) > 1 and _attr(node, "transA", 0) else a[-1]  # FusedMatMul's transA
         else:
