@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -267,6 +268,17 @@ def _macro_f1(out: Any, labels: Any, axis: int) -> float:
     return float(f1.mean()) if f1.size else 0.0
 
 
+@dataclass(frozen=True)
+class _MeanOf:
+    """The mean of per-sample scores (a plain class rather than a closure, so built-in metrics
+    pickle and can be sent to worker processes)."""
+
+    sample_fn: Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+    def __call__(self, out: Any, target: Any) -> float:
+        return float(np.mean(self.sample_fn(out, target)))
+
+
 def _mean_metric(
     name: str,
     sample_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
@@ -277,7 +289,7 @@ def _mean_metric(
 ) -> Metric:
     return Metric(
         name=name,
-        fn=lambda out, tgt: float(np.mean(sample_fn(out, tgt))),
+        fn=_MeanOf(sample_fn),
         direction=direction,
         target=target,
         output=output,
@@ -299,19 +311,19 @@ def accuracy(k: int = 1, output: int = 0, axis: int = -1) -> Metric:
         raise ValueError(f"k must be at least 1, got {k}")
     name = "accuracy" if k == 1 else f"top{k}_accuracy"
     return _mean_metric(
-        name, lambda out, y: _topk_correct(out, y, k, axis), "higher", "labels", output, (0.0, 1.0)
+        name, partial(_topk_correct, k=k, axis=axis), "higher", "labels", output, (0.0, 1.0)
     )
 
 
 def macro_f1(output: int = 0, axis: int = -1) -> Metric:
     """Unweighted mean of per-class F1 over the classes present in labels or predictions."""
-    return Metric("macro_f1", lambda out, y: _macro_f1(out, y, axis), "higher", "labels", output)
+    return Metric("macro_f1", partial(_macro_f1, axis=axis), "higher", "labels", output)
 
 
 def agreement(output: int = 0, axis: int = -1) -> Metric:
     """Fraction of samples whose top-1 class matches the unpruned model's."""
     return _mean_metric(
-        "agreement", lambda out, ref: _agreement(out, ref, axis), "higher", "reference", output, (0.0, 1.0)
+        "agreement", partial(_agreement, axis=axis), "higher", "reference", output, (0.0, 1.0)
     )
 
 
@@ -328,7 +340,7 @@ def relative_mse(output: int = 0) -> Metric:
 def kl_divergence(output: int = 0, axis: int = -1) -> Metric:
     """Mean KL(softmax(reference) || softmax(outputs)) along ``axis``, in nats."""
     return _mean_metric(
-        "kl_divergence", lambda out, ref: _kl(out, ref, axis), "lower", "reference", output, (0.0, math.inf)
+        "kl_divergence", partial(_kl, axis=axis), "lower", "reference", output, (0.0, math.inf)
     )
 
 
@@ -340,7 +352,7 @@ def probability_kl(output: int = 0, axis: int = -1) -> Metric:
     difference between two probability vectors (softmax of probabilities is close to uniform).
     """
     return _mean_metric(
-        "probability_kl", lambda out, ref: _probability_kl(out, ref, axis), "lower", "reference", output,
+        "probability_kl", partial(_probability_kl, axis=axis), "lower", "reference", output,
         (0.0, math.inf),
     )
 

@@ -33,10 +33,15 @@ __all__ = [
     "IMPORTANCE_NAMES",
     "DEFAULT_MAX_DROP",
     "DEFAULT_MACS",
+    "EXECUTORS",
+    "parse_duration",
+    "format_duration",
 ]
 
 #: What a search removes: channel/neuron groups, whole layers, single weights, N:M weight patterns.
 GRANULARITIES = ("channel", "layer", "weight", "nm")
+#: Where candidates are judged: the search's own session, a local process pool, a Ray cluster.
+EXECUTORS = ("local", "process", "ray")
 #: The search loops (:mod:`pyprune.search`).
 STRATEGIES = ("oneshot", "recursive", "greedy", "random")
 #: Other names of a strategy and the options they imply.
@@ -58,6 +63,46 @@ DEFAULT_MACS = 0.5
 _AUTO_ROUND = 8
 _AUTO_MIN_SIZE = 32
 _CONVOLUTIONS = frozenset({"Conv", "ConvTranspose"})
+
+
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a duration: a number of seconds, or text such as ``"90s"``, ``"10m"``,
+    ``"1h"``, ``"1h30m"`` (a bare number in text is seconds). Raises ValueError naming it."""
+    if _is_number(value):
+        seconds = float(value)  # type: ignore[arg-type]
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        seconds, rest = 0.0, text
+        try:
+            if text and text.replace(".", "", 1).isdigit():
+                seconds, rest = float(text), ""
+            while rest:
+                digits = len(rest) - len(rest.lstrip("0123456789."))
+                number, unit = rest[:digits], rest[digits:digits + 1]
+                if not number or unit not in _DURATION_UNITS:
+                    raise ValueError
+                seconds += float(number) * _DURATION_UNITS[unit]
+                rest = rest[digits + 1:]
+        except ValueError:
+            raise ValueError(f"'time_limit' must be a duration such as 90s, 10m or 1h, got {value!r}") from None
+    else:
+        raise ValueError(f"'time_limit' must be a duration such as 90s, 10m or 1h, got {value!r}")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"'time_limit' must be a positive duration, got {value!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as people write it: ``1h``, ``10m``, ``90s`` (whole hours or minutes when it is
+    one, else seconds)."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:.3g}s" if seconds < 10 else f"{seconds:.0f}s"
 
 
 def _is_int(value: object) -> bool:
@@ -145,6 +190,13 @@ class PruneOptions:
     ``metric_output`` names the model output the metric reads (default: the first float output
     that is not a label output). ``dims`` (``{symbol: size}``) and ``input_shapes`` (``{input:
     shape}``) size symbolic input dimensions where no data does (``--dim``, ``--input-shape``).
+
+    Budgets: ``max_evals`` (candidate evaluations) and ``time_limit`` (seconds, or text such as
+    ``"10m"``) stop the search like an interrupt once spent; the best state found that meets
+    the constraint is shipped and the report says which budget ran out. ``executor`` says where
+    candidates are judged (``"local"``: the search's own session; ``"process"``: a pool of
+    ``workers`` local processes; ``"ray"``: ``workers`` Ray actors, on the cluster at
+    ``ray_address`` or a local one); results are the same whichever is used.
     """
 
     granularity: str = "channel"
@@ -165,6 +217,11 @@ class PruneOptions:
     measure_latency: bool = True
     checkpoint: float = 0.1
     quiet: bool = False
+    max_evals: int | None = None
+    time_limit: float | None = None
+    executor: str = "local"
+    workers: int | None = None
+    ray_address: str | None = None
     search: Mapping[str, Any] = field(default_factory=dict)
     # -- what the model and its data are (exports from the field need telling) --------------------
     metric_output: str | None = None
@@ -214,12 +271,21 @@ class PruneOptions:
         object.__setattr__(self, "nm", nm)
         if not _is_int(self.seed) or self.seed < 0:
             raise ValueError(f"'seed' must be a non-negative integer, got {self.seed!r}")
-        for name in ("threads", "batch_size"):
+        for name in ("threads", "batch_size", "max_evals", "workers"):
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value < 1):
                 raise ValueError(f"{name!r} must be a positive integer or None, got {value!r}")
         if not _is_number(self.checkpoint) or not 0.0 < self.checkpoint <= 1.0:
             raise ValueError(f"'checkpoint' must be a fraction in (0, 1], got {self.checkpoint!r}")
+        if self.time_limit is not None:
+            object.__setattr__(self, "time_limit", parse_duration(self.time_limit))
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"'executor' must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+        if self.ray_address is not None and (not isinstance(self.ray_address, str) or not self.ray_address):
+            raise ValueError(f"'ray_address' must be an address such as 'auto' or 'ray://host:10001', "
+                             f"got {self.ray_address!r}")
+        if self.ray_address is not None and self.executor != "ray":
+            raise ValueError("'ray_address' applies to executor='ray'")
         if not isinstance(self.search, Mapping):
             raise ValueError(f"'search' must be a mapping of strategy options, got {self.search!r}")
         object.__setattr__(self, "search", dict(self.search))

@@ -400,14 +400,14 @@ def test_ctrl_c_saves_the_best_model_so_far(files: dict[str, Path], tmp_path: Pa
     # evaluation, exactly where a real interrupt lands during a search.
     script = (
         "import sys\n"
-        "from pyprune.evaluate import _session\n"
-        "run, calls = _session.MaskedSession.run, [0]\n"
-        "def interrupted(self, *a, **k):\n"
+        "from pyprune.evaluate import _executor\n"
+        "run, calls = _executor.run_job, [0]\n"
+        "def interrupted(*a, **k):\n"
         "    calls[0] += 1\n"
         "    if calls[0] == 3:\n"
         "        raise KeyboardInterrupt\n"
-        "    return run(self, *a, **k)\n"
-        "_session.MaskedSession.run = interrupted\n"
+        "    return run(*a, **k)\n"
+        "_executor.run_job = interrupted\n"
         "from pyprune.app.cli import main\n"
         "sys.exit(main())\n"
     )

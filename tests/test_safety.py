@@ -23,6 +23,7 @@ import pyprune
 from pyprune import _files
 from pyprune.data import Dataset
 from pyprune.errors import DataError, ModelLoadError, UnsupportedModelError
+from pyprune.evaluate import model_session
 from pyprune.graph import load
 
 from _cli import PYPRUNE, cli  # noqa: E402  (tests/ is on sys.path)
@@ -178,8 +179,8 @@ def test_a_crash_at_any_step_of_an_in_place_save_leaves_a_whole_model(work, monk
     monkeypatch.undo()
     onnx.checker.check_model(str(path), full_check=True)
     got = _outputs(path, x)
-    new = pruned  # what the new model computes
-    session = ort.InferenceSession(new.proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    new = pruned  # what the new model computes (its weights mapped from files: a pyprune session)
+    session = model_session(new)
     expected_new = session.run(None, {"input": x})[0]
     assert np.allclose(got, old) or np.allclose(got, expected_new)
     if not crashed:  # a save that finished: the new model, and no orphaned weights
@@ -241,14 +242,14 @@ def _run_script(script: str, *args: object, cwd: Path) -> subprocess.CompletedPr
 
 def test_sigterm_during_the_search_writes_the_best_model(work):
     script = ("import os, signal, sys\n"
-              "from pyprune.evaluate import _session\n"
-              "run, calls = _session.MaskedSession.run, [0]\n"
-              "def terminated(self, *a, **k):\n"
+              "from pyprune.evaluate import _executor\n"
+              "run, calls = _executor.run_job, [0]\n"
+              "def terminated(*a, **k):\n"
               "    calls[0] += 1\n"
               "    if calls[0] == 4:\n"
               "        os.kill(os.getpid(), signal.SIGTERM)\n"
-              "    return run(self, *a, **k)\n"
-              "_session.MaskedSession.run = terminated\n"
+              "    return run(*a, **k)\n"
+              "_executor.run_job = terminated\n"
               "from pyprune.app.cli import main\n"
               "sys.exit(main())\n")
     out = work["root"] / "best.onnx"

@@ -220,15 +220,15 @@ def test_bad_arguments(mlp, kwargs, error, needle):
 
 def test_ctrl_c_returns_the_groups_measured_so_far(mlp, table, monkeypatch):
     model, data, _ = mlp
-    evaluate, calls = PruningProblem.evaluate, []
+    trials, calls = PruningProblem.trials, []
 
     def interrupting(self, *args, **kwargs):
         calls.append(1)
-        if len(calls) == 5:  # in the second group (the first takes four evaluations)
+        if len(calls) == 2:  # in the second group (with the local executor, a batch per group)
             raise KeyboardInterrupt
-        return evaluate(self, *args, **kwargs)
+        return trials(self, *args, **kwargs)
 
-    monkeypatch.setattr(PruningProblem, "evaluate", interrupting)
+    monkeypatch.setattr(PruningProblem, "trials", interrupting)
     result = sensitivity(model, data, ratios=RATIOS, quiet=True)
     assert result.interrupted and len(result.rows) == 1
     assert result.rows[0] == table.rows[0]

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ..errors import PyPruneError
-from ..options import DEFAULT_MAX_DROP, GRANULARITIES, IMPORTANCE_NAMES, STRATEGIES
+from ..options import DEFAULT_MAX_DROP, EXECUTORS, GRANULARITIES, IMPORTANCE_NAMES, STRATEGIES
 from ..targets import TARGET_KINDS
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_NOT_MET", "EXIT_BAD_INPUT", "EXIT_INTERNAL"]
@@ -155,6 +155,38 @@ def _command(commands: Any, common: argparse.ArgumentParser, name: str, **detail
     """One subcommand: the general options, defaults shown, and its help, description and example."""
     parser: argparse.ArgumentParser = commands.add_parser(name, parents=[common], formatter_class=_Formatter, **details)
     return parser
+def _duration(text: str) -> float:
+    from ..options import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 90s, 10m or 1h, got {text!r}") from None
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    """Budgets and where candidates are judged (prune and sensitivity)."""
+    group = parser.add_argument_group("budget and executor")
+    group.add_argument("--max-evals", type=_positive_int, default=None, metavar="N",
+                       help="stop after N candidate evaluations and keep the best model found so far")
+    group.add_argument("--time-limit", type=_duration, default=None, metavar="T",
+                       help="stop after this long (e.g. 90s, 10m, 1h) and keep the best model found so far")
+    group.add_argument("--executor", choices=EXECUTORS, default="local",
+                       help="where candidates are judged: this process, a pool of local processes, or Ray "
+                            "actors (pip install \"pyprune[ray]\"); the result is the same")
+    group.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                       help="workers of the process or ray executor (default: one per core, or per CPU of "
+                            "the Ray cluster); each runs --threads threads (default 1)")
+    group.add_argument("--ray-address", default=None, metavar="ADDR",
+                       help="the Ray cluster to use with --executor ray ('auto': the one this machine "
+                            "belongs to; default: start Ray on this machine)")
+
+
+def _run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    if args.ray_address is not None and args.executor != "ray":
+        raise UsageError("--ray-address needs --executor ray")
+    return {"max_evals": args.max_evals, "time_limit": args.time_limit, "executor": args.executor,
+            "workers": args.workers, "ray_address": args.ray_address}
 
 
 def _common_options() -> _Parser:
@@ -254,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
             "pyprune prune model.onnx -o small.onnx --macs 0.5 --data calib.npz --labels y",
             "pyprune prune model.onnx -o sparse.onnx --granularity weight --sparsity 0.7",
             "pyprune prune model.onnx -o fast.onnx --latency 2.5 --data calib.npz --report report/",
+            "pyprune prune model.onnx -o small.onnx --macs 0.5 --data calib.npz --time-limit 10m "
+            "--executor process",
         ),
     )
     p.add_argument("model", type=Path, metavar="MODEL", help="ONNX model file (never modified "
@@ -294,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"0.01 = one point of accuracy); 'none' prunes to the target regardless "
                         f"and reports the metric (default: {DEFAULT_MAX_DROP} with --data; without "
                         f"data, none: fidelity on random inputs is reported, not used as a constraint)")
+    _run_options(p)
     p.set_defaults(run=_cmd_prune)
 
     # sensitivity -------------------------------------------------------------------------------
@@ -315,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="DIR", default=None,
                    help="write the table (Markdown, JSON) and the plot to this directory")
     p.add_argument("--json", action="store_true", help="print the analysis as one JSON object on stdout")
+    _run_options(p)
     p.set_defaults(run=_cmd_sensitivity)
 
     # bench -------------------------------------------------------------------------------------
@@ -407,7 +443,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
                            importance=args.importance, strategy=args.strategy,
                            max_drop=args.max_drop, metric=args.metric, seed=args.seed,
                            limits=Limits(round_to=args.round_to, skip=tuple(args.skip)),
-                           metric_output=args.metric_output, **sizes)
+                           metric_output=args.metric_output, **sizes, **_run_settings(args))
     model = load_model(model_path)
     for external in model.external_files:  # known only once the model is read
         if not args.in_place:
@@ -440,6 +476,7 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
     from .pipeline import DataSource, load_data, load_model, run_sensitivity
 
     model_path = _existing_model(args.model)
+    runs = _run_settings(args)
     report = None
     if args.report is not None:
         report = check_report_dir(args.report, [("model", model_path), ("data file", args.data)],
@@ -449,7 +486,7 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
     data = load_data(DataSource(args.data, args.labels), model, **sizes)
     run_sensitivity(model, data, metric=args.metric, granularity=args.granularity,
                     importance=args.importance, round_to=args.round_to, report=report, threads=args.threads,
-                    quiet=args.quiet, as_json=args.json, metric_output=args.metric_output, **sizes)
+                    quiet=args.quiet, as_json=args.json, metric_output=args.metric_output, **sizes, **runs)
     return EXIT_OK
 
 

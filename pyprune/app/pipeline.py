@@ -153,9 +153,11 @@ def prune_and_save(
         met=bool(result.met),
         interrupted=bool(result.interrupted),
         metric_text=_metric_text(result),
-        params=result.model.params(),
-        nonzeros=result.model.nonzeros(),
-        macs=result.model.macs(),
+        # Measured on the shipped model already (the report's figures): counting again would
+        # read every weight of a large model once more.
+        params=result.report.after.params,
+        nonzeros=result.report.after.nonzeros,
+        macs=result.report.after.macs,
     )
     with deferred_interrupts() as caught:
         if output is not None:
@@ -231,15 +233,17 @@ def run_sensitivity(
     metric_output: str | None = None,
     dims: Mapping[str, int] | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    **runs: Any,
 ) -> Any:
     """Sensitivity analysis of every group (or layer): print the table (or, ``as_json``, one JSON
-    object), write it with the plot."""
+    object), write it with the plot. ``runs``: budgets and executor (``max_evals``,
+    ``time_limit``, ``executor``, ``workers``, ``ray_address``)."""
 
     from ..search import sensitivity
 
     result = sensitivity(model, data, metric=metric, granularity=granularity,
                          importance=importance, round_to=round_to, threads=threads, quiet=quiet or as_json,
-                         metric_output=metric_output, dims=dims or {}, input_shapes=input_shapes or {})
+                         metric_output=metric_output, dims=dims or {}, input_shapes=input_shapes or {}, **runs)
     if report is not None:
         with deferred_interrupts():
             Path(report).mkdir(parents=True, exist_ok=True)

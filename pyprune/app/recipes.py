@@ -14,6 +14,7 @@ relative to the recipe file. Example::
     input_shapes = { image = [1, 3, 640, 640] }   # optional: sizes of symbolic dimensions
     dims = { height = 640 }                       # (the data's sizes win where it has them)
     metric_output = "probabilities"               # optional: the output the metric reads
+    time_limit = "10m"           # per step; also max_evals, executor, workers, ray_address
 
     [[step]]
     name = "channels"
@@ -64,7 +65,8 @@ __all__ = ["Recipe", "RecipeStep", "RecipeError", "RecipeOutcome", "load_recipe"
 
 # Keys a step may set; the pipeline-level ones of the same name are defaults for every step.
 _STEP_OPTION_KEYS = ("importance", "strategy", "max_drop", "metric", "seed", "round_to", "skip",
-                     "metric_output", "dims", "input_shapes")
+                     "metric_output", "dims", "input_shapes", "max_evals", "time_limit", "executor", "workers",
+                     "ray_address")
 _TOP_KEYS = frozenset({"model", "output", "data", "report", "threads", "step", *_STEP_OPTION_KEYS})
 _STEP_KEYS = frozenset({"name", "granularity", "output", "report", "data", *_STEP_OPTION_KEYS,
                         *TARGET_KINDS})

@@ -3,7 +3,9 @@
 :class:`Evaluator` ties a model, a dataset and a metric together and caches the unpruned model's
 outputs (the reference every fidelity metric compares against). :class:`MaskedSession` judges
 pruning candidates inside one session, :func:`measure_latency` times a model and
-:func:`activation_stats` streams per-channel statistics of intermediate tensors.
+:func:`activation_stats` streams per-channel statistics of intermediate tensors. Executors
+(:func:`make_executor`) judge many candidates at once: in the search's session, in a local process
+pool or on Ray actors.
 """
 
 from __future__ import annotations
@@ -18,8 +20,20 @@ from .. import metrics as _metrics
 from ..data import Dataset, ModelLike, as_model
 from ..graph import Group, Layer, MaskPoint, Model
 from ._activations import ChannelStats, RunningChannelStats, TensorChoice
+from ._executor import (
+    Checker,
+    Executor,
+    Job,
+    JobResult,
+    LocalExecutor,
+    ProcessExecutor,
+    RayExecutor,
+    ReplicaSpec,
+    make_executor,
+    run_job,
+)
 from ._latency import Timing, measure_latency
-from ._ort import exposing, fetched_outputs, make_session, run_batches, session_options
+from ._ort import exposing, fetched_outputs, make_session, model_session, run_batches, session_options
 from ._session import Check, EdgeKey, MaskedSession, edge_key
 
 __all__ = [
@@ -38,6 +52,18 @@ __all__ = [
     "ChannelStats",
     "RunningChannelStats",
     "session_options",
+    "make_session",
+    "model_session",
+    "Executor",
+    "LocalExecutor",
+    "ProcessExecutor",
+    "RayExecutor",
+    "make_executor",
+    "Job",
+    "JobResult",
+    "Checker",
+    "ReplicaSpec",
+    "run_job",
 ]
 
 
@@ -74,7 +100,7 @@ def run_model(
         proto = onnx.ModelProto()
         proto.CopyFrom(model.proto)
         exposing(proto, names, model)
-    return run_batches(make_session(proto, threads), batches, None, names)
+    return run_batches(make_session(proto, threads, model), batches, None, names)
 
 
 def activation_stats(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data import Dataset, ModelLike, as_model
-from ._ort import make_session
+from ._ort import model_session
 
 __all__ = ["Timing", "measure_latency"]
 
@@ -64,7 +64,7 @@ def measure_latency(
     if dataset is None:
         dataset = Dataset.synthetic(model, n=batch_size, seed=seed, dims=dims, input_shapes=input_shapes)
     batch = dataset.batches(model, batch_size)[0]
-    session = make_session(model.proto, threads)
+    session = model_session(model, threads)
     for _ in range(warmup):
         session.run(None, batch.feed)
     times = np.empty(runs, dtype=np.float64)

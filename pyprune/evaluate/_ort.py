@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -12,8 +14,12 @@ import onnxruntime as ort
 from ..data import Batch
 from ..graph import Model
 
-__all__ = ["session_options", "make_session", "run_batches", "join_batches", "fetched_outputs",
+__all__ = ["session_options", "make_session", "model_session", "run_batches", "join_batches", "fetched_outputs",
            "exposing"]
+
+#: Models whose weights take at least this many bytes are handed to ONNX Runtime with their weights
+#: as arrays rather than serialized into the model bytes (no serialized copy, no 2 GB limit).
+_LIGHT_BYTES = 2**30
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
@@ -30,11 +36,30 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     return options
 
 
-def make_session(proto: onnx.ModelProto, threads: int | None = None) -> ort.InferenceSession:
-    """A CPU inference session for ``proto`` with :func:`session_options`."""
-    return ort.InferenceSession(
-        proto.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"]
-    )
+def make_session(proto: onnx.ModelProto, threads: int | None = None,
+                 model: Model | None = None) -> ort.InferenceSession:
+    """A CPU inference session for ``proto`` with :func:`session_options`.
+
+    ``model``: the model ``proto`` is (an edited copy of). When its weights live in external files
+    or are large, ONNX Runtime opens a model file that refers to them where they are (their
+    files hard-linked into a temporary folder, weights held in memory written next to them) and
+    maps them instead of reading them, with weight prepacking off: a prepacked copy would double
+    the memory a large model needs (see benchmarks/bench_scale.py).
+    """
+    options = session_options(threads)
+    if model is None or not (model.external_data and model.base is not None or model.file_size() >= _LIGHT_BYTES):
+        return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    options.add_session_config_entry("session.disable_prepacking", "1")
+    with tempfile.TemporaryDirectory(prefix="pyprune-session-") as folder:
+        path = model.session_file(Path(folder), proto)
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    model.release_mapped()  # what pyprune itself read while preparing the session
+    return session
+
+
+def model_session(model: Model, threads: int | None = None) -> ort.InferenceSession:
+    """A session of ``model`` as it is (see :func:`make_session`)."""
+    return make_session(model.proto, threads, model)
 
 
 def run_batches(

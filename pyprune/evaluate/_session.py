@@ -45,6 +45,8 @@ class Check:
 
     ``value`` is the metric over the whole dataset, or, when the evaluation ``stopped_early``, the
     best value still reachable after ``samples`` of ``total`` samples (already failing).
+    ``outputs`` are the candidate's outputs over the whole dataset when it ran to the end (None
+    when it stopped early), so a passing candidate needs no second run.
     """
 
     value: float
@@ -52,6 +54,7 @@ class Check:
     stopped_early: bool
     samples: int
     total: int
+    outputs: list[np.ndarray] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -113,6 +116,7 @@ class MaskedSession:
         self.model: Model = as_model(model)
         self.dataset = dataset
         self.batches: list[Batch] = dataset.batches(self.model, batch_size)
+        self.batch_size = batch_size
         self.threads = threads
         self._groups = {g.id: g for g in groups}
         self._layers = {layer.id: layer for layer in layers}
@@ -125,8 +129,9 @@ class MaskedSession:
         #: The values every run returns: the model's tensor outputs (a ZipMap output through the
         #: probabilities it reads; see :func:`~pyprune.evaluate.fetched_outputs`).
         self.output_names = list(fetched_outputs(self.model))
-        proto = self._build(list(affine))
-        self._session = make_session(proto, threads)
+        self._affine_points = list(affine)
+        proto = self._build(self._affine_points)
+        self._session = make_session(proto, threads, self.model)
 
     # -- building -------------------------------------------------------------------------------
 
@@ -228,6 +233,14 @@ class MaskedSession:
             if name not in listed:
                 graph.input.append(helper.make_tensor_value_info(name, tensor.data_type, list(tensor.dims)))
         return proto
+
+    def replica_arguments(self) -> dict[str, Any]:
+        """The keyword arguments that build this session again (with the model itself), e.g. in
+        another process: the same edges, gates, overridable weights and captured tensors, so a
+        replica takes the same candidate arguments and gives the same outputs."""
+        return {"groups": list(self._groups.values()), "layers": list(self._layers.values()),
+                "weights": list(self._weights), "threads": self.threads, "batch_size": self.batch_size,
+                "affine": list(self._affine_points), "capture": dict(self._capture)}
 
     # -- candidates -----------------------------------------------------------------------------
 
@@ -419,30 +432,41 @@ class MaskedSession:
         weights: Mapping[str, np.ndarray] | None = None,
         affine: Mapping[EdgeKey, tuple[Any, Any]] | None = None,
         early_stop: bool = False,
+        target: Any = None,
+        tolerance: float = 0.0,
     ) -> Check:
         """Whether a candidate's ``metric`` meets ``threshold`` (>= for higher-is-better metrics).
 
         With ``early_stop=True`` and a metric that is a mean of bounded per-sample scores
         (accuracy, agreement, cosine, KL), batches stop as soon as even perfect scores on the
-        remaining samples could not meet the threshold; the result says so.
+        remaining samples could not meet the threshold (by more than ``tolerance``, which keeps
+        a candidate within rounding of the threshold running to the end); the result says so.
+        A candidate that runs to the end is judged on its joined outputs exactly as
+        :meth:`evaluate` judges it. ``target``: what the metric compares against, when not the
+        session's own (labels or reference).
         """
         metric = _metrics.get(metric)
-        target = self.target(metric)
+        target = self.target(metric) if target is None else target
+        total = len(self.dataset)
         if not early_stop or metric.sample_fn is None:
-            value = self.evaluate(metric, group_masks, layer_gates, weights, affine)
-            return Check(value, metric.meets(value, threshold), False, len(self.dataset), len(self.dataset))
+            outs = self.run(group_masks, layer_gates, weights, affine)
+            value = metric(outs, target)
+            return Check(value, metric.meets(value, threshold), False, total, total, outs)
         feed = self.feed(group_masks, layer_gates, weights, affine)
-        total, seen, partial = len(self.dataset), 0, 0.0
+        slack = tolerance if metric.direction == "higher" else -tolerance
+        seen, partial = 0, 0.0
+        parts: list[list[np.ndarray]] = []
         for batch in self.batches:
             outs = self._session.run(self.output_names, {**batch.feed, **feed})
-            tgt = _slice_target(target, batch)
-            partial += float(np.sum(metric.sample_scores(outs, tgt)))
+            parts.append(outs)
+            partial += float(np.sum(metric.sample_scores(outs, _slice_target(target, batch))))
             seen = batch.stop
             best = metric.best_possible(partial, seen, total)
-            if seen < total and not metric.meets(best, threshold):
+            if seen < total and not metric.meets(best + slack, threshold):
                 return Check(best, False, True, seen, total)
-        value = partial / total
-        return Check(value, metric.meets(value, threshold), False, total, total)
+        joined = [join_batches([p[i] for p in parts]) for i in range(len(self.output_names))]
+        value = metric(joined, target)
+        return Check(value, metric.meets(value, threshold), False, total, total, joined)
 
 
 def _slice_target(target: Any, batch: Batch) -> Any:

@@ -8,9 +8,12 @@ initializer and every node as addressable by name.
 
 from __future__ import annotations
 
+import mmap
 import os
 import secrets
 import shutil
+import sys
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -36,6 +39,14 @@ _PROTOBUF_LIMIT = 2**31 - 2**26
 # Initializers at most this many elements keep their data when shape inference runs on a
 # data-free skeleton of the model (shape constants need their values; weights need only dims).
 _SKELETON_MAX_ELEMENTS = 4096
+
+# External data is written at offsets aligned to this (a cache line: vector loads of a mapped
+# weight never straddle one), and only for tensors at least this large.
+_EXTERNAL_ALIGN = 64
+_EXTERNAL_MIN_BYTES = 1024
+# Tensors are copied into a new external-data file in pieces of at most this many bytes, so saving
+# a model never holds a second copy of a large weight.
+_COPY_CHUNK = 64 * 2**20
 
 # Constant-only producers folded into initializers on load. Only cheap, deterministic ops whose
 # output is not larger than their inputs (so folding never blows up the file).
@@ -77,8 +88,10 @@ class TensorSpec(NamedTuple):
 def load(source: str | os.PathLike | bytes | onnx.ModelProto) -> Model:
     """Load and normalise an ONNX model from a path, serialized bytes or a ``ModelProto``.
 
-    External data (the >2 GB format) is read from the model's directory. The source is never
-    modified. ``Constant`` nodes and small constant-only subgraphs of the main graph are folded
+    External data (the >2 GB format) stays in its files: each weight is memory-mapped when it is
+    read (:meth:`Model.weight`), so a model larger than memory can be analysed, and sessions and
+    saves read the mapped weights in place. The source is never modified. ``Constant`` nodes and
+    small constant-only subgraphs of the main graph are folded
     into initializers, every main-graph node gets a unique name, and shapes are inferred.
 
     A default-domain opset older than :data:`MIN_OPSET` is converted to it with
@@ -117,7 +130,7 @@ def load(source: str | os.PathLike | bytes | onnx.ModelProto) -> Model:
         external_files = _referenced_files(proto, path.parent) if had_external else []
         if had_external:
             try:
-                external_data_helper.load_external_data_for_model(proto, str(path.parent))
+                _check_external(proto, path.parent)
             except Exception as exc:
                 raise ModelLoadError(f"{label}: cannot read its external data ({exc})") from None
     else:
@@ -133,8 +146,9 @@ def load(source: str | os.PathLike | bytes | onnx.ModelProto) -> Model:
     if _default_opset(proto) < MIN_OPSET:
         converted_from = _default_opset(proto)
         proto = _convert_opset(proto, label)
-    _normalise(proto)
-    model = Model(proto, path=path, external_data=had_external)
+    base = path.parent if had_external and path is not None else None
+    _normalise(proto, base)
+    model = Model(proto, path=path, external_data=had_external, base=base)
     model._external_files = external_files
     model.converted_from = converted_from
     return model
@@ -145,16 +159,20 @@ class Model:
 
     ``proto`` is the model itself; every main-graph node has a unique name. After editing
     ``proto`` directly, call :meth:`refresh` to rebuild the index and re-run shape inference.
+    Initializers may keep their data in external files (``base``: the folder their locations are
+    relative to); :meth:`weight` maps them, and copies share them until a weight is replaced.
     Consumers of a value include nodes whose nested subgraphs (If/Loop/Scan bodies) read it, with
     input index ``-1``.
     """
 
     def __init__(
-        self, proto: onnx.ModelProto, *, path: Path | None = None, external_data: bool = False
+        self, proto: onnx.ModelProto, *, path: Path | None = None, external_data: bool = False,
+        base: Path | None = None,
     ) -> None:
         self.proto = proto
         self.path = path
         self.external_data = external_data
+        self.base = base
         self._external_files: list[Path] = []
         self._arrays: dict[str, np.ndarray] = {}
         #: The default-domain opset of the file when load() converted it (None: not converted).
@@ -298,6 +316,7 @@ class Model:
             return self
         view = Model.__new__(Model)
         view.proto, view.path, view.external_data = self.proto, self.path, self.external_data
+        view.base = self.base
         view.converted_from = self.converted_from
         view._external_files = list(self._external_files)
         view._arrays = {}
@@ -422,17 +441,36 @@ class Model:
         return tensor is not None and tensor.data_type in _PARAM_DTYPES
 
     def weight(self, name: str) -> np.ndarray:
-        """The value of an initializer as a read-only array (copy it to modify; see set_weight)."""
+        """The value of an initializer as a read-only array (copy it to modify; see set_weight).
+        A weight kept in an external file is memory-mapped, not read."""
         array = self._arrays.get(name)
         if array is None:
             try:
                 tensor = self._initializers[name]
             except KeyError:
                 raise KeyError(f"no initializer named {name!r}") from None
-            array = numpy_helper.to_array(tensor)
+            if external_data_helper.uses_external_data(tensor):
+                array = _map_external(tensor, self.base)
+            else:
+                array = numpy_helper.to_array(tensor)
             array.flags.writeable = False
             self._arrays[name] = array
         return array
+
+    def external_arrays(self, proto: onnx.ModelProto | None = None) -> dict[str, np.ndarray]:
+        """The mapped arrays of the main-graph initializers of ``proto`` (default: this model's;
+        e.g. an edited copy) that keep their data in external files, by name: what an ONNX Runtime
+        session of ``proto`` is given in place of reading those files itself."""
+        graph = (proto or self.proto).graph
+        return {t.name: self.weight(t.name) if t.name in self._initializers else _map_external(t, self.base)
+                for t in graph.initializer if external_data_helper.uses_external_data(t)}
+
+    def release_mapped(self) -> None:
+        """Drop the memory pages of mapped weights from this process (they stay in the file and
+        the page cache, and come back when read again): after a pass over every weight, the
+        resident memory returns to what the process itself holds."""
+        for array in self._arrays.values():
+            _release(array)
 
     def set_weight(self, name: str, array: np.ndarray) -> None:
         """Replace an initializer's value (kept in its element type; the shape may change)."""
@@ -440,11 +478,24 @@ class Model:
         if old is None:
             raise KeyError(f"no initializer named {name!r}")
         dtype = helper.tensor_dtype_to_np_dtype(old.data_type)
-        new = numpy_helper.from_array(np.ascontiguousarray(array, dtype=dtype), name)
+        value = np.ascontiguousarray(array, dtype=dtype)
+        replaced = self._arrays.pop(name, None)
+        if replaced is not None:
+            _release(replaced)  # a mapped original read for the new value: its pages are not needed
+        if old.data_type in _MAPPABLE and old.data_type != onnx.TensorProto.BOOL and sys.byteorder == "little":
+            # The bytes go straight into the tensor: building a new TensorProto and copying it
+            # over would hold the data twice more, which on a large model sets the peak memory.
+            for field in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data",
+                          "external_data", "string_data", "data_location"):
+                old.ClearField(field)
+            del old.dims[:]
+            old.dims.extend(value.shape)
+            old.raw_data = value.tobytes()
+            return
+        new = numpy_helper.from_array(value, name)
         if old.doc_string:
             new.doc_string = old.doc_string
         old.CopyFrom(new)
-        self._arrays.pop(name, None)
 
     def add_weight(self, name: str, array: np.ndarray) -> str:
         """Add a new initializer (name must be unused) and return its name."""
@@ -541,9 +592,16 @@ class Model:
         total = 0
         for t in self._param_tensors():
             if t.name in self._initializers and t is self._initializers[t.name]:
-                total += int(np.count_nonzero(self.weight(t.name)))
+                # Read without caching what was not cached: a count must not hold a second copy
+                # of every weight (mapped pages are dropped after counting).
+                array = self._arrays.get(t.name)
+                if array is None:
+                    array = _map_external(t, self.base) if external_data_helper.uses_external_data(t) \
+                        else numpy_helper.to_array(t)
+                total += int(np.count_nonzero(array))
+                _release(array)
             else:
-                total += int(np.count_nonzero(numpy_helper.to_array(t)))
+                total += int(np.count_nonzero(numpy_helper.to_array(t, str(self.base or ""))))
         return total
 
     def _param_tensors(self) -> Iterator[onnx.TensorProto]:
@@ -557,11 +615,114 @@ class Model:
             size = self.proto.ByteSize()
         except Exception:  # above the protobuf limit some runtimes refuse to size it
             size = -1
-        if 0 <= size < _PROTOBUF_LIMIT:
+        if 0 <= size < _PROTOBUF_LIMIT and not _uses_external_data(self.proto):
             return size
-        return sum(len(t.raw_data) for t in _all_initializers(self.proto.graph)) + _skeleton(
+        return sum(_data_bytes(t) for t in _all_initializers(self.proto.graph)) + _skeleton(
             self.proto, keep_elements=0
         ).ByteSize()
+
+    def check(self) -> None:
+        """``onnx.checker`` full check of the model (onnx.checker.ValidationError when it fails).
+
+        A model whose weights live in external files or that is too large for one protobuf message
+        is checked as a copy without its weights' data: every large initializer refers to a
+        sparse placeholder file of the right size in a temporary folder (the checker looks at
+        shapes, types and the graph, never at weight values), so no weight is read or copied.
+        """
+        if not _uses_external_data(self.proto):
+            try:
+                size = self.proto.ByteSize()
+            except Exception:
+                size = _PROTOBUF_LIMIT
+            if size < _PROTOBUF_LIMIT:
+                onnx.checker.check_model(self.proto, full_check=True)
+                return
+        light, _ = self.light_proto()
+        with tempfile.TemporaryDirectory(prefix="pyprune-check-") as tmp:
+            end = 0
+            for t in light.graph.initializer:
+                if external_data_helper.uses_external_data(t):
+                    info = external_data_helper.ExternalDataInfo(t)
+                    end = max(end, (info.offset or 0) + (info.length or 0))
+            with open(Path(tmp) / _PLACEHOLDER, "wb") as f:
+                f.truncate(end)  # sparse: takes no disk space
+            onnx.save_model(light, str(Path(tmp) / "model.onnx"))
+            onnx.checker.check_model(str(Path(tmp) / "model.onnx"), full_check=True)
+
+    def light_proto(self, proto: onnx.ModelProto | None = None) -> tuple[onnx.ModelProto, dict[str, onnx.TensorProto]]:
+        """A copy of ``proto`` (default: the model's) whose large main-graph initializers carry no
+        data, only a reference into a placeholder external file, and those initializers by name
+        (their values come from :meth:`_array_of`, one at a time, when a writer needs them): what
+        a checker or a writer needs, without the 2 GB protobuf limit or a copy of the weights."""
+        proto = proto or self.proto
+        light = _copy_without(proto, {"graph"})
+        light.graph.CopyFrom(_copy_without(proto.graph, {"initializer"}))
+        sources: dict[str, onnx.TensorProto] = {}
+        offset = 0
+        for t in proto.graph.initializer:
+            stub = light.graph.initializer.add()
+            if _data_bytes(t) < _EXTERNAL_MIN_BYTES or t.data_type not in _MAPPABLE:
+                stub.CopyFrom(t)
+                if external_data_helper.uses_external_data(t):  # small or unusual: inline it
+                    stub.CopyFrom(numpy_helper.from_array(self._array_of(t), t.name))
+                continue
+            stub.CopyFrom(_copy_without(t, {"raw_data", "external_data", "data_location"}))
+            length = _data_bytes(t)
+            _set_external(stub, _PLACEHOLDER, offset, length)
+            offset += length + (-length) % _EXTERNAL_ALIGN
+            sources[t.name] = t
+        return light, sources
+
+    def session_file(self, folder: Path, proto: onnx.ModelProto | None = None) -> Path:
+        """Write ``proto`` (default: the model's; e.g. an edited copy) into ``folder`` as a model
+        file ONNX Runtime can map its weights from: weights still in the model's external files
+        keep their places in them (the files are hard-linked into ``folder``, so nothing is
+        copied), weights in memory are streamed into one new data file. Returns the model file;
+        the folder may be removed once a session has opened it (its mappings stay valid)."""
+        light, sources = self.light_proto(proto)
+        folder = Path(folder)
+        links: dict[Path, str] = {}
+        offset = 0
+        with open(folder / "weights.data", "wb") as f:
+            for stub in light.graph.initializer:
+                source = sources.get(stub.name)
+                if source is None:
+                    continue
+                if external_data_helper.uses_external_data(source) and self.base is not None:
+                    info = external_data_helper.ExternalDataInfo(source)
+                    original = self.base / info.location
+                    if original not in links:
+                        name = f"linked{len(links)}.data"
+                        try:
+                            os.link(original, folder / name)
+                            links[original] = name
+                        except OSError:  # another file system: copy the tensor instead
+                            links[original] = ""
+                    if links[original]:
+                        _set_external(stub, links[original], info.offset or 0, _data_bytes(source))
+                        continue
+                array = self._array_of(source)
+                flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+                pad = (-offset) % _EXTERNAL_ALIGN
+                f.write(b"\0" * pad)
+                offset += pad
+                for start in range(0, flat.size, _COPY_CHUNK):
+                    f.write(flat[start:start + _COPY_CHUNK].tobytes())
+                _set_external(stub, "weights.data", offset, int(flat.size))
+                offset += int(flat.size)
+                _release(array)
+        path = folder / "model.onnx"
+        onnx.save_model(light, str(path))
+        return path
+
+    def _array_of(self, tensor: onnx.TensorProto) -> np.ndarray:
+        """A tensor's value without caching it (a writer or a session file needs it once)."""
+        cached = self._arrays.get(tensor.name)
+        if cached is not None and self._initializers.get(tensor.name) is tensor:
+            return cached
+        if external_data_helper.uses_external_data(tensor):
+            return _map_external(tensor, self.base)
+        return numpy_helper.to_array(tensor)
 
     # -- copies and files ----------------------------------------------------------------------
 
@@ -573,6 +734,7 @@ class Model:
         new.proto, new.path, new.external_data = proto, self.path, self.external_data
         new.converted_from = self.converted_from
         new._assumed = dict(self._assumed)
+        new.base = self.base
         new._external_files = list(self._external_files)
         new._arrays = {}
         new.refresh()
@@ -619,6 +781,7 @@ class Model:
         if external_data is None:
             external_data = self.external_data or self.file_size() >= _PROTOBUF_LIMIT
         replaced = _external_locations(target)
+        written: onnx.ModelProto | None = None
         workdir = temporary_folder(directory)
         try:
             tmp_model = workdir / target.name
@@ -627,10 +790,9 @@ class Model:
                 data_name = f"{target.name}.data"
                 if (directory / data_name).exists():
                     data_name = f"{target.name}.{secrets.token_hex(4)}.data"
-                proto = onnx.ModelProto()
-                proto.CopyFrom(self.proto)  # the conversion to external references edits in place
-                external_data_helper.convert_model_to_external_data(
-                    proto, all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
+                # Weights are streamed into the new file, from memory or from the files they are
+                # mapped from, a piece at a time: no second copy of the model is ever held.
+                proto = written = _write_external(self, workdir / data_name, data_name)
                 # An absolute path: onnx resolves a relative one against the working folder.
                 onnx.save_model(proto, str(tmp_model))
                 if (workdir / data_name).exists():
@@ -640,6 +802,11 @@ class Model:
             os.replace(tmp_model, target)  # the switch
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+        if written is not None and _uses_external_data(self.proto):
+            # A mapped model now reads its weights from the file it was saved to: the files it
+            # mapped before may be removed below (an in-place save), and weights it held in
+            # memory need not stay there.
+            self._adopt(written, directory)
         # The replaced model's weights file is now read by nothing: remove it, unless the new model
         # or another file of the run reads it, or it is neither one pyprune named for this model
         # nor the input's own weights replaced in place.
@@ -655,6 +822,27 @@ class Model:
                 except OSError:
                     pass
         return target
+
+    def _adopt(self, written: onnx.ModelProto, directory: Path) -> None:
+        """Refer every large initializer to where ``written`` (just saved in ``directory``) keeps it."""
+        placed = {t.name: t for t in written.graph.initializer}
+        for name, tensor in self._initializers.items():
+            stub = placed.get(name)
+            if stub is None:
+                continue
+            if not external_data_helper.uses_external_data(stub):
+                if external_data_helper.uses_external_data(tensor):  # small: written inline
+                    tensor.CopyFrom(stub)
+                    self._arrays.pop(name, None)
+                continue
+            info = external_data_helper.ExternalDataInfo(stub)
+            tensor.ClearField("raw_data")
+            _set_external(tensor, info.location, info.offset or 0, info.length or 0)
+            _release(self._arrays.pop(name, np.empty(0)))
+            where = Path(os.path.abspath(directory / info.location))
+            if where not in self._external_files:
+                self._external_files.append(where)  # read by this model now: never to be written over
+        self.base = directory
 
     def __repr__(self) -> str:
         g = self.proto.graph
@@ -958,7 +1146,7 @@ def _reshape_output(model: Model, node: onnx.NodeProto) -> list[Dim] | None:
 # -- normalisation on load ----------------------------------------------------------------------
 
 
-def _validate(proto: onnx.ModelProto, label: str, path: Path | None) -> None:
+def _validate(proto: onnx.ModelProto, label: str, path: Path | None, external: bool = False) -> None:
     if not proto.HasField("graph"):
         raise ModelLoadError(f"{label}: not a valid ONNX model (no graph)")
     try:
@@ -1038,7 +1226,7 @@ def _uses_external_data(proto: onnx.ModelProto) -> bool:
     )
 
 
-def _normalise(proto: onnx.ModelProto) -> None:
+def _normalise(proto: onnx.ModelProto, base: Path | None = None) -> None:
     graph = proto.graph
     # Initializers listed as graph inputs (IR < 4 style "overridable defaults") are weights in
     # every exporter that writes them; treating them as constants is what makes them prunable.
@@ -1048,7 +1236,7 @@ def _normalise(proto: onnx.ModelProto) -> None:
         if len(keep) != len(graph.input):
             del graph.input[:]
             graph.input.extend(keep)
-    _fold_constants(proto)
+    _fold_constants(proto, base)
     drop_unused(graph, nodes=False)
     _name_nodes(graph)
     _unshare_small_weights(graph)
@@ -1192,7 +1380,7 @@ def _name_nodes(graph: onnx.GraphProto) -> None:
         used.add(name)
 
 
-def _fold_constants(proto: onnx.ModelProto) -> None:
+def _fold_constants(proto: onnx.ModelProto, base: Path | None = None) -> None:
     """Turn Constant nodes and constant-only chains of cheap ops into initializers."""
     graph = proto.graph
     outputs = {v.name for v in graph.output}
@@ -1216,7 +1404,7 @@ def _fold_constants(proto: onnx.ModelProto) -> None:
         elif node.op_type in _FOLDABLE and node.input and all(
             (not n) or n in inits for n in node.input
         ):
-            feeds = {n: numpy_helper.to_array(inits[n]) for n in node.input if n}
+            feeds = {n: numpy_helper.to_array(inits[n], str(base or "")) for n in node.input if n}
             values = _evaluate(node, feeds, opset_imports)
         else:
             values = None
@@ -1371,3 +1559,124 @@ def _skeleton(proto: onnx.ModelProto, keep_elements: int = _SKELETON_MAX_ELEMENT
             stub.name, stub.data_type = t.name, t.data_type
             stub.dims.extend(t.dims)
     return sk
+
+
+# -- external data ------------------------------------------------------------------------------
+
+#: Element types whose external data numpy can map as it is stored.
+_MAPPABLE = frozenset(
+    {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.INT8,
+     onnx.TensorProto.UINT8, onnx.TensorProto.INT16, onnx.TensorProto.UINT16, onnx.TensorProto.INT32,
+     onnx.TensorProto.UINT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT64, onnx.TensorProto.BOOL}
+)  # fmt: skip
+
+#: Name of the placeholder data file :meth:`Model.light_proto` refers large initializers to.
+_PLACEHOLDER = "pyprune-weights.placeholder"
+
+
+def _check_external(proto: onnx.ModelProto, base: Path) -> None:
+    """Every external-data reference points into an existing file (checked on load, before any
+    mapping), and tensors outside the main graph's initializers (subgraphs, attributes) are read
+    in: only main-graph initializers are mapped."""
+    main = len(proto.graph.initializer)  # _all_initializers yields the main graph's first
+    for i, t in enumerate(_all_initializers(proto.graph)):
+        if not external_data_helper.uses_external_data(t):
+            continue
+        info = external_data_helper.ExternalDataInfo(t)
+        file = base / info.location
+        if not file.is_file():
+            raise FileNotFoundError(f"{info.location} (for tensor {t.name!r}) does not exist")
+        length = info.length if info.length is not None else _data_bytes(t)
+        if (info.offset or 0) + length > file.stat().st_size:
+            raise ValueError(f"{info.location} is shorter than tensor {t.name!r} needs")
+        if i >= main or t.data_type not in _MAPPABLE:
+            external_data_helper.load_external_data_for_tensor(t, str(base))
+            t.data_location = onnx.TensorProto.DEFAULT
+            del t.external_data[:]
+
+
+def _map_external(tensor: onnx.TensorProto, base: Path | None) -> np.ndarray:
+    """A read-only memory map of a tensor's external data."""
+    if base is None:
+        raise ValueError(f"tensor {tensor.name!r} keeps its data in an external file, and the model has no "
+                         "folder to find it in; load the model from its file path")
+    info = external_data_helper.ExternalDataInfo(tensor)
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
+    shape = tuple(int(d) for d in tensor.dims)
+    if int(np.prod(shape, dtype=np.int64)) == 0:
+        return np.zeros(shape, dtype)
+    return np.memmap(base / info.location, dtype=dtype.newbyteorder("<"), mode="r", offset=info.offset or 0,
+                     shape=shape)
+
+
+def _release(array: np.ndarray) -> None:
+    """Drop the resident pages of a memory-mapped array (no-op for other arrays)."""
+    while array is not None and not isinstance(array, np.memmap) and isinstance(array.base, np.ndarray):
+        array = array.base
+    mapped = getattr(array, "_mmap", None) if isinstance(array, np.memmap) else None
+    if mapped is not None:
+        try:
+            mapped.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError, AttributeError):  # not supported here: keep the pages
+            pass
+
+
+def _data_bytes(tensor: onnx.TensorProto) -> int:
+    """Bytes of a tensor's data wherever it lives (raw, typed fields or an external file)."""
+    if external_data_helper.uses_external_data(tensor):
+        info = external_data_helper.ExternalDataInfo(tensor)
+        if info.length is not None:
+            return int(info.length)
+    elif tensor.HasField("raw_data"):
+        return len(tensor.raw_data)
+    n = int(np.prod(tensor.dims, dtype=np.int64))
+    try:
+        return n * np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    except Exception:
+        return n
+
+
+def _copy_without(message, skip: set[str]):
+    """A copy of a protobuf message without the fields named in ``skip`` (never copied at all)."""
+    out = type(message)()
+    for fd, value in message.ListFields():
+        if fd.name in skip:
+            continue
+        repeated = fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED
+        if repeated:
+            getattr(out, fd.name).extend(value)
+        elif fd.message_type is not None:
+            getattr(out, fd.name).CopyFrom(value)
+        else:
+            setattr(out, fd.name, value)
+    return out
+
+
+def _set_external(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> None:
+    del tensor.external_data[:]
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+
+
+def _write_external(model: Model, data_path: Path, data_name: str) -> onnx.ModelProto:
+    """Write ``model``'s large main-graph initializers into ``data_path`` (page-aligned) and return
+    a copy of the model referring to them as ``data_name``; small ones stay inline."""
+    light, sources = model.light_proto()
+    offset = 0
+    with open(data_path, "wb") as f:
+        for stub in light.graph.initializer:
+            if stub.name not in sources:
+                continue
+            array = model._array_of(sources[stub.name])
+            flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+            pad = (-offset) % _EXTERNAL_ALIGN
+            f.write(b"\0" * pad)
+            offset += pad
+            for start in range(0, flat.size, _COPY_CHUNK):
+                f.write(flat[start:start + _COPY_CHUNK].tobytes())
+            _set_external(stub, data_name, offset, int(flat.size))
+            offset += int(flat.size)
+            _release(array)
+    return light

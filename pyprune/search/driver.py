@@ -20,7 +20,7 @@ from ..options import PruneOptions
 from ._loop import Loop
 from .greedy import GreedySearch
 from .oneshot import OneShotSearch
-from .problem import PruningProblem
+from .problem import BudgetSpent, PruningProblem
 from .random import RandomSearch
 from .recursive import RecursiveSearch
 from .ship import PruneResult, ship
@@ -56,14 +56,18 @@ def make_problem(model: Model | Any, data: Dataset | None = None, *, options: Pr
 def solve(problem: PruningProblem, loop: Loop) -> PruneResult:
     """Run ``loop`` on ``problem`` and ship the result. Ctrl-C stops the loop; the last committed
     state (which meets the constraint) is shipped, flagged as interrupted, and so is a search
-    interrupted while it was being shipped."""
-    loop.prepare(problem)
+    interrupted while it was being shipped. A spent budget (``max_evals``, ``time_limit``) stops
+    the loop the same way; the report then says which budget ran out."""
     try:
+        loop.prepare(problem)
         loop.search(problem)
+    except BudgetSpent as spent:
+        problem.note = str(spent)
     except KeyboardInterrupt:
         problem.interrupted = True
     finally:
         problem.progress.close()
+        problem.close()
     # A finished search is shipped whatever happens now: an interrupt during the removal and the
     # checks only marks the result as interrupted (and skips the optional latency figures).
     with deferred_interrupts(lambda: setattr(problem, "stop_requested", True)):

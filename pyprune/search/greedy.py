@@ -110,6 +110,7 @@ class GreedySearch(Loop):
         # Savings past the target are not credited: a step that overshoots it is ranked by the
         # part that was needed, so the last step lands near the target instead of far below.
         needed = p.still_needed(p.current.cost)
+        candidates: list[tuple[Slot, int, dict[str, np.ndarray] | None]] = []
         for slot in p.slots:
             if slot.id in exhausted:
                 continue
@@ -121,25 +122,36 @@ class GreedySearch(Loop):
             if m is None:
                 exhausted.add(slot.id)
                 continue
-            candidate = {**p.counts, slot.id: m}
-            any_passed = False
-            for orders in self._orders(slot, n, m):
-                evaluation = p.trial(candidate, orders, recover=self.recover_candidates)
-                saved = p.saving(p.current.cost, evaluation.cost)
-                if needed is not None and needed > 0:
-                    saved = min(saved, needed)
-                rank = (evaluation.loss - p.current.loss) / saved if saved > 0 else math.inf
-                entry = (rank, slot.id, m, evaluation, orders)
-                if evaluation.passed:
-                    any_passed = True
-                    if best is None or rank < best[0]:
-                        best = entry
-                elif best_failing is None or rank < best_failing[0]:
-                    best_failing = entry
-            if not any_passed and steps[slot.id] > 1:
+            candidates.extend((slot, m, orders) for orders in self._orders(slot, n, m))
+        # The round's candidates are independent: judged as one batch (in parallel where the
+        # run's executor has workers). A failing candidate may stop early; its loss is only
+        # needed when no candidate passes and the search looks past the failure, and then the
+        # stopped ones are judged again in full, so the ranking below sees what it always saw.
+        states = [({**p.counts, slot.id: m}, orders) for slot, m, orders in candidates]
+        evaluations = p.trials(states, recover=self.recover_candidates, early_stop=True)
+        if self.patience and not any(e.passed for e in evaluations):
+            stopped = [i for i, e in enumerate(evaluations) if e.stopped_early]
+            redone = p.trials([states[i] for i in stopped], recover=self.recover_candidates) if stopped else []
+            for i, evaluation in zip(stopped, redone):
+                evaluations[i] = evaluation
+        passed: set[str] = set()
+        for (slot, m, orders), evaluation in zip(candidates, evaluations):
+            saved = p.saving(p.current.cost, evaluation.cost)
+            if needed is not None and needed > 0:
+                saved = min(saved, needed)
+            rank = (evaluation.loss - p.current.loss) / saved if saved > 0 else math.inf
+            entry = (rank, slot.id, m, evaluation, orders)
+            if evaluation.passed:
+                passed.add(slot.id)
+                if best is None or rank < best[0]:
+                    best = entry
+            elif best_failing is None or rank < best_failing[0]:
+                best_failing = entry
+        for sid in dict.fromkeys(slot.id for slot, _, _ in candidates):
+            if sid not in passed and steps[sid] > 1:
                 # A smaller step next round. A slot whose single unit breaks the constraint
                 # stays a candidate: after other cuts and their recovery it may pass again.
-                steps[slot.id] = max(1, steps[slot.id] // 2)
+                steps[sid] = max(1, steps[sid] // 2)
         return best, best_failing
 
     def _orders(self, slot: Slot, n: int, m: int) -> Iterator[dict[str, np.ndarray] | None]:

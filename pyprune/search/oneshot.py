@@ -126,7 +126,7 @@ class OneShotSearch(Loop):
         for _ in range(self.bisection_steps):
             mid = (lo + hi) / 2
             counts = self.counts_at(p, mid)
-            evaluation = p.trial(counts, recover=True)
+            evaluation = p.trial(counts, recover=True, early_stop=True)  # only pass/fail steers the bisection
             if evaluation.passed:
                 lo, best = mid, (counts, evaluation)
             else:

@@ -5,31 +5,51 @@ recovery and records history. Every candidate is judged inside one ONNX Runtime 
 (:class:`~pyprune.evaluate.MaskedSession`) by feeding masks ("mask to search"); loops
 (:mod:`pyprune.search`) only call the problem, and :func:`~pyprune.search.ship.ship` removes the
 winner physically once.
+
+Loops that judge many independent candidates at once (a greedy round, a sensitivity sweep) hand
+them to :meth:`PruningProblem.trials`, which sends them to the run's executor (the search's own
+session, a process pool or Ray actors; the results are the same). Budgets (``max_evals``,
+``time_limit``) are enforced in one place, :meth:`PruningProblem.charge`, before every counted
+evaluation: a spent budget raises :class:`BudgetSpent`, which the loops treat as an interrupt.
 """
 
 from __future__ import annotations
 
+import gc
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from .. import metrics as _metrics
 from ..data import DEFAULT_BATCH_SIZE, Dataset, as_model
 from ..errors import DataError, UnsupportedModelError
-from ..evaluate import MaskedSession, fetched_outputs, measure_latency
+from ..evaluate import (
+    Checker,
+    Executor,
+    Job,
+    JobResult,
+    LocalExecutor,
+    MaskedSession,
+    fetched_outputs,
+    make_executor,
+    measure_latency,
+)
 from ..graph import DependencyGraph, Model
-from ..options import DEFAULT_MACS, PruneOptions
+from ..options import DEFAULT_MACS, PruneOptions, format_duration
 from ..recovery import Recovery
 from ..report import History, HistoryEntry
 from ..targets import Latency, MACs, Target, as_constraint
 from ._progress import Progress
 from .spaces import SPACES, Cost, Counts, Orders, Slot, Space
 
-__all__ = ["PruningProblem", "Evaluation"]
+__all__ = ["PruningProblem", "Evaluation", "BudgetSpent", "State"]
+
+#: A state a loop asks about: slot counts and, optionally, item orders that differ from the slots'.
+State = tuple[Mapping[str, int], Orders | None]
 
 #: Recovery passes stop once no correction (scale or shift) moves by more than this.
 _SETTLED = 1e-4
@@ -49,6 +69,19 @@ class Evaluation:
     cost: Cost
     outputs: list[np.ndarray] = field(default_factory=list, repr=False)
     corrections: tuple | None = field(default=None, repr=False)  # recovery state it was judged with
+    #: The check stopped once the constraint could no longer be met: ``metric`` is the best value
+    #: that was still reachable, the loss is unknown (inf) and there are no outputs.
+    stopped_early: bool = False
+
+
+class BudgetSpent(KeyboardInterrupt):
+    """The run's evaluation budget or time limit is spent.
+
+    An interrupt raised by the problem itself: every loop already stops on Ctrl-C at any point
+    and leaves the problem at its last state that meets the constraint, which is exactly what a
+    spent budget asks for. :func:`~pyprune.search.driver.solve` then ships that state and the
+    report says which budget ran out (the message).
+    """
 
 
 def _finite(outputs: list[np.ndarray]) -> bool:
@@ -95,6 +128,7 @@ def check_finite_weights(model: Model) -> None:
                 bad = int(w.size - np.count_nonzero(np.isfinite(w)))
                 raise UnsupportedModelError(f"weight {name!r} holds {bad} NaN or Inf value(s); pyprune prunes "
                                             "models with finite weights only (fix or retrain the model first)")
+    model.release_mapped()  # every weight was read once: mapped pages need not stay resident
 
 
 class PruningProblem:
@@ -136,9 +170,12 @@ class PruningProblem:
             # Small models run the calibration data in a few large batches: per-run overheads
             # (ONNX Runtime calls, statistics updates) dominate their evaluations otherwise.
             self.batch_size = int(min(max(_BATCH_MACS // max(self.macs0, 1), DEFAULT_BATCH_SIZE), 1024))
-        self.session = MaskedSession(
-            self.model, self.dataset, threads=options.threads, batch_size=self.batch_size,
-            affine=self.recovery.affine_points, capture=self.recovery.capture, **self.space.session_parts())
+        self._session_arguments = dict(threads=options.threads, batch_size=self.batch_size,
+                                       affine=self.recovery.affine_points, capture=self.recovery.capture,
+                                       **self.space.session_parts())
+        self._session: MaskedSession | None = MaskedSession(self.model, self.dataset, **self._session_arguments)
+        self._released_reference: list[np.ndarray] | None = None
+        self._executor: Executor | None = None
         if self.recovery.batchnorms:  # the unpruned statistics come with the reference outputs
             self.session.reference, stats = self.session.run_with_stats()
             self.recovery.calibrate(stats)
@@ -158,7 +195,7 @@ class PruningProblem:
         self.history = History()
         self.latency_ms: float | None = None
         self._last_checkpoint_macs = 1.0
-        self.progress = Progress(quiet=options.quiet)
+        self.progress = Progress(quiet=options.quiet, total=options.max_evals)
         self.base_cost = self.cost(self.counts)
         self.note = ""  # why the loop stopped, when it did not reach the target
         self.current = Evaluation(self.baseline, 0.0, True, self.base_cost, list(self.reference))
@@ -295,70 +332,208 @@ class PruningProblem:
     def passes(self, value: float) -> bool:
         return self.threshold is None or self.metric.meets(value, self.threshold)
 
+    # -- budgets and executors -------------------------------------------------------------------
+
+    def charge(self, n: int = 1) -> None:
+        """Before ``n`` counted evaluations: raise :class:`BudgetSpent` when they would exceed
+        ``max_evals`` or the time limit has passed (the one place budgets are enforced)."""
+        o = self.options
+        if o.max_evals is not None and self.evaluations + n > o.max_evals:
+            raise BudgetSpent(f"the evaluation budget ({o.max_evals}) ran out")
+        if o.time_limit is not None and self.elapsed() >= o.time_limit:
+            raise BudgetSpent(f"the time limit ({format_duration(o.time_limit)}) ran out")
+
+    def describe_budget(self) -> str:
+        """Evaluations per second and, for budgeted runs, what is left (for the progress bar)."""
+        elapsed = self.elapsed()
+        parts = [f"{self.evaluations / elapsed:.2f} eval/s" if elapsed > 0 and self.evaluations else ""]
+        o = self.options
+        if o.max_evals is not None:
+            parts.append(f"{max(o.max_evals - self.evaluations, 0)} evals left")
+        if o.time_limit is not None:
+            parts.append(f"{format_duration(max(round(o.time_limit - elapsed), 0))} left")
+        return ", ".join(p for p in parts if p)
+
+    @property
+    def executor(self) -> Executor:
+        """Where batches of candidates are judged (started on first use, see ``options.executor``)."""
+        if self._executor is None:
+            o = self.options
+            self._executor = make_executor(o.executor, self.session, self._checker(), workers=o.workers,
+                                           threads=o.threads, address=o.ray_address)
+        return self._executor
+
+    def close(self) -> None:
+        """Stop the executor's workers (a search's last call; the problem stays usable)."""
+        if self._executor is not None:
+            executor, self._executor = self._executor, None
+            executor.close()
+
+    @property
+    def session(self) -> MaskedSession:
+        """The search's own masked session (built again if :meth:`release_search` let it go)."""
+        if self._session is None:
+            self._session = MaskedSession(self.model, self.dataset, reference=self._released_reference,
+                                          **self._session_arguments)
+        return self._session
+
+    def release_search(self) -> None:
+        """Let the search's session and workers go (shipping builds the pruned copy next: on a
+        large model, two sessions' weights at once are what sets the peak memory)."""
+        self.close()
+        if self._session is not None:
+            self._released_reference = self._session.reference
+            self._session = None
+            gc.collect()
+
+    def _run(self, jobs: list[Job], count: bool = True) -> Iterator[JobResult]:
+        """The jobs' results in order, each as soon as it is ready; for counted evaluations the
+        time limit is checked before each (a long batch stops in its middle when time is up)."""
+        # A single job runs in the search's own session: no worker could judge it sooner.
+        if len(jobs) == 1 or self.options.executor == "local":
+            results = LocalExecutor(self.session, self._checker()).map(jobs)
+        else:
+            results = self.executor.map(jobs)
+        for _ in jobs:
+            if count:
+                self.charge(0)
+            yield next(results)
+
+    def _checker(self) -> Checker | None:
+        return None if self.threshold is None else Checker(self.metric, self.metric_target, self.threshold)
+
+    @property
+    def stops_early(self) -> bool:
+        """Whether a pass/fail judgement can stop before the end of the data (a constraint on a
+        metric that is a mean of bounded per-sample scores)."""
+        return self.threshold is not None and self.metric.sample_fn is not None
+
     # -- evaluation -----------------------------------------------------------------------------
 
     def evaluate(self, counts: Mapping[str, int], orders: Orders | None = None,
-                 corrections: Mapping | None = None, count: bool = True) -> Evaluation:
-        """Judge one state in the session: the metric, the fidelity loss and the constraint."""
-        masks = self.space.masks(counts, orders)
-        affine = self.recovery.corrections if corrections is None else corrections
-        outs = self.session.run(masks.groups, masks.gates, masks.weights, affine)
-        return self._judge(outs, counts, orders, count)
+                 corrections: Mapping | None = None, count: bool = True, early_stop: bool = False) -> Evaluation:
+        """Judge one state in the session: the metric, the fidelity loss and the constraint
+        (under the current recovery corrections unless ``corrections`` are given)."""
+        return self._judge_many([(counts, orders)], corrections, count, early_stop)[0]
 
-    def _judge(self, outs: list[np.ndarray], counts: Mapping[str, int], orders: Orders | None,
-               count: bool) -> Evaluation:
-        value = self.metric(outs, self.metric_target)
-        loss = self.loss(outs, self.reference)
+    def trial(self, counts: Mapping[str, int], orders: Orders | None = None, recover: bool = False,
+              early_stop: bool = False) -> Evaluation:
+        """Judge a state; with ``recover`` the recovery corrections are re-estimated for it first
+        (the current corrections are left untouched; the new ones travel with the result).
+
+        ``early_stop``: the caller needs only pass/fail for a failing state, so its judgement
+        may stop once the constraint can no longer be met (``stopped_early``); a passing state
+        is judged in full either way, so the results a loop acts on do not change. States judged
+        with re-estimated corrections never stop early: their passes need the whole data, and
+        the last one is only known to be the last once it has seen all of it.
+        """
+        return self.trials([(counts, orders)], recover, early_stop)[0]
+
+    def trials(self, states: Sequence[State], recover: bool = False, early_stop: bool = False) -> list[Evaluation]:
+        """:meth:`trial` of several independent states, judged by the run's executor (possibly in
+        parallel); the results equal judging them one by one, in the order given."""
+        if not recover or not self.recovery.active:
+            return self._judge_many(states, None, True, early_stop)
+        return self._recovered(states, True)
+
+    def _judge_many(self, states: Sequence[State], corrections: Mapping | None, count: bool,
+                    early_stop: bool) -> list[Evaluation]:
+        if count:
+            self.charge(len(states))
+        affine = self.recovery.corrections if corrections is None else corrections
+        jobs = [self._job(counts, orders, affine, self._mode(early_stop)) for counts, orders in states]
+        return [self._evaluation(r, c, o, count) for r, (c, o) in zip(self._run(jobs, count), states)]
+
+    def _mode(self, early_stop: bool) -> Literal["run", "check"]:
+        return "check" if early_stop and self.stops_early else "run"
+
+    def _job(self, counts: Mapping[str, int], orders: Orders | None, affine: Mapping,
+             mode: Literal["run", "check"]) -> Job:
+        masks = self.space.masks(counts, orders)
+        return Job(masks.groups, masks.gates, masks.weights, affine, mode)
+
+    def _evaluation(self, result: JobResult, counts: Mapping[str, int], orders: Orders | None,
+                    count: bool) -> Evaluation:
         if count:
             self.evaluations += 1
         cost = self.cost(counts, orders)
-        self.progress.evaluated(f"{self.metric.name}={value:.4f} {self.describe_cost(cost)}")
+        if result.outputs is None:  # a check that stopped early: failing, loss unknown
+            assert result.check is not None
+            value = result.check.value
+            self.progress.evaluated(f"{self.metric.name}<={value:.4f} {self.describe_cost(cost)}",
+                                    self.describe_budget())
+            return Evaluation(value, math.inf, False, cost, [], stopped_early=True)
+        outs = result.outputs
+        value = self.metric(outs, self.metric_target)
+        loss = self.loss(outs, self.reference)
+        self.progress.evaluated(f"{self.metric.name}={value:.4f} {self.describe_cost(cost)}", self.describe_budget())
         return Evaluation(value, float(loss), self.passes(value), cost, outs)
 
-    def trial(self, counts: Mapping[str, int], orders: Orders | None = None, recover: bool = False) -> Evaluation:
-        """Judge a state; with ``recover`` the recovery corrections are re-estimated for it first
-        (the current corrections are left untouched; the new ones travel with the result)."""
-        if not recover or not self.recovery.active:
-            return self.evaluate(counts, orders)
-        snap = self.recovery.snapshot()
-        try:
-            return self._recovered(counts, orders)
-        finally:
-            self.recovery.restore(snap)
-
-    def _recovered(self, counts: Mapping[str, int], orders: Orders | None = None, count: bool = True) -> Evaluation:
-        """Re-estimate corrections under a state's masks and judge the state with them.
+    def _recovered(self, states: Sequence[State], count: bool = True) -> list[Evaluation]:
+        """Re-estimate corrections under each state's masks and judge each state with its own.
 
         Each pass runs the data once, yielding the outputs under the corrections fed and the
         statistics for the next corrections. Later layers need earlier layers corrected first, so
         passes repeat (one per normalisation layer, up to four, plus one) until the corrections
         settle; the outputs of the settling pass are the evaluation, so a state that needs no
-        correction costs one run.
+        correction costs one run. The states move through their passes together (each pass of
+        all unsettled states is one batch for the executor); each one's passes are exactly those
+        it would have on its own. A state whose corrections do not settle is judged by one more
+        run under its last corrections.
         """
-        masks = self.space.masks(counts, orders)
-        for _ in range(min(len(self.recovery.batchnorms), 4) + 2):
-            fed = self.recovery.snapshot()
-            outs, stats = self.session.run_with_stats(masks.groups, masks.gates, masks.weights,
-                                                      self.recovery.corrections)
-            self.recovery_runs += 1
-            if self.recovery.update(stats, masks.groups) < _SETTLED:
-                self.recovery.restore(fed)  # the corrections the outputs were computed with
-                break
-        else:
-            outs = self.session.run(masks.groups, masks.gates, masks.weights, self.recovery.corrections)
-            if self.recovery.batchnorms:
-                # Not settled: the statistics of later BatchNormalizations still chase those of
-                # earlier ones (deep stacks of un-fused BN, as paddle2onnx writes them, need one
-                # pass per layer), and a half-settled set can blow activations up by orders of
-                # magnitude: it is kept only when it brings the outputs closer to the original
-                # than no correction does. (Bias compensation alone only shifts, it cannot.)
-                plain = self.session.run(masks.groups, masks.gates, masks.weights, {})
-                self.recovery_runs += 1
-                if not _finite(outs) or (_finite(plain) and self.loss(plain, self.reference)
-                                         <= self.loss(outs, self.reference)):
-                    self.recovery.restore(({}, {}))
-                    outs = plain
-        return replace(self._judge(outs, counts, orders, count), corrections=self.recovery.snapshot())
+        if count:
+            self.charge(len(states))
+        base = self.recovery.snapshot()
+        masks = [self.space.masks(c, o) for c, o in states]
+        fed = [base] * len(states)
+        judged: list[Evaluation | None] = [None] * len(states)
+        pending = list(range(len(states)))
+
+        def settled(i: int, result: JobResult) -> None:
+            # judged (counted, shown) as soon as its corrections settle, not at the end of the batch
+            counts, orders = states[i]
+            judged[i] = replace(self._evaluation(result, counts, orders, count), corrections=fed[i])
+
+        try:
+            for _ in range(min(len(self.recovery.batchnorms), 4) + 2):
+                if not pending:
+                    break
+                jobs = [Job(masks[i].groups, masks[i].gates, masks[i].weights, fed[i][0], "stats") for i in pending]
+                unsettled = []
+                for i, passed in zip(pending, self._run(jobs, count)):
+                    self.recovery_runs += 1
+                    self.recovery.restore(fed[i])
+                    assert passed.stats is not None
+                    if self.recovery.update(passed.stats, masks[i].groups) < _SETTLED:
+                        settled(i, passed)  # the outputs under the corrections fed
+                    else:
+                        fed[i] = self.recovery.snapshot()
+                        unsettled.append(i)
+                pending = unsettled
+            if pending:
+                jobs = [Job(masks[i].groups, masks[i].gates, masks[i].weights, fed[i][0]) for i in pending]
+                if self.recovery.batchnorms:
+                    # Not settled: the statistics of later BatchNormalizations still chase those of
+                    # earlier ones (deep stacks of un-fused BN, as paddle2onnx writes them, need one
+                    # pass per layer), and a half-settled set can blow activations up by orders of
+                    # magnitude: it is kept only when it brings the outputs closer to the original
+                    # than no correction does. (Bias compensation alone only shifts, it cannot.)
+                    jobs += [Job(masks[i].groups, masks[i].gates, masks[i].weights, {}) for i in pending]
+                results = list(self._run(jobs, count))
+                for k, i in enumerate(pending):
+                    last = results[k]
+                    if self.recovery.batchnorms:
+                        plain = results[len(pending) + k]
+                        self.recovery_runs += 1
+                        assert last.outputs is not None and plain.outputs is not None
+                        closer = self.loss(plain.outputs, self.reference) <= self.loss(last.outputs, self.reference)
+                        if not _finite(last.outputs) or (_finite(plain.outputs) and closer):
+                            fed[i] = ({}, {})
+                            last = plain
+                    settled(i, last)
+        finally:
+            self.recovery.restore(base)
+        return [e for e in judged if e is not None]
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -385,17 +560,17 @@ class PruningProblem:
                 if evaluation.corrections is not None:
                     self.recovery.restore(evaluation.corrections)
                 else:
-                    snap = self.recovery.snapshot()
-                    recovered = self._recovered(self.counts, None, count=False)
+                    recovered = self._recovered([(self.counts, None)], count=False)[0]
                     if recovered.passed or not evaluation.passed:
                         evaluation = recovered
-                    else:
-                        self.recovery.restore(snap)
+                        assert recovered.corrections is not None
+                        self.recovery.restore(recovered.corrections)
             self.current = evaluation
             self._record(action, removed, evaluation.metric, evaluation.loss)
+            budget = self.describe_budget()
             self.progress.committed(f"{action}: {self.metric.name}={evaluation.metric:.4f} "
                                     f"{self.describe_cost(evaluation.cost)} ({self.evaluations} evaluations, "
-                                    f"{self.elapsed():.1f} s)")
+                                    f"{self.elapsed():.1f} s{'; ' + budget if budget else ''})")
         except KeyboardInterrupt:
             # Ctrl-C halfway through a commit (e.g. during recovery): go back to the last whole
             # committed state, which meets the constraint, so that is what gets shipped.
@@ -424,7 +599,10 @@ class PruningProblem:
         """The physically pruned model of a state (recovery corrections folded into weights)."""
         counts = self.counts if counts is None else counts
         base = self.recovery.fold(self.model) if fold and self.recovery.active else self.model
-        return self.space.remove(base, counts)
+        pruned = self.space.remove(base, counts)
+        for read in {id(m): m for m in (self.model, base)}.values():
+            read.release_mapped()  # the cut read the weights it kept: drop the mapped pages
+        return pruned
 
     def _checkpoint(self, cost: Cost) -> None:
         """For latency targets: remove physically and measure once MACs fell another step."""
@@ -443,9 +621,11 @@ class PruningProblem:
     def latency_of(self, model: Model) -> float:
         """Median latency of ``model`` as the target asks for it (batch, threads, runs)."""
         target = self.target if isinstance(self.target, Latency) else None
-        return measure_latency(model, target.batch_size if target else 1,
-                               threads=(target.threads if target else None) or self.options.threads,
-                               runs=target.runs if target else 30, dataset=self.dataset).median_ms
+        ms = measure_latency(model, target.batch_size if target else 1,
+                             threads=(target.threads if target else None) or self.options.threads,
+                             runs=target.runs if target else 30, dataset=self.dataset).median_ms
+        gc.collect()  # the timed session now, not whenever: a large model's session holds its weights
+        return ms
 
     def measure_current(self) -> float:
         """Remove the current state physically and measure its latency (a history entry)."""

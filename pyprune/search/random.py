@@ -67,7 +67,8 @@ class RandomSearch(Loop):
                     taken[chosen] = True
                     orders[slot.id] = np.concatenate([slot.order[:n], rest[taken], rest[~taken],
                                                       slot.order[slot.cap:]])
-            evaluation = p.trial(candidate, orders or None, recover=True)
+            # A failing trial is reverted unseen: its judgement may stop early.
+            evaluation = p.trial(candidate, orders or None, recover=True, early_stop=True)
             if evaluation.passed:
                 removed = ", ".join(f"{candidate[sid] - p.counts[sid]} of {sid}"
                                     for sid in candidate if candidate[sid] != p.counts[sid])

@@ -66,7 +66,8 @@ class RecursiveSearch(Loop):
                         exhausted.add(slot.id)
                         break
                     candidate = {**p.counts, slot.id: m}
-                    evaluation = p.trial(candidate, recover=True)
+                    # Only pass/fail matters for a step that breaks the constraint: it may stop early.
+                    evaluation = p.trial(candidate, recover=True, early_stop=True)
                     if evaluation.passed:
                         p.commit(candidate, f"remove {m - n} of {slot.id}", evaluation)
                         progress = True

@@ -3,7 +3,9 @@
 Every prunable group is cut at each ratio (its least important units first, in the order the
 searches use) while every other group stays whole; at layer granularity each layer is removed on
 its own. All candidates are judged in the one masked ONNX Runtime session of a search, so the whole
-table costs about ``groups x ratios`` plain inferences over the data.
+table costs about ``groups x ratios`` plain inferences over the data; they are independent, so
+they go to the run's executor in batches (several groups' ratios at a time) and a process pool
+or Ray actors judge them in parallel.
 
 The result prints as a table, writes ``sensitivity.md``, ``sensitivity.json`` and
 ``sensitivity.png``, and :meth:`Sensitivity.allocate` turns it into per-group ratios for a one-shot
@@ -24,10 +26,10 @@ from .._output import atomic_write, jsonable, pyplot, save_figure
 from .._table import format_table
 from ..data import Dataset
 from ..graph import Model
-from ..options import Limits, PruneOptions
+from ..options import Limits, PruneOptions, parse_duration
 from ..targets import Constraint, as_constraint
 from ._progress import Progress
-from .problem import PruningProblem
+from .problem import BudgetSpent, PruningProblem
 
 __all__ = ["sensitivity", "Sensitivity", "SensitivityRow", "DEFAULT_RATIOS"]
 
@@ -69,6 +71,7 @@ class Sensitivity:
     samples: int = 0
     synthetic_data: bool = False
     interrupted: bool = False  # Ctrl-C: the rows measured until then
+    stopped: str = ""  # a budget that ran out (the rows measured until then)
 
     def row(self, slot_id: str) -> SensitivityRow:
         for r in self.rows:
@@ -132,9 +135,15 @@ class Sensitivity:
         lines = [self.describe(), "", format_table(self._header(), [self._cells(r) for r in self.rows])]
         if self.frozen:
             lines += ["", "not analysed: " + "; ".join(f"{k} ({v})" for k, v in self.frozen.items())]
-        lines.append(f"{self.evaluations} evaluations, {self.seconds:.2f} s"
-                     + (" (interrupted: the groups not listed were not measured)" if self.interrupted else ""))
+        lines.append(f"{self.evaluations} evaluations, {self.seconds:.2f} s" + self._partial())
         return "\n".join(lines)
+
+    def _partial(self) -> str:
+        if self.interrupted:
+            return " (interrupted: the groups not listed were not measured)"
+        if self.stopped:
+            return f" (stopped: {self.stopped}; the groups not listed were not measured)"
+        return ""
 
     def markdown(self) -> str:
         header = self._header()
@@ -144,8 +153,8 @@ class Sensitivity:
         if self.frozen:
             out += ["", "## Not analysed", "", "| id | reason |", "|---|---|"]
             out += [f"| `{k}` | {v} |" for k, v in self.frozen.items()]
-        if self.interrupted:
-            out += ["", "**Interrupted: the groups not listed were not measured.**"]
+        if self.interrupted or self.stopped:
+            out += ["", f"**{self._partial().strip(' ()').capitalize()}.**"]
         out += ["", f"{self.evaluations} evaluations, {self.seconds:.2f} s", "",
                 "![sensitivity](sensitivity.png)", ""]
         return "\n".join(out)
@@ -159,6 +168,7 @@ class Sensitivity:
                      for r in self.rows],
             "frozen": dict(self.frozen), "evaluations": self.evaluations, "seconds": self.seconds,
             "samples": self.samples, "synthetic_data": self.synthetic_data, "interrupted": self.interrupted,
+            "stopped": self.stopped,
         })
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -175,7 +185,8 @@ class Sensitivity:
             return cls(d["metric"], d["direction"], float(d["baseline"]), d["granularity"], d["importance"],
                        tuple(float(r) for r in d["ratios"]), rows, dict(d.get("frozen", {})),
                        int(d.get("evaluations", 0)), float(d.get("seconds", 0.0)), int(d.get("samples", 0)),
-                       bool(d.get("synthetic_data", False)), bool(d.get("interrupted", False)))
+                       bool(d.get("synthetic_data", False)), bool(d.get("interrupted", False)),
+                       str(d.get("stopped", "")))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a sensitivity analysis: {exc!r}") from None
 
@@ -234,6 +245,11 @@ def sensitivity(
     metric_output: str | None = None,
     dims: Mapping[str, int] | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    max_evals: int | None = None,
+    time_limit: float | str | None = None,
+    executor: str = "local",
+    workers: int | None = None,
+    ray_address: str | None = None,
 ) -> Sensitivity:
     """The metric with each prunable group (or layer) pruned alone at each of ``ratios``.
 
@@ -244,7 +260,10 @@ def sensitivity(
     above the ratio (the table says what was removed).
     ``skip``: group or layer ids to leave out. ``metric_output``, ``dims`` and ``input_shapes``
     as in :class:`~pyprune.options.PruneOptions`. A progress bar shows unless ``quiet``; Ctrl-C
-    stops the analysis and returns the groups measured so far (``interrupted`` is then True).
+    stops the analysis and returns the groups measured so far (``interrupted`` is then True), and
+    so does a spent budget (``max_evals``, ``time_limit``; ``stopped`` then says which).
+    ``executor``, ``workers``, ``ray_address``: where the candidates are judged, as in
+    :func:`pyprune.prune`.
     """
     if granularity not in ("channel", "layer"):
         raise ValueError(f"sensitivity granularity must be 'channel' or 'layer', got {granularity!r}")
@@ -253,35 +272,48 @@ def sensitivity(
                            recovery=False, limits=Limits(skip=tuple(skip), round_to=round_to), reduce=reduce,
                            normalize=normalize, seed=seed, threads=threads, batch_size=batch_size,
                            measure_latency=False, quiet=True, metric_output=metric_output,
-                           dims=dict(dims or {}), input_shapes={k: tuple(v) for k, v in (input_shapes or {}).items()})
+                           dims=dict(dims or {}), input_shapes={k: tuple(v) for k, v in (input_shapes or {}).items()},
+                           max_evals=max_evals, time_limit=None if time_limit is None else parse_duration(time_limit),
+                           executor=executor, workers=workers, ray_address=ray_address)
     problem = PruningProblem(model, data, options)
     plan = [(s, [s.count_for(r) for r in ratios]) for s in problem.slots]
-    progress = Progress(quiet=quiet, label="sensitivity")
+    progress = Progress(quiet=quiet, label="sensitivity", total=max_evals)
     rows = []
-    interrupted = False
+    interrupted, stopped = False, ""
     try:
-        for slot, counts in plan:
-            judged: dict[int, tuple[float, float, float]] = {0: (problem.baseline, 1.0, 1.0)}
-            for n in counts:
-                if n in judged:
-                    continue
-                evaluation = problem.evaluate({slot.id: n})
+        # Several groups per batch, so every worker has candidates (about four each) while a
+        # stop (Ctrl-C, a budget) still keeps the rows measured before it.
+        wanted = 4 * (problem.executor.workers if executor != "local" else 1)
+        chunk = max(1, -(-wanted // max(len(ratios), 1)))
+        for start in range(0, len(plan), chunk):
+            part = plan[start:start + chunk]
+            todo = [(slot, n) for slot, counts in part for n in dict.fromkeys(counts) if n != 0]
+            evaluations = problem.trials([({slot.id: n}, None) for slot, n in todo])
+            judged: dict[tuple[str, int], tuple[float, float, float]] = {}
+            for (slot, n), evaluation in zip(todo, evaluations):
                 cost = evaluation.cost
-                judged[n] = (evaluation.metric, cost.macs / max(problem.macs0, 1),
-                             cost.params / max(problem.params0, 1))
-                progress.evaluated(f"{slot.id} {n}/{slot.size}: {problem.metric.name}={evaluation.metric:.4f}")
-            rows.append(SensitivityRow(slot.id, "layer" if granularity == "layer" else "group", slot.size,
-                                       tuple(counts), *(tuple(judged[n][i] for n in counts) for i in range(3))))
-            progress.committed(f"{slot.id}: " + ", ".join(f"{judged[n][0]:.4f} ({n} removed)" for n in counts))
+                judged[slot.id, n] = (evaluation.metric, cost.macs / max(problem.macs0, 1),
+                                      cost.params / max(problem.params0, 1))
+                progress.evaluated(f"{slot.id} {n}/{slot.size}: {problem.metric.name}={evaluation.metric:.4f}",
+                                   problem.describe_budget())
+            for slot, counts in part:
+                values = [judged.get((slot.id, n), (problem.baseline, 1.0, 1.0)) for n in counts]
+                rows.append(SensitivityRow(slot.id, "layer" if granularity == "layer" else "group", slot.size,
+                                           tuple(counts), *(tuple(v[i] for v in values) for i in range(3))))
+                progress.committed(f"{slot.id}: " + ", ".join(f"{v[0]:.4f} ({n} removed)"
+                                                              for v, n in zip(values, counts)))
+    except BudgetSpent as spent:
+        stopped = str(spent)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         progress.close()
+        problem.close()
     return Sensitivity(
         metric_name=problem.metric.name, direction=problem.metric.direction, baseline=float(problem.baseline),
         granularity=granularity, importance=importance, ratios=ratios, rows=rows, frozen=dict(problem.frozen),
         evaluations=problem.evaluations, seconds=problem.elapsed(), samples=len(problem.dataset),
-        synthetic_data=problem.dataset.is_synthetic, interrupted=interrupted,
+        synthetic_data=problem.dataset.is_synthetic, interrupted=interrupted, stopped=stopped,
     )
 
 

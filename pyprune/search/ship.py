@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import onnx
 
 from ..evaluate import run_model
 from ..graph import Model, maskable_weights
@@ -75,6 +74,8 @@ def _figures(p: PruningProblem, model: Model, metric: float | None) -> Figures:
     wanted = p.options.measure_latency or (p.target is not None and p.target.kind == "latency")
     if wanted and not (p.interrupted or p.stop_requested):  # who asked to stop does not wait for timings
         latency = p.latency_of(model)
+    if model is p.model:  # counted when the search started: no second pass over every weight
+        return Figures(p.params0, p.space.nonzeros0, p.macs0, model.file_size(), latency, metric)
     return Figures(model.params(), model.nonzeros(), model.macs(), model.file_size(), latency, metric)
 
 
@@ -110,8 +111,12 @@ def ship(p: PruningProblem, loop: Loop) -> PruneResult:
     target = p.ensure_target()
     counts = dict(p.counts)
     masked = p.evaluate(counts, count=False)
+    p.release_search()  # the search's session and workers are done: their memory goes before the copy's
+    # The original's figures first: on a large model its latency session and the pruned copy
+    # are then never in memory together.
+    before = _figures(p, p.model, p.baseline)
     pruned = p.build(counts)
-    onnx.checker.check_model(pruned.proto, full_check=True)
+    pruned.check()
     outputs = run_model(pruned, p.dataset, p.options.threads, p.batch_size)
     errors = [float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)), initial=0.0))
               for a, b in zip(outputs, masked.outputs) if _numeric(a)]
@@ -120,7 +125,6 @@ def ship(p: PruningProblem, loop: Loop) -> PruneResult:
     max_error = max(errors, default=0.0)
     verified = max_error <= _TOLERANCE * max(scale, 1.0)
     after_metric = p.metric(outputs, p.metric_target)
-    before = _figures(p, p.model, p.baseline)
     after = _figures(p, pruned, after_metric)
     if target.kind == "latency" and after.latency_ms is not None:
         p.record_latency(after.latency_ms, pruned)  # the shipped model, measured

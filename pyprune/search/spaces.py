@@ -49,6 +49,9 @@ class Slot:
     round_to: int = 1
     depth: int = 0  # position of the slot's root in the graph (larger = nearer the output)
     reorderable: bool = True  # a loop may remove its items in another order than ``order``
+    #: The fewest items one step removes: 1 for units and layers, a block of a weight tensor
+    #: for single weights (a step of one element out of millions tells a search nothing).
+    min_step: int = 1
 
     def allowed(self, n: int) -> bool:
         if not 0 <= n <= self.cap:
@@ -56,8 +59,11 @@ class Slot:
         return n == 0 or self.round_to == 1 or (self.size - n) % self.round_to == 0
 
     def next_count(self, n: int, step: int) -> int | None:
-        """The smallest allowed count removing at least ``step`` more items, or None."""
-        m = n + max(int(step), 1)
+        """The smallest allowed count removing at least ``step`` more items (and at least
+        ``min_step``, except for the last, partial block before the cap), or None."""
+        m = n + max(int(step), self.min_step, 1)
+        if self.min_step > 1 and n < self.cap < m:
+            m = self.cap
         while m <= self.cap:
             if self.allowed(m):
                 return m
@@ -387,8 +393,15 @@ class _WeightsBase(Space):
         return apply_weight_masks(model, weights) if weights else model.copy()
 
 
+#: Smallest step of a weight slot, as a fraction of the tensor: searches remove weights in blocks
+#: of at least 1% of a tensor. Single elements made greedy search take one evaluation per element
+#: once its steps had halved down (thousands of evaluations on a small MLP).
+WEIGHT_BLOCK = 0.01
+
+
 class WeightSpace(_WeightsBase):
-    """Unstructured weight pruning: every element of a maskable weight is an item."""
+    """Unstructured weight pruning: every element of a maskable weight is an item; searches step
+    through them in blocks of at least :data:`WEIGHT_BLOCK` of the tensor (``Slot.min_step``)."""
 
     granularity = "weight"
 
@@ -405,7 +418,8 @@ class WeightSpace(_WeightsBase):
             flat = scores[w.name].reshape(-1).astype(np.float64)
             order = np.argsort(flat, kind="stable").astype(np.int64)
             cap = min(int(math.floor(limits.max_fraction * w.size)), w.size - 1)
-            slots.append(Slot(w.name, w.size, order, flat, cap, 1, self._depth_of(w.nodes)))
+            slots.append(Slot(w.name, w.size, order, flat, cap, 1, self._depth_of(w.nodes),
+                              min_step=max(1, math.ceil(WEIGHT_BLOCK * w.size))))
         self._prepare_counting()
         self._nz_prefix = {}
         for s in slots:

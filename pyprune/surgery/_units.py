@@ -94,6 +94,7 @@ def _cut_weights(out: Model, graph: DependencyGraph, removals, kept: np.ndarray)
             continue
         indices = {axis: np.flatnonzero(mask) for axis, mask in axes.items() if not mask.all()}
         out.set_weight(weight, core.gather(out.weight(weight), indices))
+        out.release_mapped()  # the original's pages that were read for the cut: not kept resident
 
 
 def _kept_count(labels: np.ndarray, kept: np.ndarray) -> int:
