@@ -326,7 +326,7 @@ def test_prune_greedy_prints_the_before_after_table(files: dict[str, Path], tmp_
 def test_unreachable_target_exits_1_and_still_writes_the_best_model(files: dict[str, Path], tmp_path: Path) -> None:
     before = digest(files["model"])
     out = tmp_path / "best.onnx"
-    proc = cli("prune", files["model"], "-o", out, "--macs", "0.05", "--max-drop", "0",
+    proc = cli("prune", files["model"], "-o", out, "--macs", "0.05", "--max-drop", "0", "--holdout", "0",
                    "--strategy", "greedy", "--data", files["data"], "--labels", "label", "--quiet")
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -401,13 +401,13 @@ def test_ctrl_c_saves_the_best_model_so_far(files: dict[str, Path], tmp_path: Pa
     script = (
         "import sys\n"
         "from pyprune.evaluate import _session\n"
-        "run, calls = _session.MaskedSession.run, [0]\n"
+        "run, calls = _session.MaskedSession.feed, [0]\n"
         "def interrupted(self, *a, **k):\n"
         "    calls[0] += 1\n"
         "    if calls[0] == 3:\n"
         "        raise KeyboardInterrupt\n"
         "    return run(self, *a, **k)\n"
-        "_session.MaskedSession.run = interrupted\n"
+        "_session.MaskedSession.feed = interrupted\n"
         "from pyprune.app.cli import main\n"
         "sys.exit(main())\n"
     )

@@ -20,7 +20,7 @@ from ..graph import Group, Layer, MaskPoint, Model
 from ._activations import ChannelStats, RunningChannelStats, TensorChoice
 from ._latency import Timing, measure_latency
 from ._ort import exposing, fetched_outputs, make_session, run_batches, session_options
-from ._session import Check, EdgeKey, MaskedSession, edge_key
+from ._session import AffineKey, Check, EdgeKey, MaskedSession, OutputPoint, edge_key
 
 __all__ = [
     "Evaluator",
@@ -29,6 +29,8 @@ __all__ = [
     "MaskedSession",
     "Check",
     "EdgeKey",
+    "AffineKey",
+    "OutputPoint",
     "edge_key",
     "run_model",
     "fetched_outputs",

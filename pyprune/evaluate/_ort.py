@@ -16,9 +16,11 @@ __all__ = ["session_options", "make_session", "run_batches", "join_batches", "fe
            "exposing"]
 
 
-def session_options(threads: int | None = None) -> ort.SessionOptions:
+def session_options(threads: int | None = None, spin: bool = True) -> ort.SessionOptions:
     """Options every pyprune session uses: all graph optimisations, ``threads`` intra-op threads
-    (None = all cores), sequential execution, quiet logging."""
+    (None = all cores), sequential execution, quiet logging. ``spin=False``: the runtime's worker
+    threads sleep as soon as a run ends instead of spinning for the next one, so numerical work
+    done between runs (recovery's sums and solves) gets the cores."""
     if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
     options = ort.SessionOptions()
@@ -27,13 +29,15 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     options.intra_op_num_threads = int(threads) if threads is not None else (os.cpu_count() or 1)
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
-def make_session(proto: onnx.ModelProto, threads: int | None = None) -> ort.InferenceSession:
+def make_session(proto: onnx.ModelProto, threads: int | None = None, spin: bool = True) -> ort.InferenceSession:
     """A CPU inference session for ``proto`` with :func:`session_options`."""
     return ort.InferenceSession(
-        proto.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"]
+        proto.SerializeToString(), session_options(threads, spin), providers=["CPUExecutionProvider"]
     )
 
 

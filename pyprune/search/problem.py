@@ -31,8 +31,9 @@ from .spaces import SPACES, Cost, Counts, Orders, Slot, Space
 
 __all__ = ["PruningProblem", "Evaluation"]
 
-#: Recovery passes stop once no correction (scale or shift) moves by more than this.
-_SETTLED = 1e-4
+#: Recovery passes stop once no correction moves by more than this (relative: a scale, a shift
+#: in units of its channel's unpruned spread, a refitted weight against the weight's largest).
+_SETTLED = 1e-3
 #: Multiply-accumulates per batch a search aims for when no batch size is given.
 _BATCH_MACS = 256_000_000
 #: Samples of the synthetic inputs generated when no data is given.
@@ -49,6 +50,11 @@ class Evaluation:
     cost: Cost
     outputs: list[np.ndarray] = field(default_factory=list, repr=False)
     corrections: tuple | None = field(default=None, repr=False)  # recovery state it was judged with
+    quick: bool = False  # judged with quick recovery: a commit runs the full one first
+
+
+def _per_sample(value: Any, samples: int) -> bool:
+    return isinstance(value, np.ndarray) and value.ndim >= 1 and value.shape[0] == samples
 
 
 def _finite(outputs: list[np.ndarray]) -> bool:
@@ -125,30 +131,43 @@ class PruningProblem:
         # become the data's, so MACs, and the analysis, are those of the inputs judged.
         self.model: Model = model.with_input_shapes(self.dataset.input_shapes(model))
         self.notes: list[str] = input_notes(model, self.model, self.dataset)
+        # A holdout part (the last samples after a seeded shuffle) checks the constraint on data
+        # that no recovery was fitted on and no candidate was ranked on.
+        fixed = self.dataset.batch_size_for(self.model, 1)
+        self.dataset, self.fit_samples = self.dataset.with_holdout(
+            options.holdout_for(len(self.dataset), self.dataset.is_synthetic), options.seed, fixed)
         self.graph = DependencyGraph(self.model)
         self.space: Space = SPACES[options.granularity](self.model, self.graph, options, self.dataset)
         self.params0, self.macs0 = self.space.params0, self.space.macs0
         # Statistics of random inputs are not the model's: recovery needs real data.
-        recover = options.recovery and not self.dataset.is_synthetic
-        self.recovery = Recovery(self.model, self.space.groups, batchnorm=recover, bias=recover)
+        mode = "none" if self.dataset.is_synthetic else options.recovery
+        if mode == "auto":
+            mode = "lstsq"
+        self.recovery = Recovery(self.model, self.space.sources(), self.space.groups, mode=mode,
+                                 weights=self.granularity in ("weight", "nm"), damp=options.damp,
+                                 block_size=options.block_size, seed=options.seed)
+        self.recovery.fit_rows = self.fit_samples if self.holdout else None
         self.batch_size = options.batch_size
         if self.batch_size is None:
             # Small models run the calibration data in a few large batches: per-run overheads
             # (ONNX Runtime calls, statistics updates) dominate their evaluations otherwise.
             self.batch_size = int(min(max(_BATCH_MACS // max(self.macs0, 1), DEFAULT_BATCH_SIZE), 1024))
+        parts = self.space.session_parts()
+        parts["weights"] = list(dict.fromkeys([*parts.get("weights", []), *self.recovery.overridable]))
         self.session = MaskedSession(
             self.model, self.dataset, threads=options.threads, batch_size=self.batch_size,
-            affine=self.recovery.affine_points, capture=self.recovery.capture, **self.space.session_parts())
-        if self.recovery.batchnorms:  # the unpruned statistics come with the reference outputs
-            self.session.reference, stats = self.session.run_with_stats()
-            self.recovery.calibrate(stats)
+            affine=self.recovery.affine_points, capture=self.recovery.capture,
+            output_affine=self.recovery.output_points, split_at=self.fit_samples, **parts)
+        if self.recovery.active:  # the unpruned statistics come with the reference outputs
+            self.session.reference = self.recovery.calibrate(self.session)
         fetched = self.session.output_names
         self.metric = _metrics.for_data(options.metric, self.dataset.has_labels,
                                         outputs=dict(zip(fetched, self.reference)), output=options.metric_output)
         self.notes.append(self._judged_note())
         self.loss = self._loss_metric(options.loss)
         self.metric_target = self.dataset.labels if self.metric.needs_labels else self.reference
-        self.baseline = self.metric(self.reference, self.metric_target)
+        self.fit_baseline = self.metric(*self._part(self.reference, self.metric_target, fit=True))
+        self.baseline = self.metric(*self._part(self.reference, self.metric_target, fit=False))
         self.threshold = None if self.constraint is None else self.constraint.threshold(self.baseline, self.metric)
         self.evaluations = 0
         self.recovery_runs = 0
@@ -216,11 +235,31 @@ class PruningProblem:
     def granularity(self) -> str:
         return self.space.granularity
 
+    @property
+    def holdout(self) -> int:
+        """Samples held out to check the constraint on (0: it is checked on all of them)."""
+        return len(self.dataset) - self.fit_samples
+
+    def _part(self, outputs: list[np.ndarray], target: Any, fit: bool) -> tuple[list[np.ndarray], Any]:
+        """Outputs and metric target restricted to the fitted part (``fit``) or to the part the
+        constraint is checked on (the holdout; everything when there is none)."""
+        if not self.holdout:
+            return outputs, target
+        part = slice(0, self.fit_samples) if fit else slice(self.fit_samples, None)
+        cut = [np.asarray(o)[part] if _per_sample(o, len(self.dataset)) else o for o in outputs]
+        if isinstance(target, np.ndarray):
+            return cut, target[part]
+        return cut, [np.asarray(t)[part] if _per_sample(t, len(self.dataset)) else t for t in target]
+
+    def changed(self, counts: Mapping[str, int]) -> set[str]:
+        """Slots a state cuts."""
+        return {sid for sid, n in counts.items() if n}
+
     def cost(self, counts: Mapping[str, int], orders: Orders | None = None) -> Cost:
         """What a state keeps, as shipped: the space's count plus the biases recovery adds."""
         cost = self.space.cost(counts, orders)
-        if self.recovery.compensated:
-            added = self.recovery.added_params(self.space.masks(counts, orders).groups)
+        if self.recovery.active:
+            added = self.recovery.added_params(self.changed(counts), self.space.kept_counter(counts, orders))
             if added:
                 cost = replace(cost, params=cost.params + added, nonzeros=cost.nonzeros + added)
         return cost
@@ -298,35 +337,52 @@ class PruningProblem:
     # -- evaluation -----------------------------------------------------------------------------
 
     def evaluate(self, counts: Mapping[str, int], orders: Orders | None = None,
-                 corrections: Mapping | None = None, count: bool = True) -> Evaluation:
-        """Judge one state in the session: the metric, the fidelity loss and the constraint."""
+                 corrections: Any = None, count: bool = True) -> Evaluation:
+        """Judge one state in the session: the metric, the fidelity loss and the constraint.
+        ``corrections``: a recovery snapshot to judge it with (default: the current corrections;
+        ``"none"``: none at all)."""
         masks = self.space.masks(counts, orders)
-        affine = self.recovery.corrections if corrections is None else corrections
-        outs = self.session.run(masks.groups, masks.gates, masks.weights, affine)
+        snap = ({}, {}, {}, {}) if corrections == "none" else corrections
+        affine, weights = self.recovery.feed(masks.weights, snap)
+        outs = self.session.run(masks.groups, masks.gates, weights, affine)
         return self._judge(outs, counts, orders, count)
+
+    def fit_metric(self, outs: list[np.ndarray]) -> float:
+        """The metric on the fitted part of the data (all of it without a holdout)."""
+        return self.metric(*self._part(outs, self.metric_target, fit=True))
+
+    def check_metric(self, outs: list[np.ndarray]) -> float:
+        """The metric the constraint is checked with: on the holdout (all data without one)."""
+        return self.metric(*self._part(outs, self.metric_target, fit=False))
 
     def _judge(self, outs: list[np.ndarray], counts: Mapping[str, int], orders: Orders | None,
                count: bool) -> Evaluation:
-        value = self.metric(outs, self.metric_target)
-        loss = self.loss(outs, self.reference)
+        value = self.check_metric(outs)
+        loss = self.loss(*self._part(outs, self.reference, fit=True))
         if count:
             self.evaluations += 1
         cost = self.cost(counts, orders)
         self.progress.evaluated(f"{self.metric.name}={value:.4f} {self.describe_cost(cost)}")
         return Evaluation(value, float(loss), self.passes(value), cost, outs)
 
-    def trial(self, counts: Mapping[str, int], orders: Orders | None = None, recover: bool = False) -> Evaluation:
+    def trial(self, counts: Mapping[str, int], orders: Orders | None = None, recover: bool | str = False) -> Evaluation:
         """Judge a state; with ``recover`` the recovery corrections are re-estimated for it first
-        (the current corrections are left untouched; the new ones travel with the result)."""
+        (the current corrections are left untouched; the new ones travel with the result).
+        ``recover="quick"``: layers that least squares refits keep their committed weights and get
+        statistics matching on top (how a loop compares many candidates cheaply; a commit then
+        runs the full recovery)."""
         if not recover or not self.recovery.active:
             return self.evaluate(counts, orders)
         snap = self.recovery.snapshot()
         try:
-            return self._recovered(counts, orders)
+            quick = recover == "quick"
+            evaluation = self._recovered(counts, orders, full=not quick, passes=2 if quick else None)
+            return replace(evaluation, quick=quick)
         finally:
             self.recovery.restore(snap)
 
-    def _recovered(self, counts: Mapping[str, int], orders: Orders | None = None, count: bool = True) -> Evaluation:
+    def _recovered(self, counts: Mapping[str, int], orders: Orders | None = None, count: bool = True,
+                   full: bool = True, passes: int | None = None) -> Evaluation:
         """Re-estimate corrections under a state's masks and judge the state with them.
 
         Each pass runs the data once, yielding the outputs under the corrections fed and the
@@ -336,27 +392,31 @@ class PruningProblem:
         correction costs one run.
         """
         masks = self.space.masks(counts, orders)
-        for _ in range(min(len(self.recovery.batchnorms), 4) + 2):
+        changed = self.changed(counts)
+        depth = len(self.recovery.batchnorms) + len(self.recovery.linears)
+        passes = passes or min(depth, 4) + 2
+        for i in range(passes):
             fed = self.recovery.snapshot()
-            outs, stats = self.session.run_with_stats(masks.groups, masks.gates, masks.weights,
-                                                      self.recovery.corrections)
+            outs, change = self.recovery.run_pass(self.session, masks, changed, full=full,
+                                                  threads=self.options.threads)
             self.recovery_runs += 1
-            if self.recovery.update(stats, masks.groups) < _SETTLED:
+            if change < _SETTLED or (i == passes - 1 and passes == 2):
                 self.recovery.restore(fed)  # the corrections the outputs were computed with
                 break
         else:
-            outs = self.session.run(masks.groups, masks.gates, masks.weights, self.recovery.corrections)
+            affine, weights = self.recovery.feed(masks.weights)
+            outs = self.session.run(masks.groups, masks.gates, weights, affine)
             if self.recovery.batchnorms:
                 # Not settled: the statistics of later BatchNormalizations still chase those of
                 # earlier ones (deep stacks of un-fused BN, as paddle2onnx writes them, need one
                 # pass per layer), and a half-settled set can blow activations up by orders of
                 # magnitude: it is kept only when it brings the outputs closer to the original
-                # than no correction does. (Bias compensation alone only shifts, it cannot.)
+                # than no correction does.
                 plain = self.session.run(masks.groups, masks.gates, masks.weights, {})
                 self.recovery_runs += 1
                 if not _finite(outs) or (_finite(plain) and self.loss(plain, self.reference)
                                          <= self.loss(outs, self.reference)):
-                    self.recovery.restore(({}, {}))
+                    self.recovery.clear()
                     outs = plain
         return replace(self._judge(outs, counts, orders, count), corrections=self.recovery.snapshot())
 
@@ -369,12 +429,14 @@ class PruningProblem:
         Recovery is kept only when the recovered state still meets the constraint (it nearly
         always improves the metric; when it does not, the previous corrections stay).
         """
-        removed = {}
+        removed, restored = {}, {}
         for sid, n in counts.items():
             old = self.counts.get(sid, 0)
             order = (orders or {}).get(sid, self.by_id[sid].order)
             if n > old:
                 removed[sid] = np.sort(order[old:n]).tolist()
+            elif n < old:
+                restored[sid] = np.sort(self.by_id[sid].order[n:old]).tolist()
         before = self.state()
         try:
             if orders:
@@ -382,17 +444,18 @@ class PruningProblem:
                     self.by_id[sid].order = np.asarray(order)
             self.counts = dict(counts)
             if self.recovery.active:
-                if evaluation.corrections is not None:
+                if evaluation.corrections is not None and not evaluation.quick:
                     self.recovery.restore(evaluation.corrections)
                 else:
-                    snap = self.recovery.snapshot()
+                    # The corrections the state was judged with: its quick ones, or the current.
+                    judged = evaluation.corrections or self.recovery.snapshot()
                     recovered = self._recovered(self.counts, None, count=False)
                     if recovered.passed or not evaluation.passed:
                         evaluation = recovered
                     else:
-                        self.recovery.restore(snap)
+                        self.recovery.restore(judged)
             self.current = evaluation
-            self._record(action, removed, evaluation.metric, evaluation.loss)
+            self._record(action, removed, evaluation.metric, evaluation.loss, restored)
             self.progress.committed(f"{action}: {self.metric.name}={evaluation.metric:.4f} "
                                     f"{self.describe_cost(evaluation.cost)} ({self.evaluations} evaluations, "
                                     f"{self.elapsed():.1f} s)")
@@ -423,7 +486,8 @@ class PruningProblem:
     def build(self, counts: Mapping[str, int] | None = None, fold: bool = True) -> Model:
         """The physically pruned model of a state (recovery corrections folded into weights)."""
         counts = self.counts if counts is None else counts
-        base = self.recovery.fold(self.model) if fold and self.recovery.active else self.model
+        base = self.recovery.fold(self.model, changed=self.changed(counts)) if fold and self.recovery.active \
+            else self.model
         return self.space.remove(base, counts)
 
     def _checkpoint(self, cost: Cost) -> None:
@@ -463,11 +527,11 @@ class PruningProblem:
                                       nonzeros, ms, self.evaluations, self.elapsed()))
         return ms
 
-    def _record(self, action: str, removed: dict, metric: float, loss: float) -> None:
+    def _record(self, action: str, removed: dict, metric: float, loss: float, restored: dict | None = None) -> None:
         cost = self.cost(self.counts)
         self.history.add(HistoryEntry(len(self.history), action, removed, float(metric), float(loss),
                                       cost.params, cost.macs, cost.nonzeros, None, self.evaluations,
-                                      self.elapsed()))
+                                      self.elapsed(), restored or {}))
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
