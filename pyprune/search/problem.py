@@ -340,9 +340,10 @@ class PruningProblem:
                  corrections: Any = None, count: bool = True) -> Evaluation:
         """Judge one state in the session: the metric, the fidelity loss and the constraint.
         ``corrections``: a recovery snapshot to judge it with (default: the current corrections;
-        ``"none"``: none at all)."""
+        ``"none"`` or an empty mapping: none at all)."""
         masks = self.space.masks(counts, orders)
-        snap = ({}, {}, {}, {}) if corrections == "none" else corrections
+        none = corrections == "none" or (corrections is not None and not corrections)
+        snap = ({}, {}, {}, {}) if none else corrections
         affine, weights = self.recovery.feed(masks.weights, snap)
         outs = self.session.run(masks.groups, masks.gates, weights, affine)
         return self._judge(outs, counts, orders, count)
