@@ -7,6 +7,9 @@ Every kernel is timed in the same run as its numpy reference on a 64M-element fl
     python benchmarks/bench_core.py            # full size (needs ~3 GB of RAM)
     python benchmarks/bench_core.py --quick    # small sizes, a smoke run
     python benchmarks/bench_core.py --json results.json
+
+The least-squares sums (recovery's ``X^T X`` and ``X^T Y``) are timed on im2col-sized rows
+instead (16384 x 577 float32), against numpy's float64 BLAS.
 """
 
 from __future__ import annotations
@@ -146,6 +149,21 @@ def run(quick: bool, repeat: int) -> list[dict[str, float | str]]:
     t_np = best_ms(lambda: w[np.ix_(rows, cols)], repeat)
     t_pp = best_ms(lambda: core.gather(w, {0: rows, 1: cols}), repeat)
     record("gather half rows + half cols", t_np, t_pp, out_floor)
+
+    # Least-squares sums of a recovery refit: X^T X and X^T Y of float32 im2col rows (a 64-channel
+    # 3x3 convolution: 576 columns and a constant, 64 targets) summed in float64. numpy: cast to
+    # float64, then BLAS (what summing in double takes there); the floor is a copy of X.
+    lrows = 2048 if quick else 16384
+    x = rng.standard_normal((lrows, 577), dtype=np.float32)
+    y = rng.standard_normal((lrows, 64), dtype=np.float32)
+
+    def numpy_gram() -> None:
+        x64 = x.astype(np.float64)
+        x64.T @ x64, x64.T @ y.astype(np.float64)
+
+    t_np = best_ms(numpy_gram, repeat)
+    t_pp = best_ms(lambda: core.gram_accumulate(x, y), repeat)
+    record(f"least-squares sums X^T X, X^T Y ({lrows}x577)", t_np, t_pp, copy_floor_ms(x, repeat))
     return rows_out
 
 

@@ -23,6 +23,11 @@ subprocess's, start-up included (printed once as the time of ``pyprune --version
 code is the CLI's: 0 target reached under the constraint, 1 not reached (the best model found is
 still written and measured), 2 bad input.
 
+The skl2onnx MLP's first output is its int64 label, and the command line judges the first output
+(it has no flag to choose another yet): that model is pruned through the Python API instead
+(``_api_prune.py``, the same arguments, ``metrics.accuracy(output=1)`` and the KL divergence of
+the probabilities as the loss), run by the interpreter beside the ``pyprune`` executable.
+
 Recovery modes are a command-line option: ``default`` runs the CLI without a recovery flag (what
 the installed version does by default); any other mode ``M`` is passed as ``--recovery M`` and
 requires the installed CLI to accept that flag (checked against ``pyprune prune --help`` first).
@@ -377,6 +382,9 @@ def bench_model(name: str, exported: rm.Exported, args, cli: str, modes: list[st
                     command = [cli, "prune", str(exported.path), "-o", str(written), f"--{spec.target}", str(target),
                                "--data", str(exported.calib), "--labels", "y", "--max-drop", max_drop,
                                "--strategy", strategy, "--threads", str(THREADS), "--quiet"]
+                    if spec.output:  # the CLI judges output 0 (skl2onnx's label): the API runner
+                        command = [str(Path(cli).parent / "python"), str(Path(__file__).parent / "_api_prune.py"),
+                                   *command[1:], "--score-output", str(spec.output)]
                     if mode != "default":
                         command += ["--recovery", mode]
                     run = run_cli(command, out / f"{tag}.log", args.timeout)

@@ -1,10 +1,16 @@
 """Prune a PyTorch CNN through its ONNX export, with pyprune's Python API.
 
 The CNN is defined and trained here in plain torch on scikit-learn's bundled 8x8 digits (no
-download), exported with ``torch.onnx.export``, and from then on only the ``.onnx`` file matters:
-pyprune removes output channels of its convolutions with greedy search until half of the MACs
-are left, while calibration accuracy may drop by at most one point, and writes the smaller model.
-The held-out test split shows what the pruning cost on data it never saw.
+download), exported with ``torch.onnx.export`` in eval mode as users export it (every BatchNorm
+folded into its convolution), and from then on only the ``.onnx`` file matters: pyprune removes
+output channels of its convolutions with greedy search toward half of the MACs, refitting the
+pruned layers by least squares from the calibration data, while accuracy may drop by at most
+``--max-drop`` (two points by default) on the part of the calibration data held out for checking
+(30%: 108 images, so each image is almost one point), and writes the smaller model. In two runs
+here it reached 0.47 of the MACs at 97.2-98.3% test accuracy (unpruned 98.9-100%; training is
+not bit-exact between runs), in 20-45 s on a loaded two-core machine; without the least-squares
+recovery the same cut scored about 32% on the holdout. The test split shows what the pruning
+cost on data it never saw.
 
 Run: ``python examples/torch_cnn.py [--out DIR]`` (needs ``pip install torch scikit-learn``;
 pyprune itself needs neither).
@@ -69,13 +75,13 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int) -> nn.Mod
 
 
 def export(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
-    """ONNX with a symbolic batch dimension; BatchNormalization kept as its own node."""
+    """ONNX with a symbolic batch dimension, in eval mode: BatchNorm folded into the convolutions."""
     buffer = io.BytesIO()
-    with warnings.catch_warnings():  # torch advises against constant folding in PRESERVE mode;
-        warnings.simplefilter("ignore")  # the model is in eval mode, so folding is exact here
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.onnx.export(model, (example,), buffer, input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                          opset_version=17, training=torch.onnx.TrainingMode.PRESERVE, dynamo=False)
+                          opset_version=17, dynamo=False)
     path.write_bytes(buffer.getvalue())
     return path
 
@@ -89,6 +95,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("torch-cnn-out"), help="output folder")
     parser.add_argument("--epochs", type=int, default=8, help="training epochs")
+    parser.add_argument("--max-drop", default="0.02", help="largest accuracy drop on the holdout, or 'none'")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
@@ -103,7 +110,8 @@ def main() -> None:
     data = pp.Dataset.from_npz(args.out / "calib.npz", labels="label")
     start = time.perf_counter()
     result = pp.prune(model, data, granularity="channel", importance="l2", strategy="greedy",
-                      target=pp.MACs(0.5), max_drop=0.01, metric="accuracy")
+                      target=pp.MACs(0.5), metric="accuracy", recovery="auto",
+                      max_drop=None if args.max_drop == "none" else float(args.max_drop))
     seconds = time.perf_counter() - start
     pruned = result.model.save(args.out / "cnn.pruned.onnx")
     result.report.write(args.out / "report")

@@ -60,3 +60,9 @@ def keep_indices(slice_mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]: ..
 def gather(
     w: npt.NDArray[np.generic], kept: Sequence[npt.NDArray[np.int64] | None], threads: int
 ) -> npt.NDArray[np.generic]: ...
+
+# least squares
+def gram_accumulate(
+    x: npt.NDArray[np.floating], y: npt.NDArray[np.floating] | None, g: npt.NDArray[np.float64],
+    c: npt.NDArray[np.float64] | None, threads: int
+) -> None: ...

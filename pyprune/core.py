@@ -37,6 +37,7 @@ __all__ = [
     "get_num_threads",
     "global_masks",
     "global_select",
+    "gram_accumulate",
     "keep_indices",
     "lowest_slices",
     "nm_mask",
@@ -632,3 +633,40 @@ def gather(
         index_arrays[ax] = np.ascontiguousarray(np.where(ia < 0, ia + dim, ia))
     return _core.gather(np.ascontiguousarray(a), index_arrays, _threads(threads))
 
+
+
+# ---------------------------------------------------------------------------------------------
+# least squares
+
+
+def gram_accumulate(
+    x: np.ndarray,
+    y: np.ndarray | None = None,
+    g: np.ndarray | None = None,
+    c: np.ndarray | None = None,
+    *,
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Add ``x.T @ x`` to ``g`` and ``x.T @ y`` to ``c`` (float64), returning ``(g, c)``.
+
+    ``x``: ``(rows, p)``; ``y``: ``(rows, q)`` or None. ``g``/``c``: float64 accumulators of shape
+    ``(p, p)``/``(p, q)`` updated in place, or None to start from zeros. Rows are read in place
+    (float16/32/64) and summed in float64, so statistics of many batches can be streamed into
+    one pair of matrices: the sums a ridge least-squares refit or an OBS update solves with.
+    """
+    xa = _float_array(x, "x")
+    if xa.ndim != 2:
+        raise ValueError(f"x must be 2-D (rows, features), got shape {list(xa.shape)}")
+    p = xa.shape[1]
+    if g is None:
+        g = np.zeros((p, p), dtype=np.float64)
+    ya = None
+    if y is not None:
+        ya = _float_array(y, "y")
+        if ya.ndim != 2 or ya.shape[0] != xa.shape[0]:
+            raise ValueError(f"y must be 2-D with x's {xa.shape[0]} rows, got shape {list(ya.shape)}")
+        if c is None:
+            c = np.zeros((p, ya.shape[1]), dtype=np.float64)
+    _core.gram_accumulate(np.ascontiguousarray(xa), None if ya is None else np.ascontiguousarray(ya), g, c,
+                          _threads(threads))
+    return g, (c if ya is not None else None)

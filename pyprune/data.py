@@ -15,6 +15,7 @@ line) or ``input_shapes`` (``{input: shape}``, ``--input-shape NAME:D0,D1,...``)
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -520,17 +521,34 @@ class Dataset:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         return size
 
-    def batches(self, model: ModelLike, batch_size: int | None = None) -> list[Batch]:
-        """Validate against ``model`` and split into runs that fit it (see :meth:`bind`)."""
+    def batches(self, model: ModelLike, batch_size: int | None = None, split_at: int | None = None) -> list[Batch]:
+        """Validate against ``model`` and split into runs that fit it (see :meth:`bind`).
+        ``split_at``: no run straddles this sample (a holdout part begins there)."""
         model = as_model(model)
         bound = self.bind(model)
         size = bound.batch_size_for(model, batch_size)
-        return list(bound._iter_batches(size))
+        n = len(bound) or 1
+        if split_at is None or not 0 < split_at < n:
+            return list(bound._iter_batches(size, 0, n))
+        return list(bound._iter_batches(size, 0, split_at)) + list(bound._iter_batches(size, split_at, n))
 
-    def _iter_batches(self, size: int) -> Iterator[Batch]:
-        n = self._n or 1
-        for start in range(0, n, size):
-            stop = min(start + size, n)
+    def with_holdout(self, fraction: float, seed: int = 0, multiple: int = 1) -> tuple[Dataset, int]:
+        """The same samples in a seeded random order, and where its holdout part begins: the last
+        ``fraction`` of them (rounded to a ``multiple``, e.g. a fixed batch size), which a search
+        checks its constraint on and fits nothing to."""
+        n = len(self)
+        hold = int(round(n * fraction / multiple)) * multiple
+        if hold <= 0 or hold >= n:
+            return self, n
+        order = np.random.default_rng(seed).permutation(n)
+        out = copy.copy(self)  # held inputs, binding and source stay; the samples are reordered
+        out._arrays = {k: v[order] for k, v in self._arrays.items()}
+        out._labels = None if self._labels is None else self._labels[order]
+        return out, n - hold
+
+    def _iter_batches(self, size: int, begin: int, end: int) -> Iterator[Batch]:
+        for start in range(begin, end, size):
+            stop = min(start + size, end)
             feed = {k: np.ascontiguousarray(v[start:stop]) for k, v in self._arrays.items()}
             feed.update({k: h.feed(stop - start) for k, h in self._held.items()})
             labels = None if self._labels is None else self._labels[start:stop]

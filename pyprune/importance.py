@@ -14,7 +14,11 @@ Importance names:
 * ``"wanda"``: activation-aware ``|W| * ||X||``: the consumer's weight columns weighted by the
   L2 norm of the activation that feeds them (needs data);
 * ``"mean_activation"``: mean absolute activation of the unit where it enters its consumers;
-* ``"apoz"``: one minus the average percentage of zeros of that activation.
+* ``"apoz"``: one minus the average percentage of zeros of that activation;
+* ``"reconstruction"``: the error a unit's removal leaves in its consumers' outputs after the
+  least-squares refit of the rest (the OBS saliency of the unit's input columns,
+  ``Σ_o w_oB [(H⁻¹)_BB]⁻¹ w_oBᵀ`` with ``H`` the consumer's input Gram matrix on the data): the
+  units that recovery by least squares repairs best go first (needs data).
 """
 
 from __future__ import annotations
@@ -22,14 +26,16 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+import onnx
 
 from . import core
 from .data import Dataset
-from .evaluate import ChannelStats, activation_stats
+from .evaluate import ChannelStats, MaskedSession, activation_stats
 from .graph import Coupling, Group, Layer, MaskableWeight, Model
+from .reconstruct import conv_rows
 
 __all__ = [
     "Importance",
@@ -75,6 +81,9 @@ class Importance:
     elements: ElementScores | None = None
     layer_norm: LayerNorm = "l2"  # slice norm of a layer's weights per parameter; "random" draws instead
     needs_data: bool = False
+    #: What it reads from the data: ``collect(model, dataset, groups, threads)`` (default: the
+    #: activation statistics where the groups' channels enter their consumers).
+    collect: Callable[..., Mapping[str, Any]] | None = None
 
 
 #: Importance measures by name, in the order they are listed to users (one registry, like the
@@ -83,13 +92,14 @@ REGISTRY: dict[str, Importance] = {}
 
 
 def register(name: str, *, elements: ElementScores | None = None, layer_norm: LayerNorm = "l2",
-             needs_data: bool = False) -> Callable[[UnitScores], UnitScores]:
+             needs_data: bool = False, collect: Callable[..., Mapping[str, Any]] | None = None
+             ) -> Callable[[UnitScores], UnitScores]:
     """Register the decorated function as the unit scores of importance ``name``."""
 
     def add(fn: UnitScores) -> UnitScores:
         if name in REGISTRY:
             raise RuntimeError(f"two importance measures named {name!r}")
-        REGISTRY[name] = Importance(name, fn, elements, layer_norm, needs_data)
+        REGISTRY[name] = Importance(name, fn, elements, layer_norm, needs_data, collect)
         return fn
 
     return add
@@ -281,6 +291,97 @@ def _activation_measure(name: str, of: Callable[[ChannelStats], np.ndarray]) -> 
 register("mean_activation", needs_data=True)(_activation_measure("mean_activation", lambda st: st.mean_abs))
 register("apoz", needs_data=True)(_activation_measure("apoz", lambda st: 1.0 - st.zero_fraction))
 
+#: Rows of a convolution's im2col a Gram matrix for "reconstruction" reads at most.
+_GRAM_ROWS = 16384
+
+
+def _reconstructable(model: Model, node_name: str, input_index: int) -> tuple[np.ndarray, tuple | None] | None:
+    """The consumer's weight as rows (outputs x input columns) and its convolution geometry, or
+    None when its output is not a linear function of this input that a refit could redo."""
+    node = model.node(node_name)
+    if input_index != 0 or len(node.input) < 2 or not model.is_weight(node.input[1]):
+        return None
+    w = model.weight(node.input[1]).astype(np.float64)
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    plain_pads = attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", b"VALID")
+    if node.op_type == "Conv" and attrs.get("group", 1) == 1 and plain_pads:
+        spatial = w.ndim - 2
+        geometry = (tuple(w.shape[2:]), tuple(attrs.get("strides", [1] * spatial)),
+                    tuple(attrs.get("pads", [0] * 2 * spatial)), tuple(attrs.get("dilations", [1] * spatial)))
+        return w.reshape(w.shape[0], -1), geometry
+    if node.op_type == "Gemm" and not attrs.get("transA", 0) and w.ndim == 2:
+        return (w if attrs.get("transB", 0) else w.T), None
+    if node.op_type == "MatMul" and w.ndim == 2:
+        return w.T, None
+    return None
+
+
+def consumer_grams(model: Model, dataset: Dataset, groups: Iterable[Group],
+                   threads: int | None = None) -> dict[str, np.ndarray]:
+    """``XᵀX`` of the input of every linear consumer of the groups' channels (keyed by node
+    name), streamed through the C++ core; convolutions use their im2col rows (a fixed sample of
+    at most ``_GRAM_ROWS``)."""
+    consumers = {}
+    for g in groups:
+        for mp in g.mask_points:
+            found = _reconstructable(model, mp.node, mp.input_index)
+            if found is not None:
+                consumers[mp.node] = (mp.tensor, found[1])
+    if not consumers:
+        return {}
+    session = MaskedSession(model, dataset, threads=threads, capture={t: 1 for t, _ in consumers.values()})
+    grams: dict[str, np.ndarray] = {}
+    rng = np.random.default_rng(0)
+    per_batch = max(1, _GRAM_ROWS // max(len(session.batches), 1))
+
+    def visit(_batch: Any, values: dict[str, np.ndarray]) -> None:
+        for name, (tensor, geometry) in consumers.items():
+            x = values[tensor]
+            rows = conv_rows(x, *geometry) if geometry else x.reshape(-1, x.shape[-1])
+            if rows.shape[0] > per_batch:
+                rows = rows[np.sort(rng.choice(rows.shape[0], per_batch, replace=False))]
+            grams[name] = core.gram_accumulate(np.ascontiguousarray(rows), None, grams.get(name), threads=threads)[0]
+
+    session.stream(visit, outputs=False)
+    return grams
+
+
+def _saliency(rows: np.ndarray, gram: np.ndarray, channels: int, damp: float = 0.01) -> np.ndarray:
+    """Per input channel (a block of columns): the output error its removal leaves after the
+    other columns are refitted by least squares, ``Σ_o w_oB [(H⁻¹)_BB]⁻¹ w_oBᵀ``."""
+    p = gram.shape[0]
+    h = gram + damp * max(float(np.mean(np.diag(gram))), 1e-12) * np.eye(p)
+    hinv = np.linalg.inv(h)
+    per = p // channels
+    out = np.empty(channels)
+    for c in range(channels):
+        block = slice(c * per, (c + 1) * per)
+        w = rows[:, block]
+        out[c] = float(np.sum((w @ np.linalg.inv(hinv[block, block])) * w))
+    return out
+
+
+@register("reconstruction", needs_data=True, collect=consumer_grams)
+def _reconstruction(model: Model, group: Group, reduce: str, stats, seed: int, threads: int | None) -> np.ndarray:
+    """The least-squares reconstruction error each unit's removal leaves in its consumers."""
+    if stats is None:
+        raise ValueError("importance 'reconstruction' needs the consumers' input Gram matrices (pass stats=...)")
+    parts = []
+    for mp in group.mask_points:
+        found = _reconstructable(model, mp.node, mp.input_index)
+        gram = stats.get(mp.node)
+        if found is None or gram is None:
+            continue
+        rows, _ = found
+        channels = len(mp.index)
+        if gram.shape[0] % channels or gram.shape[0] != rows.shape[1]:
+            continue
+        parts.append(_per_unit(_saliency(rows, gram, channels), mp.index, group.size, "sum"))
+    if not parts:  # no consumer a refit could redo: fall back to the magnitude of the weights
+        return REGISTRY["l2"].units(model, group, reduce, None, seed, threads)
+    return _reduce(parts, group.size, reduce)
+
+
 #: Names of every measure; those that need data.
 IMPORTANCES = tuple(REGISTRY)
 DATA_IMPORTANCES = frozenset(name for name, m in REGISTRY.items() if m.needs_data)
@@ -339,7 +440,8 @@ def all_group_scores(
     if needs_data(importance):
         if dataset is None:
             raise ValueError(f"importance {importance!r} needs data; pass a dataset")
-        stats = group_activation_stats(model, dataset, groups, threads)
+        collect = get(importance).collect or group_activation_stats
+        stats = collect(model, dataset, groups, threads)
     return {
         g.id: group_scores(model, g, importance, reduce=reduce, normalize=normalize, stats=stats,
                            seed=seed, threads=threads)

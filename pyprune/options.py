@@ -36,6 +36,9 @@ __all__ = [
     "EXECUTORS",
     "parse_duration",
     "format_duration",
+    "RECOVERY_CHOICES",
+    "DEFAULT_HOLDOUT",
+    "HOLDOUT_MIN_SAMPLES",
 ]
 
 #: What a search removes: channel/neuron groups, whole layers, single weights, N:M weight patterns.
@@ -50,11 +53,18 @@ STRATEGY_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
     "oneshot_global": ("oneshot", {"scope": "global"}),
 }
 #: Importance scores (:mod:`pyprune.importance`; a test keeps the two lists equal).
-IMPORTANCE_NAMES = ("l1", "l2", "linf", "fpgm", "random", "wanda", "mean_activation", "apoz")
+IMPORTANCE_NAMES = ("l1", "l2", "linf", "fpgm", "random", "wanda", "mean_activation", "apoz", "reconstruction")
 #: How far the metric may fall unless told otherwise (one point of accuracy).
 DEFAULT_MAX_DROP = 0.01
 #: The target when none is given: half the MACs.
 DEFAULT_MACS = 0.5
+#: Recovery modes (:mod:`pyprune.recovery`); "auto" is the best the data allows: least-squares
+#: reconstruction where the calibration data has enough rows for a layer, statistics elsewhere.
+RECOVERY_CHOICES = ("auto", "none", "stats", "lstsq")
+#: Fraction of the data held out to check the constraint on (data no recovery was fitted on and
+#: no candidate was ranked on), when the data has at least HOLDOUT_MIN_SAMPLES samples.
+DEFAULT_HOLDOUT = 0.3
+HOLDOUT_MIN_SAMPLES = 150
 
 #: With ``round_to="auto"``, convolution groups of at least this many channels keep a multiple of
 #: ``_AUTO_ROUND``: ONNX Runtime's CPU convolutions work on blocks of 8 channels (NCHWc), and other
@@ -206,7 +216,10 @@ class PruneOptions:
     max_drop: float | Constraint | None | Literal["auto"] = "auto"
     metric: str | Metric | None = None
     loss: str | Metric | None = None
-    recovery: bool = True
+    recovery: str = "auto"
+    holdout: float | None = None
+    damp: float = 0.01
+    block_size: int = 128
     limits: Limits = field(default_factory=Limits)
     reduce: str = "sum"
     normalize: str = "mean"
@@ -258,6 +271,18 @@ class PruneOptions:
                 if not isinstance(value, str):
                     raise ValueError(f"{name!r} must be a metric name or a Metric, got {value!r}")
                 metrics.get(value)  # raises ValueError listing the known names
+        recovery = self.recovery
+        if isinstance(recovery, bool):  # the switch of earlier versions
+            recovery = "auto" if recovery else "none"
+        if not isinstance(recovery, str) or recovery.strip().lower() not in RECOVERY_CHOICES:
+            raise ValueError(f"'recovery' must be one of {', '.join(RECOVERY_CHOICES)}, got {self.recovery!r}")
+        object.__setattr__(self, "recovery", recovery.strip().lower())
+        if self.holdout is not None and (not _is_number(self.holdout) or not 0.0 <= self.holdout < 1.0):
+            raise ValueError(f"'holdout' must be a fraction in [0, 1) or None (automatic), got {self.holdout!r}")
+        if not _is_number(self.damp) or not 0.0 <= self.damp <= 10.0:
+            raise ValueError(f"'damp' must be a number in [0, 10], got {self.damp!r}")
+        if not _is_int(self.block_size) or self.block_size < 1:
+            raise ValueError(f"'block_size' must be a positive integer, got {self.block_size!r}")
         if not isinstance(self.limits, Limits):
             raise ValueError(f"'limits' must be a Limits, got {self.limits!r}")
         if self.reduce not in importance.REDUCTIONS:
@@ -321,6 +346,13 @@ class PruneOptions:
         if search:
             chosen["search"] = {**base.search, **chosen.get("search", {}), **search}
         return replace(base, **chosen) if chosen else base
+
+    def holdout_for(self, samples: int, synthetic: bool = False) -> float:
+        """The fraction of ``samples`` held out: ``holdout`` when given, else
+        :data:`DEFAULT_HOLDOUT` when there are at least :data:`HOLDOUT_MIN_SAMPLES` real samples."""
+        if self.holdout is not None:
+            return float(self.holdout)
+        return DEFAULT_HOLDOUT if samples >= HOLDOUT_MIN_SAMPLES and not synthetic else 0.0
 
     def describe(self) -> str:
         """One line: what is pruned, how, to what, under which constraint."""

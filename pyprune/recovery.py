@@ -1,41 +1,72 @@
-"""Recovery after a committed step: re-estimated normalisation statistics and bias compensation.
+"""Recovery after pruning, without training: statistics matching and least-squares reconstruction.
 
-Removing channels shifts the statistics every later layer was calibrated for. Two per-channel
-affine corrections undo most of that without training, and both are fed into the search's one
-ONNX Runtime session (``x * scale + shift`` on an edge), so no rebuild is needed:
+Removing channels, layers or weights shifts what every later layer computes. Recovery corrects
+the layers whose input changed, from the calibration data, inside the search's one ONNX Runtime
+session (fed inputs: no rebuild) and folds the corrections into weights and biases on shipping
+(no extra node). Three modes (``recovery=`` in :class:`~pyprune.options.PruneOptions`,
+``--recovery`` on the command line):
 
-* **BatchNormalization re-estimation.** The mean and variance of every BatchNormalization input
-  are measured on the calibration data under the current masks and compared with the unpruned
-  model's on the same data (:meth:`Recovery.calibrate`); the BN's statistics move by that drift, so
-  its output keeps the mean and variance it had before pruning.
-  On the BN's input edge that is ``scale = sqrt(var + eps) / sqrt(var' + eps)`` and
-  ``shift = mean - scale * mean'``; in the shipped model the BN's running mean and variance are
-  simply replaced by ``mean'`` and ``var'``.
-* **Bias compensation** (where no BatchNormalization follows, e.g. fused exports and dense
-  heads): a removed unit's input to a linear consumer (Gemm, MatMul, Conv without padding) is
-  replaced by its mean instead of zero, which is the same as folding ``W[:, u] * mean(x_u)`` into
-  the consumer's bias; the shipped model gets exactly that bias.
+* ``"none"``: nothing.
+* ``"stats"``: **statistics matching**. Every BatchNormalization whose input changed gets
+  re-estimated running statistics (its output keeps the mean and variance it had before pruning),
+  and every Conv/ConvTranspose/Gemm/MatMul whose input changed, with no BatchNormalization after
+  it (a folded export, a dense head), gets a per-output-channel ``scale`` and ``shift`` so that
+  its pre-activation output has, on the calibration data, the mean and variance the unpruned
+  model had: what BN re-estimation does once the BN is folded into the Conv. Fed on the layer's
+  output (:class:`~pyprune.evaluate.OutputPoint`); shipped folded into its weights and bias.
+* ``"lstsq"``: **reconstruction**. A layer that lost input channels gets its kept weights and
+  its bias re-fitted so that its output matches the unpruned output on the calibration data
+  (ridge least squares from ``XᵀX`` and ``XᵀY`` streamed in the C++ core, see
+  :mod:`pyprune.reconstruct`); a weight with single weights removed (unstructured or N:M) gets the
+  OBS/SparseGPT update from its input Hessian. Fed as weight values; shipped as the weights.
+  Layers that cannot be refitted (too few calibration rows for their inputs, more than 2048 input
+  columns, a grouped convolution, ...) get statistics matching instead; BN re-estimation as in
+  ``"stats"``.
 
-The statistics come from the same session (its captured tensors, streamed batch by batch under
-the current masks and corrections), so recovery needs no rebuild either.
+Corrections of later layers depend on those of earlier ones, so the problem runs passes (one
+data run each: outputs and the sums for the next corrections) until they settle.
+Reconstruction is costlier than statistics (a Gram matrix per layer per pass), so candidates a
+loop merely compares can be judged with statistics matching on top of the committed
+reconstruction (``full=False`` in :meth:`Recovery.run_pass`), and the full refit runs on commit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import helper
 
-from .evaluate import ChannelStats
+from . import core
+from .data import Batch
+from .evaluate import ChannelStats, MaskedSession, RunningChannelStats
 from .graph import Group, MaskPoint, Model, drop_unused
-from .surgery import bias_after, fold_input_shift, replace_input
+from .reconstruct import conv_output_rows, conv_rows, obs_update, ridge_refit
+from .surgery import bias_after, fold_output_affine, replace_input
 
-__all__ = ["Recovery"]
+__all__ = ["Recovery", "RECOVERY_MODES", "Snapshot"]
 
-_LINEAR = ("Gemm", "MatMul", "Conv")
+#: Recovery modes (see the module docstring).
+RECOVERY_MODES = ("none", "stats", "lstsq")
+#: A least-squares refit needs at least this many calibration rows per unknown of an output.
+_ROWS_PER_UNKNOWN = 2
+#: Rows of a convolution's im2col kept per refit: at least this many, or this many per unknown.
+_MIN_ROWS, _ROWS_PER_COLUMN = 4096, 12
+#: Layers with more input columns than this (im2col columns of a convolution) get statistics
+#: matching instead of a refit: the Gram matrix grows with the square and its solve with the cube
+#: of the columns (2048: 32 MB and about a second per solve here), per pass.
+_MAX_COLUMNS = 2048
+#: Statistics matching never scales a channel by more than this factor (or less than its inverse):
+#: a channel whose variance pruning all but removed is not blown back up from noise.
+_MAX_SCALE = 10.0
+
+#: What a correction state holds: output corrections (tensor -> (scale, shift)), BN input
+#: corrections (edge -> (scale, shift)), BN statistics (node -> (mean, var)), fitted weights.
+Snapshot = tuple[dict, dict, dict, dict]
 
 
 @dataclass
@@ -48,47 +79,99 @@ class _BatchNorm:
 
 
 @dataclass
-class _Compensated:
-    """A mask-point edge whose masked positions are fed their mean instead of zero."""
+class _Linear:
+    """A Conv/ConvTranspose/Gemm/MatMul whose output recovery may correct."""
 
-    point: MaskPoint
-    owners: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (group id, index)
-    missing: int = 0  # parameters a full bias of the consumer adds when a correction is folded
+    node: str
+    op: str
+    weight: str
+    tensor: str  # its output
+    axis: int  # channel axis of the output
+    width: int  # output channels
+    out_axis: int  # the weight's axis of output channels
+    missing: int  # parameters folding a shift adds (a full bias it lacks)
+    fit: str = "stats"  # "stats", "lstsq" (channels removed from its input) or "obs" (weights removed)
+    input: str = ""
+    owners: list[tuple[str, np.ndarray]] = field(default_factory=list)  # masks of its input edge
+    conv: tuple | None = None  # (kernel, strides, pads, dilations)
+    rows: dict[int, np.ndarray] = field(default_factory=dict)  # batch start -> sampled rows
+    targets: dict[int, np.ndarray] = field(default_factory=dict)  # batch start -> unpruned output rows
+    mean0: np.ndarray | None = None  # unpruned output statistics
+    var0: np.ndarray | None = None
 
 
 class Recovery:
-    """Per-channel corrections of one search (see the module docstring).
+    """Corrections of one search (see the module docstring).
 
-    ``batchnorm``/``bias`` switch the two kinds on; with both off the object does nothing.
+    ``sources``: slot id -> names of the nodes where cutting that slot changes the computation
+    (the consumers of a group's channels, a layer's nodes, a weight's readers); a layer is
+    corrected when a cut slot's source is it or lies upstream of it. ``groups``: the channel groups
+    (their masks on a layer's input tell which input columns a refit keeps). ``weights``: the
+    search masks single weights (unstructured, N:M): refits use the OBS update.
     """
 
-    def __init__(self, model: Model, groups: Sequence[Group], *, batchnorm: bool = True, bias: bool = True) -> None:
-        self.model = model
+    def __init__(self, model: Model, sources: Mapping[str, Sequence[str]], groups: Sequence[Group] = (), *,
+                 mode: str = "stats", weights: bool = False, damp: float = 0.01, block_size: int = 128,
+                 seed: int = 0) -> None:
+        if mode not in RECOVERY_MODES:
+            raise ValueError(f"recovery mode must be one of {', '.join(RECOVERY_MODES)}, got {mode!r}")
+        self.model, self.mode, self.damp, self.block_size, self.seed = model, mode, damp, block_size, seed
         self.batchnorms: list[_BatchNorm] = []
-        self.compensated: dict[tuple[str, int], _Compensated] = {}
-        if batchnorm:
+        self.linears: dict[str, _Linear] = {}
+        self._downstream: dict[str, set[str]] = {}
+        if mode != "none":
+            below = self._below(sources)
             for node in model.nodes:
+                if node.name not in below:
+                    continue
                 bn = self._batchnorm(node)
                 if bn is not None:
                     self.batchnorms.append(bn)
-        if bias:
+                    continue
+                linear = self._linear(node)
+                if linear is not None:
+                    self.linears[node.name] = linear
+            self._downstream = {sid: {n for n in self._reach(names)} for sid, names in sources.items()}
+            edges: dict[tuple[str, int], list[tuple[str, np.ndarray]]] = {}
             for g in groups:
                 for mp in g.mask_points:
-                    if self._compensable(mp):
-                        entry = self.compensated.setdefault((mp.node, mp.input_index), _Compensated(
-                            mp, missing=self._missing_bias(self.model.node(mp.node))))
-                        entry.owners.append((g.id, np.asarray(mp.index)))
-        # Current corrections: edge -> (scale, shift); BN node -> (mean', var').
-        self.corrections: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+                    edges.setdefault((mp.node, mp.input_index), []).append((g.id, np.asarray(mp.index)))
+            if mode == "lstsq":
+                for linear in self.linears.values():
+                    self._choose_fit(linear, edges.get((linear.node, 0), []), weights)
+        self.fit_rows: int | None = None  # samples [0, fit_rows) are fitted on (the rest: holdout)
+        self.outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # tensor -> (scale, shift)
+        self.corrections: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}  # BN input edges
         self.bn_stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        # BN input statistics of the unpruned model on the calibration data (see calibrate()).
-        self.unpruned: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.weights: dict[str, np.ndarray] = {}  # refitted weights (lstsq, obs)
+        self.unpruned: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # BN input statistics, unpruned
 
     # -- discovery ------------------------------------------------------------------------------
 
+    def _reach(self, names: Iterable[str]) -> set[str]:
+        """Nodes at or below ``names`` in the graph."""
+        seen: set[str] = set()
+        todo = [n for n in names if n]
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            try:
+                node = self.model.node(name)
+            except KeyError:
+                continue
+            for out in node.output:
+                if out:
+                    todo.extend(n.name for n, _ in self.model.consumers(out))
+        return seen
+
+    def _below(self, sources: Mapping[str, Sequence[str]]) -> set[str]:
+        return self._reach(n for names in sources.values() for n in names)
+
     @property
     def active(self) -> bool:
-        return bool(self.batchnorms or self.compensated)
+        return bool(self.batchnorms or self.linears)
 
     def _batchnorm(self, node: onnx.NodeProto) -> _BatchNorm | None:
         if node.op_type != "BatchNormalization" or node.domain not in ("", "ai.onnx"):
@@ -107,84 +190,326 @@ class Recovery:
         point = MaskPoint(node.name, 0, node.input[0], 1, rank, np.arange(mean.shape[0], dtype=np.int64))
         return _BatchNorm(node.name, point, mean.astype(np.float64), var.astype(np.float64), float(eps))
 
-    def _missing_bias(self, node: onnx.NodeProto) -> int:
-        """Parameters folding a correction into ``node`` adds: the part of a full bias (one value
-        per output) that it does not have yet."""
-        if node.op_type == "MatMul":
-            return 0
+    def _linear(self, node: onnx.NodeProto) -> _Linear | None:
+        op = node.op_type
+        if op not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or node.domain not in ("", "ai.onnx"):
+            return None
+        if len(node.input) < 2 or not self.model.is_weight(node.input[1]) or self.model.is_graph_output(node.input[1]):
+            return None
+        if len(self.model.consumers(node.input[1])) != 1:
+            return None  # a shared weight: correcting it for one reader would change the others
         w = self.model.weight(node.input[1])
-        width = w.shape[0] if node.op_type == "Conv" or _attr(node, "transB", 0) else w.shape[-1]
-        given = len(node.input) > 2 and node.input[2] and self.model.is_weight(node.input[2])
-        return int(width - (self.model.weight(node.input[2]).size if given else 0))
+        if w.dtype.kind != "f":
+            return None
+        out = node.output[0]
+        rank = self.model.rank(out)
+        readers = self.model.consumers(out)
+        if rank is None or (readers and all(n.op_type == "BatchNormalization" for n, _ in readers)):
+            return None  # unknown rank, or BN re-estimation corrects it already
+        bias = node.input[2] if len(node.input) > 2 and node.input[2] else ""
+        if bias and not self.model.is_weight(bias):
+            return None
+        if op in ("Conv", "ConvTranspose"):
+            if op == "ConvTranspose" and _attr(node, "group", 1) != 1:
+                return None
+            axis, out_axis, width = 1, (0 if op == "Conv" else 1), w.shape[0 if op == "Conv" else 1]
+        elif op == "Gemm":
+            if rank != 2 or _attr(node, "transA", 0) or w.ndim != 2:
+                return None
+            trans_b = _attr(node, "transB", 0)
+            axis, out_axis, width = 1, (0 if trans_b else 1), w.shape[0 if trans_b else 1]
+            if bias and self.model.weight(bias).size not in (1, width):
+                return None
+        else:
+            if w.ndim != 2 or bias_after(self.model, node) is None:
+                return None  # no bias to fold a shift into
+            axis, out_axis, width = rank - 1, 1, w.shape[1]
+        shape = self.model.shape(out)
+        if shape is None or shape[axis] != width:
+            return None
+        missing = 0
+        if op != "MatMul":
+            missing = int(width - (self.model.weight(bias).size if bias else 0))
+            if op == "Gemm" and bias and _attr(node, "beta", 1.0) == 0:
+                missing = 0  # the ignored C is replaced
+        return _Linear(node.name, op, node.input[1], out, axis, int(width), out_axis, max(missing, 0),
+                       input=node.input[0])
 
-    def _compensable(self, mp: MaskPoint) -> bool:
-        node = self.model.node(mp.node)
-        if node.op_type not in _LINEAR or mp.input_index != 0 or len(node.input) < 2:
-            return False
-        if not self.model.is_weight(node.input[1]):
-            return False
-        w = self.model.weight(node.input[1])
-        # A correction is folded into the consumer's bias: never an extra node. A Conv or Gemm
-        # without a full bias gets one (counted by :meth:`added_params`); a MatMul needs the bias
-        # Add its exporter wrote after it.
-        if node.op_type == "MatMul" and (w.ndim != 2 or mp.axis != mp.rank - 1 or bias_after(self.model, node) is None):
-            return False
-        if node.op_type == "Gemm" and (mp.rank != 2 or _attr(node, "transA", 0)):
-            return False
-        if node.op_type == "Conv":
-            if _attr(node, "group", 1) != 1 or mp.axis != 1:
-                return False
-            if any(_attr(node, "pads", [0])) or _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID"):
-                return False  # a padded border would see zeros, not the mean: not a bias
-        # Where a BatchNormalization follows, its re-estimation already absorbs the shift.
-        followers = self.model.consumers(node.output[0])
-        return not any(n.op_type == "BatchNormalization" for n, _ in followers)
+    def _choose_fit(self, linear: _Linear, owners: list[tuple[str, np.ndarray]], weights: bool) -> None:
+        """Least squares (or OBS) where the layer's form allows it; statistics otherwise."""
+        node = self.model.node(linear.node)
+        if linear.op == "ConvTranspose":
+            return
+        if linear.op == "Conv":
+            auto = _attr(node, "auto_pad", b"NOTSET")
+            w = self.model.weight(linear.weight)
+            if _attr(node, "group", 1) != 1 or auto not in (b"NOTSET", b"VALID"):
+                return
+            spatial = w.ndim - 2
+            linear.conv = (tuple(w.shape[2:]), tuple(_attr(node, "strides", [1] * spatial)),
+                           tuple(_attr(node, "pads", [0] * 2 * spatial)),
+                           tuple(_attr(node, "dilations", [1] * spatial)))
+        elif linear.op == "MatMul" and self.model.rank(linear.input) is None:
+            return
+        linear.owners = owners
+        linear.fit = "obs" if weights else "lstsq"
 
     # -- session wiring -------------------------------------------------------------------------
 
     @property
     def affine_points(self) -> list[MaskPoint]:
-        """Edges that need fed scale/shift inputs in the search session."""
-        return [bn.point for bn in self.batchnorms] + [c.point for c in self.compensated.values()]
+        """Input edges that need fed scale/shift inputs in the search session (BN inputs)."""
+        return [bn.point for bn in self.batchnorms]
+
+    @property
+    def output_points(self) -> list[tuple[str, int]]:
+        """Layer outputs that need fed scale/shift inputs: ``(tensor, channel axis)``."""
+        return [(lin.tensor, lin.axis) for lin in self.linears.values()]
+
+    @property
+    def overridable(self) -> list[str]:
+        """Weights a refit feeds new values for."""
+        return [lin.weight for lin in self.linears.values() if lin.fit != "stats"]
 
     @property
     def capture(self) -> dict[str, int]:
-        """Tensors whose per-channel statistics recovery measures: ``{name: channel axis}``."""
-        return {p.tensor: p.axis for p in self.affine_points}
+        """Tensors a pass reads: ``{name: channel axis}``."""
+        wanted = {p.tensor: p.axis for p in self.affine_points}
+        for lin in self.linears.values():
+            wanted[lin.tensor] = lin.axis
+            if lin.fit != "stats":
+                wanted.setdefault(lin.input, 1 if lin.conv else -1)
+        return wanted
 
-    def added_params(self, keeps: Mapping[str, np.ndarray]) -> int:
-        """Parameters the shipped model gains from folding bias compensation under the keep masks
-        ``keeps`` (group -> keep mask): a full bias for each compensated consumer that lacks one
-        and loses an input channel. An upper bound (the consumer's own outputs may be cut too), so
-        the search never counts less than it ships."""
+    def describe(self) -> dict[str, Any]:
+        """What this recovery corrects: its mode and the layers per kind of correction."""
+        kinds: dict[str, list[str]] = {}
+        for lin in self.linears.values():
+            kinds.setdefault({"stats": "statistics", "lstsq": "least squares", "obs": "OBS"}[lin.fit],
+                             []).append(lin.node)
+        if self.batchnorms:
+            kinds["batchnorm"] = [bn.node for bn in self.batchnorms]
+        return {"mode": self.mode, "layers": kinds}
+
+    def affected(self, changed: Iterable[str]) -> set[str]:
+        """Nodes whose computation the cut slots ``changed`` alter."""
+        out: set[str] = set()
+        for sid in changed:
+            out |= self._downstream.get(sid, set())
+        return out
+
+    def added_params(self, changed: Iterable[str], kept: Callable[[str, int], int]) -> int:
+        """Parameters the shipped model gains from folding: a bias for each corrected layer that
+        lacks one, of its kept output width (``kept(weight, axis)``)."""
+        hit = self.affected(changed)
         total = 0
-        for comp in self.compensated.values():
-            if comp.missing and any(gid in keeps and not np.all(np.asarray(keeps[gid])[index[index >= 0]])
-                                    for gid, index in comp.owners):
-                total += comp.missing
+        for lin in self.linears.values():
+            if lin.missing and lin.node in hit:
+                total += min(lin.missing, kept(lin.weight, lin.out_axis))
         return total
+
+    def feed(self, masks_weights: Mapping[str, np.ndarray] | None = None,
+             snapshot: Snapshot | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+        """``(affine, weights)`` for :meth:`MaskedSession.run`: the corrections of ``snapshot``
+        (default: the current ones) and the weight masks ``masks_weights`` (refitted values,
+        further masked by the state's own weight masks)."""
+        outputs, edges, _, fitted = snapshot if snapshot is not None else self.snapshot()
+        affine: dict = {**edges, **outputs}
+        weights: dict[str, np.ndarray] = dict(masks_weights or {})
+        for name, values in fitted.items():
+            mask = weights.get(name)
+            weights[name] = values if mask is None else np.where(mask, values, 0.0).astype(values.dtype)
+        return affine, weights
 
     # -- estimation -----------------------------------------------------------------------------
 
-    def calibrate(self, stats: Mapping[str, ChannelStats]) -> None:
-        """Record the BN input statistics of the unpruned model on the calibration data.
+    def _fitting(self, batch: Batch) -> bool:
+        return self.fit_rows is None or batch.stop <= self.fit_rows
 
-        Re-estimation then corrects only the drift that pruning causes: the unpruned model is
-        left exactly as it is even when the calibration data's statistics differ from the
-        running statistics (a small or shifted calibration set, synthetic data).
-        """
-        self.unpruned = {bn.node: (stats[bn.point.tensor].mean, stats[bn.point.tensor].var)
-                         for bn in self.batchnorms}
+    def calibrate(self, session: MaskedSession) -> list[np.ndarray]:
+        """Run the unpruned model once: its outputs (returned: the session's reference), the BN
+        input and layer output statistics it had, and the refit targets (sampled output rows)."""
+        running = {name: RunningChannelStats(name, axis, moments_only=True) for name, axis in self.capture.items()}
+        refit = [lin for lin in self.linears.values() if lin.fit != "stats"]
+        total_rows = {lin.node: 0 for lin in refit}
 
-    def update(self, stats: Mapping[str, ChannelStats], keeps: Mapping[str, np.ndarray]) -> float:
-        """New corrections from statistics measured under the masks ``keeps`` (group -> keep mask).
+        def visit(batch: Batch, values: dict[str, np.ndarray]) -> None:
+            if not self._fitting(batch):
+                return
+            for name, stats in running.items():
+                stats.update(values[name])
+            for lin in refit:
+                y = values[lin.tensor]
+                rows = conv_output_rows(y) if lin.conv else y.reshape(-1, y.shape[-1])
+                total_rows[lin.node] += rows.shape[0]
+                lin.targets[batch.start] = rows.astype(np.float32)
 
-        Returns the largest change of any scale/shift (used to stop repeated passes once the
-        corrections of later layers have caught up with those of earlier ones).
-        """
-        change = 0.0
+        outputs = session.stream(visit)
+        stats = {name: r.result() for name, r in running.items()}
+        self.unpruned = {bn.node: (stats[bn.point.tensor].mean, stats[bn.point.tensor].var) for bn in self.batchnorms}
+        for lin in self.linears.values():
+            lin.mean0, lin.var0 = stats[lin.tensor].mean, stats[lin.tensor].var
+        for lin in refit:
+            self._sample_rows(lin, total_rows[lin.node])
+        return outputs
+
+    def _sample_rows(self, lin: _Linear, total: int) -> None:
+        """Fix which output rows a refit uses (the same in every pass), or fall back to
+        statistics when the data has too few rows for the layer's unknowns."""
+        w = self.model.weight(lin.weight)
+        columns = int(np.prod(w.shape[1:])) if lin.conv else (w.shape[0] if lin.op != "Gemm" or not
+                                                               _attr(self.model.node(lin.node), "transB", 0)
+                                                               else w.shape[1])
+        if total < _ROWS_PER_UNKNOWN * (columns + 1) or columns > _MAX_COLUMNS:
+            lin.fit, lin.targets = "stats", {}
+            return
+        cap = max(_MIN_ROWS, _ROWS_PER_COLUMN * (columns + 1))
+        if total <= cap:
+            return
+        rng = np.random.default_rng((self.seed * 1_000_003 + zlib.crc32(lin.node.encode())) & 0x7FFFFFFF)
+        for start, rows in lin.targets.items():
+            chosen = np.sort(rng.choice(rows.shape[0], size=max(1, rows.shape[0] * cap // total), replace=False))
+            lin.rows[start] = chosen
+            lin.targets[start] = np.ascontiguousarray(rows[chosen])
+
+    def run_pass(self, session: MaskedSession, masks: Any, changed: set[str], full: bool = True,
+                 threads: int | None = None) -> tuple[list[np.ndarray], float]:
+        """One data run under ``masks`` (a :class:`~pyprune.search.spaces.Masks`) with the current
+        corrections fed: returns its outputs and moves the corrections to what the run measured;
+        the float is the largest relative change (passes repeat until it is small).
+        ``changed``: the cut slots. ``full=False``: layers that refit keep their committed
+        weights and get statistics matching on top (cheap, for comparing candidates)."""
+        hit = self.affected(changed)
+        keeps = masks.groups
+        running = {lin.tensor: RunningChannelStats(lin.tensor, lin.axis, moments_only=True)
+                   for lin in self.linears.values() if lin.node in hit}
+        running.update({bn.point.tensor: RunningChannelStats(bn.point.tensor, 1, moments_only=True)
+                        for bn in self.batchnorms if bn.node in hit})
+        refit = [lin for lin in self.linears.values() if full and lin.fit != "stats" and lin.node in hit]
+        sums: dict[str, list[np.ndarray | None]] = {}
+        columns: dict[str, np.ndarray] = {}
+        for lin in refit:
+            columns[lin.node] = self._input_keep(lin, keeps)
+
+        def visit(batch: Batch, values: dict[str, np.ndarray]) -> None:
+            if not self._fitting(batch):
+                return
+            for name, stats in running.items():
+                stats.update(values[name])
+            for lin in refit:
+                x = self._rows(lin, values[lin.input], batch.start)
+                if lin.fit == "lstsq":
+                    x = np.concatenate([x[:, columns[lin.node]], np.ones((x.shape[0], 1), x.dtype)], axis=1)
+                    g, c = sums.get(lin.node, [None, None])
+                    sums[lin.node] = list(core.gram_accumulate(x, lin.targets[batch.start], g, c, threads=threads))
+                else:
+                    g = sums.get(lin.node, [None])[0]
+                    sums[lin.node] = [core.gram_accumulate(x, None, g, threads=threads)[0]]
+
+        affine, weights = self.feed(masks.weights)
+        outputs = session.stream(visit, masks.groups, masks.gates, weights, affine)
+        stats = {name: r.result() for name, r in running.items()}
+        before = self.snapshot()
+        self._update_batchnorms(stats)
+        new_outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        new_weights: dict[str, np.ndarray] = {} if full else dict(self.weights)
+        for lin in self.linears.values():
+            if lin.node not in hit:
+                continue
+            if lin.node in sums:
+                values, shift = self._refit(lin, sums[lin.node], columns.get(lin.node), masks.weights)
+                new_weights[lin.weight] = values
+                if shift is not None:
+                    new_outputs[lin.tensor] = (np.ones(lin.width), shift)
+                continue
+            if full and lin.fit != "stats" and lin.weight in self.weights:
+                new_weights[lin.weight] = self.weights[lin.weight]
+            new_outputs[lin.tensor] = self._match(lin, stats[lin.tensor], self.outputs.get(lin.tensor))
+        self.outputs, self.weights = new_outputs, new_weights
+        return outputs, _change(before, self.snapshot(), self.linears)
+
+    def _input_keep(self, lin: _Linear, keeps: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Which input columns of ``lin`` its refit keeps (those its input masks let through)."""
+        w = self.model.weight(lin.weight)
+        if lin.conv:
+            channels, per = w.shape[1], int(np.prod(w.shape[2:]))
+        else:
+            node = self.model.node(lin.node)
+            channels = w.shape[1] if lin.op == "Gemm" and _attr(node, "transB", 0) else w.shape[0]
+            per = 1
+        keep = np.ones(channels, dtype=bool)
+        for gid, index in lin.owners:
+            mask = keeps.get(gid)
+            if mask is not None:
+                owned = index >= 0
+                keep[owned] &= np.asarray(mask)[index[owned]]
+        return np.repeat(keep, per)
+
+    def _rows(self, lin: _Linear, x: np.ndarray, start: int) -> np.ndarray:
+        chosen = lin.rows.get(start)
+        if lin.conv:
+            kernel, strides, pads, dilations = lin.conv
+            return conv_rows(x, kernel, strides, pads, dilations, select=chosen)
+        rows = x.reshape(-1, x.shape[-1])
+        return np.ascontiguousarray(rows if chosen is None else rows[chosen])
+
+    def _refit(self, lin: _Linear, sums: list, keep: np.ndarray | None,
+               masked: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """New weight values (in the weight's own layout and dtype) and the output shift that
+        carries the fitted intercept (None for OBS, which fits no intercept)."""
+        node = self.model.node(lin.node)
+        w = self.model.weight(lin.weight)
+        trans_b = lin.op == "Gemm" and _attr(node, "transB", 0)
+        alpha = float(_attr(node, "alpha", 1.0)) if lin.op == "Gemm" else 1.0
+        if lin.fit == "obs":
+            rows = w.reshape(w.shape[0], -1) if lin.op == "Conv" else (w if trans_b else w.T)
+            keep = masked.get(lin.weight)
+            keep_rows = np.ones(rows.shape, bool) if keep is None else (
+                keep.reshape(rows.shape) if lin.op == "Conv" else (keep if trans_b else keep.T))
+            fitted = obs_update(rows, keep_rows, sums[0], self.damp, self.block_size)
+            values = fitted.reshape(w.shape) if lin.op == "Conv" else (fitted if trans_b else fitted.T)
+            return np.ascontiguousarray(values, dtype=w.dtype), None
+        coef, intercept = ridge_refit(sums[0], sums[1], np.ones(sums[0].shape[0] - 1, bool), self.damp)
+        full = np.zeros((keep.size, coef.shape[1])) if keep is not None else coef
+        if keep is not None:
+            full[keep] = coef
+        if lin.op == "Conv":
+            values = full.T.reshape(w.shape)
+        elif lin.op == "Gemm":
+            values = (full.T if trans_b else full) / (alpha if alpha else 1.0)
+        else:
+            values = full
+        return np.ascontiguousarray(values, dtype=w.dtype), intercept - self._bias(lin, node)
+
+    def _bias(self, lin: _Linear, node: onnx.NodeProto) -> np.ndarray:
+        """What the layer's output already adds per channel (its bias, or beta * C)."""
+        if lin.op == "MatMul" or len(node.input) < 3 or not node.input[2]:
+            return np.zeros(lin.width)
+        b = self.model.weight(node.input[2]).astype(np.float64).reshape(-1)
+        if lin.op == "Gemm":
+            b = b * float(_attr(node, "beta", 1.0))
+        return np.broadcast_to(b, (lin.width,)).copy()
+
+    def _match(self, lin: _Linear, measured: ChannelStats, fed: tuple[np.ndarray, np.ndarray] | None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Scale and shift giving the layer's output the unpruned mean and variance, from the
+        statistics of its corrected output under the correction ``fed``."""
+        assert lin.mean0 is not None and lin.var0 is not None
+        scale0, shift0 = fed if fed is not None else (np.ones(lin.width), np.zeros(lin.width))
+        safe = np.where(np.abs(scale0) > 1e-12, scale0, 1.0)
+        mean = (measured.mean - shift0) / safe
+        var = measured.var / (safe * safe)
+        floor = 1e-12 + 1e-6 * float(np.max(lin.var0, initial=0.0))
+        scale = np.sqrt((lin.var0 + floor) / (var + floor))
+        scale = np.clip(scale, 1.0 / _MAX_SCALE, _MAX_SCALE)
+        return scale, lin.mean0 - scale * mean
+
+    def _update_batchnorms(self, stats: Mapping[str, ChannelStats]) -> None:
         new: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+        bn_stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for bn in self.batchnorms:
+            if bn.point.tensor not in stats:
+                continue
             mean, var = stats[bn.point.tensor].mean, stats[bn.point.tensor].var
             if bn.node in self.unpruned:
                 # New running statistics that give the BN's output, on this data, the mean and
@@ -194,64 +519,70 @@ class Recovery:
                 mean = mean - (m0 - bn.mean) * r
                 var = np.maximum((bn.var + bn.eps) * r * r - bn.eps, 0.0)
             scale = np.sqrt(bn.var + bn.eps) / np.sqrt(var + bn.eps)
-            shift = bn.mean - scale * mean
-            new[(bn.node, 0)] = (scale, shift)
-            self.bn_stats[bn.node] = (mean, var)
-        for key, comp in self.compensated.items():
-            mean = stats[comp.point.tensor].mean
-            masked = np.zeros(len(comp.point.index), dtype=bool)
-            for gid, index in comp.owners:
-                keep = keeps.get(gid)
-                if keep is None:
-                    continue
-                owned = index >= 0
-                masked[owned] |= ~np.asarray(keep)[index[owned]]
-            scale = np.ones(len(masked))
-            shift = np.where(masked, mean, 0.0)
-            new[key] = (scale, shift)
-        for key, (scale, shift) in new.items():
-            old = self.corrections.get(key)
-            if old is None:
-                change = max(change, float(np.max(np.abs(scale - 1.0), initial=0.0)),
-                             float(np.max(np.abs(shift), initial=0.0)))
-            else:
-                change = max(change, float(np.max(np.abs(scale - old[0]), initial=0.0)),
-                             float(np.max(np.abs(shift - old[1]), initial=0.0)))
-        self.corrections = new
-        return change
+            new[(bn.node, 0)] = (scale, bn.mean - scale * mean)
+            bn_stats[bn.node] = (mean, var)
+        self.corrections, self.bn_stats = new, bn_stats
 
-    def snapshot(self) -> tuple[dict, dict]:
-        return dict(self.corrections), dict(self.bn_stats)
+    def snapshot(self) -> Snapshot:
+        return dict(self.outputs), dict(self.corrections), dict(self.bn_stats), dict(self.weights)
 
-    def restore(self, snap: tuple[dict, dict]) -> None:
-        self.corrections, self.bn_stats = dict(snap[0]), dict(snap[1])
+    def restore(self, snap: Snapshot) -> None:
+        self.outputs, self.corrections, self.bn_stats, self.weights = (dict(s) for s in snap)
+
+    def clear(self) -> None:
+        """No correction at all (the state of the unpruned model)."""
+        self.restore(({}, {}, {}, {}))
 
     # -- shipping -------------------------------------------------------------------------------
 
-    def fold(self, model: Model, corrections: Mapping[tuple[str, int], tuple[np.ndarray, np.ndarray]] | None = None,
-             bn_stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> Model:
+    def fold(self, model: Model, snapshot: Snapshot | None = None, changed: Iterable[str] | None = None) -> Model:
         """A copy of ``model`` (the unpruned original) with the corrections folded into weights:
-        BatchNormalization statistics replaced and compensation added to consumer biases."""
-        corrections = self.corrections if corrections is None else corrections
-        bn_stats = self.bn_stats if bn_stats is None else bn_stats
+        refitted weights, output scales and shifts in weights and biases, BN statistics replaced.
+        ``changed``: the cut slots; every layer they affect gets its bias (as counted)."""
+        outputs, edges, bn_stats, fitted = snapshot if snapshot is not None else self.snapshot()
+        hit = self.affected(changed) if changed is not None else None
         out = model.copy()
         for bn in self.batchnorms:
-            if bn.node not in bn_stats or (bn.node, 0) not in corrections:
+            if bn.node not in bn_stats or (bn.node, 0) not in edges:
                 continue
             mean, var = bn_stats[bn.node]
             node = out.node(bn.node)
             replace_input(out, node, 3, mean)
             replace_input(out, node, 4, var)
-        for key, comp in self.compensated.items():
-            if key not in corrections:
+        for lin in self.linears.values():
+            node = out.node(lin.node)
+            if lin.weight in fitted:
+                replace_input(out, node, 1, fitted[lin.weight])
+            correction = outputs.get(lin.tensor)
+            if correction is None and (hit is None or lin.node not in hit or not lin.missing):
                 continue
-            shift = corrections[key][1]
-            if not np.any(shift):
-                continue
-            fold_input_shift(out, out.node(comp.point.node), comp.point, shift)
-        drop_unused(out.proto.graph, nodes=False)  # the statistics and biases that were replaced
+            scale, shift = correction if correction is not None else (np.ones(lin.width), np.zeros(lin.width))
+            fold_output_affine(out, node, lin.out_axis, scale, shift)
+        drop_unused(out.proto.graph, nodes=False)  # the weights and statistics that were replaced
         out.refresh()
         return out
+
+
+def _change(before: Snapshot, after: Snapshot, linears: Mapping[str, _Linear]) -> float:
+    """Largest change between two correction states, relative to each quantity's scale."""
+    change = 0.0
+    spread = {lin.tensor: np.sqrt(np.maximum(lin.var0, 0.0)) + 1e-6 for lin in linears.values()
+              if lin.var0 is not None}
+    for i, (old, new) in enumerate(zip(before[:2], after[:2])):
+        for key in set(old) | set(new):
+            if key not in old or key not in new:
+                return float("inf")
+            (s0, t0), (s1, t1) = old[key], new[key]
+            unit = spread.get(key, 1.0) if i == 0 else 1.0
+            change = max(change, float(np.max(np.abs(s1 - s0), initial=0.0)),
+                         float(np.max(np.abs(t1 - t0) / unit, initial=0.0)))
+    for name in set(before[3]) | set(after[3]):
+        if name not in before[3] or name not in after[3]:
+            return float("inf")
+        old_w, new_w = before[3][name], after[3][name]
+        scale = float(np.max(np.abs(new_w), initial=0.0)) + 1e-12
+        change = max(change, float(np.max(np.abs(new_w - old_w), initial=0.0)) / scale)
+    return change
 
 
 def _attr(node: onnx.NodeProto, name: str, default):

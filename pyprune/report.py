@@ -37,6 +37,7 @@ class HistoryEntry:
     latency_ms: float | None
     evaluations: int  # candidate evaluations so far
     seconds: float  # wall time since the search started
+    restored: dict[str, list[int]] = field(default_factory=dict)  # items given back (rounding widths)
 
 
 class History:
@@ -73,7 +74,8 @@ class History:
         for e in entries:
             if not isinstance(e, dict):
                 raise ValueError(f"a history entry must be a JSON object, got {e!r}")
-            history.add(HistoryEntry(**{**e, "removed": {k: list(v) for k, v in e["removed"].items()}}))
+            history.add(HistoryEntry(**{**e, "removed": {k: list(v) for k, v in e["removed"].items()},
+                                        "restored": {k: list(v) for k, v in e.get("restored", {}).items()}}))
         return history
 
     @classmethod

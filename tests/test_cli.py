@@ -326,7 +326,7 @@ def test_prune_greedy_prints_the_before_after_table(files: dict[str, Path], tmp_
 def test_unreachable_target_exits_1_and_still_writes_the_best_model(files: dict[str, Path], tmp_path: Path) -> None:
     before = digest(files["model"])
     out = tmp_path / "best.onnx"
-    proc = cli("prune", files["model"], "-o", out, "--macs", "0.05", "--max-drop", "0",
+    proc = cli("prune", files["model"], "-o", out, "--macs", "0.05", "--max-drop", "0", "--holdout", "0",
                    "--strategy", "greedy", "--data", files["data"], "--labels", "label", "--quiet")
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -400,14 +400,14 @@ def test_ctrl_c_saves_the_best_model_so_far(files: dict[str, Path], tmp_path: Pa
     # evaluation, exactly where a real interrupt lands during a search.
     script = (
         "import sys\n"
-        "from pyprune.evaluate import _executor\n"
-        "run, calls = _executor.run_job, [0]\n"
-        "def interrupted(*a, **k):\n"
+        "from pyprune.evaluate import _session\n"
+        "run, calls = _session.MaskedSession.feed, [0]\n"
+        "def interrupted(self, *a, **k):\n"
         "    calls[0] += 1\n"
         "    if calls[0] == 3:\n"
         "        raise KeyboardInterrupt\n"
-        "    return run(*a, **k)\n"
-        "_executor.run_job = interrupted\n"
+        "    return run(self, *a, **k)\n"
+        "_session.MaskedSession.feed = interrupted\n"
         "from pyprune.app.cli import main\n"
         "sys.exit(main())\n"
     )

@@ -143,7 +143,8 @@ def test_report_of_a_real_search(tmp_path):
     assert history.entries == result.history.entries
     assert history[0].action == "start" and history[0].macs == model.macs()
     assert history[-1].macs == report.after.macs
-    removed = sum(len(v) for e in history for v in e.removed.values())
+    removed = sum(len(v) for e in history for v in e.removed.values()) - sum(
+        len(v) for e in history for v in e.restored.values())
     assert removed == sum(report.removed.values()) == 12 - result.model.weight(
         result.model.nodes[0].input[1]).shape[1]
     assert f"- candidate evaluations: {report.evaluations}" in md

@@ -242,14 +242,14 @@ def _run_script(script: str, *args: object, cwd: Path) -> subprocess.CompletedPr
 
 def test_sigterm_during_the_search_writes_the_best_model(work):
     script = ("import os, signal, sys\n"
-              "from pyprune.evaluate import _executor\n"
-              "run, calls = _executor.run_job, [0]\n"
-              "def terminated(*a, **k):\n"
+              "from pyprune.evaluate import _session\n"
+              "run, calls = _session.MaskedSession.feed, [0]\n"
+              "def terminated(self, *a, **k):\n"
               "    calls[0] += 1\n"
               "    if calls[0] == 4:\n"
               "        os.kill(os.getpid(), signal.SIGTERM)\n"
-              "    return run(*a, **k)\n"
-              "_executor.run_job = terminated\n"
+              "    return run(self, *a, **k)\n"
+              "_session.MaskedSession.feed = terminated\n"
               "from pyprune.app.cli import main\n"
               "sys.exit(main())\n")
     out = work["root"] / "best.onnx"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -154,13 +155,39 @@ def test_the_process_executor_refuses_a_metric_it_cannot_send(cnn):
         _ = search.problem.executor
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
+def _need_ray():
     if not HAVE_RAY:
         pytest.skip('Ray is not installed (pip install "pyprune[ray]"): the Ray executor is not tested')
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    return ray
+
+
+def test_a_ray_it_starts_imports_the_package_this_process_runs(cnn, tmp_path, monkeypatch):
+    # Ray puts the driver's working directory first on its workers' path: started from a folder
+    # holding another `pyprune/` (a source checkout), the workers must still import this one.
+    ray = _need_ray()
+    assert not ray.is_initialized()
+    (tmp_path / "pyprune").mkdir()
+    (tmp_path / "pyprune" / "__init__.py").write_text("raise ImportError('the shadowing copy was imported')\n")
+    monkeypatch.chdir(tmp_path)
+    model, data = cnn
+    settings = dict(target=MACs(0.8), max_drop=0.02, step=0.1, window=1, **FAST)
+    remote = Search("greedy", model, data, executor="ray", workers=1, **settings).run()
+    assert _path(remote) == _path(Search("greedy", model, data, **settings).run())
+    assert not ray.is_initialized()  # the Ray it started is stopped with the search
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    ray = _need_ray()
+    # A Ray the user started: from a folder without a `pyprune/` in it (see the test above).
+    previous = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("ray"))
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    finally:
+        os.chdir(previous)
     yield ray
     ray.shutdown()
 
@@ -183,7 +210,10 @@ def test_the_ray_executor_gives_the_local_result(cnn, ray_cluster):
 def test_checks_that_stop_early_leave_the_result_unchanged(mlp, strategy, monkeypatch):
     model, data = mlp
     # Several batches, so a failing candidate can stop before the end of the data.
-    settings = dict(granularity="weight", target=Sparsity(0.8), max_drop=0.01, batch_size=32, **FAST)
+    # Without recovery or a holdout: candidates judged with re-estimated corrections, or on a
+    # holdout's samples, need the whole data.
+    settings = dict(granularity="weight", target=Sparsity(0.8), max_drop=0.01, batch_size=32, recovery="none",
+                    holdout=0.0, **FAST)
     search = Search(strategy, model, data, **settings)
     judged = []
     evaluation = PruningProblem._evaluation

@@ -37,9 +37,9 @@ def cnn():
 def test_one_pass_gives_the_outputs_and_statistics_of_separate_runs(cnn):
     model, data = cnn
     groups = [g for g in DependencyGraph(model).groups if g.prunable]
-    recovery = Recovery(model, groups)
+    recovery = Recovery(model, {g.id: [mp.node for mp in g.mask_points] for g in groups}, groups, mode="stats")
     session = MaskedSession(model, data, groups=groups, batch_size=40, affine=recovery.affine_points,
-                            capture=recovery.capture)
+                            capture=recovery.capture, output_affine=recovery.output_points)
     keep = np.ones(groups[0].size, dtype=bool)
     keep[::3] = False
     masks = {groups[0].id: keep}
@@ -78,8 +78,11 @@ def test_greedy_patience_goes_further_and_returns_only_passing_states(mlp):
     for p, result in results.items():
         threshold = runs[p].threshold
         assert not result.met and result.metric >= threshold
-        # Steps taken past a failing state and then abandoned are not in the history.
-        assert all(e.metric >= threshold for e in result.history if e.metric is not None)
+        # Steps taken past a failing state and then abandoned are not in the history: a failing
+        # state stays only where a passing one follows within ``patience`` steps.
+        passed = [e.metric >= threshold for e in result.history if e.metric is not None]
+        assert passed[-1]
+        assert all(any(passed[i : i + p + 2]) for i in range(len(passed)))
         assert result.report.verified
     assert results[3].model.macs() <= results[0].model.macs()
     assert results[3].report.evaluations > results[0].report.evaluations

@@ -159,7 +159,7 @@ def test_oneshot_applies_the_allocated_ratios(mlp, table):
     allocated = table.allocate(0.2)
     assert any(allocated.values())
     result = pyprune.prune(model, data, strategy="oneshot", ratios=allocated, max_drop=None, quiet=True,
-                           measure_latency=False, recovery=False)
+                           measure_latency=False, recovery=False, holdout=0.0)
     expected = {r.id: r.counts[RATIOS.index(allocated[r.id])] for r in table.rows}
     assert result.report.removed == {k: v for k, v in expected.items() if v}
     assert result.met and result.report.verified

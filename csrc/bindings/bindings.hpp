@@ -7,4 +7,5 @@ void register_scores(pybind11::module_& m);
 void register_select(pybind11::module_& m);
 void register_masks(pybind11::module_& m);
 void register_gather(pybind11::module_& m);
+void register_lstsq(pybind11::module_& m);
 }  // namespace pyprune::bindings

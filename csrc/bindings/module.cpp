@@ -10,4 +10,5 @@ PYBIND11_MODULE(_core, m) {
   pyprune::bindings::register_select(m);
   pyprune::bindings::register_masks(m);
   pyprune::bindings::register_gather(m);
+  pyprune::bindings::register_lstsq(m);
 }

@@ -29,7 +29,16 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ..errors import PyPruneError
-from ..options import DEFAULT_MAX_DROP, EXECUTORS, GRANULARITIES, IMPORTANCE_NAMES, STRATEGIES
+from ..options import (
+    DEFAULT_HOLDOUT,
+    DEFAULT_MAX_DROP,
+    EXECUTORS,
+    GRANULARITIES,
+    HOLDOUT_MIN_SAMPLES,
+    IMPORTANCE_NAMES,
+    RECOVERY_CHOICES,
+    STRATEGIES,
+)
 from ..targets import TARGET_KINDS
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_NOT_MET", "EXIT_BAD_INPUT", "EXIT_INTERNAL"]
@@ -137,6 +146,16 @@ def _seed(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _holdout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
     return value
 
 
@@ -329,6 +348,20 @@ def build_parser() -> argparse.ArgumentParser:
                         f"and reports the metric (default: {DEFAULT_MAX_DROP} with --data; without "
                         f"data, none: fidelity on random inputs is reported, not used as a constraint)")
     _run_options(p)
+    rec = p.add_argument_group("recovery (no training)")
+    rec.add_argument("--recovery", choices=RECOVERY_CHOICES, default="auto",
+                     help="correct the layers whose input pruning changed, from the data: 'stats' matches "
+                          "each layer's per-channel output mean and variance (and re-estimates BatchNorm), "
+                          "'lstsq' refits their weights by least squares (OBS for single weights), 'auto' "
+                          "lstsq where the data has enough rows for a layer, stats elsewhere")
+    rec.add_argument("--holdout", type=_holdout, default=None, metavar="F",
+                     help=f"fraction of --data held out to check the constraint on (nothing is fitted or "
+                          f"ranked on it); default {DEFAULT_HOLDOUT} with at least {HOLDOUT_MIN_SAMPLES} "
+                          f"samples, else 0")
+    rec.add_argument("--damp", type=_non_negative_float, default=0.01, metavar="F",
+                     help="ridge / OBS dampening, relative to the mean diagonal of the input Gram matrix")
+    rec.add_argument("--block-size", type=_positive_int, default=128, metavar="N",
+                     help="columns per block of the OBS update (unstructured and N:M weights)")
     p.set_defaults(run=_cmd_prune)
 
     # sensitivity -------------------------------------------------------------------------------
@@ -443,7 +476,9 @@ def _cmd_prune(args: argparse.Namespace) -> int:
                            importance=args.importance, strategy=args.strategy,
                            max_drop=args.max_drop, metric=args.metric, seed=args.seed,
                            limits=Limits(round_to=args.round_to, skip=tuple(args.skip)),
-                           metric_output=args.metric_output, **sizes, **_run_settings(args))
+                           metric_output=args.metric_output, **sizes, **_run_settings(args),
+                           recovery=args.recovery, holdout=args.holdout, damp=args.damp,
+                           block_size=args.block_size)
     model = load_model(model_path)
     for external in model.external_files:  # known only once the model is read
         if not args.in_place:

@@ -66,7 +66,7 @@ __all__ = ["Recipe", "RecipeStep", "RecipeError", "RecipeOutcome", "load_recipe"
 # Keys a step may set; the pipeline-level ones of the same name are defaults for every step.
 _STEP_OPTION_KEYS = ("importance", "strategy", "max_drop", "metric", "seed", "round_to", "skip",
                      "metric_output", "dims", "input_shapes", "max_evals", "time_limit", "executor", "workers",
-                     "ray_address")
+                     "ray_address", "recovery", "holdout", "damp", "block_size")
 _TOP_KEYS = frozenset({"model", "output", "data", "report", "threads", "step", *_STEP_OPTION_KEYS})
 _STEP_KEYS = frozenset({"name", "granularity", "output", "report", "data", *_STEP_OPTION_KEYS,
                         *TARGET_KINDS})

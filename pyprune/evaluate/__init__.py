@@ -34,7 +34,7 @@ from ._executor import (
 )
 from ._latency import Timing, measure_latency
 from ._ort import exposing, fetched_outputs, make_session, model_session, run_batches, session_options
-from ._session import Check, EdgeKey, MaskedSession, edge_key
+from ._session import AffineKey, Check, EdgeKey, MaskedSession, OutputPoint, edge_key
 
 __all__ = [
     "Evaluator",
@@ -43,6 +43,8 @@ __all__ = [
     "MaskedSession",
     "Check",
     "EdgeKey",
+    "AffineKey",
+    "OutputPoint",
     "edge_key",
     "run_model",
     "fetched_outputs",

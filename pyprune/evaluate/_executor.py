@@ -30,7 +30,7 @@ from .. import metrics as _metrics
 from ..data import Dataset
 from ..graph import Model
 from ._activations import ChannelStats
-from ._session import Check, EdgeKey, MaskedSession
+from ._session import AffineKey, Check, MaskedSession
 
 __all__ = ["Job", "JobResult", "Checker", "ReplicaSpec", "Executor", "LocalExecutor", "ProcessExecutor",
            "RayExecutor", "make_executor", "run_job"]
@@ -47,7 +47,7 @@ class Job:
     groups: Mapping[str, np.ndarray] = field(default_factory=dict)
     gates: Mapping[str, float] = field(default_factory=dict)
     weights: Mapping[str, np.ndarray] = field(default_factory=dict)
-    affine: Mapping[EdgeKey, tuple[Any, Any]] = field(default_factory=dict)
+    affine: Mapping[AffineKey, tuple[Any, Any]] = field(default_factory=dict)
     mode: Mode = "run"
 
 
@@ -206,6 +206,23 @@ def _import_ray() -> Any:
     return ray
 
 
+def _connect_ray(ray: Any, address: str | None) -> None:
+    """``ray.init`` from the folder that holds the pyprune this process imported.
+
+    Ray puts the driver's working directory first on its workers' ``sys.path``. Started from a
+    source checkout (a repository root, where ``pyprune/`` has no compiled core), the workers
+    would import that folder instead of the installed package; from the imported package's own
+    parent folder they import exactly what the driver runs.
+    """
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(_metrics.__file__)))
+    previous = os.getcwd()
+    os.chdir(package_parent)
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    finally:
+        os.chdir(previous)
+
+
 class RayExecutor(Executor):
     """``workers`` Ray actors, each with a replica of the session and ``threads`` CPUs.
 
@@ -222,7 +239,7 @@ class RayExecutor(Executor):
         self._ray = ray
         self._started = False
         if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            _connect_ray(ray, address)
             self._started = True
         if workers is None:
             workers = max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)

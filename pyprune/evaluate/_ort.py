@@ -22,9 +22,11 @@ __all__ = ["session_options", "make_session", "model_session", "run_batches", "j
 _LIGHT_BYTES = 2**30
 
 
-def session_options(threads: int | None = None) -> ort.SessionOptions:
+def session_options(threads: int | None = None, spin: bool = True) -> ort.SessionOptions:
     """Options every pyprune session uses: all graph optimisations, ``threads`` intra-op threads
-    (None = all cores), sequential execution, quiet logging."""
+    (None = all cores), sequential execution, quiet logging. ``spin=False``: the runtime's worker
+    threads sleep as soon as a run ends instead of spinning for the next one, so numerical work
+    done between runs (recovery's sums and solves) gets the cores."""
     if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
     options = ort.SessionOptions()
@@ -33,12 +35,14 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     options.intra_op_num_threads = int(threads) if threads is not None else (os.cpu_count() or 1)
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
 def make_session(proto: onnx.ModelProto, threads: int | None = None,
-                 model: Model | None = None) -> ort.InferenceSession:
-    """A CPU inference session for ``proto`` with :func:`session_options`.
+                 model: Model | None = None, spin: bool = True) -> ort.InferenceSession:
+    """A CPU inference session for ``proto`` with :func:`session_options` (``spin`` as there).
 
     ``model``: the model ``proto`` is (an edited copy of). When its weights live in external files
     or are large, ONNX Runtime opens a model file that refers to them where they are (their
@@ -46,7 +50,7 @@ def make_session(proto: onnx.ModelProto, threads: int | None = None,
     maps them instead of reading them, with weight prepacking off: a prepacked copy would double
     the memory a large model needs (see benchmarks/bench_scale.py).
     """
-    options = session_options(threads)
+    options = session_options(threads, spin)
     if model is None or not (model.external_data and model.base is not None or model.file_size() >= _LIGHT_BYTES):
         return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
     options.add_session_config_entry("session.disable_prepacking", "1")

@@ -10,7 +10,7 @@ constant-weight optimisations and a structured candidate costs about one plain i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,10 +26,13 @@ from ..surgery import gate_layers
 from ._activations import ChannelStats, RunningChannelStats, TensorChoice, channel_axes
 from ._ort import exposing, fetched_outputs, join_batches, make_session, run_batches
 
-__all__ = ["MaskedSession", "Check", "EdgeKey", "edge_key"]
+__all__ = ["MaskedSession", "Check", "EdgeKey", "AffineKey", "OutputPoint", "edge_key"]
 
 #: An edge of the graph: (name of the consuming node, index of its input).
 EdgeKey = tuple[str, int]
+#: Where a per-channel affine correction is fed: an input edge, or a tensor name for an
+#: :class:`OutputPoint` (the producer's output, as every reader sees it).
+AffineKey = EdgeKey | str
 
 _PREFIX = "pyprune_"
 
@@ -81,6 +84,34 @@ class _Edge:
         return np.ones(self.mask_shape, dtype=self.dtype)
 
 
+@dataclass(frozen=True)
+class OutputPoint:
+    """A tensor whose producer's output carries fed-in ``y * scale + shift`` per channel.
+
+    The one place such output-edge corrections live: the producer is rewired to write a raw
+    tensor, and a ``Mul`` and an ``Add`` reading ``scale_input``/``shift_input`` (shaped to
+    broadcast along ``axis``) write the original name, so readers and graph outputs are unchanged.
+    On shipping, a correction of a linear layer's output folds into its weights and bias
+    (:func:`pyprune.surgery.fold_output_affine`): no extra node.
+    """
+
+    tensor: str
+    axis: int
+    rank: int
+    size: int
+    dtype: np.dtype
+    scale_input: str
+    shift_input: str
+    producer: str = ""  # the node writing it (also when a layer gate has renamed its output since)
+    index: int = 0  # which of its outputs
+
+    @property
+    def shape(self) -> list[int]:
+        shape = [1] * self.rank
+        shape[self.axis] = self.size
+        return shape
+
+
 class MaskedSession:
     """Evaluate pruning candidates of ``model`` on ``dataset`` inside one ONNX Runtime session.
 
@@ -92,10 +123,16 @@ class MaskedSession:
     ``affine``: extra :class:`~pyprune.graph.MaskPoint` edges (any consumer input: a mask point,
     a BatchNormalization input, ...) that also get a per-channel ``scale`` and ``shift`` input,
     so a recovery step can feed bias compensation or re-estimated normalisation statistics
-    without a rebuild: the edge then carries ``x * (mask * scale) + shift``. ``capture``:
+    without a rebuild: the edge then carries ``x * (mask * scale) + shift``. ``output_affine``:
+    ``(tensor, channel axis)`` pairs whose *producer's output* gets the same per-channel
+    ``scale``/``shift`` inputs (:class:`OutputPoint`): every reader of the tensor, and the graph
+    output if it is one, sees ``y * scale + shift``; a recovery step feeds there the correction of
+    a layer's own output (e.g. the statistics its outputs had before pruning). ``capture``:
     tensors (``{name: channel axis}``, MaskPoints, ``(name, axis)`` pairs or names with axis 1)
     whose per-channel statistics :meth:`activation_stats` streams under any candidate, e.g. the
     inputs of BatchNormalization nodes to re-estimate their statistics after masking.
+
+    ``split_at``: no batch straddles this sample (where a holdout part of the data begins).
 
     The data is validated against the model before anything else is done.
     """
@@ -112,16 +149,20 @@ class MaskedSession:
         affine: Iterable[MaskPoint] = (),
         reference: Sequence[np.ndarray] | None = None,
         capture: TensorChoice = (),
+        output_affine: Iterable[tuple[str, int]] = (),
+        split_at: int | None = None,
     ) -> None:
         self.model: Model = as_model(model)
         self.dataset = dataset
-        self.batches: list[Batch] = dataset.batches(self.model, batch_size)
+        self.batches: list[Batch] = dataset.batches(self.model, batch_size, split_at)
         self.batch_size = batch_size
+        self.split_at = split_at
         self.threads = threads
         self._groups = {g.id: g for g in groups}
         self._layers = {layer.id: layer for layer in layers}
         self._weights = list(dict.fromkeys(weights))
         self._edges: dict[EdgeKey, _Edge] = {}
+        self._outputs: dict[str, OutputPoint] = {}
         self._gates: dict[str, tuple[str, np.dtype]] = {}  # layer id -> (gate input, dtype)
         self._weight_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._reference = None if reference is None else [np.asarray(r) for r in reference]
@@ -130,8 +171,11 @@ class MaskedSession:
         #: probabilities it reads; see :func:`~pyprune.evaluate.fetched_outputs`).
         self.output_names = list(fetched_outputs(self.model))
         self._affine_points = list(affine)
-        proto = self._build(self._affine_points)
-        self._session = make_session(proto, threads, self.model)
+        self._output_points = list(output_affine)
+        proto = self._build(self._affine_points, self._output_points)
+        # Captured tensors are processed between runs (statistics, least-squares sums): the
+        # runtime's threads must not spin through that work.
+        self._session = make_session(proto, threads, self.model, spin=not self._capture)
 
     # -- building -------------------------------------------------------------------------------
 
@@ -170,7 +214,30 @@ class MaskedSession:
             )
         return edge
 
-    def _build(self, affine: list[MaskPoint]) -> onnx.ModelProto:
+    def _output_point(self, tensor: str, axis: int, used: set[str]) -> OutputPoint:
+        if tensor in self._outputs:
+            return self._outputs[tensor]
+        producer = self.model.producer(tensor)
+        if producer is None:
+            raise ValueError(f"output affine on {tensor!r}: no node of the model produces it")
+        rank = self.model.rank(tensor)
+        if rank is None:
+            raise ValueError(f"output affine on {tensor!r}: its rank is unknown")
+        axis = int(axis) + rank if axis < 0 else int(axis)
+        if not 0 <= axis < rank:
+            raise ValueError(f"output affine on {tensor!r}: axis {axis} is outside rank {rank}")
+        shape = self.model.shape(tensor)
+        size = shape[axis] if shape is not None else None
+        if not isinstance(size, int):
+            raise ValueError(f"output affine on {tensor!r}: its channel axis has no fixed size")
+        elem = self.model.elem_type(tensor)
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem)) if elem else np.dtype(np.float32)
+        point = OutputPoint(tensor, axis, rank, size, dtype, _fresh("scale", used), _fresh("shift", used),
+                            producer.name, list(producer.output).index(tensor))
+        self._outputs[tensor] = point
+        return point
+
+    def _build(self, affine: list[MaskPoint], output_affine: list[tuple[str, int]]) -> onnx.ModelProto:
         if self._layers:
             gated, inputs = gate_layers(self.model, list(self._layers))
             proto = gated.proto
@@ -193,11 +260,14 @@ class MaskedSession:
             if edge.shift_input is None:
                 edge.shift_input = _fresh("shift", used)
 
+        for produced, axis in output_affine:
+            self._output_point(produced, axis, used)
         by_node: dict[str, list[_Edge]] = {}
         for edge in self._edges.values():
             by_node.setdefault(edge.key[0], []).append(edge)
         nodes = []
         for node in graph.node:
+            corrected = [p for p in self._outputs.values() if p.producer == node.name]
             for edge in by_node.get(node.name, ()):
                 if node.input[edge.key[1]] != edge.tensor:  # moved by a layer gate
                     raise ValueError(f"edge {edge.key} is also a layer's gate edge; mask it upstream")
@@ -213,6 +283,18 @@ class MaskedSession:
                     value = shifted
                 node.input[edge.key[1]] = value
             nodes.append(node)
+            for out in corrected:
+                # The producer now writes a raw tensor; Mul and Add give the original name back,
+                # so every reader (and a graph output) sees the corrected values. The producer's
+                # own output: a layer gate may have renamed it (its old name then belongs to the
+                # gate's blend), and the correction belongs before the gate.
+                elem = helper.np_dtype_to_tensor_dtype(out.dtype)
+                raw, scaled, written = _fresh("raw", used), _fresh("scaled", used), node.output[out.index]
+                node.output[out.index] = raw
+                for fed in (out.scale_input, out.shift_input):
+                    graph.input.append(helper.make_tensor_value_info(fed, elem, out.shape))
+                nodes.append(helper.make_node("Mul", [raw, out.scale_input], [scaled], name=_fresh("mul", used)))
+                nodes.append(helper.make_node("Add", [scaled, out.shift_input], [written], name=_fresh("add", used)))
         del graph.node[:]
         graph.node.extend(nodes)
 
@@ -240,7 +322,8 @@ class MaskedSession:
         replica takes the same candidate arguments and gives the same outputs."""
         return {"groups": list(self._groups.values()), "layers": list(self._layers.values()),
                 "weights": list(self._weights), "threads": self.threads, "batch_size": self.batch_size,
-                "affine": list(self._affine_points), "capture": dict(self._capture)}
+                "affine": list(self._affine_points), "capture": dict(self._capture),
+                "output_affine": list(self._output_points), "split_at": self.split_at}
 
     # -- candidates -----------------------------------------------------------------------------
 
@@ -254,7 +337,7 @@ class MaskedSession:
         group_masks: Mapping[str, Any] | None = None,
         layer_gates: Mapping[str, float] | None = None,
         weights: Mapping[str, np.ndarray] | None = None,
-        affine: Mapping[EdgeKey, tuple[Any, Any]] | None = None,
+        affine: Mapping[AffineKey, tuple[Any, Any]] | None = None,
     ) -> dict[str, np.ndarray]:
         """The extra inputs describing one candidate (see :meth:`run`)."""
         group_masks, layer_gates = group_masks or {}, layer_gates or {}
@@ -293,8 +376,17 @@ class MaskedSession:
             if edge.shift_input is not None:
                 feed[edge.shift_input] = shift.astype(edge.dtype).reshape(edge.mask_shape)
         for key in affine:
-            if key not in self._edges or self._edges[key].shift_input is None:
+            if isinstance(key, str):
+                if key not in self._outputs:
+                    raise ValueError(f"tensor {key!r} has no output affine inputs; pass it in output_affine= "
+                                     "when building")
+            elif key not in self._edges or self._edges[key].shift_input is None:
                 raise ValueError(f"edge {key} has no affine inputs; pass it in affine= when building")
+        for tensor, point in self._outputs.items():
+            scale, offset = affine.get(tensor, (None, None))
+            for name, values, default in ((point.scale_input, scale, 1.0), (point.shift_input, offset, 0.0)):
+                vector = _channel_vector(values, point, "scale" if default else "shift", default)
+                feed[name] = vector.astype(point.dtype).reshape(point.shape)
         feed.update(self._weight_feed(weights or {}))
         return feed
 
@@ -337,7 +429,7 @@ class MaskedSession:
         group_masks: Mapping[str, Any] | None = None,
         layer_gates: Mapping[str, float] | None = None,
         weights: Mapping[str, np.ndarray] | None = None,
-        affine: Mapping[EdgeKey, tuple[Any, Any]] | None = None,
+        affine: Mapping[AffineKey, tuple[Any, Any]] | None = None,
     ) -> list[np.ndarray]:
         """Outputs over the whole dataset for one candidate.
 
@@ -355,41 +447,65 @@ class MaskedSession:
         group_masks: Mapping[str, Any] | None = None,
         layer_gates: Mapping[str, float] | None = None,
         weights: Mapping[str, np.ndarray] | None = None,
-        affine: Mapping[EdgeKey, tuple[Any, Any]] | None = None,
+        affine: Mapping[AffineKey, tuple[Any, Any]] | None = None,
     ) -> dict[str, ChannelStats]:
         """Per-channel statistics of the ``capture`` tensors over the dataset under one candidate
         (arguments as in :meth:`run`; none = the unmodified model), keyed by tensor name."""
-        return self._stream(self.feed(group_masks, layer_gates, weights, affine), False)[1]
+        return self._stats(self.feed(group_masks, layer_gates, weights, affine), False)[1]
 
     def run_with_stats(
         self,
         group_masks: Mapping[str, Any] | None = None,
         layer_gates: Mapping[str, float] | None = None,
         weights: Mapping[str, np.ndarray] | None = None,
-        affine: Mapping[EdgeKey, tuple[Any, Any]] | None = None,
+        affine: Mapping[AffineKey, tuple[Any, Any]] | None = None,
     ) -> tuple[list[np.ndarray], dict[str, ChannelStats]]:
         """:meth:`run` and the statistics of :meth:`activation_stats` of one candidate from the same
         pass over the data. Only the moments are accumulated (count, mean, var, l2_norm; the other
         fields are NaN): what recovery needs, at about half the cost."""
-        return self._stream(self.feed(group_masks, layer_gates, weights, affine), True)
+        return self._stats(self.feed(group_masks, layer_gates, weights, affine), True)
 
-    def _stream(self, feed: dict[str, np.ndarray], outputs: bool) -> tuple[list[np.ndarray], dict[str, ChannelStats]]:
+    def stream(
+        self,
+        visit: Callable[[Batch, dict[str, np.ndarray]], None],
+        group_masks: Mapping[str, Any] | None = None,
+        layer_gates: Mapping[str, float] | None = None,
+        weights: Mapping[str, np.ndarray] | None = None,
+        affine: Mapping[AffineKey, tuple[Any, Any]] | None = None,
+        outputs: bool = True,
+    ) -> list[np.ndarray]:
+        """Run one candidate over the data, handing each batch's ``capture`` tensors to
+        ``visit(batch, {name: value})`` as they come (memory bounded by one batch); returns the
+        outputs (an empty list with ``outputs=False``). What a recovery step accumulates from its
+        statistics or least-squares sums is computed this way, in the same pass as the outputs."""
+        return self._stream(self.feed(group_masks, layer_gates, weights, affine), outputs, visit)
+
+    def _stream(self, feed: dict[str, np.ndarray], outputs: bool,
+                visit: Callable[[Batch, dict[str, np.ndarray]], None]) -> list[np.ndarray]:
         if not self._capture:
             raise ValueError("this session captures no tensors; pass capture= when building it")
         inputs = set(self.model.input_names)
         fetched = [name for name in self._capture if name not in inputs]
         wanted = (self.output_names if outputs else []) + fetched
-        running = {name: RunningChannelStats(name, axis, moments_only=outputs)
-                   for name, axis in self._capture.items()}
         parts: list[list[np.ndarray]] = []
         for batch in self.batches:
             got = self._session.run(wanted, {**batch.feed, **feed}) if wanted else []
             if outputs:
                 parts.append(got[: len(self.output_names)])
             values = dict(zip(fetched, got[len(self.output_names) if outputs else 0 :]))
+            values.update({name: batch.feed[name] for name in self._capture if name in inputs})
+            visit(batch, values)
+        return [join_batches([p[i] for p in parts]) for i in range(len(self.output_names))] if outputs else []
+
+    def _stats(self, feed: dict[str, np.ndarray], outputs: bool) -> tuple[list[np.ndarray], dict[str, ChannelStats]]:
+        running = {name: RunningChannelStats(name, axis, moments_only=outputs)
+                   for name, axis in self._capture.items()}
+
+        def visit(_batch: Batch, values: dict[str, np.ndarray]) -> None:
             for name, stats in running.items():
-                stats.update(values[name] if name in values else batch.feed[name])
-        joined = [join_batches([p[i] for p in parts]) for i in range(len(self.output_names))] if outputs else []
+                stats.update(values[name])
+
+        joined = self._stream(feed, outputs, visit)
         return joined, {name: stats.result() for name, stats in running.items()}
 
     @property
@@ -416,7 +532,7 @@ class MaskedSession:
         group_masks: Mapping[str, Any] | None = None,
         layer_gates: Mapping[str, float] | None = None,
         weights: Mapping[str, np.ndarray] | None = None,
-        affine: Mapping[EdgeKey, tuple[Any, Any]] | None = None,
+        affine: Mapping[AffineKey, tuple[Any, Any]] | None = None,
     ) -> float:
         """``metric`` of one candidate over the whole dataset (arguments as in :meth:`run`)."""
         metric = _metrics.get(metric)
@@ -430,7 +546,7 @@ class MaskedSession:
         group_masks: Mapping[str, Any] | None = None,
         layer_gates: Mapping[str, float] | None = None,
         weights: Mapping[str, np.ndarray] | None = None,
-        affine: Mapping[EdgeKey, tuple[Any, Any]] | None = None,
+        affine: Mapping[AffineKey, tuple[Any, Any]] | None = None,
         early_stop: bool = False,
         target: Any = None,
         tolerance: float = 0.0,
@@ -475,13 +591,14 @@ def _slice_target(target: Any, batch: Batch) -> Any:
     return [t[batch.start : batch.stop] for t in target]
 
 
-def _channel_vector(values: Any, edge: _Edge, what: str, default: float) -> np.ndarray:
+def _channel_vector(values: Any, edge: _Edge | OutputPoint, what: str, default: float) -> np.ndarray:
     size = edge.size
     if values is None:
         return np.full(size, default)
     v = np.asarray(values, dtype=np.float64).reshape(-1)
     if v.shape != (size,):
-        raise ValueError(f"edge {edge.key}: {what} needs {size} values (one per channel), got {v.size}")
+        where = f"edge {edge.key}" if isinstance(edge, _Edge) else f"tensor {edge.tensor!r}"
+        raise ValueError(f"{where}: {what} needs {size} values (one per channel), got {v.size}")
     return v
 
 

@@ -3,12 +3,18 @@ that only talks to a :class:`~pyprune.search.problem.PruningProblem`."""
 
 from __future__ import annotations
 
+import itertools
+import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
 
 if TYPE_CHECKING:
     from .problem import PruningProblem
+    from .spaces import Counts
 
-__all__ = ["Loop", "check_step"]
+__all__ = ["Loop", "check_step", "round_widths"]
 
 
 class Loop:
@@ -37,3 +43,101 @@ def check_step(step: object) -> float | int:
                                       isinstance(step, float) and 0.0 < step <= 1.0):
         raise ValueError(f"step must be a fraction in (0, 1] or a positive unit count, got {step!r}")
     return step
+
+
+#: Up to this many slots, every combination of a step up or down per slot is costed when rounding.
+_ENUMERATE = 10
+#: Rounded states judged (with recovery) before the unrounded state is kept.
+_TRIES = 4
+
+
+def _removed_importance(p: PruningProblem, state: Mapping[str, int]) -> float:
+    return sum(float(np.sum(p.by_id[sid].scores[p.by_id[sid].order[:m]])) for sid, m in state.items() if m)
+
+
+def _neighbours(p: PruningProblem, pending: Mapping[str, tuple[int, int | None]]) -> list[Counts]:
+    """Allowed states around the current one: with few slots every combination of each slot's
+    allowed counts next to its own (a rounded slot may need another to give way: 18 of 32
+    channels rounds to 16 or 24, where 16 of it and 8 of another may land nearer the target);
+    otherwise each rounded slot to its nearer allowed count, and all of them rounded up."""
+    if len(p.slots) <= _ENUMERATE:
+        choices = []
+        for slot in p.slots:
+            n = p.counts[slot.id]
+            below, above = pending.get(slot.id, (n, slot.next_count(n, 1)))
+            choices.append([(slot.id, m) for m in dict.fromkeys((below, above)) if m is not None])
+        return [{**p.counts, **dict(choice)} for choice in itertools.product(*choices)]
+    nearest = dict(p.counts)
+    for sid, (below, above) in pending.items():
+        n = nearest[sid]
+        nearest[sid] = above if above is not None and above - n < n - below else below
+    return [nearest, {**p.counts, **{sid: below for sid, (below, _) in pending.items()}}]
+
+
+def _give_back(p: PruningProblem, counts: Counts) -> Counts:
+    """Give back the most important units, in allowed steps, while the target stays reached
+    (rounding may pass it by far: a step of 8 channels can be a tenth of the MACs)."""
+    counts = dict(counts)
+    while p.reached(counts):
+        cost = p.cost(counts)
+        back = []
+        for slot in p.slots:
+            n = counts[slot.id]
+            if n == 0:
+                continue
+            m = slot.rounded(n - 1)[0]
+            state = {**counts, slot.id: m}
+            if p.reached(state):
+                added = p.saving(p.cost(state), cost)
+                value = float(np.sum(slot.scores[slot.order[m:n]]))
+                back.append((value / added if added > 0 else math.inf, slot.id, m))
+        if not back:
+            break
+        _, sid, m = max(back)
+        counts[sid] = m
+    return counts
+
+
+def round_widths(p: PruningProblem) -> None:
+    """Round the widths of a state searched in fine steps to each slot's ``round_to``, and check
+    the result again.
+
+    When the search reached its target: of the allowed states around it (:func:`_neighbours`)
+    those that reach the target too, the one removing least first (ties: the least important
+    units), with the most important units then given back while the target stays reached.
+    When it did not (the constraint stopped it): the allowed states nearest in cost to it, the
+    more pruned first. Up to ``_TRIES`` of them are judged with recovery and the first that meets
+    the constraint is committed; if none does, the unrounded state stays (it met the
+    constraint) and the problem's note says so. A state already allowed that reached its target
+    only gets units given back.
+    """
+    pending = {s.id: s.rounded(p.counts[s.id]) for s in p.slots if not s.allowed(p.counts[s.id])}
+    # A latency target is measured on the current state only: no other state is known to reach it.
+    reached = p.reached(p.counts) and p.ensure_target().kind != "latency"
+    if not pending:
+        if not reached:
+            return
+        states = [_give_back(p, p.counts)]
+    elif reached:
+        states = [state for state in _neighbours(p, pending) if state != p.counts and p.reached(state)]
+        states.sort(key=lambda state: (p.saving(p.base_cost, p.cost(state)), _removed_importance(p, state)))
+        if states:
+            states[0] = _give_back(p, states[0])
+    else:
+        here = p.saving(p.base_cost, p.cost(p.counts))
+        states = [state for state in _neighbours(p, pending) if state != p.counts]
+        states.sort(key=lambda state: (abs(p.saving(p.base_cost, p.cost(state)) - here),
+                                       -p.saving(p.base_cost, p.cost(state))))
+    tried: list[Counts] = []
+    for state in states:
+        if len(tried) == _TRIES:
+            break
+        if state == p.counts or state in tried:
+            continue
+        tried.append(state)
+        evaluation = p.trial(state, recover=True)
+        if evaluation.passed:
+            p.commit(state, "round widths to round_to" if pending else "give back units past the target", evaluation)
+            return
+    if pending:
+        p.note = (p.note + "; " if p.note else "") + "widths could not be rounded to round_to within the constraint"

@@ -45,6 +45,7 @@ class OneShotSearch(Loop):
         self.bisection_steps = bisection_steps
         self.attempt: Evaluation | None = None  # the cut at the target when it broke the constraint
         self._global: np.ndarray | None = None
+        self._below = 0.0  # the deepest depth found not to reach the target
 
     @property
     def label(self) -> str:
@@ -98,7 +99,31 @@ class OneShotSearch(Loop):
                 hi = mid
             else:
                 lo = mid
+        self._below = lo
         return hi
+
+    def _fill(self, p: PruningProblem, depth: float) -> Counts:
+        """The cut reaching the target with the least removed along the ranking.
+
+        Every slot moves at the same depth, so with ``round_to`` the cut at the smallest depth that
+        reaches the target can jump far past it (all slots take their next multiple at once). From
+        the deepest cut that misses the target, single allowed steps are added instead, least
+        important next items first, until the target is reached."""
+        counts = self.counts_at(p, self._below) if self._below < depth else self.counts_at(p, depth)
+        deepest = self.counts_at(p, depth)
+        while not p.reached(counts):
+            options = []
+            for s in p.slots:
+                n = counts[s.id]
+                m = s.next_count(n, 1)
+                if m is None:
+                    continue
+                options.append((float(np.mean(s.scores[s.order[n:m]])), s.id, m))
+            if not options:
+                return deepest
+            _, sid, m = min(options)
+            counts[sid] = m
+        return counts
 
     def search(self, p: PruningProblem) -> None:
         if p.ensure_target().kind == "latency":
@@ -108,7 +133,11 @@ class OneShotSearch(Loop):
         if depth is None:
             p.note = "even removing every unit the limits allow does not reach it"
             depth = 1.0
-        counts = self.counts_at(p, depth)
+            counts = self.counts_at(p, depth)
+        elif self.ratios is not None:
+            counts = self.counts_at(p, depth)  # the given ratios, scaled together: no filling
+        else:
+            counts = self._fill(p, depth)
         evaluation = p.trial(counts, recover=True)
         if evaluation.passed:
             p.commit(counts, f"one-shot {self.scope} cut", evaluation)

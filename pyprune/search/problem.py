@@ -7,10 +7,11 @@ recovery and records history. Every candidate is judged inside one ONNX Runtime 
 winner physically once.
 
 Loops that judge many independent candidates at once (a greedy round, a sensitivity sweep) hand
-them to :meth:`PruningProblem.trials`, which sends them to the run's executor (the search's own
-session, a process pool or Ray actors; the results are the same). Budgets (``max_evals``,
-``time_limit``) are enforced in one place, :meth:`PruningProblem.charge`, before every counted
-evaluation: a spent budget raises :class:`BudgetSpent`, which the loops treat as an interrupt.
+them to :meth:`PruningProblem.trials`, which sends those judged under the current corrections to
+the run's executor (the search's own session, a process pool or Ray actors; the results are the
+same). Budgets (``max_evals``, ``time_limit``) are enforced in one place,
+:meth:`PruningProblem.charge`, before every counted evaluation: a spent budget raises
+:class:`BudgetSpent`, which the loops treat as an interrupt.
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ __all__ = ["PruningProblem", "Evaluation", "BudgetSpent", "State"]
 #: A state a loop asks about: slot counts and, optionally, item orders that differ from the slots'.
 State = tuple[Mapping[str, int], Orders | None]
 
-#: Recovery passes stop once no correction (scale or shift) moves by more than this.
-_SETTLED = 1e-4
+#: Recovery passes stop once no correction moves by more than this (relative: a scale, a shift
+#: in units of its channel's unpruned spread, a refitted weight against the weight's largest).
+_SETTLED = 1e-3
 #: Multiply-accumulates per batch a search aims for when no batch size is given.
 _BATCH_MACS = 256_000_000
 #: Samples of the synthetic inputs generated when no data is given.
@@ -69,6 +71,7 @@ class Evaluation:
     cost: Cost
     outputs: list[np.ndarray] = field(default_factory=list, repr=False)
     corrections: tuple | None = field(default=None, repr=False)  # recovery state it was judged with
+    quick: bool = False  # judged with quick recovery: a commit runs the full one first
     #: The check stopped once the constraint could no longer be met: ``metric`` is the best value
     #: that was still reachable, the loss is unknown (inf) and there are no outputs.
     stopped_early: bool = False
@@ -82,6 +85,10 @@ class BudgetSpent(KeyboardInterrupt):
     spent budget asks for. :func:`~pyprune.search.driver.solve` then ships that state and the
     report says which budget ran out (the message).
     """
+
+
+def _per_sample(value: Any, samples: int) -> bool:
+    return isinstance(value, np.ndarray) and value.ndim >= 1 and value.shape[0] == samples
 
 
 def _finite(outputs: list[np.ndarray]) -> bool:
@@ -159,33 +166,46 @@ class PruningProblem:
         # become the data's, so MACs, and the analysis, are those of the inputs judged.
         self.model: Model = model.with_input_shapes(self.dataset.input_shapes(model))
         self.notes: list[str] = input_notes(model, self.model, self.dataset)
+        # A holdout part (the last samples after a seeded shuffle) checks the constraint on data
+        # that no recovery was fitted on and no candidate was ranked on.
+        fixed = self.dataset.batch_size_for(self.model, 1)
+        self.dataset, self.fit_samples = self.dataset.with_holdout(
+            options.holdout_for(len(self.dataset), self.dataset.is_synthetic), options.seed, fixed)
         self.graph = DependencyGraph(self.model)
         self.space: Space = SPACES[options.granularity](self.model, self.graph, options, self.dataset)
         self.params0, self.macs0 = self.space.params0, self.space.macs0
         # Statistics of random inputs are not the model's: recovery needs real data.
-        recover = options.recovery and not self.dataset.is_synthetic
-        self.recovery = Recovery(self.model, self.space.groups, batchnorm=recover, bias=recover)
+        mode = "none" if self.dataset.is_synthetic else options.recovery
+        if mode == "auto":
+            mode = "lstsq"
+        self.recovery = Recovery(self.model, self.space.sources(), self.space.groups, mode=mode,
+                                 weights=self.granularity in ("weight", "nm"), damp=options.damp,
+                                 block_size=options.block_size, seed=options.seed)
+        self.recovery.fit_rows = self.fit_samples if self.holdout else None
         self.batch_size = options.batch_size
         if self.batch_size is None:
             # Small models run the calibration data in a few large batches: per-run overheads
             # (ONNX Runtime calls, statistics updates) dominate their evaluations otherwise.
             self.batch_size = int(min(max(_BATCH_MACS // max(self.macs0, 1), DEFAULT_BATCH_SIZE), 1024))
+        parts = self.space.session_parts()
+        parts["weights"] = list(dict.fromkeys([*parts.get("weights", []), *self.recovery.overridable]))
         self._session_arguments = dict(threads=options.threads, batch_size=self.batch_size,
                                        affine=self.recovery.affine_points, capture=self.recovery.capture,
-                                       **self.space.session_parts())
+                                       output_affine=self.recovery.output_points, split_at=self.fit_samples,
+                                       **parts)
         self._session: MaskedSession | None = MaskedSession(self.model, self.dataset, **self._session_arguments)
         self._released_reference: list[np.ndarray] | None = None
         self._executor: Executor | None = None
-        if self.recovery.batchnorms:  # the unpruned statistics come with the reference outputs
-            self.session.reference, stats = self.session.run_with_stats()
-            self.recovery.calibrate(stats)
+        if self.recovery.active:  # the unpruned statistics come with the reference outputs
+            self.session.reference = self.recovery.calibrate(self.session)
         fetched = self.session.output_names
         self.metric = _metrics.for_data(options.metric, self.dataset.has_labels,
                                         outputs=dict(zip(fetched, self.reference)), output=options.metric_output)
         self.notes.append(self._judged_note())
         self.loss = self._loss_metric(options.loss)
         self.metric_target = self.dataset.labels if self.metric.needs_labels else self.reference
-        self.baseline = self.metric(self.reference, self.metric_target)
+        self.fit_baseline = self.metric(*self._part(self.reference, self.metric_target, fit=True))
+        self.baseline = self.metric(*self._part(self.reference, self.metric_target, fit=False))
         self.threshold = None if self.constraint is None else self.constraint.threshold(self.baseline, self.metric)
         self.evaluations = 0
         self.recovery_runs = 0
@@ -253,11 +273,31 @@ class PruningProblem:
     def granularity(self) -> str:
         return self.space.granularity
 
+    @property
+    def holdout(self) -> int:
+        """Samples held out to check the constraint on (0: it is checked on all of them)."""
+        return len(self.dataset) - self.fit_samples
+
+    def _part(self, outputs: list[np.ndarray], target: Any, fit: bool) -> tuple[list[np.ndarray], Any]:
+        """Outputs and metric target restricted to the fitted part (``fit``) or to the part the
+        constraint is checked on (the holdout; everything when there is none)."""
+        if not self.holdout:
+            return outputs, target
+        part = slice(0, self.fit_samples) if fit else slice(self.fit_samples, None)
+        cut = [np.asarray(o)[part] if _per_sample(o, len(self.dataset)) else o for o in outputs]
+        if isinstance(target, np.ndarray):
+            return cut, target[part]
+        return cut, [np.asarray(t)[part] if _per_sample(t, len(self.dataset)) else t for t in target]
+
+    def changed(self, counts: Mapping[str, int]) -> set[str]:
+        """Slots a state cuts."""
+        return {sid for sid, n in counts.items() if n}
+
     def cost(self, counts: Mapping[str, int], orders: Orders | None = None) -> Cost:
         """What a state keeps, as shipped: the space's count plus the biases recovery adds."""
         cost = self.space.cost(counts, orders)
-        if self.recovery.compensated:
-            added = self.recovery.added_params(self.space.masks(counts, orders).groups)
+        if self.recovery.active:
+            added = self.recovery.added_params(self.changed(counts), self.space.kept_counter(counts, orders))
             if added:
                 cost = replace(cost, params=cost.params + added, nonzeros=cost.nonzeros + added)
         return cost
@@ -406,134 +446,140 @@ class PruningProblem:
     def stops_early(self) -> bool:
         """Whether a pass/fail judgement can stop before the end of the data (a constraint on a
         metric that is a mean of bounded per-sample scores)."""
-        return self.threshold is not None and self.metric.sample_fn is not None
+        # With a holdout the constraint is checked on its samples only, which a stream over the
+        # whole data cannot stop early on.
+        return self.threshold is not None and self.metric.sample_fn is not None and not self.holdout
 
     # -- evaluation -----------------------------------------------------------------------------
 
     def evaluate(self, counts: Mapping[str, int], orders: Orders | None = None,
-                 corrections: Mapping | None = None, count: bool = True, early_stop: bool = False) -> Evaluation:
-        """Judge one state in the session: the metric, the fidelity loss and the constraint
-        (under the current recovery corrections unless ``corrections`` are given)."""
+                 corrections: Any = None, count: bool = True, early_stop: bool = False) -> Evaluation:
+        """Judge one state in the session: the metric, the fidelity loss and the constraint.
+        ``corrections``: a recovery snapshot to judge it with (default: the current corrections;
+        ``"none"`` or an empty mapping: none at all)."""
         return self._judge_many([(counts, orders)], corrections, count, early_stop)[0]
 
-    def trial(self, counts: Mapping[str, int], orders: Orders | None = None, recover: bool = False,
+    def fit_metric(self, outs: list[np.ndarray]) -> float:
+        """The metric on the fitted part of the data (all of it without a holdout)."""
+        return self.metric(*self._part(outs, self.metric_target, fit=True))
+
+    def check_metric(self, outs: list[np.ndarray]) -> float:
+        """The metric the constraint is checked with: on the holdout (all data without one)."""
+        return self.metric(*self._part(outs, self.metric_target, fit=False))
+
+    def trial(self, counts: Mapping[str, int], orders: Orders | None = None, recover: bool | str = False,
               early_stop: bool = False) -> Evaluation:
         """Judge a state; with ``recover`` the recovery corrections are re-estimated for it first
         (the current corrections are left untouched; the new ones travel with the result).
+        ``recover="quick"``: layers that least squares refits keep their committed weights and get
+        statistics matching on top (how a loop compares many candidates cheaply; a commit then
+        runs the full recovery).
 
         ``early_stop``: the caller needs only pass/fail for a failing state, so its judgement
         may stop once the constraint can no longer be met (``stopped_early``); a passing state
         is judged in full either way, so the results a loop acts on do not change. States judged
-        with re-estimated corrections never stop early: their passes need the whole data, and
-        the last one is only known to be the last once it has seen all of it.
+        with re-estimated corrections never stop early: their passes need the whole data.
         """
         return self.trials([(counts, orders)], recover, early_stop)[0]
 
-    def trials(self, states: Sequence[State], recover: bool = False, early_stop: bool = False) -> list[Evaluation]:
-        """:meth:`trial` of several independent states, judged by the run's executor (possibly in
-        parallel); the results equal judging them one by one, in the order given."""
+    def trials(self, states: Sequence[State], recover: bool | str = False,
+               early_stop: bool = False) -> list[Evaluation]:
+        """:meth:`trial` of several independent states, in the order given. Those judged under the
+        current corrections go to the run's executor as one batch (possibly in parallel); those
+        whose corrections are re-estimated run their passes in the search's own session, where the
+        statistics and least-squares sums are gathered."""
         if not recover or not self.recovery.active:
             return self._judge_many(states, None, True, early_stop)
-        return self._recovered(states, True)
+        quick = recover == "quick"
+        judged = []
+        for counts, orders in states:
+            self.charge(1)
+            snap = self.recovery.snapshot()
+            try:
+                evaluation = self._recovered(counts, orders, full=not quick, passes=2 if quick else None)
+            finally:
+                self.recovery.restore(snap)
+            judged.append(replace(evaluation, quick=quick))
+        return judged
 
-    def _judge_many(self, states: Sequence[State], corrections: Mapping | None, count: bool,
+    def _judge_many(self, states: Sequence[State], corrections: Any, count: bool,
                     early_stop: bool) -> list[Evaluation]:
         if count:
             self.charge(len(states))
-        affine = self.recovery.corrections if corrections is None else corrections
-        jobs = [self._job(counts, orders, affine, self._mode(early_stop)) for counts, orders in states]
+        none = isinstance(corrections, str) and corrections == "none" or (
+            corrections is not None and not isinstance(corrections, str) and not corrections)
+        snap = ({}, {}, {}, {}) if none else corrections
+        jobs = []
+        for counts, orders in states:
+            masks = self.space.masks(counts, orders)
+            affine, weights = self.recovery.feed(masks.weights, snap)
+            jobs.append(Job(masks.groups, masks.gates, weights, affine, self._mode(early_stop)))
         return [self._evaluation(r, c, o, count) for r, (c, o) in zip(self._run(jobs, count), states)]
 
     def _mode(self, early_stop: bool) -> Literal["run", "check"]:
         return "check" if early_stop and self.stops_early else "run"
 
-    def _job(self, counts: Mapping[str, int], orders: Orders | None, affine: Mapping,
-             mode: Literal["run", "check"]) -> Job:
-        masks = self.space.masks(counts, orders)
-        return Job(masks.groups, masks.gates, masks.weights, affine, mode)
-
     def _evaluation(self, result: JobResult, counts: Mapping[str, int], orders: Orders | None,
                     count: bool) -> Evaluation:
-        if count:
-            self.evaluations += 1
-        cost = self.cost(counts, orders)
         if result.outputs is None:  # a check that stopped early: failing, loss unknown
             assert result.check is not None
+            if count:
+                self.evaluations += 1
+            cost = self.cost(counts, orders)
             value = result.check.value
             self.progress.evaluated(f"{self.metric.name}<={value:.4f} {self.describe_cost(cost)}",
                                     self.describe_budget())
             return Evaluation(value, math.inf, False, cost, [], stopped_early=True)
-        outs = result.outputs
-        value = self.metric(outs, self.metric_target)
-        loss = self.loss(outs, self.reference)
+        return self._judge(result.outputs, counts, orders, count)
+
+    def _judge(self, outs: list[np.ndarray], counts: Mapping[str, int], orders: Orders | None,
+               count: bool) -> Evaluation:
+        value = self.check_metric(outs)
+        loss = self.loss(*self._part(outs, self.reference, fit=True))
+        if count:
+            self.evaluations += 1
+        cost = self.cost(counts, orders)
         self.progress.evaluated(f"{self.metric.name}={value:.4f} {self.describe_cost(cost)}", self.describe_budget())
         return Evaluation(value, float(loss), self.passes(value), cost, outs)
 
-    def _recovered(self, states: Sequence[State], count: bool = True) -> list[Evaluation]:
-        """Re-estimate corrections under each state's masks and judge each state with its own.
+    def _recovered(self, counts: Mapping[str, int], orders: Orders | None = None, count: bool = True,
+                   full: bool = True, passes: int | None = None) -> Evaluation:
+        """Re-estimate corrections under a state's masks and judge the state with them.
 
         Each pass runs the data once, yielding the outputs under the corrections fed and the
         statistics for the next corrections. Later layers need earlier layers corrected first, so
         passes repeat (one per normalisation layer, up to four, plus one) until the corrections
         settle; the outputs of the settling pass are the evaluation, so a state that needs no
-        correction costs one run. The states move through their passes together (each pass of
-        all unsettled states is one batch for the executor); each one's passes are exactly those
-        it would have on its own. A state whose corrections do not settle is judged by one more
-        run under its last corrections.
+        correction costs one run.
         """
-        if count:
-            self.charge(len(states))
-        base = self.recovery.snapshot()
-        masks = [self.space.masks(c, o) for c, o in states]
-        fed = [base] * len(states)
-        judged: list[Evaluation | None] = [None] * len(states)
-        pending = list(range(len(states)))
-
-        def settled(i: int, result: JobResult) -> None:
-            # judged (counted, shown) as soon as its corrections settle, not at the end of the batch
-            counts, orders = states[i]
-            judged[i] = replace(self._evaluation(result, counts, orders, count), corrections=fed[i])
-
-        try:
-            for _ in range(min(len(self.recovery.batchnorms), 4) + 2):
-                if not pending:
-                    break
-                jobs = [Job(masks[i].groups, masks[i].gates, masks[i].weights, fed[i][0], "stats") for i in pending]
-                unsettled = []
-                for i, passed in zip(pending, self._run(jobs, count)):
-                    self.recovery_runs += 1
-                    self.recovery.restore(fed[i])
-                    assert passed.stats is not None
-                    if self.recovery.update(passed.stats, masks[i].groups) < _SETTLED:
-                        settled(i, passed)  # the outputs under the corrections fed
-                    else:
-                        fed[i] = self.recovery.snapshot()
-                        unsettled.append(i)
-                pending = unsettled
-            if pending:
-                jobs = [Job(masks[i].groups, masks[i].gates, masks[i].weights, fed[i][0]) for i in pending]
-                if self.recovery.batchnorms:
-                    # Not settled: the statistics of later BatchNormalizations still chase those of
-                    # earlier ones (deep stacks of un-fused BN, as paddle2onnx writes them, need one
-                    # pass per layer), and a half-settled set can blow activations up by orders of
-                    # magnitude: it is kept only when it brings the outputs closer to the original
-                    # than no correction does. (Bias compensation alone only shifts, it cannot.)
-                    jobs += [Job(masks[i].groups, masks[i].gates, masks[i].weights, {}) for i in pending]
-                results = list(self._run(jobs, count))
-                for k, i in enumerate(pending):
-                    last = results[k]
-                    if self.recovery.batchnorms:
-                        plain = results[len(pending) + k]
-                        self.recovery_runs += 1
-                        assert last.outputs is not None and plain.outputs is not None
-                        closer = self.loss(plain.outputs, self.reference) <= self.loss(last.outputs, self.reference)
-                        if not _finite(last.outputs) or (_finite(plain.outputs) and closer):
-                            fed[i] = ({}, {})
-                            last = plain
-                    settled(i, last)
-        finally:
-            self.recovery.restore(base)
-        return [e for e in judged if e is not None]
+        masks = self.space.masks(counts, orders)
+        changed = self.changed(counts)
+        depth = len(self.recovery.batchnorms) + len(self.recovery.linears)
+        passes = passes or min(depth, 4) + 2
+        for i in range(passes):
+            fed = self.recovery.snapshot()
+            outs, change = self.recovery.run_pass(self.session, masks, changed, full=full,
+                                                  threads=self.options.threads)
+            self.recovery_runs += 1
+            if change < _SETTLED or (i == passes - 1 and passes == 2):
+                self.recovery.restore(fed)  # the corrections the outputs were computed with
+                break
+        else:
+            affine, weights = self.recovery.feed(masks.weights)
+            outs = self.session.run(masks.groups, masks.gates, weights, affine)
+            if self.recovery.batchnorms:
+                # Not settled: the statistics of later BatchNormalizations still chase those of
+                # earlier ones (deep stacks of un-fused BN, as paddle2onnx writes them, need one
+                # pass per layer), and a half-settled set can blow activations up by orders of
+                # magnitude: it is kept only when it brings the outputs closer to the original
+                # than no correction does.
+                plain = self.session.run(masks.groups, masks.gates, masks.weights, {})
+                self.recovery_runs += 1
+                if not _finite(outs) or (_finite(plain) and self.loss(plain, self.reference)
+                                         <= self.loss(outs, self.reference)):
+                    self.recovery.clear()
+                    outs = plain
+        return replace(self._judge(outs, counts, orders, count), corrections=self.recovery.snapshot())
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -544,12 +590,14 @@ class PruningProblem:
         Recovery is kept only when the recovered state still meets the constraint (it nearly
         always improves the metric; when it does not, the previous corrections stay).
         """
-        removed = {}
+        removed, restored = {}, {}
         for sid, n in counts.items():
             old = self.counts.get(sid, 0)
             order = (orders or {}).get(sid, self.by_id[sid].order)
             if n > old:
                 removed[sid] = np.sort(order[old:n]).tolist()
+            elif n < old:
+                restored[sid] = np.sort(self.by_id[sid].order[n:old]).tolist()
         before = self.state()
         try:
             if orders:
@@ -557,16 +605,18 @@ class PruningProblem:
                     self.by_id[sid].order = np.asarray(order)
             self.counts = dict(counts)
             if self.recovery.active:
-                if evaluation.corrections is not None:
+                if evaluation.corrections is not None and not evaluation.quick:
                     self.recovery.restore(evaluation.corrections)
                 else:
-                    recovered = self._recovered([(self.counts, None)], count=False)[0]
+                    # The corrections the state was judged with: its quick ones, or the current.
+                    judged = evaluation.corrections or self.recovery.snapshot()
+                    recovered = self._recovered(self.counts, None, count=False)
                     if recovered.passed or not evaluation.passed:
                         evaluation = recovered
-                        assert recovered.corrections is not None
-                        self.recovery.restore(recovered.corrections)
+                    else:
+                        self.recovery.restore(judged)
             self.current = evaluation
-            self._record(action, removed, evaluation.metric, evaluation.loss)
+            self._record(action, removed, evaluation.metric, evaluation.loss, restored)
             budget = self.describe_budget()
             self.progress.committed(f"{action}: {self.metric.name}={evaluation.metric:.4f} "
                                     f"{self.describe_cost(evaluation.cost)} ({self.evaluations} evaluations, "
@@ -598,7 +648,8 @@ class PruningProblem:
     def build(self, counts: Mapping[str, int] | None = None, fold: bool = True) -> Model:
         """The physically pruned model of a state (recovery corrections folded into weights)."""
         counts = self.counts if counts is None else counts
-        base = self.recovery.fold(self.model) if fold and self.recovery.active else self.model
+        base = self.recovery.fold(self.model, changed=self.changed(counts)) if fold and self.recovery.active \
+            else self.model
         pruned = self.space.remove(base, counts)
         for read in {id(m): m for m in (self.model, base)}.values():
             read.release_mapped()  # the cut read the weights it kept: drop the mapped pages
@@ -621,11 +672,9 @@ class PruningProblem:
     def latency_of(self, model: Model) -> float:
         """Median latency of ``model`` as the target asks for it (batch, threads, runs)."""
         target = self.target if isinstance(self.target, Latency) else None
-        ms = measure_latency(model, target.batch_size if target else 1,
-                             threads=(target.threads if target else None) or self.options.threads,
-                             runs=target.runs if target else 30, dataset=self.dataset).median_ms
-        gc.collect()  # the timed session now, not whenever: a large model's session holds its weights
-        return ms
+        return measure_latency(model, target.batch_size if target else 1,
+                               threads=(target.threads if target else None) or self.options.threads,
+                               runs=target.runs if target else 30, dataset=self.dataset).median_ms
 
     def measure_current(self) -> float:
         """Remove the current state physically and measure its latency (a history entry)."""
@@ -643,11 +692,11 @@ class PruningProblem:
                                       nonzeros, ms, self.evaluations, self.elapsed()))
         return ms
 
-    def _record(self, action: str, removed: dict, metric: float, loss: float) -> None:
+    def _record(self, action: str, removed: dict, metric: float, loss: float, restored: dict | None = None) -> None:
         cost = self.cost(self.counts)
         self.history.add(HistoryEntry(len(self.history), action, removed, float(metric), float(loss),
                                       cost.params, cost.macs, cost.nonzeros, None, self.evaluations,
-                                      self.elapsed()))
+                                      self.elapsed(), restored or {}))
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

@@ -269,7 +269,8 @@ def sensitivity(
         raise ValueError(f"sensitivity granularity must be 'channel' or 'layer', got {granularity!r}")
     ratios = _check_ratios(ratios) if granularity == "channel" else (1.0,)
     options = PruneOptions(granularity=granularity, importance=importance, max_drop=None, metric=metric,
-                           recovery=False, limits=Limits(skip=tuple(skip), round_to=round_to), reduce=reduce,
+                           recovery="none", holdout=0.0, limits=Limits(skip=tuple(skip), round_to=round_to),
+                           reduce=reduce,
                            normalize=normalize, seed=seed, threads=threads, batch_size=batch_size,
                            measure_latency=False, quiet=True, metric_output=metric_output,
                            dims=dict(dims or {}), input_shapes={k: tuple(v) for k, v in (input_shapes or {}).items()},

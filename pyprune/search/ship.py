@@ -10,7 +10,7 @@ target was reached is decided on the shipped model's own counts, never on the se
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -124,7 +124,7 @@ def ship(p: PruningProblem, loop: Loop) -> PruneResult:
                  if _numeric(r)), default=0.0)
     max_error = max(errors, default=0.0)
     verified = max_error <= _TOLERANCE * max(scale, 1.0)
-    after_metric = p.metric(outputs, p.metric_target)
+    after_metric = p.check_metric(outputs)
     after = _figures(p, pruned, after_metric)
     if target.kind == "latency" and after.latency_ms is not None:
         p.record_latency(after.latency_ms, pruned)  # the shipped model, measured
@@ -158,6 +158,7 @@ def ship(p: PruningProblem, loop: Loop) -> PruneResult:
                        + (f" (not prunable: {frozen}{'; ...' if len(p.frozen) > 5 else ''})" if frozen else ""))
         statement = (f"Target not reached ({target.describe()}): stopped at {where}, {metric_text}, because "
                      f"{why}. This is the most pruned model found that meets the constraint.")
+    statement += _recovery_text(p, counts, after_metric)
     if p.stop_requested and not p.interrupted:
         statement += " (Interrupted while the result was checked: it is complete; latency was not measured.)"
     report = Report(
@@ -170,8 +171,33 @@ def ship(p: PruningProblem, loop: Loop) -> PruneResult:
         settings=_settings(p, loop), verified=verified, max_output_error=max_error,
         synthetic_data=p.dataset.is_synthetic, threshold=p.threshold, target_kind=kind, target_value=target.value,
         notes=list(p.notes),
+        test=_parts(p, outputs, after),
     )
     return PruneResult(pruned, report, p.history)
+
+
+def _parts(p: PruningProblem, outputs: list[np.ndarray], after: Figures) -> dict[str, Figures] | None:
+    """With a holdout: the metric on the fitted (calibration) part and on the holdout, unpruned
+    and shipped (the constraint was checked on the holdout)."""
+    if not p.holdout:
+        return None
+    fit, hold = f"calibration ({p.fit_samples} samples)", f"holdout ({p.holdout} samples)"
+    return {f"{fit}, unpruned": replace(after, metric=p.fit_baseline),
+            f"{fit}, pruned": replace(after, metric=p.fit_metric(outputs)),
+            f"{hold}, unpruned": replace(after, metric=p.baseline),
+            f"{hold}, pruned": replace(after, metric=p.check_metric(outputs))}
+
+
+def _recovery_text(p: PruningProblem, counts: dict[str, int], metric: float) -> str:
+    """Which recovery ran and what it bought: the same state judged without any correction."""
+    if not p.recovery.active or not any(counts.values()) or not any(p.recovery.snapshot()):
+        return ""
+    plain = p.evaluate(counts, corrections="none", count=False).metric
+    kinds = p.recovery.describe()["layers"]
+    what = ", ".join(f"{len(v)} layer{'s' if len(v) != 1 else ''} by {k}" for k, v in kinds.items())
+    where = " on the holdout" if p.holdout else ""
+    return (f" Recovery ({p.recovery.mode}: {what}): {p.metric.name} {metric:.4f} with it, {plain:.4f} "
+            f"without it{where}.")
 
 
 def _numeric(array: Any) -> bool:
@@ -189,7 +215,8 @@ def _settings(p: PruningProblem, loop: Loop) -> dict[str, Any]:
     o = p.options
     return {
         "strategy": loop.label, "granularity": p.granularity, "importance": o.importance,
-        "reduce": o.reduce, "normalize": o.normalize, "seed": o.seed, "recovery": p.recovery.active,
+        "reduce": o.reduce, "normalize": o.normalize, "seed": o.seed, "recovery": p.recovery.describe(),
+        "holdout": p.holdout,
         "loss": p.loss.name, "metric": p.metric.name,
         "limits": {"max_fraction": o.limits.max_fraction, "min_keep": o.limits.min_keep,
                    "round_to": o.limits.round_to, "skip": list(o.limits.skip)},

@@ -16,7 +16,7 @@ Loops never look inside a space: they see slots (:class:`Slot`) and ask the prob
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -69,6 +69,21 @@ class Slot:
                 return m
             m += 1
         return None
+
+    def next_fine(self, n: int, step: int) -> int | None:
+        """``n + step`` (at most ``cap``), ignoring ``round_to``: a loop searching in fine steps
+        rounds the final widths afterwards (:func:`~pyprune.search._loop.round_widths`)."""
+        if n >= self.cap:
+            return None
+        return min(n + max(int(step), self.min_step, 1), self.cap)
+
+    def rounded(self, n: int) -> tuple[int, int | None]:
+        """The allowed counts around ``n``: the largest not above it (fewer removed, always
+        exists: 0) and the smallest above it (None when the cap is in the way)."""
+        below = n
+        while below > 0 and not self.allowed(below):
+            below -= 1
+        return below, self.next_count(n - 1, 1) if n > 0 else 0
 
     def count_for(self, ratio: float) -> int:
         """The largest allowed count not above ``ratio`` of the slot."""
@@ -157,8 +172,18 @@ class Space:
 
     @property
     def groups(self) -> list[Group]:
-        """Channel groups a state may cut (for recovery's bias compensation)."""
+        """Channel groups a state may cut (recovery reads which inputs of a layer they mask)."""
         return []
+
+    def sources(self) -> dict[str, list[str]]:
+        """Slot id -> the nodes whose computation cutting the slot changes first (recovery
+        corrects these and everything below them)."""
+        return {}
+
+    def kept_counter(self, counts: Mapping[str, int], orders: Orders | None = None) -> Callable[[str, int], int]:
+        """``kept(weight, axis)``: how many positions along ``axis`` of ``weight`` a state keeps
+        (what a bias that recovery adds to the weight's layer will be cut to)."""
+        return lambda weight, axis: int(self.model.weight(weight).shape[axis])
 
     # -- shared ----------------------------------------------------------------------------------
 
@@ -271,6 +296,25 @@ class ChannelSpace(Space):
     def session_parts(self) -> dict[str, Any]:
         return {"groups": self._groups}
 
+    def sources(self) -> dict[str, list[str]]:
+        return {g.id: sorted({mp.node for mp in g.mask_points}) for g in self._groups}
+
+    def kept_counter(self, counts: Mapping[str, int], orders: Orders | None = None) -> Callable[[str, int], int]:
+        keeps = self.masks(counts, orders).groups
+
+        def kept(weight: str, axis: int) -> int:
+            size = int(self.model.weight(weight).shape[axis])
+            owners = self._axes.get(weight, {}).get(axis % self.model.weight(weight).ndim)
+            if not owners:
+                return size
+            keep = np.ones(size, dtype=bool)
+            for gid, index in owners:
+                owned = index >= 0
+                keep[owned] &= keeps[gid][index[owned]]
+            return int(keep.sum())
+
+        return kept
+
     def masks(self, counts: Mapping[str, int], orders: Orders | None = None) -> Masks:
         return Masks(groups={s.id: self._keep(s, counts.get(s.id, 0), orders) for s in self.slots})
 
@@ -338,6 +382,9 @@ class LayerSpace(Space):
     def session_parts(self) -> dict[str, Any]:
         return {"layers": list(self._layers.values())}
 
+    def sources(self) -> dict[str, list[str]]:
+        return {lid: sorted(layer.nodes) for lid, layer in self._layers.items()}
+
     def masks(self, counts: Mapping[str, int], orders: Orders | None = None) -> Masks:
         return Masks(gates={s.id: 0.0 if counts.get(s.id, 0) else 1.0 for s in self.slots})
 
@@ -378,6 +425,9 @@ class _WeightsBase(Space):
 
     def session_parts(self) -> dict[str, Any]:
         return {"weights": [s.id for s in self.slots]}
+
+    def sources(self) -> dict[str, list[str]]:
+        return {s.id: sorted(n.name for n, _ in self.model.consumers(s.id)) for s in self.slots}
 
     def _removed_nonzeros(self, counts: Mapping[str, int], orders: Orders | None) -> int:
         raise NotImplementedError

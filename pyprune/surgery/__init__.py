@@ -7,7 +7,7 @@ Each edit returns a new :class:`~pyprune.graph.Model`; the input is never modifi
 
 from __future__ import annotations
 
-from ._fold import bias_after, fold_input_shift, replace_input
+from ._fold import bias_after, fold_output_affine, replace_input
 from ._gates import gate_layers
 from ._layers import remove_layers
 from ._masking import insert_masks, keep_mask, mask_vectors
@@ -19,7 +19,7 @@ __all__ = [
     "removal_plan",
     "remove_layers",
     "apply_weight_masks",
-    "fold_input_shift",
+    "fold_output_affine",
     "replace_input",
     "bias_after",
     "insert_masks",

@@ -1,0 +1,409 @@
+"""Recovery without training: the streamed sums, the solvers against numpy, and what a search does
+with them (statistics matching, least-squares refits, OBS), plus the holdout split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pyprune
+from pyprune import Dataset, core, load
+from pyprune.evaluate import MaskedSession, make_session, run_batches
+from pyprune.reconstruct import conv_output_rows, conv_rows, obs_update, ridge_refit
+from pyprune.targets import MACs, Params, Sparsity
+
+from _models import Builder, gemm_mlp
+from _search import Search
+
+FAST = dict(quiet=True, measure_latency=False)
+
+
+# -- the C++ sums ---------------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 600), p=st.integers(1, 37), q=st.integers(0, 9),
+       dtype=st.sampled_from([np.float16, np.float32, np.float64]), threads=st.integers(1, 3),
+       seed=st.integers(0, 2**16))
+def test_gram_accumulate_equals_numpy(rows, p, q, dtype, threads, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, p)).astype(dtype)
+    y = rng.standard_normal((rows, q)).astype(dtype) if q else None
+    g, c = core.gram_accumulate(x, y, threads=threads)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(g, x64.T @ x64, rtol=1e-10, atol=1e-9)
+    assert np.array_equal(g, g.T)
+    if q:
+        np.testing.assert_allclose(c, x64.T @ y.astype(np.float64), rtol=1e-10, atol=1e-9)
+    else:
+        assert c is None
+    # streamed: a second batch adds into the same matrices
+    g2, c2 = core.gram_accumulate(x, y, g.copy(), None if c is None else c.copy(), threads=threads)
+    np.testing.assert_allclose(g2, 2 * (x64.T @ x64), rtol=1e-10, atol=1e-9)
+
+
+def test_gram_accumulate_refuses_what_does_not_fit():
+    x = np.ones((5, 3), np.float32)
+    with pytest.raises(ValueError, match="same number of rows|2-D with x's 5 rows"):
+        core.gram_accumulate(x, np.ones((4, 2), np.float32))
+    with pytest.raises(ValueError, match="float64"):
+        core.gram_accumulate(x, None, np.zeros((3, 3), np.float32))
+    with pytest.raises(ValueError, match=r"shape \(3, 3\)"):
+        core.gram_accumulate(x, None, np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="2-D"):
+        core.gram_accumulate(np.ones(5, np.float32))
+    with pytest.raises(TypeError, match="unsupported dtype"):
+        core.gram_accumulate(np.ones((5, 3), np.int32))
+
+
+# -- the solvers ----------------------------------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(30, 200), p=st.integers(2, 12), q=st.integers(1, 5), seed=st.integers(0, 2**16))
+def test_ridge_refit_equals_numpy_least_squares(n, p, q, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, p))
+    y = x @ rng.standard_normal((p, q)) + rng.standard_normal((n, q)) * 0.1 + 1.5
+    keep = rng.random(p) < 0.6
+    keep[0] = True
+    xa = np.hstack([x, np.ones((n, 1))])
+    g, c = xa.T @ xa, xa.T @ y
+    w, b = ridge_refit(g, c, keep, damp=0.0)
+    reference = np.linalg.lstsq(np.hstack([x[:, keep], np.ones((n, 1))]), y, rcond=None)[0]
+    np.testing.assert_allclose(w[keep], reference[:-1], rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(b, reference[-1], rtol=1e-7, atol=1e-8)
+    assert not w[~keep].any()
+    # with damping: the closed-form ridge solution (intercept not penalised)
+    damp = 0.1
+    kept = np.flatnonzero(keep)
+    a = xa[:, [*kept, p]]
+    lam = damp * np.mean(np.diag(a.T @ a)[:-1])
+    penalty = np.diag([lam] * len(kept) + [0.0])
+    ridge = np.linalg.solve(a.T @ a + penalty, a.T @ y)
+    w, b = ridge_refit(g, c, keep, damp=damp)
+    np.testing.assert_allclose(w[keep], ridge[:-1], rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(b, ridge[-1], rtol=1e-6, atol=1e-8)
+
+
+def _obs_reference(w, keep, gram, damp):
+    """OBS by definition: columns left to right; a removed weight's error moves the row's later
+    weights by the inverse Hessian of the columns not yet processed (recomputed every time)."""
+    w = w.astype(np.float64).copy()
+    p = w.shape[1]
+    h = gram + damp * np.mean(np.diag(gram)) * np.eye(p)
+    for j in range(p):
+        rest = np.arange(j, p)
+        hinv = np.linalg.inv(h[np.ix_(rest, rest)])
+        for r in range(w.shape[0]):
+            if not keep[r, j]:
+                w[r, rest] -= w[r, j] / hinv[0, 0] * hinv[0]
+                w[r, j] = 0.0
+    return w
+
+
+@settings(max_examples=20, deadline=None)
+@given(q=st.integers(1, 5), p=st.integers(2, 14), block=st.sampled_from([1, 3, 128]), seed=st.integers(0, 2**16))
+def test_obs_update_equals_the_sequential_definition(q, p, block, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((60, p))
+    w = rng.standard_normal((q, p))
+    keep = rng.random((q, p)) < 0.5
+    fitted = obs_update(w, keep, x.T @ x, damp=0.01, block_size=block)
+    np.testing.assert_allclose(fitted, _obs_reference(w, keep, x.T @ x, 0.01), rtol=1e-8, atol=1e-9)
+    assert not fitted[~keep].any()
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 4), h=st.integers(3, 8), w=st.integers(3, 8),
+       k=st.sampled_from([(1, 1), (3, 3), (2, 3)]), stride=st.sampled_from([(1, 1), (2, 1)]),
+       pads=st.sampled_from([(0, 0, 0, 0), (1, 1, 1, 1), (0, 1, 1, 0)]), dil=st.sampled_from([(1, 1), (1, 2)]),
+       seed=st.integers(0, 2**16))
+def test_conv_rows_reproduce_the_convolution(n, c, h, w, k, stride, pads, dil, seed):
+    if (k[0] - 1) * dil[0] + 1 > h + pads[0] + pads[2] or (k[1] - 1) * dil[1] + 1 > w + pads[1] + pads[3]:
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    weight = rng.standard_normal((5, c, *k)).astype(np.float32)
+    b = Builder(13)
+    out = b.op("Conv", [b.input([c, h, w]), b.const(weight)], kernel_shape=list(k), strides=list(stride),
+               pads=list(pads), dilations=list(dil))
+    y = make_session(b.model([out])).run(None, {"x": x})[0]
+    rows = conv_rows(x, k, stride, pads, dil)
+    np.testing.assert_allclose(rows @ weight.reshape(5, -1).T, conv_output_rows(y), rtol=1e-4, atol=1e-4)
+    chosen = np.sort(rng.choice(len(rows), size=max(1, len(rows) // 3), replace=False))
+    np.testing.assert_array_equal(conv_rows(x, k, stride, pads, dil, select=chosen), rows[chosen])
+
+
+# -- the session's output corrections ----------------------------------------------------------------
+
+
+def test_output_affine_corrects_what_every_reader_and_the_graph_output_see():
+    model = load(gemm_mlp((6, 5, 3), seed=1))
+    x = np.random.default_rng(0).standard_normal((20, 6)).astype(np.float32)
+    hidden, logits = model.nodes[0].output[0], model.nodes[-1].output[0]
+    session = MaskedSession(model, Dataset({"x": x}), output_affine=[(hidden, 1), (logits, -1)],
+                            capture={hidden: 1})
+    plain = session.run()[0]
+    s1, t1 = np.linspace(0.5, 1.5, 5), np.linspace(-1, 1, 5)
+    s2, t2 = np.array([2.0, 1.0, 0.5]), np.array([0.0, 1.0, -3.0])
+    got = session.run(affine={hidden: (s1, t1), logits: (s2, t2)})[0]
+    w1, b1 = model.weight(model.nodes[0].input[1]), model.weight(model.nodes[0].input[2])
+    w2, b2 = model.weight(model.nodes[-1].input[1]), model.weight(model.nodes[-1].input[2])
+    h = np.maximum((x @ w1 + b1) * s1 + t1, 0)
+    np.testing.assert_allclose(got, (h @ w2 + b2) * s2 + t2, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(session.run()[0], plain)  # nothing fed: identity
+    stats = session.activation_stats(affine={hidden: (s1, t1)})
+    np.testing.assert_allclose(stats[hidden].mean, ((x @ w1 + b1) * s1 + t1).mean(axis=0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="no output affine inputs"):
+        session.run(affine={"nope": (s1, t1)})
+    with pytest.raises(ValueError, match="one per channel"):
+        session.run(affine={hidden: (s2, t2)})
+
+
+# -- recovery in a search -------------------------------------------------------------------------------
+
+
+def folded_cnn(seed: int = 0) -> onnx.ModelProto:
+    """Conv-ReLU x2 (no BatchNormalization: as exported with BN folded), pooling, a Gemm head."""
+    b = Builder(13, seed=seed)
+    h = b.relu(b.conv(b.input([3, 8, 8]), 3, 12))
+    h = b.relu(b.conv(h, 12, 12))
+    h = b.op("Flatten", [b.op("GlobalAveragePool", [h])])
+    return b.model([b.gemm(h, 12, 5)])
+
+
+@pytest.fixture(scope="module")
+def cnn_data():
+    model = load(folded_cnn())
+    x = np.random.default_rng(1).standard_normal((120, 3, 8, 8)).astype(np.float32)
+    return model, Dataset({"x": x})
+
+
+def _cut(mode, model, data, **settings):
+    """The same one-shot cut (half of the first convolution's channels) with a recovery mode."""
+    search = Search("oneshot", model, data, target=MACs(0.7), max_drop=None, metric="mse", recovery=mode,
+                    ratios={"Conv4": 0.5}, **{**FAST, **settings})
+    return search, search.run()
+
+
+def test_statistics_matching_restores_each_corrected_layers_mean_and_variance(cnn_data, tmp_path):
+    model, data = cnn_data
+    search, result = _cut("stats", model, data, holdout=0.0)
+    assert result.report.verified and set(search.recovery.describe()["layers"]) == {"statistics"}
+    # the first corrected convolution (its inputs are cut; nothing above it is corrected) has,
+    # shipped, the per-channel output mean and variance of the unpruned model on the data
+    conv = model.node("Conv10")
+    path = result.model.save(tmp_path / "m.onnx")
+    shipped, original = onnx.load(path), model.copy().proto
+
+    def channel_stats(proto: onnx.ModelProto) -> tuple[np.ndarray, np.ndarray]:
+        proto.graph.output.append(onnx.helper.make_tensor_value_info(conv.output[0], onnx.TensorProto.FLOAT, None))
+        y = make_session(proto).run([conv.output[0]], {"x": data.arrays["x"]})[0]
+        return y.mean(axis=(0, 2, 3)), y.var(axis=(0, 2, 3))
+
+    (m1, v1), (m0, v0) = channel_stats(shipped), channel_stats(original)
+    np.testing.assert_allclose(m1, m0, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(v1, v0, rtol=1e-3, atol=1e-4)
+
+
+def test_least_squares_refit_equals_numpy_on_the_calibration_data(tmp_path):
+    """MLP 10 -> 16 -> 4, half the hidden units cut: the head's refit is numpy's least squares of
+    the unpruned logits on the kept hidden units (and a constant)."""
+    model = load(gemm_mlp((10, 16, 4), seed=3))
+    x = np.random.default_rng(2).standard_normal((200, 10)).astype(np.float32)
+    search = Search("oneshot", model, Dataset({"x": x}), target=Params(0.7), max_drop=None, metric="mse",
+                    recovery="lstsq", damp=0.0, holdout=0.0, **FAST)
+    result = search.run()
+    head = model.nodes[-1]
+    assert search.recovery.linears[head.name].fit == "lstsq"
+    w1, b1 = model.weight(model.nodes[0].input[1]), model.weight(model.nodes[0].input[2])
+    hidden = np.maximum(x.astype(np.float64) @ w1 + b1, 0)
+    logits = hidden @ model.weight(head.input[1]) + model.weight(head.input[2])
+    (gid, n), = result.report.removed.items()
+    kept = np.setdiff1d(np.arange(16), search.by_id[gid].order[:n])
+    a = np.hstack([hidden[:, kept], np.ones((len(x), 1))])
+    solution = np.linalg.lstsq(a, logits, rcond=None)[0]
+    shipped = make_session(result.model.proto).run(None, {"x": x})[0]
+    np.testing.assert_allclose(shipped, a @ solution, rtol=1e-3, atol=1e-3)
+    assert result.report.verified
+
+
+@pytest.mark.parametrize("granularity, target", [("weight", Sparsity(0.6)), ("nm", Sparsity(0.4))])
+def test_obs_recovery_ships_what_was_judged_and_beats_zeroing(granularity, target, tmp_path):
+    model = load(gemm_mlp((16, 24, 8, 4), seed=5))
+    x = np.random.default_rng(4).standard_normal((256, 16)).astype(np.float32)
+    runs = {mode: Search("oneshot", model, Dataset({"x": x}), granularity=granularity, target=target,
+                         max_drop=None, metric="mse", recovery=mode, holdout=0.0, **FAST)
+            for mode in ("none", "lstsq")}
+    results = {mode: s.run() for mode, s in runs.items()}
+    search = runs["lstsq"]
+    assert "OBS" in search.recovery.describe()["layers"]
+    assert results["lstsq"].report.verified
+    masked = search.evaluate(search.counts, count=False).outputs
+    shipped = make_session(results["lstsq"].model.proto).run(None, {"x": x})
+    np.testing.assert_allclose(shipped[0], masked[0], rtol=1e-4, atol=1e-5)
+    assert results["lstsq"].report.after.nonzeros == results["none"].report.after.nonzeros
+    loss = {mode: runs[mode].loss(r.model and run_batches(make_session(r.model.proto),
+                                                          runs[mode].dataset.batches(r.model)), runs[mode].reference)
+            for mode, r in results.items()}
+    assert loss["lstsq"] < loss["none"]
+
+
+def test_recovery_modes_bring_a_folded_cnn_closer_to_the_original(cnn_data):
+    model, data = cnn_data
+    loss = {}
+    for mode in ("none", "stats", "lstsq"):
+        search, result = _cut(mode, model, data, holdout=0.0)
+        assert result.report.verified
+        outputs = run_batches(make_session(result.model.proto), search.dataset.batches(result.model))
+        loss[mode] = search.loss(outputs, search.reference)
+    assert loss["lstsq"] < loss["stats"] < loss["none"]
+
+
+def test_the_report_says_which_recovery_ran_and_what_it_bought(cnn_data):
+    model, data = cnn_data
+    _, result = _cut("lstsq", model, data)
+    assert "Recovery (lstsq:" in result.statement and "without it" in result.statement
+    assert result.report.settings["recovery"]["mode"] == "lstsq"
+    _, plain = _cut("none", model, data)
+    assert "Recovery" not in plain.statement and plain.report.settings["recovery"]["mode"] == "none"
+
+
+# -- the holdout ---------------------------------------------------------------------------------------
+
+
+def test_holdout_is_on_for_enough_samples_and_checks_the_constraint_there(cnn_data, tmp_path):
+    model, data = cnn_data  # 120 samples: below the automatic threshold
+    assert Search("oneshot", model, data, target=MACs(0.7), **FAST).holdout == 0
+    x = np.concatenate([data.arrays["x"]] * 2)
+    labels = np.arange(len(x)) % 5
+    search = Search("greedy", model, Dataset({"x": x}, labels), target=MACs(0.7), max_drop=0.05, **FAST)
+    assert search.holdout == round(0.3 * len(x)) and search.fit_samples + search.holdout == len(x)
+    result = search.run()
+    parts = result.report.test
+    assert parts is not None and len(parts) == 4 and any("holdout" in k for k in parts)
+    # the reported metric (and the constraint) is the holdout's: the shipped model on those samples
+    shipped = np.concatenate(run_batches(make_session(result.model.proto), search.dataset.batches(result.model))[:1])
+    hold = slice(search.fit_samples, None)
+    accuracy = float(np.mean(shipped[hold].argmax(axis=1) == search.dataset.labels[hold]))
+    assert result.metric == pytest.approx(accuracy)
+    assert "holdout" in result.report.markdown()
+    none = Search("oneshot", model, Dataset({"x": x}, labels), target=MACs(0.7), holdout=0.0, **FAST)
+    assert none.holdout == 0 and none.run().report.test is None
+
+
+def test_with_holdout_keeps_every_sample_once():
+    x = np.arange(50, dtype=np.float32).reshape(50, 1)
+    data = Dataset({"x": x}, np.arange(50))
+    shuffled, fit = data.with_holdout(0.3, seed=1)
+    assert fit == 35
+    assert sorted(shuffled.arrays["x"][:, 0].tolist()) == list(range(50))
+    np.testing.assert_array_equal(shuffled.arrays["x"][:, 0], shuffled.labels)
+    assert data.with_holdout(0.0) == (data, 50)
+    batches = shuffled.batches(_identity_model(), batch_size=16, split_at=fit)
+    assert all(b.stop <= fit or b.start >= fit for b in batches)
+
+
+def _identity_model() -> onnx.ModelProto:
+    b = Builder(13)
+    return b.model([b.op("Identity", [b.input([1])])])
+
+
+# -- the loops ------------------------------------------------------------------------------------------
+
+
+def wide_cnn() -> onnx.ModelProto:
+    b = Builder(13, seed=2)
+    h = b.relu(b.conv(b.input([3, 8, 8]), 3, 32))
+    h = b.relu(b.conv(h, 32, 32))
+    h = b.op("Flatten", [b.op("GlobalAveragePool", [h])])
+    return b.model([b.gemm(h, 32, 6)])
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "oneshot"])
+def test_round_to_widths_land_near_the_target(strategy):
+    """With round_to 8 on 32-channel convolutions (a step is a quarter of a layer), the searches
+    still land near the target, and every width is a multiple of 8 (or whole)."""
+    model = load(wide_cnn())
+    x = np.random.default_rng(0).standard_normal((64, 3, 8, 8)).astype(np.float32)
+    result = pyprune.prune(model, Dataset({"x": x}), strategy=strategy, target=MACs(0.5), max_drop=None,
+                           round_to=8, **FAST)
+    assert result.met and result.report.verified
+    ratio = result.model.macs() / model.macs()
+    assert 0.4 <= ratio <= 0.5
+    for node in result.model.nodes:
+        if node.op_type == "Conv":
+            assert result.model.weight(node.input[1]).shape[0] % 8 == 0
+
+
+def test_greedy_leaves_no_sliver_while_other_cuts_pass():
+    model = load(wide_cnn())
+    x = np.random.default_rng(0).standard_normal((64, 3, 8, 8)).astype(np.float32)
+    result = pyprune.prune(model, Dataset({"x": x}), strategy="greedy", target=MACs(0.5), max_drop=None,
+                           round_to=1, sliver=0.25, **FAST)
+    widths = [result.model.weight(n.input[1]).shape[0] for n in result.model.nodes if n.op_type == "Conv"]
+    assert min(widths) >= 8, widths  # a quarter of 32
+
+
+def test_recovery_flags_on_the_command_line(tmp_path: Path):
+    from pyprune.app.cli import main
+
+    model = tmp_path / "m.onnx"
+    onnx.save(folded_cnn(), model)
+    x = np.random.default_rng(0).standard_normal((40, 3, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x)
+    out = tmp_path / "o.onnx"
+    code = main(["prune", str(model), "-o", str(out), "--macs", "0.7", "--data", str(tmp_path / "d.npz"),
+                 "--max-drop", "none", "--strategy", "oneshot", "--recovery", "stats", "--holdout", "0",
+                 "--damp", "0.05", "--quiet", "--json"])
+    assert code == 0 and out.exists()
+    for bad in (["--recovery", "magic"], ["--holdout", "1.5"], ["--damp", "-1"], ["--block-size", "0"]):
+        assert main(["prune", str(model), "-o", str(tmp_path / "p.onnx"), "--macs", "0.7", *bad]) == 2
+        assert not (tmp_path / "p.onnx").exists()
+
+
+def test_recovery_options_are_checked():
+    with pytest.raises(ValueError, match="'recovery' must be one of"):
+        pyprune.PruneOptions(recovery="magic")
+    with pytest.raises(ValueError, match="'holdout'"):
+        pyprune.PruneOptions(holdout=1.0)
+    assert pyprune.PruneOptions(recovery=False).recovery == "none"
+    assert pyprune.PruneOptions(recovery=True).recovery == "auto"
+
+
+def test_reconstruction_importance_is_the_error_left_after_refitting_the_rest():
+    """For each hidden unit of an MLP, the score is the head's output error (in the ridge-damped
+    Gram metric) that removing the unit leaves once the other units are refitted by least squares;
+    checked against that minimisation done directly."""
+    from pyprune import importance
+    from pyprune.graph import DependencyGraph
+
+    model = load(gemm_mlp((6, 7, 3), seed=8))
+    x = np.random.default_rng(3).standard_normal((90, 6)).astype(np.float32)
+    group = next(g for g in DependencyGraph(model).groups if g.prunable)
+    grams = importance.consumer_grams(model, Dataset({"x": x}), [group])
+    head = model.nodes[-1]
+    w1, b1 = model.weight(model.nodes[0].input[1]), model.weight(model.nodes[0].input[2])
+    hidden = np.maximum(x.astype(np.float64) @ w1 + b1, 0)
+    np.testing.assert_allclose(grams[head.name], hidden.T @ hidden, rtol=1e-5, atol=1e-6)
+    scores = importance.group_scores(model, group, "reconstruction", normalize="none", stats=grams)
+    h = hidden.T @ hidden
+    h += 0.01 * np.mean(np.diag(h)) * np.eye(7)
+    w = model.weight(head.input[1]).astype(np.float64)  # [7 inputs, 3 outputs]
+    for u in range(7):
+        rest = np.delete(np.arange(7), u)
+        error = 0.0
+        for o in range(3):  # min over v with v_u = 0 of (w - v)^T H (w - v)
+            v = np.zeros(7)
+            v[rest] = np.linalg.solve(h[np.ix_(rest, rest)], h[rest] @ w[:, o])
+            error += (w[:, o] - v) @ h @ (w[:, o] - v)
+        assert scores[u] == pytest.approx(error, rel=1e-6)
+    result = pyprune.prune(model, Dataset({"x": x}), importance="reconstruction", strategy="oneshot",
+                           target=Params(0.7), max_drop=None, **FAST)
+    assert result.met and result.report.verified
