@@ -18,7 +18,16 @@ Importance names:
 * ``"reconstruction"``: the error a unit's removal leaves in its consumers' outputs after the
   least-squares refit of the rest (the OBS saliency of the unit's input columns,
   ``Σ_o w_oB [(H⁻¹)_BB]⁻¹ w_oBᵀ`` with ``H`` the consumer's input Gram matrix on the data): the
-  units that recovery by least squares repairs best go first (needs data).
+  units that recovery by least squares repairs best go first (needs data);
+* ``"output_norm"``: the L2 norm of everything the unit feeds its consumers over the data (for an
+  attention head: the norm of its context vectors);
+* ``"attention_entropy"``: for attention heads, how focused their attention is (the inverse of
+  the perplexity ``exp(entropy)`` of each query's attention distribution, averaged): heads that
+  spread their attention evenly matter least; other units (and heads inside fused attention ops,
+  whose probabilities are internal) are scored by ``wanda``;
+* ``"ablation"``: a loss-change proxy: how much the model's outputs move (relative squared error)
+  when the unit alone is masked, measured on up to 64 calibration samples for groups of at most
+  64 units (attention heads); larger groups fall back to ``wanda``.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from typing import Any, Literal
 
 import numpy as np
 import onnx
+from onnx import helper
 
 from . import core
 from .data import Dataset
@@ -71,10 +81,16 @@ ElementScores = Callable[[np.ndarray, "tuple[np.ndarray, int] | None", int, "int
 LayerNorm = Literal["l1", "l2", "linf", "mean", "random"]
 
 
+#: What a data-aware measure measures before scoring: ``fn(model, groups, dataset, threads) ->
+#: mapping`` handed to its unit scores as ``stats`` (by default the activation statistics at the
+#: groups' mask points, :func:`group_activation_stats`).
+Collect = Callable[[Model, Dataset, Sequence[Group], "int | None"], Mapping[str, Any]]
+
+
 @dataclass(frozen=True)
 class Importance:
     """One importance measure: how it scores a group's units, a weight's elements (when it can)
-    and a layer, and whether it needs activation statistics."""
+    and a layer, and whether (and what) it needs from data."""
 
     name: str
     units: UnitScores
@@ -83,7 +99,7 @@ class Importance:
     needs_data: bool = False
     #: What it reads from the data: ``collect(model, dataset, groups, threads)`` (default: the
     #: activation statistics where the groups' channels enter their consumers).
-    collect: Callable[..., Mapping[str, Any]] | None = None
+    collect: Collect | None = None
 
 
 #: Importance measures by name, in the order they are listed to users (one registry, like the
@@ -92,14 +108,13 @@ REGISTRY: dict[str, Importance] = {}
 
 
 def register(name: str, *, elements: ElementScores | None = None, layer_norm: LayerNorm = "l2",
-             needs_data: bool = False, collect: Callable[..., Mapping[str, Any]] | None = None
-             ) -> Callable[[UnitScores], UnitScores]:
+             needs_data: bool = False, collect: Collect | None = None) -> Callable[[UnitScores], UnitScores]:
     """Register the decorated function as the unit scores of importance ``name``."""
 
     def add(fn: UnitScores) -> UnitScores:
         if name in REGISTRY:
             raise RuntimeError(f"two importance measures named {name!r}")
-        REGISTRY[name] = Importance(name, fn, elements, layer_norm, needs_data, collect)
+        REGISTRY[name] = Importance(name, fn, elements, layer_norm, needs_data or collect is not None, collect)
         return fn
 
     return add
@@ -316,7 +331,7 @@ def _reconstructable(model: Model, node_name: str, input_index: int) -> tuple[np
     return None
 
 
-def consumer_grams(model: Model, dataset: Dataset, groups: Iterable[Group],
+def consumer_grams(model: Model, dataset: Dataset, groups: Sequence[Group],
                    threads: int | None = None) -> dict[str, np.ndarray]:
     """``XᵀX`` of the input of every linear consumer of the groups' channels (keyed by node
     name), streamed through the C++ core; convolutions use their im2col rows (a fixed sample of
@@ -382,6 +397,127 @@ def _reconstruction(model: Model, group: Group, reduce: str, stats, seed: int, t
     return _reduce(parts, group.size, reduce)
 
 
+def _output_norm(model: Model, group: Group, reduce: str, stats, seed: int, threads: int | None) -> np.ndarray:
+    """The norm of all a unit feeds its consumers: sqrt of the summed squared norms of its positions."""
+    parts = [_per_unit(st.l2_norm, mp.index, group.size, "l2") for mp, st in _stats_of(group, stats, "output_norm")]
+    return _reduce(parts, group.size, reduce)
+
+
+register("output_norm", needs_data=True)(_output_norm)
+
+
+# -- attention heads -----------------------------------------------------------------------------
+
+_PASSING = ("Cast", "Where", "Identity", "Dropout")
+
+
+def attention_probabilities(model: Model, group: Group) -> tuple[str, int] | None:
+    """The softmax output a head group's ``P @ V`` products read and its head axis (None: the
+    group has none, e.g. neurons, or heads inside a fused attention op)."""
+    for scaled in group.scaled:
+        node = model.node(scaled.node)
+        value = node.input[0] if node.op_type == "MatMul" else ""
+        producer = model.producer(value) if value else None
+        while producer is not None and producer.op_type in _PASSING:
+            data = [i for i in producer.input if i and not model.is_weight(i) and model.rank(i) == model.rank(value)]
+            value = data[-1] if data else ""
+            producer = model.producer(value) if value else None
+        rank = model.rank(value) if value else None
+        if producer is not None and producer.op_type == "Softmax" and rank is not None and rank >= 3:
+            return value, rank - 3  # [..., heads, queries, keys]
+    return None
+
+
+def _entropy_stats(model: Model, dataset: Dataset, groups: Sequence[Group], threads: int | None) -> dict[str, Any]:
+    """The activation statistics at every group's mask points and, per head group with
+    attention probabilities, ``entropy:<group>``: each head's mean entropy ``-sum p log p``
+    over the keys, measured on a copy of the model that computes it as an extra output."""
+    stats: dict[str, Any] = dict(group_activation_stats(model, dataset, groups, threads))
+    probs = {g.id: found for g in groups if (found := attention_probabilities(model, g)) is not None}
+    if not probs:
+        return stats
+    copy = model.copy()
+    entropy_of: dict[str, str] = {}  # probabilities -> their (negated) entropy per row
+    for value, _ in probs.values():
+        if value not in entropy_of:
+            entropy_of[value] = _append_entropy(copy, value)
+    copy.refresh()
+    measured = activation_stats(copy, dataset, {entropy_of[v]: axis for v, axis in probs.values()}, threads)
+    for gid, (value, _) in probs.items():
+        stats[f"entropy:{gid}"] = -measured[entropy_of[value]].mean
+    return stats
+
+
+def _append_entropy(model: Model, probs: str) -> str:
+    """Nodes computing ``sum p log p`` over the last axis of ``probs``; returns that value."""
+    tiny = model.add_weight(model.unique_name(f"{probs}_tiny"), np.array(1e-12, np.float32))
+    p, floor, log, plogp, total = (model.unique_name(f"{probs}_{k}") for k in ("p", "floor", "log", "plogp", "sum"))
+    nodes = [helper.make_node("Cast", [probs], [p], to=onnx.TensorProto.FLOAT),
+             helper.make_node("Max", [p, tiny], [floor]),
+             helper.make_node("Log", [floor], [log]),
+             helper.make_node("Mul", [p, log], [plogp])]
+    if model.opset >= 13:
+        axes = model.add_weight(model.unique_name(f"{probs}_axes"), np.array([-1], np.int64))
+        nodes.append(helper.make_node("ReduceSum", [plogp, axes], [total], keepdims=0))
+    else:
+        nodes.append(helper.make_node("ReduceSum", [plogp], [total], axes=[-1], keepdims=0))
+    for node in nodes:
+        node.name = model.unique_name(f"{probs}_{node.op_type}")
+        model.proto.graph.node.append(node)
+    return total
+
+
+@register("attention_entropy", collect=_entropy_stats)
+def _attention_entropy(model: Model, group: Group, reduce: str, stats, seed: int, threads: int | None) -> np.ndarray:
+    entropy = stats.get(f"entropy:{group.id}") if stats is not None else None
+    found = attention_probabilities(model, group) if entropy is not None else None
+    if entropy is None or found is None:
+        return _wanda(model, group, reduce, stats, seed, threads)
+    # head h of the probabilities is unit index[h] of the group (the scaled product's positions)
+    index = next(sc.index for sc in group.scaled if len(sc.index) == len(entropy))
+    focus = 1.0 / np.exp(np.asarray(entropy, dtype=np.float64))  # 1 / perplexity: attended keys
+    values, counts = _per_unit(focus, index, group.size, "sum")
+    return values / np.maximum(counts, 1)
+
+
+#: Units per group up to which ``ablation`` masks each unit alone; samples it judges them on.
+ABLATION_MAX_UNITS = 64
+ABLATION_SAMPLES = 64
+
+
+def _ablation_stats(model: Model, dataset: Dataset, groups: Sequence[Group], threads: int | None) -> dict[str, Any]:
+    """``ablation:<group>`` per group of at most :data:`ABLATION_MAX_UNITS` units: the relative
+    squared change of the outputs when each unit alone is masked; the activation statistics of
+    the larger groups (for their Wanda scores)."""
+    small = [g for g in groups if g.size <= ABLATION_MAX_UNITS]
+    large = [g for g in groups if g.size > ABLATION_MAX_UNITS]
+    stats: dict[str, Any] = dict(group_activation_stats(model, dataset, large, threads)) if large else {}
+    if not small:
+        return stats
+    arrays = dataset.bind(model).arrays
+    subset = Dataset({k: v[:ABLATION_SAMPLES] for k, v in arrays.items()})
+    session = MaskedSession(model, subset, groups=small, threads=threads)
+    reference = [np.asarray(r, np.float64) for r in session.run() if np.asarray(r).dtype.kind == "f"]
+    scale = sum(float(np.sum(r * r)) for r in reference) or 1.0
+    for g in small:
+        scores = np.zeros(g.size, dtype=np.float64)
+        for u in range(g.size):
+            keep = np.ones(g.size, dtype=bool)
+            keep[u] = False
+            outputs = [np.asarray(o, np.float64) for o in session.run({g.id: keep}) if np.asarray(o).dtype.kind == "f"]
+            scores[u] = sum(float(np.sum((o - r) ** 2)) for o, r in zip(outputs, reference)) / scale
+        stats[f"ablation:{g.id}"] = scores
+    return stats
+
+
+@register("ablation", collect=_ablation_stats)
+def _ablation(model: Model, group: Group, reduce: str, stats, seed: int, threads: int | None) -> np.ndarray:
+    scores = stats.get(f"ablation:{group.id}") if stats is not None else None
+    if scores is None:
+        return _wanda(model, group, reduce, stats, seed, threads)
+    return np.asarray(scores, dtype=np.float64)
+
+
 #: Names of every measure; those that need data.
 IMPORTANCES = tuple(REGISTRY)
 DATA_IMPORTANCES = frozenset(name for name, m in REGISTRY.items() if m.needs_data)
@@ -420,7 +556,8 @@ def _is_bias(model: Model, coupling: Coupling) -> bool:
     if not coupling.node:
         return False
     node = model.node(coupling.node)
-    return (node.op_type in ("Gemm", "Conv", "ConvTranspose") and len(node.input) > 2
+    # (ONNX Runtime's fused Attention takes its packed QKV bias as input 2 too)
+    return (node.op_type in ("Gemm", "Conv", "ConvTranspose", "Attention") and len(node.input) > 2
             and node.input[2] == coupling.weight and node.input[1] != coupling.weight)
 
 
@@ -437,7 +574,8 @@ def all_group_scores(
 ) -> dict[str, np.ndarray]:
     """:func:`group_scores` of every group, collecting activation statistics once when needed."""
     stats = None
-    if needs_data(importance):
+    measure = get(importance)
+    if measure.needs_data:
         if dataset is None:
             raise ValueError(f"importance {importance!r} needs data; pass a dataset")
         collect = get(importance).collect or group_activation_stats

@@ -53,7 +53,8 @@ STRATEGY_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
     "oneshot_global": ("oneshot", {"scope": "global"}),
 }
 #: Importance scores (:mod:`pyprune.importance`; a test keeps the two lists equal).
-IMPORTANCE_NAMES = ("l1", "l2", "linf", "fpgm", "random", "wanda", "mean_activation", "apoz", "reconstruction")
+IMPORTANCE_NAMES = ("l1", "l2", "linf", "fpgm", "random", "wanda", "mean_activation", "apoz", "reconstruction",
+                    "output_norm", "attention_entropy", "ablation")
 #: How far the metric may fall unless told otherwise (one point of accuracy).
 DEFAULT_MAX_DROP = 0.01
 #: The target when none is given: half the MACs.

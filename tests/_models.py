@@ -585,6 +585,173 @@ def gemm_mlp(sizes: tuple[int, ...], seed: int = 0, trans_b: tuple[int, ...] = (
     return b.model([h])
 
 
+def attention(opset=17, batch="N", heads=4, head_dim=3, kv_heads=None, seq=5, target="const",
+              merge="const", mask="input", keys="plain", ffn=True, seed=0, packed=False):
+    """A transformer block as exporters write it: Q/K/V MatMul + bias -> Reshape [B, S, H, d] ->
+    Transpose -> Q @ K^T -> scale -> mask Add -> Softmax -> @ V -> Transpose -> Reshape ->
+    output projection -> residual Add (-> LayerNorm) -> feed-forward block.
+
+    ``target``: how the head-splitting Reshape gets its shape: ``"const"`` ([0, 0, H, d]),
+    ``"infer_heads"`` ([0, 0, -1, d]), ``"runtime"`` (Shape -> Gather -> Concat with H and d
+    constants, as torch.onnx exports ``view(B, S, H, d)``). ``merge``: the heads-merging Reshape's
+    target, ``"const"`` ([0, 0, H*d]), ``"infer"`` ([0, 0, -1]) or ``"runtime"``. ``kv_heads``:
+    grouped-query attention (K/V heads repeated with Unsqueeze/Expand/Reshape as Llama does);
+    1 with ``keys="broadcast"``: multi-query keys broadcast by the MatMul. ``mask``: ``"input"``
+    ([B, 1, 1, S] graph input), ``"causal"`` (a [1, 1, S, S] constant) or ``"none"``. ``keys``:
+    ``"transpose"`` transposes K through ``[B*H, S, d]`` (scaled_dot_product_attention exports).
+    ``packed``: one QKV projection reshaped to ``[B, S, 3, H, d]``, permuted to ``[3, B, H, S, d]``
+    and split (timm's ViT).
+    """
+    b = Builder(opset, batch, seed)
+    e = heads * head_dim
+    kv = heads if kv_heads is None else kv_heads
+    x = b.input([seq, e])
+
+    def proj(h, n):
+        return b.op("Add", [b.matmul(h, e, n), b.weight([n], 0.1)])
+
+    def split(h, n_heads):
+        if target == "runtime":
+            shape = b.op("Shape", [h])
+            lead = [b.unsqueeze(b.op("Gather", [shape, b.const(np.array(i, np.int64))], axis=0), [0])
+                    for i in (0, 1)]
+            t = b.op("Concat", [*lead, b.const(np.array([n_heads], np.int64)),
+                                b.const(np.array([head_dim], np.int64))], axis=0)
+        else:
+            t = b.const(np.array([0, 0, n_heads if target == "const" else -1, head_dim], np.int64))
+        return b.op("Transpose", [b.op("Reshape", [h, t])], perm=[0, 2, 1, 3])  # [B, H, S, d]
+
+    if packed:
+        qkv = b.op("Reshape", [proj(x, 3 * e), b.const(np.array([0, 0, 3, heads, head_dim], np.int64))])
+        qkv = b.op("Transpose", [qkv], perm=[2, 0, 3, 1, 4])  # [3, B, H, S, d]
+        q, k, v = (b.squeeze(t, [0]) for t in b.split(qkv, [1, 1, 1], axis=0))
+        kv = heads
+    else:
+        q = split(proj(x, e), heads)
+        k = split(proj(x, kv * head_dim), kv)
+        v = split(proj(x, kv * head_dim), kv)
+    if kv != heads and keys != "broadcast":
+        rep = heads // kv
+
+        def repeat(t):
+            t = b.unsqueeze(t, [2])  # [B, kv, 1, S, d]
+            shape = b.op("Shape", [t])
+            dims = [b.unsqueeze(b.op("Gather", [shape, b.const(np.array(i, np.int64))], axis=0), [0])
+                    for i in (0, 3, 4)]
+            t = b.op("Expand", [t, b.op("Concat", [dims[0], b.const(np.array([kv, rep], np.int64)),
+                                                   dims[1], dims[2]], axis=0)])
+            return b.op("Reshape", [t, b.const(np.array([0, heads, seq, head_dim], np.int64))])
+
+        k, v = repeat(k), repeat(v)
+    if keys == "transpose":
+        kt = b.op("Reshape", [k, b.const(np.array([-1, seq, head_dim], np.int64))])
+        kt = b.op("Transpose", [kt], perm=[0, 2, 1])
+        shape = b.op("Shape", [k])
+        lead = b.op("Slice", [shape, b.const(np.array([0], np.int64)), b.const(np.array([2], np.int64))])
+        kt = b.op("Reshape", [kt, b.op("Concat", [lead, b.const(np.array([head_dim, seq], np.int64))],
+                                       axis=0)])
+    else:
+        kt = b.op("Transpose", [k], perm=[0, 1, 3, 2])
+    scores = b.op("Mul", [b.op("MatMul", [q, kt]), b.const(np.array(head_dim ** -0.5, np.float32))])
+    if mask == "input":
+        m = b.input([1, 1, seq], "mask")
+        scores = b.op("Add", [scores, m])
+    elif mask == "causal":
+        causal = np.triu(np.full((seq, seq), -1e4, np.float32), 1)[None, None]
+        scores = b.op("Add", [b.const(causal), scores])
+    ctx = b.op("MatMul", [b.op("Softmax", [scores], axis=-1), v])  # [B, H, S, d]
+    ctx = b.op("Transpose", [ctx], perm=[0, 2, 1, 3])
+    if merge == "runtime":
+        shape = b.op("Shape", [ctx])
+        lead = b.op("Slice", [shape, b.const(np.array([0], np.int64)), b.const(np.array([2], np.int64))])
+        t = b.op("Concat", [lead, b.const(np.array([-1], np.int64))], axis=0)
+    else:
+        t = b.const(np.array([0, 0, e if merge == "const" else -1], np.int64))
+    out = b.op("Add", [x, proj(b.op("Reshape", [ctx, t]), e)])
+    if opset >= 17:
+        out = b.op("LayerNormalization", [out, b.weight([e], positive=True), b.weight([e], 0.1)],
+                   axis=-1)
+    if ffn:
+        h = b.gelu_erf(proj(out, 2 * e))
+        out = b.op("Add", [out, b.op("Add", [b.matmul(h, 2 * e, e), b.weight([e], 0.1)])])
+    return b.model([out], shapes={out: [batch, seq, e]})
+
+
+def attention_variants(opset=17, batch="N"):
+    """Two attention blocks in a row: constant head count then a run-time target with a causal
+    mask and keys transposed through [B*H, S, d]."""
+    return attention(opset, batch, target="runtime", merge="runtime", keys="transpose",
+                     mask="causal", seed=1)
+
+
+def attention_gqa(opset=17, batch="N"):
+    """Grouped-query attention: 6 query heads over 2 KV heads repeated with Expand + Reshape."""
+    return attention(opset, batch, heads=6, kv_heads=2, head_dim=2, target="infer_heads",
+                     merge="infer", seed=2)
+
+
+def fused_attention(kind="Attention", heads=4, head_dim=8, kv_heads=2, seq=5, batch="N", seed=0,
+                    opset=17):
+    """What ONNX Runtime's transformer optimizer leaves: a ``com.microsoft`` attention node
+    (``Attention`` with a packed QKV weight, ``MultiHeadAttention`` over projected Q/K/V with a
+    packed bias, or ``GroupQueryAttention`` with ``kv_heads`` shared key/value heads) followed by
+    the output projection, the residual and a feed-forward block."""
+    b = Builder(opset, batch, seed)
+    e = heads * head_dim
+    x = b.input([seq, e])
+    if kind == "Attention":
+        ctx = b.op("Attention", [x, b.weight([e, 3 * e]), b.weight([3 * e], 0.1)], num_heads=heads,
+                   domain="com.microsoft")
+    elif kind == "MultiHeadAttention":
+        q, k, v = (b.matmul(x, e, e) for _ in range(3))
+        ctx = b.op("MultiHeadAttention", [q, k, v, b.weight([3 * e], 0.1)], num_heads=heads,
+                   domain="com.microsoft")
+    else:
+        kv = kv_heads * head_dim
+        q = b.op("Add", [b.matmul(x, e, e), b.weight([e], 0.1)])
+        k, v = b.matmul(x, e, kv), b.matmul(x, e, kv)
+        fixed = 1 if batch == "N" else batch  # the CPU kernel takes one sequence length per batch row
+        seqlens = b.const(np.full([fixed], seq - 1, np.int32))
+        total = b.const(np.array(seq, np.int32))
+        ctx = b.op("GroupQueryAttention", [q, k, v, "", "", seqlens, total], n_out=3, num_heads=heads,
+                   kv_num_heads=kv_heads, domain="com.microsoft")[0]
+    out = b.op("Add", [x, b.op("Add", [b.matmul(ctx, e, e), b.weight([e], 0.1)])])
+    h = b.gelu_erf(b.op("Add", [b.matmul(out, e, 2 * e), b.weight([2 * e], 0.1)]))
+    out = b.op("Add", [out, b.matmul(h, 2 * e, e)])
+    return b.model([out], shapes={out: [batch, seq, e]})
+
+
+def fused_encoder(pre_norm=False, heads=2, head_dim=4, seq=5, batch="N", seed=0, opset=17):
+    """Two encoder blocks as ONNX Runtime's optimizer fuses them: Attention and the feed-forward
+    block, each joined to the residual by a ``SkipLayerNormalization`` (post-norm, BERT). With
+    ``pre_norm`` the joins normalise for the next block and pass the residual sum on through
+    their fourth output (GPT-2, ViT)."""
+    b = Builder(opset, batch, seed)
+    e = heads * head_dim
+    x = b.input([seq, e])
+
+    def join(branch, skip):
+        ins = [branch, skip, b.weight([e], positive=True), b.weight([e], 0.1), b.weight([e], 0.1)]
+        if not pre_norm:
+            return b.op("SkipLayerNormalization", ins, epsilon=1e-5, domain="com.microsoft")
+        normed, _, _, total = b.op("SkipLayerNormalization", ins, n_out=4, epsilon=1e-5,
+                                   domain="com.microsoft")
+        return normed, total
+
+    normed = b.op("LayerNormalization", [x, b.weight([e], positive=True), b.weight([e], 0.1)], axis=-1)
+    stream = x if pre_norm else normed
+    h = normed
+    for _ in range(2):
+        ctx = b.op("Attention", [h, b.weight([e, 3 * e]), b.weight([3 * e], 0.1)], num_heads=heads,
+                   domain="com.microsoft")
+        joined = join(b.matmul(ctx, e, e), stream)
+        h, stream = joined if pre_norm else (joined, joined)
+        inner = b.op("BiasGelu", [b.matmul(h, e, 2 * e), b.weight([2 * e], 0.1)], domain="com.microsoft")
+        joined = join(b.matmul(inner, 2 * e, e), stream)
+        h, stream = joined if pre_norm else (joined, joined)
+    return b.model([h], shapes={h: [batch, seq, e]})
+
+
 @dataclass(frozen=True)
 class Case:
     build: Callable[..., onnx.ModelProto]
@@ -617,6 +784,9 @@ CATALOGUE: dict[str, Case] = {
     "paddle_style": Case(paddle_style, 4),
     "shared_token_shape": Case(shared_token_shape, 2),
     "keras_runtime_bias": Case(keras_runtime_bias, 1),
+    "attention": Case(attention, 2, min_opset=13),
+    "attention_variants": Case(attention_variants, 2, min_opset=13),
+    "attention_gqa": Case(attention_gqa, 2, min_opset=13),
 }
 
 
@@ -631,6 +801,8 @@ def random_inputs(model: onnx.ModelProto, batch: int = 2, seed: int = 0) -> dict
         dims = [d.dim_value if d.HasField("dim_value") else batch
                 for d in v.type.tensor_type.shape.dim]
         feeds[v.name] = rng.standard_normal(dims).astype(np.float32)
+        if v.name == "mask":  # an additive attention mask: 0 or a large negative number
+            feeds[v.name] = np.where(rng.random(dims) < 0.3, -1e4, 0.0).astype(np.float32)
     return feeds
 
 

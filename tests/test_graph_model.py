@@ -458,3 +458,59 @@ def test_a_matmul_by_a_weight_counts_its_reduced_size_from_the_weight():
     y = b.matmul("x", 6, 5)
     model = load(b.model([y], shapes={y: ["N", 4, 5]}))
     assert model.shape("x")[-1] is None and model.macs() == 4 * 5 * 6
+
+
+# -- shapes of transformer exports ---------------------------------------------------------------
+
+
+def test_expand_targets_written_with_where_equal_minus_one_are_evaluated():
+    # transformers exports expand masks to Where(Equal(v, -1), 1, v) with v = [batch, -1, seq, seq]
+    b = Builder(17, batch="N")
+    x = b.input([4, 6])
+    mask = b.input([1, 1, 4], "mask")
+    shape = b.op("Shape", [x])
+    batch = b.unsqueeze(b.op("Gather", [shape, b.const(np.array(0, np.int64))], axis=0), [0])
+    seq = b.unsqueeze(b.op("Gather", [shape, b.const(np.array(1, np.int64))], axis=0), [0])
+    v = b.op("Concat", [batch, b.const(np.array([-1], np.int64)), seq, seq], axis=0)
+    ones = b.op("ConstantOfShape", [b.op("Shape", [v])], value=helper.make_tensor("one", TensorProto.INT64, [1], [1]))
+    minus = b.op("Mul", [ones, b.const(np.array(-1, np.int64))])
+    target = b.op("Where", [b.op("Equal", [v, minus]), ones, v])
+    expanded = b.op("Expand", [mask, target])
+    model = load(b.model([b.op("Add", [expanded, b.const(np.zeros([1, 1, 1, 1], np.float32))])]))
+    assert [e.value for e in model.shape_vector(target)] == ["N", 1, 4, 4]
+    assert model.shape(expanded) == ["N", 1, 4, 4]
+
+
+def test_the_reduced_dimension_of_a_constant_matmul_is_inferred_backwards():
+    b = Builder(17, batch="N")
+    x = b.input([3, 4, 2])
+    shape = b.op("Shape", [x])
+    lead = b.op("Slice", [shape, b.const(np.array([0], np.int64)), b.const(np.array([2], np.int64))])
+    merged = b.op("Reshape", [x, b.op("Concat", [lead, b.const(np.array([-1], np.int64))], axis=0)])
+    model = load(b.model([b.matmul(merged, 8, 5)]))
+    assert model.shape(merged)[-1] == 8
+
+
+def test_a_reshape_target_shared_by_two_layers_is_built_once_per_reader():
+    b = Builder(17, batch="N")
+    x = b.input([3, 4])
+    shape = b.op("Shape", [x])
+    lead = b.op("Slice", [shape, b.const(np.array([0], np.int64)), b.const(np.array([2], np.int64))])
+    target = b.op("Concat", [lead, b.const(np.array([2, 3], np.int64))], axis=0)
+    one = b.op("Reshape", [b.matmul(x, 4, 6), target])
+    two = b.op("Reshape", [b.matmul(x, 4, 6), target])
+    back = b.const(np.array([0, 0, 6], np.int64))
+    out = b.op("Add", [b.matmul(b.op("Reshape", [one, back]), 6, 2), b.matmul(b.op("Reshape", [two, back]), 6, 2)])
+    model = load(b.model([out]))
+    reshapes = [n for n in model.nodes if n.op_type == "Reshape"]
+    assert len({n.input[1] for n in reshapes if not model.is_weight(n.input[1])}) == 2
+    feeds = random_inputs(model.proto)
+    np.testing.assert_allclose(_run(model.proto, feeds)[0], _run(b.model([out]), feeds)[0], rtol=1e-6)
+    # each layer's head count follows its own units
+    graph = DependencyGraph(model)
+    first, second = graph.prunable_groups
+    assert first.size == second.size == 2
+    pruned = remove_units(model, {first.id: [0]}, graph)
+    targets = sorted(pruned.weight(n.input[1]).tolist() for n in pruned.nodes if n.op_type == "Concat"
+                     and pruned.is_weight(n.input[1]))
+    assert targets == [[1, 3], [2, 3]]

@@ -16,9 +16,9 @@ import numpy as np
 import onnx
 
 from ._model import _FLOAT_PARAMS, MAC_WEIGHTED_OPS, Model, _outer_scope_reads
-from ._units import Coupling, Edit, Group, Layer, MaskPoint
+from ._units import Coupling, Edit, Group, Layer, MaskPoint, ScaledNode
 from ._walk import ChannelInfo, Walk  # noqa: F401  (ChannelInfo is part of this module's API)
-from .rules import freeze_all, rule_for
+from .rules import TILED_OPS, freeze_all, rule_for
 
 __all__ = ["DependencyGraph", "ChannelInfo"]
 
@@ -83,6 +83,12 @@ class DependencyGraph:
                     groups[gi].mask_points.append(
                         MaskPoint(m.node, m.input_index, m.tensor, m.axis, m.rank, local)
                     )
+        seen_scaled: set[tuple[int, str]] = set()
+        for node_name, labels in walk.scaled:
+            for gi, local in split(labels):
+                if (gi, node_name) not in seen_scaled:
+                    seen_scaled.add((gi, node_name))
+                    groups[gi].scaled.append(ScaledNode(node_name, local))
         self.edits = [
             Edit(e.kind, e.node, [global_labels(lab) for lab in e.labels], e.name,
                  e.input_index, e.element, e.span)
@@ -182,6 +188,10 @@ def _complexity(model: Model, group: Group) -> None:
             if n.op_type in MAC_WEIGHTED_OPS and i == 1
         )
         macs += counts * (node_macs / max(shape[c.axis], 1))
+    for scaled in group.scaled:
+        owned = scaled.index[scaled.index >= 0]
+        counts = np.bincount(owned, minlength=group.size).astype(np.float64)
+        macs += counts * (model.node_macs(model.node(scaled.node)) / max(len(scaled.index), 1))
     group.params_per_unit = params.astype(np.int64)
     group.macs_per_unit = np.rint(macs).astype(np.int64)
 
@@ -199,8 +209,11 @@ def _walk(model: Model) -> Walk:
     walk = Walk(model)
     for node in model.proto.graph.node:
         fn = rule_for(node)
+        tiled = any(info is not None and info.tiled for info in map(walk.info, node.input))
         if fn is None or any(a.HasField("g") or a.graphs for a in node.attribute):
             freeze_all(walk, node)
+        elif tiled and (node.domain not in ("", "ai.onnx") or node.op_type not in TILED_OPS):
+            freeze_all(walk, node, "reads channels merged with an axis of unknown size")
         else:
             fn(walk, node)
     for name, info in walk.labelled():

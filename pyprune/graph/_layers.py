@@ -30,13 +30,17 @@ from onnx import helper
 from ._model import Model, _outer_scope_reads
 from ._units import Layer, MaskPoint
 
-__all__ = ["find_layers", "check_layer_ids", "WEIGHTED_OPS"]
+__all__ = ["find_layers", "check_layer_ids", "WEIGHTED_OPS", "SKIP_NORMS"]
 
 #: Ops whose constant operand is a weight matrix / filter bank; a path layer starts at one.
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
 # Joins that make ``x + f(x)``: with one branch gone, the output is the other input.
 _RESIDUAL_JOINS = frozenset({"Add", "Sum"})
+
+#: ONNX Runtime's fused ``LayerNorm(input + skip + bias)`` (``com.microsoft``): residual joins
+#: whose layers are removed by rewriting the join (layer kind ``"skip_norm"``).
+SKIP_NORMS = frozenset({"SkipLayerNormalization", "SkipSimplifiedLayerNormalization"})
 
 
 def find_layers(model: Model) -> list[Layer]:
@@ -56,6 +60,10 @@ def find_layers(model: Model) -> list[Layer]:
     for node in model.nodes:
         if _default_domain(node) and node.op_type in _RESIDUAL_JOINS:
             layer = _residual_layer(model, node, position)
+            if layer is not None:
+                layers.append(layer)
+        if node.domain == "com.microsoft" and node.op_type in SKIP_NORMS:
+            layer = _skip_norm_layer(model, node, position)
             if layer is not None:
                 layers.append(layer)
         if _default_domain(node) and node.op_type in WEIGHTED_OPS:
@@ -87,6 +95,42 @@ def _residual_layer(model: Model, join: onnx.NodeProto, position: dict[str, int]
         frozen = frozen or _region_reason(model, nodes, x, y)
         gate = _scalar_gate(model, join.name, b_index, b)
         return _make_layer(model, f"residual:{join.name}", "residual", nodes, gate, x, y, frozen)
+    return None
+
+
+def _skip_norm_layer(model: Model, join: onnx.NodeProto, position: dict[str, int]) -> Layer | None:
+    """``y = LayerNorm(f(x) + x + bias)`` fused by ONNX Runtime into one SkipLayerNormalization.
+
+    The join stays when the branch goes: it becomes ``LayerNorm(x + bias)``
+    (``pyprune.surgery.remove_layers``), which is what gating the branch with 0 computes.
+    """
+    if len(join.input) < 3 or not all(join.input[:2]) or join.input[0] == join.input[1]:
+        return None
+    y = join.output[0]
+    for b_index in (0, 1):
+        b, x = join.input[b_index], join.input[1 - b_index]
+        if model.is_weight(b) or model.is_weight(x) or model.is_graph_output(b):
+            continue
+        if [c.name for c, _ in model.consumers(b)] != [join.name]:
+            continue
+        region = _region(model, x, b, position)
+        fused = model.producer(x)
+        if (region is None and fused is not None and fused.op_type in SKIP_NORMS
+                and len(fused.output) > 3 and fused.output[3] == x):
+            # pre-norm blocks: the previous join's sum output is x and its normalised output,
+            # LayerNorm(x), is where the branch starts
+            region = _region(model, fused.output[0], b, position)
+        if region is None:
+            continue
+        frozen = None
+        if join.op_type == "SkipLayerNormalization" and model.opset < 17:
+            frozen = "removing it needs LayerNormalization (opset 17 or newer)"
+        elif join.op_type == "SkipSimplifiedLayerNormalization" and model.opset < 23:
+            frozen = "removing it needs RMSNormalization (opset 23 or newer)"
+        elif any(o and (model.consumers(o) or model.is_graph_output(o)) for o in join.output[1:3]):
+            frozen = f"{join.op_type} node {join.name!r} also outputs its statistics"
+        gate = _scalar_gate(model, join.name, b_index, b)
+        return _make_layer(model, f"residual:{join.name}", "skip_norm", region, gate, x, y, frozen)
     return None
 
 
@@ -131,11 +175,19 @@ def _region(
 
 def _descendants(model: Model, value: str, position: dict[str, int], last: int) -> set[str]:
     """Names of the nodes up to position ``last`` that (transitively) read ``value``, reads
-    from nested subgraphs included."""
+    from nested subgraphs included.
+
+    ``Shape``/``Size`` of ``value`` itself do not depend on its values, and ``value`` stays when
+    the layer goes (``y = x``): exporters share such shape computations between layers, so they
+    are left out of the region (they stay in the graph, reading ``x``).
+    """
     seen: set[str] = set()
     stack = [value]
     while stack:
-        for node, _ in model.consumers(stack.pop()):
+        current = stack.pop()
+        for node, _ in model.consumers(current):
+            if current == value and node.op_type in ("Shape", "Size") and node.domain in ("", "ai.onnx"):
+                continue
             if node.name not in seen and position[node.name] <= last:
                 seen.add(node.name)
                 stack.extend(o for o in node.output if o)

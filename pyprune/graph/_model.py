@@ -16,7 +16,7 @@ import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnx
@@ -261,26 +261,25 @@ class Model:
                 if node.op_type == "Loop" and node.domain in ("", "ai.onnx"):
                     hints.extend(self._loop_state_hints(node))
                     continue
-                if node.op_type == "Slice" and node.domain in ("", "ai.onnx"):
-                    dims = _slice_output(self, node)
-                    if dims is not None and dims != self.shape(node.output[0]):
-                        hints.append(helper.make_tensor_value_info(node.output[0], self.elem_type(node.input[0]) or 0,
-                                                                   dims))
-                    continue
-                if node.op_type != "Reshape" or node.domain not in ("", "ai.onnx"):
-                    continue
-                if len(node.input) < 2:
-                    continue
-                dims = _reshape_output(self, node)
-                if dims is None or dims == self.shape(node.output[0]):
-                    continue
-                elem = self.elem_type(node.input[0]) or 0
-                hints.append(helper.make_tensor_value_info(node.output[0], elem, dims))
+                for out, dims, elem in _hints(self, node):
+                    if dims is not None and dims != self.shape(out):
+                        hints.append(helper.make_tensor_value_info(out, elem, dims))
             if not hints:
                 return
             found.update((h.name, h) for h in hints)
+            # onnx names the dimensions it cannot infer afresh on every run (avoiding names in
+            # use). Values no new hint can change keep the shapes and names found so far, so the
+            # names stay stable from round to round (symbols compared across values then mean
+            # something); values downstream of a new hint are inferred again from it.
+            stale = self._downstream(h.name for h in hints)
             skeleton = self._inference_skeleton()
-            skeleton.graph.value_info.extend(found.values())
+            listed = {v.name for v in [*skeleton.graph.input, *skeleton.graph.output]}
+            listed |= set(self._initializers)
+            produced = {o for n in skeleton.graph.node for o in n.output}
+            skeleton.graph.value_info.extend(
+                helper.make_value_info(name, t) for name, t in self._types.items()
+                if name in produced and name not in listed and name not in stale and name not in found)
+            skeleton.graph.value_info.extend(h for name, h in found.items() if name not in listed)
             try:
                 inferred = shape_inference.infer_shapes(
                     skeleton, check_type=False, strict_mode=False, data_prop=True
@@ -293,6 +292,18 @@ class Model:
                         self._types[v.name] = v.type
             for h in found.values():
                 self._types[h.name] = h.type
+
+    def _downstream(self, values: Iterable[str]) -> set[str]:
+        """Every value computed (transitively) from ``values``."""
+        seen: set[str] = set()
+        stack = list(values)
+        while stack:
+            for node, _ in self._consumers.get(stack.pop(), ()):
+                for out in node.output:
+                    if out and out not in seen:
+                        seen.add(out)
+                        stack.append(out)
+        return seen
 
     def with_input_shapes(self, shapes: Mapping[str, Sequence[Dim]]) -> Model:
         """This model seen with its symbolic input sizes fixed: ``{input: dims}``, where an int
@@ -893,6 +904,8 @@ MAC_WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "FusedC
 
 def node_macs(model: Model, node: onnx.NodeProto) -> int:
     """MACs of one node (see :meth:`Model.node_macs`)."""
+    if node.domain == CONTRIB_DOMAIN and node.op_type in ("MultiHeadAttention", "GroupQueryAttention"):
+        return _contrib_macs(model, node)
     if node.domain in ("", "ai.onnx"):
         op = node.op_type
     else:
@@ -948,6 +961,31 @@ def node_macs(model: Model, node: onnx.NodeProto) -> int:
         steps = x[0] * x[1]  # sequence x batch, in either layout
         return int(steps * (np.prod(w, dtype=np.int64) + np.prod(r, dtype=np.int64)))
     return 0
+
+
+def _contrib_macs(model: Model, node: onnx.NodeProto) -> int:
+    """MACs of ONNX Runtime's fused attention: the packed projection (``Attention``) plus the
+    two products per head, ``Q @ K^T`` and ``P @ V`` (sequence lengths symbolic count as 1)."""
+    if node.op_type not in ("Attention", "MultiHeadAttention", "GroupQueryAttention"):
+        return 0
+    query = _concrete(model.shape(node.input[0]))
+    out = _concrete(model.shape(node.output[0]))
+    if query is None or out is None or len(query) != 3 or len(out) != 3:
+        return 0
+    batch, seq = query[0], query[1]
+    projection = 0
+    if node.op_type == "Attention":
+        weight = _concrete(model.shape(node.input[1]))
+        if weight is None or len(weight) != 2:
+            return 0
+        projection = batch * seq * weight[0] * weight[1]
+        qk_width = weight[1] // 3
+        length = seq
+    else:
+        key = _concrete(model.shape(node.input[1])) if len(node.input) > 1 and node.input[1] else None
+        length = key[1] if key is not None and len(key) == 3 else seq
+        qk_width = query[2] if node.op_type == "MultiHeadAttention" else out[2]
+    return int(projection + batch * seq * length * (qk_width + out[2]))
 
 
 def _control_flow_macs(model: Model, node: onnx.NodeProto) -> int:
@@ -1027,6 +1065,20 @@ def _shape_vector(model: Model, name: str, reader: tuple[str, int] | None, depth
                 return None
             out.extend(entries)
         return out
+    if op == "Reshape" and model.rank(name) == 1:  # a 1-D vector reshaped to [-1] or [n]
+        return _shape_vector(model, node.input[0], (node.name, 0), depth + 1)
+    if op == "ConstantOfShape":
+        length = _shape_vector(model, node.input[0], (node.name, 0), depth + 1)
+        if length is None or len(length) != 1 or not isinstance(length[0].value, int):
+            return None
+        fill = _constant_fill(node)
+        return None if fill is None else [ShapeEntry(fill)] * length[0].value
+    if op in _SHAPE_SELECT or op == "Where":
+        return _shape_select(model, node, depth)
+    if op == "Mul" and len(node.input) == 2:  # a symbolic entry times 1 stays that entry
+        kept = _times_one(model, node, depth)
+        if kept is not None:
+            return kept
     if op in _SHAPE_ARITHMETIC and len(node.input) == 2:
         # sizes worked out at run time, e.g. ShuffleNet's channels per group, C // 2: known
         # where the entries are, but computed (no constant to edit, no source to follow)
@@ -1064,6 +1116,172 @@ def _shape_vector(model: Model, name: str, reader: tuple[str, int] | None, depth
         start, end = int(bounds[0].ravel()[0]), int(bounds[1].ravel()[0])
         step = int(bounds[3].ravel()[0]) if len(bounds) > 3 else 1
         return data[start:end:step]
+    return None
+
+
+# Element-wise comparisons and choices on shape entries (``Where(Equal(v, -1), 1, v)``)
+_SHAPE_SELECT = {"Max": max, "Min": min, "Equal": lambda a, b: int(a == b)}
+
+
+def _constant_fill(node: onnx.NodeProto) -> int | None:
+    value = _attr(node, "value")
+    if value is None:
+        return 0
+    array = numpy_helper.to_array(value).ravel()
+    return int(array[0]) if array.size == 1 and array.dtype.kind in "iub" else None
+
+
+def _shape_select(model: Model, node: onnx.NodeProto, depth: int) -> list[ShapeEntry] | None:
+    """Element-wise arithmetic on shape vectors, entry by entry (broadcasting a single entry).
+
+    Exporters compute targets such as ``Where(Equal(v, -1), ones, v)``: entries that are known
+    integers are computed; a symbolic dimension is never negative, so comparing it with a
+    negative constant is decided too. ``Where`` passes the chosen entry on unchanged (with where
+    it came from), so a channel count read at run time is still recognised downstream.
+    """
+    vectors = []
+    for k, name in enumerate(node.input):
+        entries = _shape_vector(model, name, (node.name, k), depth + 1)
+        if entries is None:
+            return None
+        vectors.append(entries)
+    length = max(len(v) for v in vectors)
+    if any(len(v) not in (1, length) for v in vectors):
+        return None
+    vectors = [v * length if len(v) == 1 else v for v in vectors]
+    out: list[ShapeEntry] = []
+    for parts in zip(*vectors):
+        values = [e.value for e in parts]
+        if node.op_type == "Where":
+            cond = values[0]
+            out.append(parts[1] if cond == 1 else parts[2] if cond == 0 else ShapeEntry(None))
+            continue
+        a, b = values
+        if node.op_type == "Equal" and isinstance(a, str) != isinstance(b, str):
+            number = b if isinstance(a, str) else a
+            out.append(ShapeEntry(0 if isinstance(number, int) and number < 0 else None))
+        elif node.op_type == "Mul" and 1 in values and any(isinstance(v, str) for v in values):
+            out.append(parts[0] if b == 1 else parts[1])
+        elif isinstance(a, int) and isinstance(b, int):
+            compute: Any = _SHAPE_SELECT[node.op_type]
+            out.append(ShapeEntry(int(compute(a, b))))
+        else:
+            out.append(ShapeEntry(None))
+    return out
+
+
+def _hints(model: Model, node: onnx.NodeProto) -> list[tuple[str, list[Dim] | None, int]]:
+    """(value, shape, element type) annotations ``node`` allows: its output's shape where onnx's
+    inference cannot find it, and the reduced dimension of a matrix multiplied by a constant
+    weight (the model could not run otherwise), which onnx never infers backwards."""
+    found: list[tuple[str, list[Dim] | None, int]] = []
+    if node.output and node.output[0] and node.input:
+        dims = _hint_dims(model, node)
+        if dims is not None:
+            found.append((node.output[0], dims, model.elem_type(node.input[0]) or 0))
+    if node.domain in ("", "ai.onnx") and node.op_type in ("MatMul", "Gemm") and len(node.input) > 1:
+        a, b = node.input[0], node.input[1]
+        shape, weight = model.shape(a), model.shape(b) if model.is_weight(b) else None
+        if (shape and weight and len(weight) == 2 and not isinstance(shape[-1], int)
+                and not model.is_graph_input(a)):
+            trans_a = node.op_type == "Gemm" and _attr(node, "transA", 0)
+            trans_b = node.op_type == "Gemm" and _attr(node, "transB", 0)
+            if not trans_a and (node.op_type == "MatMul" or len(shape) == 2):
+                found.append((a, [*shape[:-1], weight[1 if trans_b else 0]], model.elem_type(a) or 0))
+    return found
+
+
+def _hint_dims(model: Model, node: onnx.NodeProto) -> list[Dim] | None:
+    """The output shape of ``node`` where onnx's own inference cannot find it (None: leave it)."""
+    if node.domain == "com.microsoft":
+        if node.op_type in ("MultiHeadAttention", "GroupQueryAttention"):  # no stand-in for these
+            return _attention_output(model, node)
+        return None
+    if node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+        return None
+    if node.op_type == "Reshape":
+        return _reshape_output(model, node)
+    if node.op_type == "Slice":
+        return _slice_output(model, node)
+    if node.op_type == "Expand":
+        return _expand_output(model, node)
+    return None
+
+
+def _attention_output(model: Model, node: onnx.NodeProto) -> list[Dim] | None:
+    """Output 0 of ONNX Runtime's fused attention ops: ``[batch, sequence, value hidden size]``."""
+    query = model.shape(node.input[0])
+    if query is None or len(query) != 3:
+        return None
+    heads = _attr(node, "num_heads", 0)
+    if node.op_type == "Attention":
+        sizes = _attr(node, "qkv_hidden_sizes")
+        weight = model.shape(node.input[1])
+        if sizes:
+            hidden = int(sizes[2])
+        elif weight is not None and len(weight) == 2 and isinstance(weight[1], int):
+            hidden = weight[1] // 3
+        else:
+            return None
+    elif node.op_type == "MultiHeadAttention":
+        value = model.shape(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if value is not None and len(value) == 3 and isinstance(value[2], int):
+            hidden = value[2]
+        elif value is not None and len(value) == 4 and isinstance(value[3], int):
+            hidden = heads * value[3]  # [batch, heads, length, head size]
+        else:
+            return None
+    else:  # GroupQueryAttention: packed QKV when key and value are absent
+        kv_heads = _attr(node, "kv_num_heads", 0)
+        packed = len(node.input) < 2 or not node.input[1]
+        if not isinstance(query[2], int) or not heads:
+            return None
+        hidden = query[2] * heads // (heads + 2 * kv_heads) if packed else query[2]
+    if not isinstance(hidden, int):
+        return None
+    return [query[0], query[1], hidden]
+
+
+def _expand_output(model: Model, node: onnx.NodeProto) -> list[Dim] | None:
+    """Output shape of an Expand whose target is a (symbolically) known shape vector."""
+    src = model.shape(node.input[0])
+    entries = model.shape_vector(node.input[1])
+    if src is None or entries is None:
+        return None
+    target: list[Dim] = [e.value for e in entries]
+    rank = max(len(src), len(target))
+    a = [1] * (rank - len(src)) + list(src)
+    b = [1] * (rank - len(target)) + target
+    dims: list[Dim] = []
+    for x, y in zip(a, b):
+        if x == 1:
+            dims.append(y)
+        elif y == 1 or x == y:
+            dims.append(x)
+        elif isinstance(x, int) and isinstance(y, int):
+            return None  # not broadcastable: leave it to the runtime to refuse
+        elif isinstance(x, int) or isinstance(y, int):
+            dims.append(x if isinstance(x, int) else y)
+        else:
+            # Two symbols: equal at run time or one is 1. Exporters compute Expand targets from
+            # the shape they mean to produce, so the target's dimension names the output's.
+            dims.append(y)
+    if any(isinstance(d, int) and d < 0 for d in dims) or all(d is None for d in dims):
+        return None
+    return dims
+
+
+def _times_one(model: Model, node: onnx.NodeProto, depth: int) -> list[ShapeEntry] | None:
+    """``v * 1`` (or ``1 * v``) of shape vectors keeps ``v``'s entries (with where they came from)."""
+    vectors = [_shape_vector(model, n, (node.name, k), depth + 1) for k, n in enumerate(node.input)]
+    if any(v is None for v in vectors):
+        return None
+    a, b = vectors
+    assert a is not None and b is not None
+    if all(e.value == 1 for e in b) and len(b) in (1, len(a)):
+        return a
+    if all(e.value == 1 for e in a) and len(a) in (1, len(b)):
+        return b
     return None
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["MaskPoint", "Coupling", "Group", "Layer", "Edit"]
+__all__ = ["MaskPoint", "Coupling", "ScaledNode", "Group", "Layer", "Edit"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,16 @@ class Coupling:
     node: str = ""  # a node reading the weight through this slice (the one that coupled it)
 
 
+@dataclass(frozen=True)
+class ScaledNode:
+    """A node without weights whose work shrinks with a group's units (the products of queries
+    and keys, of attention and values: one slice per head). Its MACs scale with the fraction of
+    positions along ``index`` that are kept (``-1``: positions this group does not own)."""
+
+    node: str
+    index: np.ndarray  # int64, one entry per position along the scaled axis, unit id or -1
+
+
 @dataclass
 class Group:
     """The smallest set of coupled slices that must be removed together."""
@@ -53,6 +63,7 @@ class Group:
     size: int  # number of units
     couplings: list[Coupling] = field(default_factory=list)
     mask_points: list[MaskPoint] = field(default_factory=list)
+    scaled: list[ScaledNode] = field(default_factory=list)  # weight-free nodes whose MACs shrink
     params_per_unit: np.ndarray | None = None  # parameters removed with each unit
     macs_per_unit: np.ndarray | None = None  # MACs removed with each unit (per sample)
     frozen: str | None = None  # reason the group cannot be pruned, None when prunable

@@ -21,10 +21,17 @@ __all__ = ["Walk", "ChannelInfo"]
 
 @dataclass(frozen=True)
 class ChannelInfo:
-    """The channel axis of a tensor and the unit each position along it belongs to (-1: none)."""
+    """The channel axis of a tensor and the unit each position along it belongs to (-1: none).
+
+    ``tiled``: the axis holds ``labels`` repeated an unknown number of times (channels merged
+    with a leading axis of unknown size, ``[batch, heads, ..] -> [batch * heads, ..]``). Only
+    rules that move the axis as a whole handle such tensors (see ``TILED_OPS``); the others
+    freeze them.
+    """
 
     axis: int
     labels: np.ndarray
+    tiled: bool = False
 
 
 @dataclass
@@ -69,6 +76,7 @@ class Walk:
         self.masks: list[_RawMask] = []
         self.edits: list[Edit] = []
         self.freezes: list[tuple[np.ndarray, str]] = []
+        self.scaled: list[tuple[str, np.ndarray]] = []
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -109,8 +117,8 @@ class Walk:
 
     # -- recording -----------------------------------------------------------------------------
 
-    def set(self, name: str, axis: int, labels: np.ndarray) -> None:
-        self._info[name] = ChannelInfo(int(axis), np.asarray(labels, dtype=np.int64))
+    def set(self, name: str, axis: int, labels: np.ndarray, tiled: bool = False) -> None:
+        self._info[name] = ChannelInfo(int(axis), np.asarray(labels, dtype=np.int64), bool(tiled))
 
     def new_units(
         self, node: onnx.NodeProto, output: str, axis: int, size: int, frozen: str | None = None
@@ -143,6 +151,11 @@ class Walk:
             self.freeze(info.labels, f"{node.op_type} node {node.name!r} reads an unknown rank")
             return
         self.masks.append(_RawMask(node.name, input_index, name, info.axis, rank, info.labels))
+
+    def scale_work(self, node: onnx.NodeProto, labels: np.ndarray) -> None:
+        """``node`` has no weights, but its work is proportional to the positions of ``labels``
+        kept (see ``ScaledNode``)."""
+        self.scaled.append((node.name, np.asarray(labels, dtype=np.int64)))
 
     def union(self, a: np.ndarray, b: np.ndarray, node: onnx.NodeProto) -> np.ndarray:
         """Unite position-wise; a unit meeting a position no group owns is frozen."""

@@ -63,10 +63,11 @@ class MaskableWeight:
 
 
 def maskable_weights(model: Model) -> list[MaskableWeight]:
-    """The float weight operands of the main graph's Conv, ConvTranspose, Gemm and MatMul nodes."""
+    """The float weight operands of the main graph's Conv, ConvTranspose, Gemm and MatMul nodes
+    (and of ONNX Runtime's fused ``Attention``, whose packed QKV weight is a MatMul's)."""
     found: dict[str, list[tuple[str, str, int]]] = {}
     for node in model.nodes:
-        if node.domain not in ("", "ai.onnx"):
+        if node.domain not in ("", "ai.onnx") and not _fused_attention(node):
             continue
         for name, axis in _weight_operands(model, node):
             if model.elem_type(name) in FLOAT_TYPES and model.weight(name).size:
@@ -94,6 +95,11 @@ def maskable_weights(model: Model) -> list[MaskableWeight]:
     return result
 
 
+def _fused_attention(node: onnx.NodeProto) -> bool:
+    """ONNX Runtime's ``Attention``: a MatMul of its input by the packed QKV weight, fused."""
+    return node.domain == "com.microsoft" and node.op_type == "Attention"
+
+
 def _weight_operands(model: Model, node: onnx.NodeProto) -> list[tuple[str, int]]:
     """(weight name, reduction axis) of the constant weight operands of one node."""
     inputs = list(node.input)
@@ -102,6 +108,9 @@ def _weight_operands(model: Model, node: onnx.NodeProto) -> list[tuple[str, int]
         return len(inputs) > i and bool(inputs[i]) and model.is_weight(inputs[i])
 
     op = node.op_type
+    if _fused_attention(node):
+        # the packed Q, K, V projection [hidden, 3 * heads * d], summed over its rows
+        return [(inputs[1], 0)] if const(1) and model.weight(inputs[1]).ndim == 2 else []
     if op in ("Conv", "ConvTranspose") and const(1) and model.weight(inputs[1]).ndim >= 3:
         # Conv W [O, I/g, k...] sums over axis 1; ConvTranspose W [I, O/g, k...] over axis 0.
         return [(inputs[1], 1 if op == "Conv" else 0)]

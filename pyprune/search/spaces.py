@@ -254,9 +254,15 @@ class ChannelSpace(Space):
             for c in g.couplings:
                 self._axes.setdefault(c.weight, {}).setdefault(c.axis, []).append((g.id, np.asarray(c.index)))
         self._weighted_nodes = [(n.input[1], self.model.node_macs(n)) for n in self.model.nodes
-                                if n.op_type in MAC_WEIGHTED_OPS
+                                if n.op_type in MAC_WEIGHTED_OPS | {"Attention"}
                                 and len(n.input) > 1 and n.input[1] in self._axes]
         self._weight_size = {w: int(np.prod(self.model.weight(w).shape, dtype=np.int64)) for w in self._axes}
+        # Weight-free nodes whose work shrinks with the units (attention products, per head).
+        scaled: dict[str, list[tuple[str, np.ndarray]]] = {}
+        for g in self._groups:
+            for sc in g.scaled:
+                scaled.setdefault(sc.node, []).append((g.id, np.asarray(sc.index)))
+        self._scaled = [(self.model.node_macs(self.model.node(n)), owners) for n, owners in scaled.items()]
         return slots
 
     def _pieces(self) -> dict[str, list[np.ndarray]]:
@@ -332,6 +338,12 @@ class ChannelSpace(Space):
             kept_frac[w] = frac
         params = self.params0 - sum(self._weight_size[w] * (1 - f) for w, f in kept_frac.items())
         macs = self.macs0 - sum(mc * (1 - kept_frac[w]) for w, mc in self._weighted_nodes)
+        for node_macs, owners in self._scaled:
+            keep = np.ones(len(owners[0][1]), dtype=bool)
+            for gid, index in owners:
+                owned = index >= 0
+                keep[owned] &= keeps[gid][index[owned]]
+            macs -= node_macs * (1 - keep.mean())
         params, macs = int(round(params)), int(round(macs))
         return Cost(params, macs, self.nonzeros0 - (self.params0 - params), 0.0)
 

@@ -41,8 +41,9 @@ def replace_input(model: Model, node: onnx.NodeProto, index: int, values: np.nda
 
 def bias_after(model: Model, node: onnx.NodeProto) -> tuple[onnx.NodeProto, int] | None:
     """The ``Add`` of a constant bias along the last axis that alone reads a MatMul's output (maybe
-    through identity Casts, float to the same float type, as Keras exports write them), and the
-    input index of that constant; None when there is none to fold a correction into."""
+    through identity Casts, float to the same float type, as Keras exports write them; or the
+    ``SkipLayerNormalization`` whose bias input does that add), and the input index of that
+    constant; None when there is none to fold a correction into."""
     value = node.output[0]
     while True:
         readers = model.consumers(value)
@@ -52,6 +53,14 @@ def bias_after(model: Model, node: onnx.NodeProto) -> tuple[onnx.NodeProto, int]
         if add.op_type != "Cast" or _attr(add, "to", 0) != model.elem_type(value) or not model.elem_type(value):
             break
         value = add.output[0]
+    if add.domain == "com.microsoft" and add.op_type in ("SkipLayerNormalization", "SkipSimplifiedLayerNormalization"):
+        # ONNX Runtime fuses the bias Add into the normalisation that follows (its last input)
+        bias_index = 4 if add.op_type == "SkipLayerNormalization" else 3
+        if index not in (0, 1) or len(add.input) <= bias_index or not model.is_weight(add.input[bias_index]):
+            return None
+        bias = model.weight(add.input[bias_index])
+        width = model.weight(node.input[1]).shape[-1]
+        return (add, bias_index) if bias.shape == (width,) else None
     if add.op_type != "Add" or add.domain not in ("", "ai.onnx") or index < 0:
         return None
     other = add.input[1 - index]

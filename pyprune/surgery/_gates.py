@@ -50,7 +50,7 @@ def gate_layers(model: Model, layer_ids: Sequence[str]) -> tuple[Model, dict[str
         g = fresh(f"gate:{layer_id}")
         graph.input.append(helper.make_tensor_value_info(g, elem, []))
         gates[layer_id] = g
-        if layer.kind == "residual":
+        if layer.kind in ("residual", "skip_norm"):
             join = new.node(layer.gate.node)
             gated = fresh(f"{layer.gate.tensor}_gated")
             mul = helper.make_node("Mul", [layer.gate.tensor, g], [gated], name=fresh(f"{join.name}_gate"))

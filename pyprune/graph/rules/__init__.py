@@ -15,7 +15,12 @@ Ops without a rule freeze every channel that reaches them. The walk itself (labe
 grouping) lives in ``_dependency.py``; this module only says what each op does.
 """
 
-from . import elementwise, linear, normalization, shape, spatial  # noqa: F401  (each registers its rules)
+from . import attention, elementwise, linear, normalization, shape, spatial  # noqa: F401  (each registers its rules)
 from ._base import CONTRIB_RULES, RULES, Rule, freeze_all, rule, rule_for
 
-__all__ = ["RULES", "CONTRIB_RULES", "Rule", "rule", "rule_for", "freeze_all"]
+#: Default-domain ops whose rules handle tiled channel axes (``ChannelInfo.tiled``): they move
+#: the axis as a whole. Any other op reading one freezes it.
+TILED_OPS = frozenset({*elementwise._UNARY, *elementwise._BROADCAST, "Transpose", "Reshape", "MatMul",
+                       "Softmax", "LogSoftmax"})
+
+__all__ = ["RULES", "CONTRIB_RULES", "TILED_OPS", "Rule", "rule", "rule_for", "freeze_all"]

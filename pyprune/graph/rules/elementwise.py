@@ -34,7 +34,7 @@ def unary(w: Walk, node: onnx.NodeProto) -> None:
             return freeze_all(w, node, "operates on the channel axis")
     for out in node.output:
         if out:
-            w.set(out, info.axis, info.labels)
+            w.set(out, info.axis, info.labels, info.tiled)
 
 
 _BROADCAST = (
@@ -64,6 +64,9 @@ def broadcast(w: Walk, node: onnx.NodeProto) -> None:
         return freeze_all(w, node, "joins channels on different axes")
     axis = out_axes.pop()
     labels = labeled[0][1].labels
+    tiled = any(info.tiled for _, info in labeled)
+    if tiled and len(labeled) > 1:
+        return freeze_all(w, node, "joins channels merged with an axis of unknown size")
     for _, info in labeled[1:]:
         if len(info.labels) != len(labels):
             return freeze_all(w, node, "joins channel tensors of different sizes")
@@ -76,7 +79,7 @@ def broadcast(w: Walk, node: onnx.NodeProto) -> None:
         dim = 1 if local < 0 else w.shape(name)[local]
         if dim == 1:
             continue
-        if dim != len(labels):
+        if tiled or dim != len(labels):
             return freeze_all(w, node, f"broadcasts input {name!r} of unknown or unequal size")
         if w.is_weight(name):
             constants.append((name, local))
@@ -88,7 +91,7 @@ def broadcast(w: Walk, node: onnx.NodeProto) -> None:
         w.couple(name, local, labels, "param", node)
     for out in node.output:
         if out:
-            w.set(out, axis, labels)
+            w.set(out, axis, labels, tiled)
 
 
 # ONNX Runtime's fused activations. BiasGelu(X, bias) and FastGelu(X[, bias]) add a bias along the

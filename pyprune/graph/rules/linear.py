@@ -198,6 +198,8 @@ def _matmul(w: Walk, node: onnx.NodeProto, trans_b: bool) -> None:
     bshape = w.shape(b)
     a_rank = w.rank(a)
     out_rank = w.rank(node.output[0])
+    if not w.is_weight(b) and a_rank and w.rank(b) and out_rank:
+        return _matmul_activations(w, node)
     if w.info(b) is not None or not w.is_weight(b) or len(bshape) != 2 or not a_rank:
         freeze_all(w, node, "multiplies two activations (or by a non-2-D constant)")
         if w.is_weight(b) and out_rank:
@@ -208,6 +210,9 @@ def _matmul(w: Walk, node: onnx.NodeProto, trans_b: bool) -> None:
     if out_rank is None:
         # shape inference is best effort: without the output's rank there is no channel axis
         return freeze_all(w, node, "has an output of unknown rank")
+    if info is not None and info.tiled:
+        freeze_all(w, node, "reads channels merged with an axis of unknown size")
+        info = None
     if info is not None:
         if info.axis != a_rank - 1 or a_rank < 2:
             freeze_all(w, node, "reads channels on a non-reduced axis")
@@ -216,6 +221,60 @@ def _matmul(w: Walk, node: onnx.NodeProto, trans_b: bool) -> None:
             w.mask(node, 0, info)
     units = w.new_units(node, node.output[0], out_rank - 1, bshape[n_axis])
     w.couple(b, n_axis, units, "out", node)
+
+
+def _matmul_activations(w: Walk, node: onnx.NodeProto) -> None:
+    """A product of two activations (attention: ``Q @ K^T``, ``P @ V``).
+
+    Channels on a batch axis (the heads of ``[batch, heads, rows, cols]``) pass through, united
+    with the same axis of the other operand (or broadcast against its size 1); channels on the
+    rows of the left or the columns of the right operand pass on to the same axis of the output.
+    Channels on the reduced axis, or a batch axis the other operand fills with values no group
+    owns, freeze.
+    """
+    known = [w.rank(n) for n in node.input[:2]]
+    out_rank = w.rank(node.output[0])
+    assert out_rank is not None
+    ranks = [r for r in known if r is not None]
+    assert len(ranks) == 2
+    infos = [w.info(n) for n in node.input[:2]]
+    placed: dict[int, np.ndarray] = {}
+    tiled = any(info is not None and info.tiled for info in infos)
+    if tiled and any(info is None or not info.tiled or info.axis >= rank - 2
+                     for info, rank in zip(infos, ranks)):
+        # a tiled axis keeps its unknown repeat count only as a batch axis both operands share
+        return freeze_all(w, node, "multiplies channels merged with an axis of unknown size")
+    for k, (info, rank) in enumerate(zip(infos, ranks)):
+        if info is None:
+            continue
+        reduced = rank - 1 if k == 0 else rank - 2
+        if rank < 2 or info.axis == reduced:
+            return freeze_all(w, node, "multiplies two activations over their channel axis")
+        if info.axis >= rank - 2:  # rows of A, columns of B
+            out_axis = out_rank - 2 if k == 0 else out_rank - 1
+        else:
+            out_axis = info.axis + out_rank - rank
+            other, other_rank = node.input[1 - k], ranks[1 - k]
+            local = out_axis - (out_rank - other_rank)
+            other_shape = w.shape(other)
+            dim = 1 if local < 0 or local >= other_rank - 2 else other_shape[local]
+            if infos[1 - k] is None and dim != 1:
+                return freeze_all(w, node, f"multiplies the channels with {other!r}, which no "
+                                           "prunable group produces")
+        if out_axis in placed:
+            if len(placed[out_axis]) == 1 or len(info.labels) == 1:  # broadcast against one unit
+                placed[out_axis] = placed[out_axis] if len(info.labels) == 1 else info.labels
+                continue
+            if len(placed[out_axis]) != len(info.labels):
+                return freeze_all(w, node, "joins channel tensors of different sizes")
+            placed[out_axis] = w.union(placed[out_axis], info.labels, node)
+        else:
+            placed[out_axis] = info.labels
+    if len(placed) > 1:
+        return freeze_all(w, node, "puts channels on two axes of its output")
+    for out_axis, labels in placed.items():
+        w.set(node.output[0], out_axis, labels, tiled)
+        w.scale_work(node, labels)  # one slice of the product per kept position
 
 
 # -- normalisation ------------------------------------------------------------------------------

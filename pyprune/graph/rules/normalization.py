@@ -72,7 +72,7 @@ def softmax(w: Walk, node: onnx.NodeProto) -> None:
     mixed = info.axis == axis if w.opset >= 13 else info.axis >= axis
     if mixed:
         return freeze_all(w, node, "normalises over the channel axis")
-    w.set(node.output[0], info.axis, info.labels)
+    w.set(node.output[0], info.axis, info.labels, info.tiled)
 
 
 # -- pooling, padding, resizing -----------------------------------------------------------------

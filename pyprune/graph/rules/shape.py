@@ -29,7 +29,7 @@ def transpose(w: Walk, node: onnx.NodeProto) -> None:
         if rank is None:
             return freeze_all(w, node, "has an input of unknown rank")
         perm = list(reversed(range(rank)))
-    w.set(node.output[0], list(perm).index(info.axis), info.labels)
+    w.set(node.output[0], list(perm).index(info.axis), info.labels, info.tiled)
 
 
 @rule("Squeeze")
@@ -101,19 +101,34 @@ def reshape(w: Walk, node: onnx.NodeProto) -> None:
             w.freeze(labels, f"Reshape node {node.name!r} reads a channel count into its target")
         return
     src, dst = w.shape(node.input[0]), w.shape(node.output[0])
-    if src is None or dst is None:
+    if src is None or dst is None or len(dst) != len(entries):
         return freeze_all(w, node, "has an input or output of unknown shape")
+    if info.tiled:
+        return _untile(w, node, info, src, dst, entries, counts)
     block = aligned_block(src, dst, info.axis)
     if block is None:
-        return freeze_all(w, node, "reshapes dimensions of unknown size together")
+        if not _merge_leading(w, node, info, src, dst, entries, counts):
+            freeze_all(w, node, "reshapes dimensions of unknown size together")
+        return None
     (i0, i1), (j0, j1) = block
     inner = src[i0:i1]
     labels = expand_labels(info.labels, inner, info.axis - i0).reshape(dst[j0:j1])
-    axis = single_varying_axis(labels)
-    if axis is None:
-        return freeze_all(w, node, "splits the channel axis into several axes")
-    out_axis = j0 + axis
-    out_labels = np.moveaxis(labels, axis, 0).reshape(labels.shape[axis], -1)[:, 0]
+    varying = single_varying_axis(labels)
+    split = varying is None
+    if varying is None:
+        # The channel axis is split into several (attention heads: [.., H*d] -> [.., H, d]).
+        # The outermost axis it is split into carries the units on; the positions along the
+        # inner axes of one unit (the d features of a head) are united into that unit, so
+        # removing it removes a whole slice of the outer axis and the inner sizes stay.
+        varying = _split_channels(w, node, labels, entries, j0)
+        if varying is None:
+            return None
+    axis: int = varying
+    rows = np.moveaxis(labels, axis, 0).reshape(labels.shape[axis], -1)
+    if split:
+        for row in rows:
+            w.union(np.full(len(row), row[0]), row, node)
+    out_axis, out_labels = j0 + axis, rows[:, 0]
     labels = _follow_target(w, node, entries, counts, out_axis, out_labels, info)
     if labels is not None:
         w.set(node.output[0], out_axis, labels)
@@ -135,6 +150,59 @@ def _constant_follows_count(w: Walk, node: onnx.NodeProto, entries, counts) -> b
     w.couple(data, list(shape).index(len(labels)), labels, "param", node)
     w.set(node.output[0], j, labels)
     return True
+
+
+def _merge_leading(w: Walk, node, info, src: list, dst: list, entries, counts) -> bool:
+    """``[.., n, C, rest] -> [.., n * C, rest]`` with ``n`` unknown: the merged axis is tiled.
+
+    Exporters fold the heads into the batch to transpose keys (``[B, H, S, d] -> [B*H, S, d]``).
+    The axes after the channel axis and those before the merged ones must match one to one.
+    """
+    a = info.axis
+    rest = src[a + 1:]
+    k = len(dst) - len(rest) - 1
+    if k < 0 or k > a or list(dst[k + 1:]) != list(rest) or None in rest or list(dst[:k]) != list(src[:k]):
+        return False
+    merged = src[k:a]
+    if not merged or all(isinstance(d, int) for d in merged) or counts:
+        return False
+    if isinstance(entries[k].value, int) and entries[k].value != -1:
+        return False
+    w.set(node.output[0], k, info.labels, tiled=True)
+    return True
+
+
+def _untile(w: Walk, node, info, src: list, dst: list, entries, counts) -> None:
+    """A tiled axis split back into ``[.., n, C]`` (``[B*H, d, S] -> [B, H, d, S]``), or kept whole."""
+    a = info.axis
+    rest = src[a + 1:]
+    j1 = len(dst) - len(rest)
+    if j1 <= a or list(dst[j1:]) != list(rest) or None in rest or list(dst[:a]) != list(src[:a]):
+        return freeze_all(w, node, "reshapes channels merged with an axis of unknown size")
+    if j1 - 1 == a:  # the tiled axis stays one axis
+        if isinstance(entries[a].value, int) and entries[a].value != -1 or counts:
+            return freeze_all(w, node, "reshapes channels merged with an axis of unknown size")
+        return w.set(node.output[0], a, info.labels, tiled=True)
+    labels = _follow_target(w, node, entries, counts, j1 - 1, info.labels, info)
+    if labels is not None:
+        w.set(node.output[0], j1 - 1, labels)
+
+
+def _split_channels(w: Walk, node: onnx.NodeProto, labels: np.ndarray, entries, j0: int) -> int | None:
+    """The axis the units go on when a reshape splits the channel axis into several: the one
+    just outside the innermost that varies (heads in ``[H, d]``, and in ``[3, H, d]`` where a
+    packed projection is split into Q, K, V and heads), when the others may keep their sizes."""
+    varying = [a for a in range(labels.ndim)
+               if labels.shape[a] > 1 and not np.all(labels == labels.take([0], axis=a))]
+    outer = varying[-2]
+    for a in range(labels.ndim):
+        if a == outer or a not in varying and labels.shape[a] == 1:
+            continue
+        value = entries[j0 + a].value
+        if value == 0 and not attr(node, "allowzero", 0):
+            freeze_all(w, node, "copies a dimension (0) into a split channel axis")
+            return None
+    return outer
 
 
 def _follow_target(w: Walk, node, entries, counts, out_axis, out_labels, info):
