@@ -224,8 +224,9 @@ def bench(name: str, workdir: Path, runs: int, warmup: int) -> dict:
         tp_model = load(export_onnx(module, tp_out))
         own = build(name)
         torch_pruning_own(own, name)
-    own_differs = [f"{n}: own 50% {w}, at pyprune's widths {widths_of(module)[n]}"
-                   for n, w in widths_of(own).items() if widths_of(module)[n] != w]
+    matched = widths_of(module)
+    own_differs = [f"{n}: own 50% {w}, at pyprune's widths {matched[n]}"
+                   for n, w in widths_of(own).items() if matched[n] != w]
     compared, shape_differs = weight_shape_differences(pruned, tp_model)
 
     x = np.random.default_rng(0).standard_normal(INPUT_SHAPE).astype(np.float32)
