@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["resnet18", "mobilenet_v2", "export_onnx", "MODELS"]
+__all__ = ["resnet18", "mobilenet_v2", "build", "export_onnx", "onnx_scope", "MODELS", "CLASSIFIERS"]
 
 
 # --------------------------------------------------------------------------------------- ResNet
@@ -74,13 +74,9 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def resnet18(num_classes: int = 1000, channel_scale: float = 1.0) -> nn.Module:
-    """torchvision's ``resnet18`` architecture (BasicBlock, [2, 2, 2, 2]).
-
-    ``channel_scale`` multiplies every channel count (0.5: the network 50% channel pruning
-    leaves, the classifier's outputs aside).
-    """
-    return ResNet([2, 2, 2, 2], num_classes, width=int(64 * channel_scale))
+def resnet18(num_classes: int = 1000) -> nn.Module:
+    """torchvision's ``resnet18`` architecture (BasicBlock, [2, 2, 2, 2])."""
+    return ResNet([2, 2, 2, 2], num_classes)
 
 
 # ---------------------------------------------------------------------------------- MobileNetV2
@@ -118,21 +114,15 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    def __init__(self, num_classes: int = 1000, width_mult: float = 1.0,
-                 channel_scale: float = 1.0) -> None:
+    def __init__(self, num_classes: int = 1000, width_mult: float = 1.0) -> None:
         super().__init__()
         settings = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2],
                     [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]
-
-        def scaled(channels: float) -> int:
-            # channel_scale applies after torchvision's rounding, exactly as pruning would
-            return int(_make_divisible(channels) * channel_scale)
-
-        input_channel = scaled(32 * width_mult)
-        self.last_channel = scaled(1280 * max(1.0, width_mult))
+        input_channel = _make_divisible(32 * width_mult)
+        self.last_channel = _make_divisible(1280 * max(1.0, width_mult))
         features: list[nn.Module] = [ConvBNReLU(3, input_channel, stride=2)]
         for t, c, n, s in settings:
-            output_channel = scaled(c * width_mult)
+            output_channel = _make_divisible(c * width_mult)
             for i in range(n):
                 features.append(InvertedResidual(input_channel, output_channel, s if i == 0 else 1, t))
                 input_channel = output_channel
@@ -152,13 +142,14 @@ class MobileNetV2(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
-def mobilenet_v2(num_classes: int = 1000, channel_scale: float = 1.0) -> nn.Module:
-    """torchvision's ``mobilenet_v2`` architecture (width 1.0); ``channel_scale`` as in
-    :func:`resnet18` (expansion layers follow: hidden = scaled input * expand ratio)."""
-    return MobileNetV2(num_classes, channel_scale=channel_scale)
+def mobilenet_v2(num_classes: int = 1000) -> nn.Module:
+    """torchvision's ``mobilenet_v2`` architecture (width 1.0)."""
+    return MobileNetV2(num_classes)
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {"resnet18": resnet18, "mobilenet_v2": mobilenet_v2}
+#: each model's classifier output layer (its outputs are the logits: never pruned)
+CLASSIFIERS = {"resnet18": "fc", "mobilenet_v2": "classifier.1"}
 
 
 def _randomise_batchnorm(model: nn.Module, generator: torch.Generator) -> None:
@@ -172,22 +163,27 @@ def _randomise_batchnorm(model: nn.Module, generator: torch.Generator) -> None:
             m.running_var.data = 0.5 + torch.rand(c, generator=generator)
 
 
-def export_onnx(name: str, path: str | Path | None = None, *, seed: int = 0,
-                opset: int = 17, channel_scale: float = 1.0) -> bytes:
-    """Build ``name`` with seeded random weights in eval mode and export it (1x3x224x224).
+def build(name: str, seed: int = 0) -> nn.Module:
+    """``name`` with seeded random weights and BatchNorm statistics, in eval mode.
 
-    ``channel_scale`` < 1 builds the narrower network directly (the baseline a pruned model's
-    speed is compared with).
+    The same ``seed`` gives the same module every time (the ONNX file one pruner works on and the
+    torch module another prunes hold the same weights).
+    """
+    torch.manual_seed(seed)
+    model = MODELS[name]()
+    _randomise_batchnorm(model, torch.Generator().manual_seed(seed + 1))
+    return model.eval()
+
+
+def export_onnx(model: nn.Module, path: str | Path | None = None, *, opset: int = 17) -> bytes:
+    """Export ``model`` (in eval mode) for a 1x3x224x224 input named "input".
 
     Returns the serialised model; also writes it to ``path`` when given. The TorchScript-based
     exporter is used (``dynamo=False``): it produces the same Conv/BatchNorm-folded graphs users
-    have been shipping for years.
+    have been shipping for years. Its node names carry the module path ("/layer1/layer1.0/conv1/Conv"
+    for ``layer1.0.conv1``), which :func:`onnx_scope` reproduces.
     """
-    torch.manual_seed(seed)
-    model = MODELS[name](channel_scale=channel_scale)
-    _randomise_batchnorm(model, torch.Generator().manual_seed(seed + 1))
-    model.eval()
-    x = torch.randn(1, 3, 224, 224)
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     buf = io.BytesIO()
     with torch.no_grad():
         torch.onnx.export(model, (x,), buf, opset_version=opset, input_names=["input"],
@@ -196,3 +192,16 @@ def export_onnx(name: str, path: str | Path | None = None, *, seed: int = 0,
     if path is not None:
         Path(path).write_bytes(data)
     return data
+
+
+def onnx_scope(module_name: str) -> str:
+    """The node-name prefix the TorchScript exporter gives the ops of module ``module_name``.
+
+    Each level of the module path is one "/" scope, named by the attribute (``conv1``); children
+    of a Sequential are named by index, which the exporter writes prefixed with the parent's own
+    scope name (``layer1`` -> ``layer1.0``, ``conv.0`` -> ``conv.0.0``).
+    """
+    scopes: list[str] = []
+    for part in module_name.split("."):
+        scopes.append(f"{scopes[-1]}.{part}" if part.isdigit() and scopes else part)
+    return "/" + "/".join(scopes)
