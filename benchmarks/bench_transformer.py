@@ -50,6 +50,7 @@ import numpy as np
 import pyprune as pp
 from pyprune.evaluate import make_session
 from pyprune.graph import DependencyGraph, Group, load
+from pyprune.options import RECOVERY_CHOICES
 
 HERE = Path(__file__).parent
 MODELS = HERE / "models" / "transformer"
@@ -104,6 +105,7 @@ def run_case(name: str, model, calib, hold, label: str, strategy: str, importanc
     ffn = [g for g in graph.prunable_groups if not is_heads(model, g)]
     metric = "accuracy" if labels is not None else "cosine"
     common = dict(importance=importance, max_drop=None, threads=2, quiet=True, measure_latency=False,
+                  recovery=args.recovery,
                   metric=metric if labels is not None else "cosine")
     start = time.perf_counter()
     if strategy == "oneshot":
@@ -123,8 +125,10 @@ def run_case(name: str, model, calib, hold, label: str, strategy: str, importanc
     out = _pooled(pruned, hold)
     cosine = float(np.mean(np.sum(out * reference, 1) / (np.linalg.norm(out, axis=1) * np.linalg.norm(reference, axis=1))))
     row = {"model": name, "export": label, "strategy": strategy, "importance": importance,
+           "recovery": args.recovery,
            "heads": f"{sum(g.size for g in heads)}", "ffn": f"{sum(g.size for g in ffn)}",
-           "macs": pruned.macs() / model.macs(), "params": pruned.params() / model.params(),
+           # the report counts both at the data's shapes (a loaded file alone counts symbolic axes as 1)
+           "macs": result.report.after.macs / result.report.before.macs, "params": pruned.params() / model.params(),
            "cosine": cosine, "seconds": seconds, "verified": result.report.verified}
     if labels is not None:
         row["accuracy"] = float(np.mean(out.argmax(1) == labels))
@@ -139,7 +143,7 @@ def run_case(name: str, model, calib, hold, label: str, strategy: str, importanc
 
 def _print(row: dict) -> None:
     acc = f"  acc {row['accuracy']:.3f}" if "accuracy" in row else ""
-    print(f"{row['model']:<17} {row['export']:<5} {row['strategy']:<8} {row['importance']:<17} "
+    print(f"{row['model']:<17} {row['export']:<5} {row['strategy']:<8} {row['importance']:<17} {row['recovery']!s:<6} "
           f"heads {row['kept_heads']:>3}/{row['heads']:<3} neurons {row['kept_ffn']:>5}/{row['ffn']:<5} MACs {row['macs']:.3f} params {row['params']:.3f}  "
           f"speed-up b1 {row['speedup_b1']:.2f}x b8 {row['speedup_b8']:.2f}x  cosine {row['cosine']:.3f}{acc}  "
           f"{row['seconds']:.0f} s{'' if row['verified'] else '  NOT VERIFIED'}", flush=True)
@@ -158,6 +162,7 @@ def main() -> None:
     parser.add_argument("--cases", help="comma-separated strategy/importance rows to run, e.g. oneshot/wanda")
     parser.add_argument("--greedy-step", type=float, default=0.25, help="greedy step, a fraction of each group")
     parser.add_argument("--greedy-samples", type=int, default=160, help="calibration sentences greedy judges on")
+    parser.add_argument("--recovery", default="auto", choices=RECOVERY_CHOICES, help="recovery after the cut (default: auto)")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.runs = 3, 3

@@ -19,6 +19,8 @@ session (fed inputs: no rebuild) and folds the corrections into weights and bias
   (ridge least squares from ``XᵀX`` and ``XᵀY`` streamed in the C++ core, see
   :mod:`pyprune.reconstruct`); a weight with single weights removed (unstructured or N:M) gets the
   OBS/SparseGPT update from its input Hessian. Fed as weight values; shipped as the weights.
+  A refitted layer gives what lies below it its original input back, so the layers below a
+  refit are left as they are (BatchNormalizations excepted: re-estimated as in ``"stats"``).
   Layers that cannot be refitted (too few calibration rows for their inputs, more than 2048 input
   columns, a grouped convolution, ...) get statistics matching instead; BN re-estimation as in
   ``"stats"``.
@@ -118,7 +120,10 @@ class Recovery:
         self.model, self.mode, self.damp, self.block_size, self.seed = model, mode, damp, block_size, seed
         self.batchnorms: list[_BatchNorm] = []
         self.linears: dict[str, _Linear] = {}
+        self._sources: dict[str, list[str]] = {}
         self._downstream: dict[str, set[str]] = {}
+        self._corrected: dict[str, set[str]] = {}  # slot id -> what `affected` corrects (cached)
+        self._refits_stop = False
         if mode != "none":
             below = self._below(sources)
             for node in model.nodes:
@@ -131,7 +136,11 @@ class Recovery:
                 linear = self._linear(node)
                 if linear is not None:
                     self.linears[node.name] = linear
-            self._downstream = {sid: {n for n in self._reach(names)} for sid, names in sources.items()}
+            self._sources = {sid: list(names) for sid, names in sources.items()}
+            self._downstream = {sid: self._reach(names) for sid, names in sources.items()}
+            # Refits stop the correction where they apply (see `affected`): channels and weights;
+            # removing a whole layer changes no layer's columns, so everything below is corrected.
+            self._refits_stop = mode == "lstsq" and (bool(groups) or weights)
             edges: dict[tuple[str, int], list[tuple[str, np.ndarray]]] = {}
             for g in groups:
                 for mp in g.mask_points:
@@ -291,12 +300,47 @@ class Recovery:
             kinds["batchnorm"] = [bn.node for bn in self.batchnorms]
         return {"mode": self.mode, "layers": kinds}
 
-    def affected(self, changed: Iterable[str]) -> set[str]:
-        """Nodes whose computation the cut slots ``changed`` alter."""
+    def affected(self, changed: Iterable[str], refitting: bool = True) -> set[str]:
+        """Nodes whose computation the cut slots ``changed`` alter and that recovery corrects.
+
+        With least squares, a path below a cut ends at the first layer corrected on it: a refit
+        matches that layer's output to the unpruned one from the pruned inputs, so what lies
+        below sees (nearly) its original input again. Correcting those later layers too, each from
+        statistics measured under the others' previous corrections, does not settle in deep
+        residual stacks (a transformer encoder: every projection below the cut) and moves the
+        outputs away from the original. BatchNormalizations on the way are still re-estimated.
+        ``refitting`` False: a quick pass, which refits nothing (statistics on top of the committed
+        refits), corrects everything below.
+        """
         out: set[str] = set()
         for sid in changed:
-            out |= self._downstream.get(sid, set())
+            out |= self._corrected_below(sid) if self._refits_stop and refitting else self._downstream.get(sid, set())
         return out
+
+    def _corrected_below(self, sid: str) -> set[str]:
+        if sid not in self._corrected:
+            found: set[str] = set()
+            seen: set[str] = set()
+            todo = [n for n in self._sources.get(sid, []) if n]
+            bns = {bn.node for bn in self.batchnorms}
+            while todo:
+                name = todo.pop()
+                if name in seen:
+                    continue
+                seen.add(name)
+                if name in self.linears or name in bns:
+                    found.add(name)
+                    if name in self.linears:
+                        continue  # refitted (or, without enough rows, statistics-matched): the path ends
+                try:
+                    node = self.model.node(name)
+                except KeyError:
+                    continue
+                for out in node.output:
+                    if out:
+                        todo.extend(n.name for n, _ in self.model.consumers(out))
+            self._corrected[sid] = found
+        return self._corrected[sid]
 
     def added_params(self, changed: Iterable[str], kept: Callable[[str, int], int]) -> int:
         """Parameters the shipped model gains from folding: a bias for each corrected layer that
@@ -351,6 +395,7 @@ class Recovery:
             lin.mean0, lin.var0 = stats[lin.tensor].mean, stats[lin.tensor].var
         for lin in refit:
             self._sample_rows(lin, total_rows[lin.node])
+        self._corrected.clear()  # which layers refit is known now
         return outputs
 
     def _sample_rows(self, lin: _Linear, total: int) -> None:
@@ -379,7 +424,7 @@ class Recovery:
         the float is the largest relative change (passes repeat until it is small).
         ``changed``: the cut slots. ``full=False``: layers that refit keep their committed
         weights and get statistics matching on top (cheap, for comparing candidates)."""
-        hit = self.affected(changed)
+        hit = self.affected(changed, refitting=full)
         keeps = masks.groups
         running = {lin.tensor: RunningChannelStats(lin.tensor, lin.axis, moments_only=True)
                    for lin in self.linears.values() if lin.node in hit}

@@ -17,7 +17,7 @@ from pyprune.evaluate import MaskedSession, make_session, run_batches
 from pyprune.reconstruct import conv_output_rows, conv_rows, obs_update, ridge_refit
 from pyprune.targets import MACs, Params, Sparsity
 
-from _models import Builder, gemm_mlp
+from _models import Builder, attention, fused_encoder, gemm_mlp, random_inputs
 from _search import Search
 
 FAST = dict(quiet=True, measure_latency=False)
@@ -273,6 +273,46 @@ def test_the_report_says_which_recovery_ran_and_what_it_bought(cnn_data):
     assert result.report.settings["recovery"]["mode"] == "lstsq"
     _, plain = _cut("none", model, data)
     assert "Recovery" not in plain.statement and plain.report.settings["recovery"]["mode"] == "none"
+
+
+def test_least_squares_corrects_only_the_first_layer_below_a_cut():
+    # MLP 10 -> 16 -> 12 -> 4: cutting the first hidden layer's units changes the second layer's
+    # columns; its refit gives the head its original input back, so the head is left alone
+    # (statistics matching, which cannot restore it, corrects everything below).
+    model = load(gemm_mlp((10, 16, 12, 4), seed=3))
+    x = np.random.default_rng(2).standard_normal((300, 10)).astype(np.float32)
+    first, second, head = (n.name for n in model.nodes if n.op_type == "Gemm")
+    searches = {mode: Search("oneshot", model, Dataset({"x": x}), target=Params(0.8), max_drop=None, metric="mse",
+                             recovery=mode, ratios={first: 0.5}, holdout=0.0, **FAST) for mode in ("stats", "lstsq")}
+    for s in searches.values():
+        s.run()
+    assert searches["lstsq"].recovery.affected([first]) == {second}
+    assert searches["stats"].recovery.affected([first]) >= {second, head}
+
+
+@pytest.mark.parametrize("build", [
+    lambda: _models_attention(), lambda: _models_fused_encoder(), lambda: gemm_mlp((12, 24, 24, 24, 4), seed=1)])
+@pytest.mark.parametrize("mode", ["stats", "lstsq"])
+def test_recovery_never_judges_a_state_worse_than_leaving_it_uncorrected(build, mode):
+    model = load(build())
+    feeds = random_inputs(model.proto, batch=96, seed=4)
+    losses = {}
+    for m in ("none", mode):
+        search = Search("oneshot", model, Dataset(feeds), target=MACs(0.6), max_drop=None, metric="mse",
+                        recovery=m, holdout=0.0, importance="l2", **FAST)
+        result = search.run()
+        assert result.report.verified
+        outputs = run_batches(make_session(result.model.proto), search.dataset.batches(result.model))
+        losses[m] = search.loss(outputs, search.reference)
+    assert losses[mode] <= losses["none"] * (1 + 1e-6) + 1e-12
+
+
+def _models_attention() -> onnx.ModelProto:
+    return attention(heads=4, head_dim=4, seq=6, seed=2)
+
+
+def _models_fused_encoder() -> onnx.ModelProto:
+    return fused_encoder(heads=2, head_dim=4, seq=5, seed=3)
 
 
 # -- the holdout ---------------------------------------------------------------------------------------

@@ -529,6 +529,6 @@ def test_recovery_that_does_not_settle_is_kept_only_when_it_helps(seed):
     search.run()
     judged = search.evaluate(search.counts, count=False)
     plain = search.evaluate(search.counts, corrections={}, count=False)
-    assert search.recovery_runs >= 7  # every pass, then the run without corrections
+    assert search.recovery_runs >= 6  # every pass, the first without corrections (the plain outputs)
     assert all(np.all(np.isfinite(o)) for o in judged.outputs)
     assert search.loss(judged.outputs, search.reference) <= search.loss(plain.outputs, search.reference) + 1e-12

@@ -549,36 +549,51 @@ class PruningProblem:
         Each pass runs the data once, yielding the outputs under the corrections fed and the
         statistics for the next corrections. Later layers need earlier layers corrected first, so
         passes repeat (one per normalisation layer, up to four, plus one) until the corrections
-        settle; the outputs of the settling pass are the evaluation, so a state that needs no
-        correction costs one run.
+        settle; a state that needs no correction costs one run.
+
+        Every layer below a cut is corrected from statistics measured under the previous pass's
+        corrections of all the others at once. In deep residual stacks (transformer encoders:
+        every projection below the cut) that iteration can move away from the original instead of
+        settling. So the corrections kept are those whose outputs came closest to the original's
+        on the fitted data, compared with no correction at all: recovery never judges a state
+        worse than leaving it uncorrected.
         """
         masks = self.space.masks(counts, orders)
         changed = self.changed(counts)
         depth = len(self.recovery.batchnorms) + len(self.recovery.linears)
         passes = passes or min(depth, 4) + 2
+        best: tuple[float, Any, list[np.ndarray]] | None = None
+        plain_fed = False
+
+        def consider(outs: list[np.ndarray], snap: Any) -> None:
+            nonlocal best
+            if not _finite(outs):
+                return
+            loss = float(self.loss(*self._part(outs, self.reference, fit=True)))
+            if best is None or loss < best[0]:
+                best = (loss, snap, outs)
+
         for i in range(passes):
             fed = self.recovery.snapshot()
+            plain_fed = plain_fed or not any(fed)
             outs, change = self.recovery.run_pass(self.session, masks, changed, full=full,
                                                   threads=self.options.threads)
             self.recovery_runs += 1
+            consider(outs, fed)
             if change < _SETTLED or (i == passes - 1 and passes == 2):
-                self.recovery.restore(fed)  # the corrections the outputs were computed with
                 break
         else:
             affine, weights = self.recovery.feed(masks.weights)
-            outs = self.session.run(masks.groups, masks.gates, weights, affine)
-            if self.recovery.batchnorms:
-                # Not settled: the statistics of later BatchNormalizations still chase those of
-                # earlier ones (deep stacks of un-fused BN, as paddle2onnx writes them, need one
-                # pass per layer), and a half-settled set can blow activations up by orders of
-                # magnitude: it is kept only when it brings the outputs closer to the original
-                # than no correction does.
-                plain = self.session.run(masks.groups, masks.gates, masks.weights, {})
-                self.recovery_runs += 1
-                if not _finite(outs) or (_finite(plain) and self.loss(plain, self.reference)
-                                         <= self.loss(outs, self.reference)):
-                    self.recovery.clear()
-                    outs = plain
+            consider(self.session.run(masks.groups, masks.gates, weights, affine), self.recovery.snapshot())
+        if not plain_fed:
+            consider(self.session.run(masks.groups, masks.gates, masks.weights, {}), ({}, {}, {}, {}))
+            self.recovery_runs += 1
+        if best is None:  # nothing finite: judge the uncorrected outputs (they fail the constraint)
+            self.recovery.clear()
+            outs = self.session.run(masks.groups, masks.gates, masks.weights, {})
+        else:
+            self.recovery.restore(best[1])
+            outs = best[2]
         return replace(self._judge(outs, counts, orders, count), corrections=self.recovery.snapshot())
 
     # -- state ----------------------------------------------------------------------------------
