@@ -149,6 +149,7 @@ class Recovery:
                 for linear in self.linears.values():
                     self._choose_fit(linear, edges.get((linear.node, 0), []), weights)
         self.fit_rows: int | None = None  # samples [0, fit_rows) are fitted on (the rest: holdout)
+        self.token_mask = _token_mask_input(model)  # padding tokens are not fitted on (see _tokens)
         self.outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # tensor -> (scale, shift)
         self.corrections: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}  # BN input edges
         self.bn_stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -384,7 +385,7 @@ class Recovery:
                 stats.update(values[name])
             for lin in refit:
                 y = values[lin.tensor]
-                rows = conv_output_rows(y) if lin.conv else y.reshape(-1, y.shape[-1])
+                rows = conv_output_rows(y) if lin.conv else self._tokens(y, batch)
                 total_rows[lin.node] += rows.shape[0]
                 lin.targets[batch.start] = rows.astype(np.float32)
 
@@ -442,7 +443,7 @@ class Recovery:
             for name, stats in running.items():
                 stats.update(values[name])
             for lin in refit:
-                x = self._rows(lin, values[lin.input], batch.start)
+                x = self._rows(lin, values[lin.input], batch)
                 if lin.fit == "lstsq":
                     x = np.concatenate([x[:, columns[lin.node]], np.ones((x.shape[0], 1), x.dtype)], axis=1)
                     g, c = sums.get(lin.node, [None, None])
@@ -490,13 +491,24 @@ class Recovery:
                 keep[owned] &= np.asarray(mask)[index[owned]]
         return np.repeat(keep, per)
 
-    def _rows(self, lin: _Linear, x: np.ndarray, start: int) -> np.ndarray:
-        chosen = lin.rows.get(start)
+    def _rows(self, lin: _Linear, x: np.ndarray, batch: Batch) -> np.ndarray:
+        chosen = lin.rows.get(batch.start)
         if lin.conv:
             kernel, strides, pads, dilations = lin.conv
             return conv_rows(x, kernel, strides, pads, dilations, select=chosen)
-        rows = x.reshape(-1, x.shape[-1])
+        rows = self._tokens(x, batch)
         return np.ascontiguousarray(rows if chosen is None else rows[chosen])
+
+    def _tokens(self, x: np.ndarray, batch: Batch) -> np.ndarray:
+        """``x`` as rows of its last axis, without the positions the model's attention mask marks
+        as padding: a sequence model computes something at those positions too, but nothing
+        downstream reads it, and in padded calibration batches they can be most of the rows."""
+        rows = x.reshape(-1, x.shape[-1])
+        mask = batch.feed.get(self.token_mask) if self.token_mask else None
+        if mask is None or x.ndim != 3 or tuple(x.shape[:2]) != tuple(mask.shape):
+            return rows
+        keep = np.asarray(mask).reshape(-1) != 0
+        return rows if keep.all() or not keep.any() else rows[keep]
 
     def _refit(self, lin: _Linear, sums: list, keep: np.ndarray | None,
                masked: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -628,6 +640,18 @@ def _change(before: Snapshot, after: Snapshot, linears: Mapping[str, _Linear]) -
         scale = float(np.max(np.abs(new_w), initial=0.0)) + 1e-12
         change = max(change, float(np.max(np.abs(new_w - old_w), initial=0.0)) / scale)
     return change
+
+
+def _token_mask_input(model: Model) -> str | None:
+    """The graph input that marks real tokens (1) and padding (0) of a sequence model — an
+    integer or boolean ``[batch, sequence]`` input whose name says it is a mask
+    (``attention_mask``, ``input_mask``) — or None."""
+    integer = {onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.BOOL}
+    for name in model.input_names:
+        if "mask" in name.lower() and not model.is_weight(name) and model.rank(name) == 2 \
+                and model.elem_type(name) in integer:
+            return name
+    return None
 
 
 def _attr(node: onnx.NodeProto, name: str, default):

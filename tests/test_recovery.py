@@ -234,6 +234,42 @@ def test_least_squares_refit_equals_numpy_on_the_calibration_data(tmp_path):
     assert result.report.verified
 
 
+def test_least_squares_fits_only_the_tokens_the_attention_mask_keeps():
+    """A sequence MLP [N, 6, 10] -> 16 -> 4 with an attention mask: the head's refit is numpy's
+    least squares on the real tokens only; padded positions (large values here) are not fitted."""
+    b = Builder(17, "N", seed=3)
+    x = b.input([6, 10])
+    mask = b.input([6], name="attention_mask", dtype=onnx.TensorProto.INT64)
+    hidden = b.relu(b.op("Add", [b.matmul(x, 10, 16), b.weight([16], 0.1)]))
+    logits = b.op("Add", [b.matmul(hidden, 16, 4), b.weight([4], 0.1)])
+    keep = b.op("Unsqueeze", [b.op("Cast", [mask], to=onnx.TensorProto.FLOAT), b.const(np.array([-1], np.int64))])
+    model = load(b.model([b.op("Mul", [logits, keep])]))
+    rng = np.random.default_rng(2)
+    lengths = rng.integers(1, 7, 300)
+    tokens = (np.arange(6)[None, :] < lengths[:, None]).astype(np.int64)
+    xs = rng.standard_normal((300, 6, 10)).astype(np.float32)
+    xs[tokens == 0] = 5 * rng.standard_normal(((tokens == 0).sum(), 10)).astype(np.float32) + 3
+    search = Search("oneshot", model, Dataset({"x": xs, "attention_mask": tokens}), target=Params(0.7),
+                    max_drop=None, metric="mse", recovery="lstsq", damp=0.0, holdout=0.0, **FAST)
+    result = search.run()
+    first, head = (n for n in model.nodes if n.op_type == "MatMul")
+    assert search.recovery.linears[head.name].fit == "lstsq"
+    w1, b1 = model.weight(first.input[1]), model.weight(model.consumers(first.output[0])[0][0].input[1])
+    real = tokens.reshape(-1) == 1
+    h = np.maximum(xs.reshape(-1, 10).astype(np.float64) @ w1 + b1, 0)
+    target = h @ model.weight(head.input[1])
+    (gid, n), = result.report.removed.items()
+    kept = np.setdiff1d(np.arange(16), search.by_id[gid].order[:n])
+    a = np.hstack([h[:, kept], np.ones((len(h), 1))])
+    solution = np.linalg.lstsq(a[real], target[real], rcond=None)[0]
+    everywhere = np.linalg.lstsq(a, target, rcond=None)[0]
+    shipped = make_session(result.model.proto).run(None, {"x": xs, "attention_mask": tokens})[0].reshape(-1, 4)
+    bias2 = model.weight(model.consumers(head.output[0])[0][0].input[1])
+    np.testing.assert_allclose(shipped[real], (a @ solution)[real] + bias2, rtol=1e-3, atol=1e-3)
+    assert not np.allclose((a @ everywhere)[real], (a @ solution)[real], rtol=1e-2, atol=1e-2)
+    assert result.report.verified
+
+
 @pytest.mark.parametrize("granularity, target", [("weight", Sparsity(0.6)), ("nm", Sparsity(0.4))])
 def test_obs_recovery_ships_what_was_judged_and_beats_zeroing(granularity, target, tmp_path):
     model = load(gemm_mlp((16, 24, 8, 4), seed=5))
