@@ -7,6 +7,13 @@ least increase of a smooth fidelity loss (KL divergence of softmax outputs, or M
 unpruned model) per unit of cost saved is committed, then recovery runs. Ranking by a smooth
 loss rather than by the (saturating) metric is what lets the search tell good cuts from bad ones.
 
+Rounds are lazy (``lazy=True``, the default): a candidate judged in an earlier round keeps the
+rank it had then until it could be the round's choice; only then is it judged again, and a
+candidate is committed only on a judgement of the current state. Cutting more rarely makes
+another cut cheaper, so an earlier rank is in practice a lower bound, and a round usually judges
+the slot that moved and one or two others instead of every slot (the "lazy greedy" of submodular
+maximisation). ``lazy=False`` judges every slot every round.
+
 When no candidate meets the constraint, the search may look ``patience`` steps further along the
 least-loss path: judged on a few hundred samples the metric moves by single samples and is not
 monotonic in what is removed, so a slightly deeper cut can meet the constraint again. If none of
@@ -29,6 +36,12 @@ __all__ = ["GreedySearch"]
 
 #: A judged candidate: (loss increase per unit of cost saved, slot id, count, evaluation, orders).
 _Candidate = tuple[float, str, int, Evaluation, "dict[str, np.ndarray] | None"]
+#: Identifies a candidate across rounds: slot id, its count before the step, after, which order.
+_Key = tuple[str, int, int, int]
+_Proposal = tuple[Slot, int, "dict[str, np.ndarray] | None"]
+#: Candidates from earlier rounds judged again at once (a fixed number, so that every executor
+#: takes the same path; two workers judge them side by side).
+_REJUDGED = 2
 
 
 class GreedySearch(Loop):
@@ -52,6 +65,7 @@ class GreedySearch(Loop):
     Candidates are compared with ``recover="quick"`` (statistics matching on top of the
     committed recovery); each commit runs the full recovery. When no candidate passes that way,
     the ``recheck`` least-loss ones are judged with the full recovery before the search gives up.
+    ``lazy``: judge again only the candidates that could be a round's choice (module docstring).
 
     The defaults (steps of 5% of a group, at least one unit; no window; patience 3) were chosen
     on the folded-BatchNorm exports of ``benchmarks/bench_recovery.py``, where each candidate is
@@ -63,7 +77,7 @@ class GreedySearch(Loop):
     name = "greedy"
 
     def __init__(self, step: float | int = 0.05, recover_candidates: bool = True, window: int = 1,
-                 patience: int = 3, sliver: float = 0.25, recheck: int = 3) -> None:
+                 patience: int = 3, sliver: float = 0.25, recheck: int = 3, lazy: bool = True) -> None:
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ValueError(f"patience must be a non-negative integer, got {patience!r}")
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
@@ -76,6 +90,10 @@ class GreedySearch(Loop):
         if isinstance(recheck, bool) or not isinstance(recheck, int) or recheck < 0:
             raise ValueError(f"recheck must be a non-negative integer, got {recheck!r}")
         self.recheck = recheck
+        if not isinstance(lazy, bool):
+            raise ValueError(f"lazy must be true or false, got {lazy!r}")
+        self.lazy = lazy
+        self._known: dict[_Key, _Candidate] = {}  # candidates judged in earlier rounds (lazy)
 
     def _step_of(self, slot: Slot) -> int:
         if isinstance(self.step, int):
@@ -94,6 +112,7 @@ class GreedySearch(Loop):
     def _search(self, p: PruningProblem) -> None:
         steps = {s.id: self._step_of(s) for s in p.slots}
         exhausted: set[str] = set()
+        self._known = {}
         passing = None  # the last state that met the constraint, while looking past failing ones
         tentative = 0
         try:
@@ -130,15 +149,11 @@ class GreedySearch(Loop):
 
     def _round(self, p: PruningProblem, steps: dict[str, int],
                exhausted: set[str]) -> tuple[_Candidate | None, list[_Candidate]]:
-        """Judge every slot's next step; the best passing candidate and the best failing one.
+        """Judge the slots' next steps: the best passing candidate and the failing ones (least
+        rank first), each judged on the current state.
 
         A step that would leave its group a sliver is taken only when no other step passes."""
-        best = best_sliver = None
-        failing: list[_Candidate] = []
-        # Savings past the target are not credited: a step that overshoots it is ranked by the
-        # part that was needed, so the last step lands near the target instead of far below.
-        needed = p.still_needed(p.current.cost)
-        candidates: list[tuple[Slot, int, dict[str, np.ndarray] | None]] = []
+        proposals: dict[_Key, _Proposal] = {}
         for slot in p.slots:
             if slot.id in exhausted:
                 continue
@@ -147,41 +162,76 @@ class GreedySearch(Loop):
             if m is None:
                 exhausted.add(slot.id)
                 continue
-            candidates.extend((slot, m, orders) for orders in self._orders(slot, n, m))
-        # The round's candidates are independent: judged as one batch (in parallel where the
-        # run's executor has workers and no recovery is re-estimated per candidate). A failing
-        # candidate may stop early; its loss is only needed when no candidate passes and the
-        # search looks past the failure, and then the stopped ones are judged again in full, so
-        # the ranking below sees what it always saw.
-        states = [({**p.counts, slot.id: m}, orders) for slot, m, orders in candidates]
-        recover = "quick" if self.recover_candidates else False
-        evaluations = p.trials(states, recover=recover, early_stop=True)
-        if not any(e.passed for e in evaluations):
-            stopped = [i for i, e in enumerate(evaluations) if e.stopped_early]
-            for i, evaluation in zip(stopped, p.trials([states[i] for i in stopped], recover=recover)):
-                evaluations[i] = evaluation
-        passed: set[str] = set()
-        for (slot, m, orders), evaluation in zip(candidates, evaluations):
-            saved = p.saving(p.current.cost, evaluation.cost)
-            if needed is not None and needed > 0:
-                saved = min(saved, needed)
-            rank = (evaluation.loss - p.current.loss) / saved if saved > 0 else math.inf
-            entry = (rank, slot.id, m, evaluation, orders)
-            if evaluation.passed:
-                passed.add(slot.id)
-                if self._slivered(slot, m):
-                    if best_sliver is None or rank < best_sliver[0]:
-                        best_sliver = entry
-                elif best is None or rank < best[0]:
-                    best = entry
-            else:
-                failing.append(entry)
-        for sid in dict.fromkeys(slot.id for slot, _, _ in candidates):
+            for j, orders in enumerate(self._orders(slot, n, m)):
+                proposals[(slot.id, n, m, j)] = (slot, m, orders)
+        # Savings past the target are not credited: a step that overshoots it is ranked by the
+        # part that was needed, so the last step lands near the target instead of far below.
+        needed = p.still_needed(p.current.cost)
+        known = {k: c for k, c in self._known.items() if k in proposals} if self.lazy else {}
+        fresh: dict[_Key, _Candidate] = {}
+        self._judge(p, [k for k in proposals if k not in known], proposals, needed, fresh)
+        while True:
+            ranked = {**known, **fresh}
+            best, failing = self._choose(ranked, proposals)
+            if best is None:  # nothing passes: what failed on an earlier state may pass now
+                stale = [k for k in failing if k not in fresh]
+            elif best in fresh:
+                break
+            else:  # a candidate judged on an earlier state could be the choice: judge it again
+                stale = [k for k in sorted(ranked, key=lambda k: ranked[k][0])
+                         if k not in fresh and ranked[k][3].passed][:_REJUDGED]
+            if not stale:
+                break
+            self._judge(p, stale, proposals, needed, fresh)
+        passed = {c[1] for c in fresh.values() if c[3].passed}
+        for sid in dict.fromkeys(c[1] for c in fresh.values()):
             if sid not in passed and steps[sid] > 1:
                 # A smaller step next round. A slot whose single unit breaks the constraint
                 # stays a candidate: after other cuts and their recovery it may pass again.
                 steps[sid] = max(1, steps[sid] // 2)
-        failing.sort(key=lambda c: c[0])
+        self._known.update(fresh)
+        return (fresh[best] if best is not None else None), [fresh[k] for k in failing if k in fresh]
+
+    def _judge(self, p: PruningProblem, keys: list[_Key], proposals: dict[_Key, _Proposal],
+               needed: float | None, into: dict[_Key, _Candidate]) -> None:
+        """Judge the candidates ``keys`` on the current state as one batch (in parallel where the
+        run's executor has workers and no recovery is re-estimated per candidate), into ``into``.
+
+        A failing candidate may stop early; its loss is only needed when no candidate passes and
+        the search looks past the failure, and then the stopped ones are judged again in full,
+        so the ranking sees what it always saw."""
+        if not keys:
+            return
+        states = [({**p.counts, proposals[k][0].id: proposals[k][1]}, proposals[k][2]) for k in keys]
+        recover = "quick" if self.recover_candidates else False
+        evaluations = p.trials(states, recover=recover, early_stop=True)
+        if not any(e.passed for e in evaluations) and not any(c[3].passed for c in into.values()):
+            stopped = [i for i, e in enumerate(evaluations) if e.stopped_early]
+            for i, evaluation in zip(stopped, p.trials([states[i] for i in stopped], recover=recover)):
+                evaluations[i] = evaluation
+        for key, evaluation in zip(keys, evaluations):
+            slot, m, orders = proposals[key]
+            saved = p.saving(p.current.cost, evaluation.cost)
+            if needed is not None and needed > 0:
+                saved = min(saved, needed)
+            rank = (evaluation.loss - p.current.loss) / saved if saved > 0 else math.inf
+            into[key] = (rank, slot.id, m, evaluation, orders)
+
+    def _choose(self, ranked: dict[_Key, _Candidate],
+                proposals: dict[_Key, _Proposal]) -> tuple[_Key | None, list[_Key]]:
+        """The least-rank passing candidate (a sliver only when nothing else passes) and the
+        failing ones, least rank first."""
+        best = best_sliver = None
+        failing: list[_Key] = []
+        for key, (rank, _, m, evaluation, _) in ranked.items():
+            if not evaluation.passed:
+                failing.append(key)
+            elif self._slivered(proposals[key][0], m):
+                if best_sliver is None or rank < ranked[best_sliver][0]:
+                    best_sliver = key
+            elif best is None or rank < ranked[best][0]:
+                best = key
+        failing.sort(key=lambda k: ranked[k][0])
         return (best if best is not None else best_sliver), failing
 
     def _recheck(self, p: PruningProblem, failing: list[_Candidate]) -> _Candidate | None:
