@@ -419,13 +419,16 @@ class Recovery:
             lin.targets[start] = np.ascontiguousarray(rows[chosen])
 
     def run_pass(self, session: MaskedSession, masks: Any, changed: set[str], full: bool = True,
-                 threads: int | None = None) -> tuple[list[np.ndarray], float]:
+                 threads: int | None = None, moved: set[str] | None = None) -> tuple[list[np.ndarray], float]:
         """One data run under ``masks`` (a :class:`~pyprune.search.spaces.Masks`) with the current
         corrections fed: returns its outputs and moves the corrections to what the run measured;
         the float is the largest relative change (passes repeat until it is small).
         ``changed``: the cut slots. ``full=False``: layers that refit keep their committed
-        weights and get statistics matching on top (cheap, for comparing candidates)."""
-        hit = self.affected(changed, refitting=full)
+        weights and get statistics matching on top (cheap, for comparing candidates).
+        ``moved``: the slots whose cut differs from the state the current corrections were
+        settled for; only the layers below them are estimated again, the others keep theirs
+        (their inputs did not change). None: every layer below a cut slot."""
+        hit = self.affected(changed if moved is None else moved, refitting=full)
         keeps = masks.groups
         running = {lin.tensor: RunningChannelStats(lin.tensor, lin.axis, moments_only=True)
                    for lin in self.linears.values() if lin.node in hit}
@@ -456,9 +459,16 @@ class Recovery:
         outputs = session.stream(visit, masks.groups, masks.gates, weights, affine)
         stats = {name: r.result() for name, r in running.items()}
         before = self.snapshot()
-        self._update_batchnorms(stats)
+        self._update_batchnorms(stats, keep_others=moved is not None)
         new_outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         new_weights: dict[str, np.ndarray] = {} if full else dict(self.weights)
+        if moved is not None:  # the layers not estimated again keep their corrections
+            for lin in self.linears.values():
+                if lin.node not in hit:
+                    if lin.tensor in self.outputs:
+                        new_outputs[lin.tensor] = self.outputs[lin.tensor]
+                    if lin.weight in self.weights:
+                        new_weights[lin.weight] = self.weights[lin.weight]
         for lin in self.linears.values():
             if lin.node not in hit:
                 continue
@@ -561,11 +571,16 @@ class Recovery:
         scale = np.clip(scale, 1.0 / _MAX_SCALE, _MAX_SCALE)
         return scale, lin.mean0 - scale * mean
 
-    def _update_batchnorms(self, stats: Mapping[str, ChannelStats]) -> None:
+    def _update_batchnorms(self, stats: Mapping[str, ChannelStats], keep_others: bool = False) -> None:
+        """Re-estimate the BatchNormalizations measured in ``stats``; the others lose their
+        correction, or keep it with ``keep_others``."""
         new: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
         bn_stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for bn in self.batchnorms:
             if bn.point.tensor not in stats:
+                if keep_others and bn.node in self.bn_stats:
+                    new[(bn.node, 0)] = self.corrections[(bn.node, 0)]
+                    bn_stats[bn.node] = self.bn_stats[bn.node]
                 continue
             mean, var = stats[bn.point.tensor].mean, stats[bn.point.tensor].var
             if bn.node in self.unpruned:

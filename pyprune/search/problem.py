@@ -496,7 +496,8 @@ class PruningProblem:
             self.charge(1)
             snap = self.recovery.snapshot()
             try:
-                evaluation = self._recovered(counts, orders, full=not quick, passes=2 if quick else None)
+                evaluation = self._recovered(counts, orders, full=not quick, passes=2 if quick else None,
+                                             settled_for=self.counts)
             finally:
                 self.recovery.restore(snap)
             judged.append(replace(evaluation, quick=quick))
@@ -543,7 +544,8 @@ class PruningProblem:
         return Evaluation(value, float(loss), self.passes(value), cost, outs)
 
     def _recovered(self, counts: Mapping[str, int], orders: Orders | None = None, count: bool = True,
-                   full: bool = True, passes: int | None = None) -> Evaluation:
+                   full: bool = True, passes: int | None = None,
+                   settled_for: Mapping[str, int] | None = None) -> Evaluation:
         """Re-estimate corrections under a state's masks and judge the state with them.
 
         Each pass runs the data once, yielding the outputs under the corrections fed and the
@@ -557,9 +559,16 @@ class PruningProblem:
         settling. So the corrections kept are those whose outputs came closest to the original's
         on the fitted data, compared with no correction at all: recovery never judges a state
         worse than leaving it uncorrected.
+
+        ``settled_for``: the state the current corrections were settled for (the committed one):
+        only the layers below the slots whose cut differs from it are estimated again (a greedy
+        step moves one slot, and the layers above it keep their inputs). None: every layer below
+        a cut. A state with other item orders than the committed one is estimated in full.
         """
         masks = self.space.masks(counts, orders)
         changed = self.changed(counts)
+        moved = None if settled_for is None or orders else {
+            sid for sid in set(counts) | set(settled_for) if counts.get(sid, 0) != settled_for.get(sid, 0)}
         depth = len(self.recovery.batchnorms) + len(self.recovery.linears)
         passes = passes or min(depth, 4) + 2
         best: tuple[float, Any, list[np.ndarray]] | None = None
@@ -577,7 +586,7 @@ class PruningProblem:
             fed = self.recovery.snapshot()
             plain_fed = plain_fed or not any(fed)
             outs, change = self.recovery.run_pass(self.session, masks, changed, full=full,
-                                                  threads=self.options.threads)
+                                                  threads=self.options.threads, moved=moved)
             self.recovery_runs += 1
             consider(outs, fed)
             if change < _SETTLED or (i == passes - 1 and passes == 2):
@@ -625,7 +634,7 @@ class PruningProblem:
                 else:
                     # The corrections the state was judged with: its quick ones, or the current.
                     judged = evaluation.corrections or self.recovery.snapshot()
-                    recovered = self._recovered(self.counts, None, count=False)
+                    recovered = self._recovered(self.counts, None, count=False, settled_for=before[0])
                     if recovered.passed or not evaluation.passed:
                         evaluation = recovered
                     else:
