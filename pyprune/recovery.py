@@ -158,8 +158,8 @@ class Recovery:
 
     # -- discovery ------------------------------------------------------------------------------
 
-    def _reach(self, names: Iterable[str]) -> set[str]:
-        """Nodes at or below ``names`` in the graph."""
+    def _reach(self, names: Iterable[str], ends: Callable[[str], bool] = lambda name: False) -> set[str]:
+        """Nodes at or below ``names`` in the graph; a path stops at (after) a node ``ends`` names."""
         seen: set[str] = set()
         todo = [n for n in names if n]
         while todo:
@@ -167,6 +167,8 @@ class Recovery:
             if name in seen:
                 continue
             seen.add(name)
+            if ends(name):
+                continue
             try:
                 node = self.model.node(name)
             except KeyError:
@@ -320,27 +322,11 @@ class Recovery:
 
     def _corrected_below(self, sid: str) -> set[str]:
         if sid not in self._corrected:
-            found: set[str] = set()
-            seen: set[str] = set()
-            todo = [n for n in self._sources.get(sid, []) if n]
+            # A path ends at the first layer corrected on it (refitted, or statistics-matched
+            # without enough rows to refit); BatchNormalizations on the way are re-estimated.
+            reached = self._reach(self._sources.get(sid, []), ends=lambda name: name in self.linears)
             bns = {bn.node for bn in self.batchnorms}
-            while todo:
-                name = todo.pop()
-                if name in seen:
-                    continue
-                seen.add(name)
-                if name in self.linears or name in bns:
-                    found.add(name)
-                    if name in self.linears:
-                        continue  # refitted (or, without enough rows, statistics-matched): the path ends
-                try:
-                    node = self.model.node(name)
-                except KeyError:
-                    continue
-                for out in node.output:
-                    if out:
-                        todo.extend(n.name for n, _ in self.model.consumers(out))
-            self._corrected[sid] = found
+            self._corrected[sid] = {n for n in reached if n in self.linears or n in bns}
         return self._corrected[sid]
 
     def added_params(self, changed: Iterable[str], kept: Callable[[str, int], int]) -> int:
