@@ -123,7 +123,11 @@ class Recovery:
         self._sources: dict[str, list[str]] = {}
         self._downstream: dict[str, set[str]] = {}
         self._corrected: dict[str, set[str]] = {}  # slot id -> what `affected` corrects (cached)
-        self._refits_stop = False
+        #: Whether a path below a cut ends at the first layer corrected on it (see `affected`).
+        #: With ``ends_adaptive`` (least squares on channels or weights) the search sets it on each
+        #: full recovery to whichever brings the outputs closer to the original.
+        self.refits_end_paths = False
+        self.ends_adaptive = False
         if mode != "none":
             below = self._below(sources)
             for node in model.nodes:
@@ -138,9 +142,10 @@ class Recovery:
                     self.linears[node.name] = linear
             self._sources = {sid: list(names) for sid, names in sources.items()}
             self._downstream = {sid: self._reach(names) for sid, names in sources.items()}
-            # Refits stop the correction where they apply (see `affected`): channels and weights;
-            # removing a whole layer changes no layer's columns, so everything below is corrected.
-            self._refits_stop = mode == "lstsq" and (bool(groups) or weights)
+            # Refits may end the correction where they apply (channels and weights); removing a
+            # whole layer changes no layer's columns, so everything below it is corrected.
+            self.ends_adaptive = mode == "lstsq" and (bool(groups) or weights)
+            self.refits_end_paths = self.ends_adaptive
             edges: dict[tuple[str, int], list[tuple[str, np.ndarray]]] = {}
             for g in groups:
                 for mp in g.mask_points:
@@ -306,18 +311,22 @@ class Recovery:
     def affected(self, changed: Iterable[str], refitting: bool = True) -> set[str]:
         """Nodes whose computation the cut slots ``changed`` alter and that recovery corrects.
 
-        With least squares, a path below a cut ends at the first layer corrected on it: a refit
-        matches that layer's output to the unpruned one from the pruned inputs, so what lies
-        below sees (nearly) its original input again. Correcting those later layers too, each from
-        statistics measured under the others' previous corrections, does not settle in deep
-        residual stacks (a transformer encoder: every projection below the cut) and moves the
-        outputs away from the original. BatchNormalizations on the way are still re-estimated.
+        With least squares and ``refits_end_paths``, a path below a cut ends at the first layer
+        corrected on it: a refit matches that layer's output to the unpruned one from the pruned
+        inputs, so what lies below sees (nearly) its original input again. Correcting those later
+        layers too, each from statistics measured under the others' previous corrections, does
+        not settle in deep residual stacks (a transformer encoder: every projection below the cut)
+        and moves the outputs away from the original; in a CNN it also refits the head to the
+        features that changed, which helps. With ``ends_adaptive`` the search tries both on every
+        full recovery and keeps the closer one. BatchNormalizations on the way are still
+        re-estimated either way.
         ``refitting`` False: a quick pass, which refits nothing (statistics on top of the committed
         refits), corrects everything below.
         """
         out: set[str] = set()
         for sid in changed:
-            out |= self._corrected_below(sid) if self._refits_stop and refitting else self._downstream.get(sid, set())
+            ends = self.refits_end_paths and refitting
+            out |= self._corrected_below(sid) if ends else self._downstream.get(sid, set())
         return out
 
     def _corrected_below(self, sid: str) -> set[str]:

@@ -311,9 +311,9 @@ def test_the_report_says_which_recovery_ran_and_what_it_bought(cnn_data):
     assert "Recovery" not in plain.statement and plain.report.settings["recovery"]["mode"] == "none"
 
 
-def test_least_squares_corrects_only_the_first_layer_below_a_cut():
+def test_least_squares_may_end_the_correction_at_the_first_refit_below_a_cut():
     # MLP 10 -> 16 -> 12 -> 4: cutting the first hidden layer's units changes the second layer's
-    # columns; its refit gives the head its original input back, so the head is left alone
+    # columns; its refit gives the head its original input back, so the head may be left alone
     # (statistics matching, which cannot restore it, corrects everything below).
     model = load(gemm_mlp((10, 16, 12, 4), seed=3))
     x = np.random.default_rng(2).standard_normal((300, 10)).astype(np.float32)
@@ -322,8 +322,39 @@ def test_least_squares_corrects_only_the_first_layer_below_a_cut():
                              recovery=mode, ratios={first: 0.5}, holdout=0.0, **FAST) for mode in ("stats", "lstsq")}
     for s in searches.values():
         s.run()
-    assert searches["lstsq"].recovery.affected([first]) == {second}
+    lstsq = searches["lstsq"].recovery
+    assert lstsq.ends_adaptive and not searches["stats"].recovery.ends_adaptive
+    lstsq.refits_end_paths = True
+    assert lstsq.affected([first]) == {second}
+    lstsq.refits_end_paths = False
+    assert lstsq.affected([first]) >= {second, head}
     assert searches["stats"].recovery.affected([first]) >= {second, head}
+
+
+def test_each_full_recovery_keeps_the_closer_of_ending_at_a_refit_or_not(monkeypatch):
+    from pyprune.recovery import Recovery
+
+    # MLP 10 -> 6 -> 12 -> 8 -> 4, half of the first layer's units cut: the second layer's refit
+    # cannot restore its output from three units, so refitting the layers below it too helps.
+    model = load(gemm_mlp((10, 6, 12, 8, 4), seed=3))
+    first = model.nodes[0].name
+    feeds = random_inputs(model.proto, batch=200, seed=5)
+    init = Recovery.__init__
+    losses = {}
+    for forced in (True, False, None):
+        def fixed(self, *args, forced=forced, **kwargs):
+            init(self, *args, **kwargs)
+            if forced is not None:
+                self.ends_adaptive, self.refits_end_paths = False, forced
+
+        monkeypatch.setattr(Recovery, "__init__", fixed)
+        search = Search("oneshot", model, Dataset(feeds), target=MACs(0.9), max_drop=None, metric="mse",
+                        recovery="lstsq", holdout=0.0, importance="l2", ratios={first: 0.5}, **FAST)
+        result = search.run()
+        outputs = run_batches(make_session(result.model.proto), search.dataset.batches(result.model))
+        losses[forced] = search.loss(outputs, search.reference)
+    assert losses[False] < losses[True] * 0.99  # the test tells the two apart
+    assert losses[None] <= min(losses[True], losses[False]) * (1 + 1e-5) + 1e-12
 
 
 @pytest.mark.parametrize("build", [

@@ -571,6 +571,35 @@ class PruningProblem:
             sid for sid in set(counts) | set(settled_for) if counts.get(sid, 0) != settled_for.get(sid, 0)}
         depth = len(self.recovery.batchnorms) + len(self.recovery.linears)
         passes = passes or min(depth, 4) + 2
+        if full and self.recovery.ends_adaptive:
+            # Whether a refit ends the correction on its path is decided on every full recovery,
+            # by which brings the outputs closer to the original: correcting what lies below a
+            # refit helps a CNN's head, and breaks a transformer encoder's deep stack; on a small
+            # first cut the two are close, so one early decision would not hold for the rest.
+            start, tried = self.recovery.snapshot(), {}
+            for ends in (True, False):
+                self.recovery.refits_end_paths = ends
+                tried[ends] = self._settle(masks, changed, full, passes, moved)
+                self.recovery.restore(start)
+            losses = {e: math.inf if r is None else r[0] for e, r in tried.items()}
+            ends = min(losses, key=lambda e: losses[e])
+            self.recovery.refits_end_paths = ends
+            best = tried[ends]
+        else:
+            best = self._settle(masks, changed, full, passes, moved)
+        if best is None:  # nothing finite: judge the uncorrected outputs (they fail the constraint)
+            self.recovery.clear()
+            outs = self.session.run(masks.groups, masks.gates, masks.weights, {})
+        else:
+            self.recovery.restore(best[1])
+            outs = best[2]
+        return replace(self._judge(outs, counts, orders, count), corrections=self.recovery.snapshot())
+
+    def _settle(self, masks: Any, changed: set[str], full: bool, passes: int,
+                moved: set[str] | None) -> tuple[float, Any, list[np.ndarray]] | None:
+        """Run recovery passes until the corrections settle (at most ``passes``): the fitted-data
+        loss, corrections and outputs of the pass closest to the original, no correction
+        included; None when no pass gave finite outputs."""
         best: tuple[float, Any, list[np.ndarray]] | None = None
         plain_fed = False
 
@@ -597,13 +626,7 @@ class PruningProblem:
         if not plain_fed:
             consider(self.session.run(masks.groups, masks.gates, masks.weights, {}), ({}, {}, {}, {}))
             self.recovery_runs += 1
-        if best is None:  # nothing finite: judge the uncorrected outputs (they fail the constraint)
-            self.recovery.clear()
-            outs = self.session.run(masks.groups, masks.gates, masks.weights, {})
-        else:
-            self.recovery.restore(best[1])
-            outs = best[2]
-        return replace(self._judge(outs, counts, orders, count), corrections=self.recovery.snapshot())
+        return best
 
     # -- state ----------------------------------------------------------------------------------
 
