@@ -55,6 +55,9 @@ State = tuple[Mapping[str, int], Orders | None]
 #: Recovery passes stop once no correction moves by more than this (relative: a scale, a shift
 #: in units of its channel's unpruned spread, a refitted weight against the weight's largest).
 _SETTLED = 1e-3
+#: When one way of correcting below a refit leaves less than 1/_DECISIVE of the other's loss, it
+#: is kept for the rest of the search instead of both being tried on every full recovery.
+_DECISIVE = 2.0
 #: Multiply-accumulates per batch a search aims for when no batch size is given.
 _BATCH_MACS = 256_000_000
 #: Samples of the synthetic inputs generated when no data is given.
@@ -575,7 +578,7 @@ class PruningProblem:
             # Whether a refit ends the correction on its path is decided on every full recovery,
             # by which brings the outputs closer to the original: correcting what lies below a
             # refit helps a CNN's head, and breaks a transformer encoder's deep stack; on a small
-            # first cut the two are close, so one early decision would not hold for the rest.
+            # first cut the two are often close, so a close early decision is taken again later.
             start, tried = self.recovery.snapshot(), {}
             for ends in (True, False):
                 self.recovery.refits_end_paths = ends
@@ -584,6 +587,8 @@ class PruningProblem:
             losses = {e: math.inf if r is None else r[0] for e, r in tried.items()}
             ends = min(losses, key=lambda e: losses[e])
             self.recovery.refits_end_paths = ends
+            if losses[not ends] > _DECISIVE * losses[ends]:
+                self.recovery.ends_adaptive = False  # a clear winner stays: no second run per commit
             best = tried[ends]
         else:
             best = self._settle(masks, changed, full, passes, moved)
