@@ -19,8 +19,9 @@ session (fed inputs: no rebuild) and folds the corrections into weights and bias
   (ridge least squares from ``XᵀX`` and ``XᵀY`` streamed in the C++ core, see
   :mod:`pyprune.reconstruct`); a weight with single weights removed (unstructured or N:M) gets the
   OBS/SparseGPT update from its input Hessian. Fed as weight values; shipped as the weights.
-  A refitted layer gives what lies below it its original input back, so the layers below a
-  refit are left as they are (BatchNormalizations excepted: re-estimated as in ``"stats"``).
+  A refitted layer gives what lies below it (nearly) its original input back; whether the
+  layers below a refit are corrected too is decided by the search on each full recovery
+  (``refits_end_paths``), BatchNormalizations on the way being re-estimated either way.
   Layers that cannot be refitted (too few calibration rows for their inputs, more than 2048 input
   columns, a grouped convolution, ...) get statistics matching instead; BN re-estimation as in
   ``"stats"``.
