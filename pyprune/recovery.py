@@ -20,7 +20,7 @@ session (fed inputs: no rebuild) and folds the corrections into weights and bias
   :mod:`pyprune.reconstruct`); a weight with single weights removed (unstructured or N:M) gets the
   OBS/SparseGPT update from its input Hessian. Fed as weight values; shipped as the weights.
   A refitted layer gives what lies below it (nearly) its original input back; whether the
-  layers below a refit are corrected too is decided by the search on each full recovery
+  layers below a refit are corrected too is decided by the search by trying both
   (``refits_end_paths``), BatchNormalizations on the way being re-estimated either way.
   Layers that cannot be refitted (too few calibration rows for their inputs, more than 2048 input
   columns, a grouped convolution, ...) get statistics matching instead; BN re-estimation as in
@@ -125,8 +125,8 @@ class Recovery:
         self._downstream: dict[str, set[str]] = {}
         self._corrected: dict[str, set[str]] = {}  # slot id -> what `affected` corrects (cached)
         #: Whether a path below a cut ends at the first layer corrected on it (see `affected`).
-        #: With ``ends_adaptive`` (least squares on channels or weights) the search sets it on each
-        #: full recovery to whichever brings the outputs closer to the original.
+        #: With ``ends_adaptive`` (least squares on channels or weights) the search sets it, on full
+        #: recoveries as the cut grows, to whichever brings the outputs closer to the original.
         self.refits_end_paths = False
         self.ends_adaptive = False
         if mode != "none":
@@ -318,8 +318,8 @@ class Recovery:
         layers too, each from statistics measured under the others' previous corrections, does
         not settle in deep residual stacks (a transformer encoder: every projection below the cut)
         and moves the outputs away from the original; in a CNN it also refits the head to the
-        features that changed, which helps. With ``ends_adaptive`` the search tries both on every
-        full recovery and keeps the closer one. BatchNormalizations on the way are still
+        features that changed, which helps. With ``ends_adaptive`` the search tries both on full
+        recoveries as the cut grows and keeps the closer one. BatchNormalizations on the way are still
         re-estimated either way.
         ``refitting`` False: a quick pass, which refits nothing (statistics on top of the committed
         refits), corrects everything below.

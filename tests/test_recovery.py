@@ -353,7 +353,7 @@ def test_each_full_recovery_keeps_the_closer_of_ending_at_a_refit_or_not(monkeyp
         result = search.run()
         outputs = run_batches(make_session(result.model.proto), search.dataset.batches(result.model))
         losses[forced] = search.loss(outputs, search.reference)
-        if forced is None:  # close (not twice as good): decided again on the next full recovery
+        if forced is None:  # close (not twice as good): decided again as the cut grows
             assert search.recovery.ends_adaptive and search.recovery.refits_end_paths is False
     assert losses[False] < losses[True] * 0.99  # the test tells the two apart
     assert losses[None] <= min(losses[True], losses[False]) * (1 + 1e-5) + 1e-12

@@ -58,6 +58,9 @@ _SETTLED = 1e-3
 #: When one way of correcting below a refit leaves less than 1/_DECISIVE of the other's loss, it
 #: is kept for the rest of the search instead of both being tried on every full recovery.
 _DECISIVE = 2.0
+#: Otherwise it is decided again once the cut has grown by this much (a fraction of the original
+#: cost) since the last decision: trying both doubles a full recovery.
+_REDECIDE = 0.1
 #: Multiply-accumulates per batch a search aims for when no batch size is given.
 _BATCH_MACS = 256_000_000
 #: Samples of the synthetic inputs generated when no data is given.
@@ -212,6 +215,7 @@ class PruningProblem:
         self.threshold = None if self.constraint is None else self.constraint.threshold(self.baseline, self.metric)
         self.evaluations = 0
         self.recovery_runs = 0
+        self._decided_at: float | None = None  # the saving at which recovery last chose how far to correct
         self.counts: Counts = {s.id: 0 for s in self.slots}
         self.interrupted = False  # the search was stopped before it finished
         self.stop_requested = False  # an interrupt arrived after it finished (while shipping)
@@ -574,11 +578,13 @@ class PruningProblem:
             sid for sid in set(counts) | set(settled_for) if counts.get(sid, 0) != settled_for.get(sid, 0)}
         depth = len(self.recovery.batchnorms) + len(self.recovery.linears)
         passes = passes or min(depth, 4) + 2
-        if full and self.recovery.ends_adaptive:
-            # Whether a refit ends the correction on its path is decided on every full recovery,
-            # by which brings the outputs closer to the original: correcting what lies below a
+        saving = self._cut_fraction(counts, orders) if self.recovery.ends_adaptive else 0.0
+        if full and self.recovery.ends_adaptive and (
+                self._decided_at is None or abs(saving - self._decided_at) >= _REDECIDE):
+            # Whether a refit ends the correction on its path is decided on a full recovery, by
+            # which brings the outputs closer to the original: correcting what lies below a
             # refit helps a CNN's head, and breaks a transformer encoder's deep stack; on a small
-            # first cut the two are often close, so a close early decision is taken again later.
+            # first cut the two are often close, so a close decision is taken again as the cut grows.
             start, tried = self.recovery.snapshot(), {}
             for ends in (True, False):
                 self.recovery.refits_end_paths = ends
@@ -587,6 +593,7 @@ class PruningProblem:
             losses = {e: math.inf if r is None else r[0] for e, r in tried.items()}
             ends = min(losses, key=lambda e: losses[e])
             self.recovery.refits_end_paths = ends
+            self._decided_at = saving
             if losses[not ends] > _DECISIVE * losses[ends]:
                 self.recovery.ends_adaptive = False  # a clear winner stays: no second run per commit
             best = tried[ends]
@@ -599,6 +606,12 @@ class PruningProblem:
             self.recovery.restore(best[1])
             outs = best[2]
         return replace(self._judge(outs, counts, orders, count), corrections=self.recovery.snapshot())
+
+    def _cut_fraction(self, counts: Mapping[str, int], orders: Orders | None) -> float:
+        """How much of the model a state cuts: the largest fraction of MACs, parameters or
+        non-zeros it removes."""
+        c, b = self.cost(counts, orders), self.base_cost
+        return max(1 - c.macs / max(b.macs, 1), 1 - c.params / max(b.params, 1), 1 - c.nonzeros / max(b.nonzeros, 1))
 
     def _settle(self, masks: Any, changed: set[str], full: bool, passes: int,
                 moved: set[str] | None) -> tuple[float, Any, list[np.ndarray]] | None:
