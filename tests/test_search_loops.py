@@ -142,3 +142,19 @@ def test_lazy_greedy_judges_fewer_candidates_for_the_same_target(cnn):
     assert lazy.report.evaluations < eager.report.evaluations
     # the same constraint holds for both; the lazy path may differ, not its guarantee
     assert lazy.metric >= lazy.report.before.metric - 0.02 - 1e-9
+
+
+def test_greedy_steps_grow_while_they_pass_and_fall_back_when_they_fail(cnn):
+    model, data = cnn
+    settings = dict(target=MACs(0.5), max_drop=0.02, recovery="lstsq", holdout=0.0, quiet=True, measure_latency=False)
+    runs = {grow: Search("greedy", model, data, search={"grow": grow}, **settings) for grow in (1, 4)}
+    results = {grow: s.run() for grow, s in runs.items()}
+    assert all(r.met for r in results.values())
+    steps = {grow: [sum(len(v) for v in e.removed.values()) for e in r.history if e.action.startswith("remove")]
+             for grow, r in results.items()}
+    first = {s.id: max(1, round(0.05 * s.size)) for s in runs[4].slots}
+    assert max(steps[1]) <= max(first.values())  # fixed steps: never above the first size
+    assert max(steps[4]) > max(first.values())  # grown steps
+    assert len(steps[4]) < len(steps[1])  # fewer commits for the same target
+    with pytest.raises(ValueError, match="grow"):
+        Search("greedy", model, data, search={"grow": 0}, **settings)

@@ -66,6 +66,8 @@ class GreedySearch(Loop):
     committed recovery); each commit runs the full recovery. When no candidate passes that way,
     the ``recheck`` least-loss ones are judged with the full recovery before the search gives up.
     ``lazy``: judge again only the candidates that could be a round's choice (module docstring).
+    ``grow``: a slot's step doubles each time it is committed, up to ``grow`` times the first
+    (1: fixed steps); a step that fails is halved either way.
 
     The defaults (steps of 5% of a group, at least one unit; no window; patience 3) were chosen
     on the folded-BatchNorm exports of ``benchmarks/bench_recovery.py``, where each candidate is
@@ -77,7 +79,8 @@ class GreedySearch(Loop):
     name = "greedy"
 
     def __init__(self, step: float | int = 0.05, recover_candidates: bool = True, window: int = 1,
-                 patience: int = 3, sliver: float = 0.25, recheck: int = 3, lazy: bool = True) -> None:
+                 patience: int = 3, sliver: float = 0.25, recheck: int = 3, lazy: bool = True,
+                 grow: int = 4) -> None:
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ValueError(f"patience must be a non-negative integer, got {patience!r}")
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
@@ -93,6 +96,9 @@ class GreedySearch(Loop):
         if not isinstance(lazy, bool):
             raise ValueError(f"lazy must be true or false, got {lazy!r}")
         self.lazy = lazy
+        if isinstance(grow, bool) or not isinstance(grow, int) or grow < 1:
+            raise ValueError(f"grow must be a positive integer, got {grow!r}")
+        self.grow = grow
         self._known: dict[_Key, _Candidate] = {}  # candidates judged in earlier rounds (lazy)
 
     def _step_of(self, slot: Slot) -> int:
@@ -111,13 +117,17 @@ class GreedySearch(Loop):
 
     def _search(self, p: PruningProblem) -> None:
         steps = {s.id: self._step_of(s) for s in p.slots}
+        first = dict(steps)
         exhausted: set[str] = set()
         self._known = {}
         passing = None  # the last state that met the constraint, while looking past failing ones
         tentative = 0
         try:
             while not p.reached(p.counts):
+                grown = {sid for sid, step in steps.items() if step > first[sid]}
                 best, failing = self._round(p, steps, exhausted)
+                if best is None and any(c[1] in grown for c in failing):
+                    continue  # a grown step failed: try its first size again before looking further
                 if best is None and failing:
                     best = self._recheck(p, failing)
                 best_failing = failing[0] if failing else None
@@ -139,6 +149,10 @@ class GreedySearch(Loop):
                 n = p.counts[sid]
                 if p.commit({**p.counts, sid: m}, f"remove {m - n} of {sid}", evaluation, orders).passed:
                     passing = None
+                    if self.grow > 1:
+                        # A step that passed may grow (up to ``grow`` times the first): large steps
+                        # while the cut costs little, halved again where it fails.
+                        steps[sid] = min(steps[sid] * 2, self._step_of(p.by_id[sid]) * self.grow)
             if passing is not None:  # the target was reached on a failing state
                 p.restore(passing)
                 p.note = "no candidate step keeps the metric within the constraint"
