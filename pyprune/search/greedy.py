@@ -100,6 +100,7 @@ class GreedySearch(Loop):
             raise ValueError(f"grow must be a positive integer, got {grow!r}")
         self.grow = grow
         self._known: dict[_Key, _Candidate] = {}  # candidates judged in earlier rounds (lazy)
+        self._first: dict[str, int] = {}  # each slot's first step
 
     def _step_of(self, slot: Slot) -> int:
         if isinstance(self.step, int):
@@ -117,7 +118,7 @@ class GreedySearch(Loop):
 
     def _search(self, p: PruningProblem) -> None:
         steps = {s.id: self._step_of(s) for s in p.slots}
-        first = dict(steps)
+        first = self._first = dict(steps)
         exhausted: set[str] = set()
         self._known = {}
         passing = None  # the last state that met the constraint, while looking past failing ones
@@ -176,6 +177,9 @@ class GreedySearch(Loop):
             if m is None:
                 exhausted.add(slot.id)
                 continue
+            if steps[slot.id] > self._first[slot.id] and p.reached({**p.counts, slot.id: m}):
+                # A grown step past the target: the first size lands nearer to it.
+                m = slot.next_fine(n, self._first[slot.id]) or m
             for j, orders in enumerate(self._orders(slot, n, m)):
                 proposals[(slot.id, n, m, j)] = (slot, m, orders)
         # Savings past the target are not credited: a step that overshoots it is ranked by the
