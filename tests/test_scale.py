@@ -206,14 +206,15 @@ def test_the_ray_executor_gives_the_local_result(cnn, ray_cluster):
 # -- early stop -------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("holdout", [0.0, 0.3])
 @pytest.mark.parametrize("strategy", ["greedy", "recursive", "random", "oneshot"])
-def test_checks_that_stop_early_leave_the_result_unchanged(mlp, strategy, monkeypatch):
+def test_checks_that_stop_early_leave_the_result_unchanged(mlp, strategy, holdout, monkeypatch):
     model, data = mlp
-    # Several batches, so a failing candidate can stop before the end of the data.
-    # Without recovery or a holdout: candidates judged with re-estimated corrections, or on a
-    # holdout's samples, need the whole data.
+    # Several batches, so a failing candidate can stop before the end of the data (with a
+    # holdout: before the end of its samples, or before the fitted ones). Without recovery:
+    # candidates judged with re-estimated corrections need the whole data.
     settings = dict(granularity="weight", target=Sparsity(0.8), max_drop=0.01, batch_size=32, recovery="none",
-                    holdout=0.0, **FAST)
+                    holdout=holdout, **FAST)
     search = Search(strategy, model, data, **settings)
     judged = []
     evaluation = PruningProblem._evaluation
@@ -242,6 +243,21 @@ def test_an_early_stop_never_fails_a_candidate_within_rounding_of_the_threshold(
     assert stopped.stopped_early and stopped.outputs is None and stopped.value >= exact.value
     full = session.check("accuracy", 0.0, early_stop=True)
     assert full.outputs is not None and full.value == exact.value
+
+
+def test_a_check_about_a_holdout_judges_its_samples_first_and_runs_the_rest_only_when_it_passes(mlp):
+    model, data = mlp
+    split = 256
+    session = MaskedSession(model, data, batch_size=32, split_at=split)
+    outputs = session.run()
+    labels = data.labels
+    on_holdout = float(np.mean(outputs[0][split:].argmax(1) == labels[split:]))
+    passed = session.check("accuracy", on_holdout, early_stop=True, judged_from=split)
+    assert passed.passed and passed.value == pytest.approx(on_holdout)
+    np.testing.assert_array_equal(passed.outputs[0], outputs[0])  # whole, in sample order
+    failed = session.check("accuracy", 1.0, early_stop=True, judged_from=split)
+    assert not failed.passed and failed.stopped_early and failed.outputs is None
+    assert failed.samples <= len(labels) - split  # the fitted samples never ran
 
 
 # -- weight blocks ----------------------------------------------------------------------------------

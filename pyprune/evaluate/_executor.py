@@ -70,6 +70,7 @@ class Checker:
     target: Any
     threshold: float
     tolerance: float = 1e-9
+    judged_from: int = 0  # the threshold is about samples from here on (a holdout part)
 
 
 def run_job(session: MaskedSession, job: Job, checker: Checker | None = None) -> JobResult:
@@ -81,7 +82,8 @@ def run_job(session: MaskedSession, job: Job, checker: Checker | None = None) ->
         if checker is None:
             raise ValueError("a check job needs a Checker (metric, target, threshold)")
         check = session.check(checker.metric, checker.threshold, job.groups, job.gates, job.weights, job.affine,
-                              early_stop=True, target=checker.target, tolerance=checker.tolerance)
+                              early_stop=True, target=checker.target, tolerance=checker.tolerance,
+                              judged_from=checker.judged_from)
         return JobResult(check.outputs, None, check)
     return JobResult(session.run(job.groups, job.gates, job.weights, job.affine))
 

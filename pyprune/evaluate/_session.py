@@ -46,8 +46,9 @@ def edge_key(point: MaskPoint) -> EdgeKey:
 class Check:
     """Outcome of checking a candidate against a constraint (:meth:`MaskedSession.check`).
 
-    ``value`` is the metric over the whole dataset, or, when the evaluation ``stopped_early``, the
-    best value still reachable after ``samples`` of ``total`` samples (already failing).
+    ``value`` is the metric over the whole dataset (over the judged part, with ``judged_from``),
+    or, when the evaluation ``stopped_early``, the best value still reachable after ``samples``
+    of ``total`` samples (already failing).
     ``outputs`` are the candidate's outputs over the whole dataset when it ran to the end (None
     when it stopped early), so a passing candidate needs no second run.
     """
@@ -550,6 +551,7 @@ class MaskedSession:
         early_stop: bool = False,
         target: Any = None,
         tolerance: float = 0.0,
+        judged_from: int = 0,
     ) -> Check:
         """Whether a candidate's ``metric`` meets ``threshold`` (>= for higher-is-better metrics).
 
@@ -560,10 +562,18 @@ class MaskedSession:
         A candidate that runs to the end is judged on its joined outputs exactly as
         :meth:`evaluate` judges it. ``target``: what the metric compares against, when not the
         session's own (labels or reference).
+
+        ``judged_from``: the threshold is about samples from this index on only (a holdout part;
+        batches never straddle it, see ``split_at``). Their batches run first; a candidate that
+        fails on them is not run on the others (a failing result, marked stopped early), one that
+        passes is run on the rest too, so its outputs are whole.
         """
         metric = _metrics.get(metric)
         target = self.target(metric) if target is None else target
         total = len(self.dataset)
+        if early_stop and judged_from and metric.sample_fn is not None:
+            return self._check_part(metric, threshold, target, judged_from, tolerance,
+                                    self.feed(group_masks, layer_gates, weights, affine))
         if not early_stop or metric.sample_fn is None:
             outs = self.run(group_masks, layer_gates, weights, affine)
             value = metric(outs, target)
@@ -582,6 +592,33 @@ class MaskedSession:
                 return Check(best, False, True, seen, total)
         joined = [join_batches([p[i] for p in parts]) for i in range(len(self.output_names))]
         value = metric(joined, target)
+        return Check(value, metric.meets(value, threshold), False, total, total, joined)
+
+
+    def _check_part(self, metric: _metrics.Metric, threshold: float, target: Any, judged_from: int,
+                    tolerance: float, feed: dict[str, np.ndarray]) -> Check:
+        """:meth:`check` of the samples from ``judged_from`` on, stopping as early as it can."""
+        judged = [b for b in self.batches if b.start >= judged_from]
+        rest = [b for b in self.batches if b.start < judged_from]
+        total = sum(b.stop - b.start for b in judged)
+        slack = tolerance if metric.direction == "higher" else -tolerance
+        seen, partial = 0, 0.0
+        parts: dict[int, list[np.ndarray]] = {}
+        for batch in judged:
+            outs = self._session.run(self.output_names, {**batch.feed, **feed})
+            parts[batch.start] = outs
+            partial += float(np.sum(metric.sample_scores(outs, _slice_target(target, batch))))
+            seen += batch.stop - batch.start
+            best = metric.best_possible(partial, seen, total)
+            if not metric.meets(best + slack, threshold):
+                return Check(best, False, True, seen, total)
+        value = partial / max(total, 1)
+        if not metric.meets(value + slack, threshold):
+            return Check(value, False, True, seen, total)
+        for batch in rest:  # it passes: the outputs on the other samples too, for the loss
+            parts[batch.start] = self._session.run(self.output_names, {**batch.feed, **feed})
+        ordered = [parts[k] for k in sorted(parts)]
+        joined = [join_batches([p[i] for p in ordered]) for i in range(len(self.output_names))]
         return Check(value, metric.meets(value, threshold), False, total, total, joined)
 
 

@@ -447,15 +447,17 @@ class PruningProblem:
             yield next(results)
 
     def _checker(self) -> Checker | None:
-        return None if self.threshold is None else Checker(self.metric, self.metric_target, self.threshold)
+        if self.threshold is None:
+            return None
+        return Checker(self.metric, self.metric_target, self.threshold,
+                       judged_from=self.fit_samples if self.holdout else 0)
 
     @property
     def stops_early(self) -> bool:
         """Whether a pass/fail judgement can stop before the end of the data (a constraint on a
         metric that is a mean of bounded per-sample scores)."""
-        # With a holdout the constraint is checked on its samples only, which a stream over the
-        # whole data cannot stop early on.
-        return self.threshold is not None and self.metric.sample_fn is not None and not self.holdout
+        # With a holdout the constraint is about its samples only: their batches run first.
+        return self.threshold is not None and self.metric.sample_fn is not None
 
     # -- evaluation -----------------------------------------------------------------------------
 
