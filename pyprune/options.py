@@ -348,12 +348,14 @@ class PruneOptions:
             chosen["search"] = {**base.search, **chosen.get("search", {}), **search}
         return replace(base, **chosen) if chosen else base
 
-    def holdout_for(self, samples: int, synthetic: bool = False) -> float:
+    def holdout_for(self, samples: int, synthetic: bool = False, constrained: bool = True) -> float:
         """The fraction of ``samples`` held out: ``holdout`` when given, else
-        :data:`DEFAULT_HOLDOUT` when there are at least :data:`HOLDOUT_MIN_SAMPLES` real samples."""
+        :data:`DEFAULT_HOLDOUT` when there are at least :data:`HOLDOUT_MIN_SAMPLES` real samples and
+        a constraint to check on them (without one, every sample serves recovery)."""
         if self.holdout is not None:
             return float(self.holdout)
-        return DEFAULT_HOLDOUT if samples >= HOLDOUT_MIN_SAMPLES and not synthetic else 0.0
+        enough = samples >= HOLDOUT_MIN_SAMPLES and not synthetic
+        return DEFAULT_HOLDOUT if enough and constrained else 0.0
 
     def describe(self) -> str:
         """One line: what is pruned, how, to what, under which constraint."""

@@ -405,6 +405,11 @@ def test_holdout_is_on_for_enough_samples_and_checks_the_constraint_there(cnn_da
     assert "holdout" in result.report.markdown()
     none = Search("oneshot", model, Dataset({"x": x}, labels), target=MACs(0.7), holdout=0.0, **FAST)
     assert none.holdout == 0 and none.run().report.test is None
+    # without a constraint there is nothing to check on held-out samples: all of them fit recovery
+    free = Search("oneshot", model, Dataset({"x": x}, labels), target=MACs(0.7), max_drop=None, **FAST)
+    assert free.holdout == 0 and free.fit_samples == len(x)
+    asked = Search("oneshot", model, Dataset({"x": x}, labels), target=MACs(0.7), max_drop=None, holdout=0.2, **FAST)
+    assert asked.holdout == round(0.2 * len(x))
 
 
 def test_with_holdout_keeps_every_sample_once():

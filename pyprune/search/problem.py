@@ -173,10 +173,11 @@ class PruningProblem:
         self.model: Model = model.with_input_shapes(self.dataset.input_shapes(model))
         self.notes: list[str] = input_notes(model, self.model, self.dataset)
         # A holdout part (the last samples after a seeded shuffle) checks the constraint on data
-        # that no recovery was fitted on and no candidate was ranked on.
+        # that no recovery was fitted on and no candidate was ranked on (none without a constraint).
         fixed = self.dataset.batch_size_for(self.model, 1)
         self.dataset, self.fit_samples = self.dataset.with_holdout(
-            options.holdout_for(len(self.dataset), self.dataset.is_synthetic), options.seed, fixed)
+            options.holdout_for(len(self.dataset), self.dataset.is_synthetic, self.constraint is not None),
+            options.seed, fixed)
         self.graph = DependencyGraph(self.model)
         self.space: Space = SPACES[options.granularity](self.model, self.graph, options, self.dataset)
         self.params0, self.macs0 = self.space.params0, self.space.macs0
