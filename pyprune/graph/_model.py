@@ -712,16 +712,7 @@ class Model:
                     if links[original]:
                         _set_external(stub, links[original], info.offset or 0, _data_bytes(source))
                         continue
-                array = self._array_of(source)
-                flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
-                pad = (-offset) % _EXTERNAL_ALIGN
-                f.write(b"\0" * pad)
-                offset += pad
-                for start in range(0, flat.size, _COPY_CHUNK):
-                    f.write(flat[start:start + _COPY_CHUNK].tobytes())
-                _set_external(stub, "weights.data", offset, int(flat.size))
-                offset += int(flat.size)
-                _release(array)
+                offset = _append_external(f, offset, stub, self._array_of(source), "weights.data")
         path = folder / "model.onnx"
         onnx.save_model(light, str(path))
         return path
@@ -1878,6 +1869,20 @@ def _set_external(tensor: onnx.TensorProto, location: str, offset: int, length: 
         entry.key, entry.value = key, value
 
 
+def _append_external(f: Any, offset: int, stub: onnx.TensorProto, array: np.ndarray, location: str) -> int:
+    """Write ``array``'s bytes at the next aligned position of the open data file ``f`` (now at
+    ``offset``), in chunks, point ``stub`` at them in ``location`` and release the array; returns
+    the file's new end."""
+    flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    offset += (pad := (-offset) % _EXTERNAL_ALIGN)
+    f.write(b"\0" * pad)
+    for start in range(0, flat.size, _COPY_CHUNK):
+        f.write(flat[start:start + _COPY_CHUNK].tobytes())
+    _set_external(stub, location, offset, int(flat.size))
+    _release(array)
+    return offset + int(flat.size)
+
+
 def _write_external(model: Model, data_path: Path, data_name: str) -> onnx.ModelProto:
     """Write ``model``'s large main-graph initializers into ``data_path`` (page-aligned) and return
     a copy of the model referring to them as ``data_name``; small ones stay inline."""
@@ -1887,14 +1892,5 @@ def _write_external(model: Model, data_path: Path, data_name: str) -> onnx.Model
         for stub in light.graph.initializer:
             if stub.name not in sources:
                 continue
-            array = model._array_of(sources[stub.name])
-            flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
-            pad = (-offset) % _EXTERNAL_ALIGN
-            f.write(b"\0" * pad)
-            offset += pad
-            for start in range(0, flat.size, _COPY_CHUNK):
-                f.write(flat[start:start + _COPY_CHUNK].tobytes())
-            _set_external(stub, data_name, offset, int(flat.size))
-            offset += int(flat.size)
-            _release(array)
+            offset = _append_external(f, offset, stub, model._array_of(sources[stub.name]), data_name)
     return light

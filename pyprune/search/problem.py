@@ -581,7 +581,7 @@ class PruningProblem:
             sid for sid in set(counts) | set(settled_for) if counts.get(sid, 0) != settled_for.get(sid, 0)}
         depth = len(self.recovery.batchnorms) + len(self.recovery.linears)
         passes = passes or min(depth, 4) + 2
-        saving = self._cut_fraction(counts, orders) if self.recovery.ends_adaptive else 0.0
+        saving = self._cut_fraction(counts, orders) if full and self.recovery.ends_adaptive else 0.0
         if full and self.recovery.ends_adaptive and (
                 self._decided_at is None or abs(saving - self._decided_at) >= _REDECIDE):
             # Whether a refit ends the correction on its path is decided on a full recovery, by
