@@ -3,6 +3,7 @@ patience past failing states, recursive's one step per group per sweep."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -126,8 +127,9 @@ def test_lazy_greedy_commits_only_judgements_of_the_current_state(cnn, recovery,
         return commit(self, counts, action, evaluation, orders)
 
     monkeypatch.setattr(PruningProblem, "commit", spy)
+    # one step per commit: joined commits are judged on the joined state (test below)
     Search("greedy", model, data, target=MACs(0.6), max_drop=0.02, recovery=recovery, holdout=0.0,
-           quiet=True, measure_latency=False).run()
+           search={"batch": False}, quiet=True, measure_latency=False).run()
     assert len(checked) >= 3
     for metric, again, loss, loss_again in checked:
         assert metric == pytest.approx(again, abs=1e-9) and loss == pytest.approx(loss_again, rel=1e-6, abs=1e-9)
@@ -136,8 +138,8 @@ def test_lazy_greedy_commits_only_judgements_of_the_current_state(cnn, recovery,
 def test_lazy_greedy_judges_fewer_candidates_for_the_same_target(cnn):
     model, data = cnn
     settings = dict(target=MACs(0.6), max_drop=0.02, recovery="lstsq", holdout=0.0, quiet=True, measure_latency=False)
-    lazy = Search("greedy", model, data, **settings).run()
-    eager = Search("greedy", model, data, search={"lazy": False}, **settings).run()
+    lazy = Search("greedy", model, data, search={"batch": False}, **settings).run()
+    eager = Search("greedy", model, data, search={"lazy": False, "batch": False}, **settings).run()
     assert lazy.met and eager.met
     assert lazy.report.evaluations < eager.report.evaluations
     # the same constraint holds for both; the lazy path may differ, not its guarantee
@@ -147,7 +149,7 @@ def test_lazy_greedy_judges_fewer_candidates_for_the_same_target(cnn):
 def test_greedy_steps_grow_while_they_pass_and_fall_back_when_they_fail(cnn):
     model, data = cnn
     settings = dict(target=MACs(0.5), max_drop=0.02, recovery="lstsq", holdout=0.0, quiet=True, measure_latency=False)
-    runs = {grow: Search("greedy", model, data, search={"grow": grow}, **settings) for grow in (1, 4)}
+    runs = {grow: Search("greedy", model, data, search={"grow": grow, "batch": False}, **settings) for grow in (1, 4)}
     results = {grow: s.run() for grow, s in runs.items()}
     assert all(r.met for r in results.values())
     steps = {grow: [sum(len(v) for v in e.removed.values()) for e in r.history if e.action.startswith("remove")]
@@ -158,3 +160,98 @@ def test_greedy_steps_grow_while_they_pass_and_fall_back_when_they_fail(cnn):
     assert len(steps[4]) < len(steps[1])  # fewer commits for the same target
     with pytest.raises(ValueError, match="grow"):
         Search("greedy", model, data, search={"grow": 0}, **settings)
+
+
+# -- joined commits, and recovery that does not pay --------------------------------------------------
+
+
+def _joined(result) -> list:
+    return [e for e in result.history if e.action.startswith("remove") and len(e.removed) > 1]
+
+
+def test_greedy_joins_cheap_steps_while_the_slack_allows(cnn):
+    model, data = cnn
+    settings = dict(target=MACs(0.5), max_drop=0.02, recovery="lstsq", holdout=0.0, quiet=True, measure_latency=False)
+    runs = {batch: Search("greedy", model, data, search={"batch": batch}, **settings) for batch in (True, False)}
+    results = {batch: search.run() for batch, search in runs.items()}
+    assert all(r.met for r in results.values())
+    assert _joined(results[True]) and not _joined(results[False])
+    assert results[True].report.evaluations < results[False].report.evaluations
+    for search, result in zip(runs.values(), results.values()):
+        assert result.metric >= search.threshold and result.report.verified
+
+
+def test_greedy_commits_the_best_step_alone_when_the_joined_state_fails(cnn, monkeypatch):
+    """A joined state judged failing is not committed: the round commits its best step alone,
+    and the next rounds join fewer steps."""
+    from pyprune.search import PruningProblem
+
+    model, data = cnn
+    trial = PruningProblem.trial
+    joined_trials = []
+
+    def failing_joined(self, counts, orders=None, recover=False, early_stop=False):
+        evaluation = trial(self, counts, orders, recover, early_stop)
+        if recover is True and sum(counts[k] != self.counts[k] for k in counts) > 1:
+            joined_trials.append(counts)
+            return replace(evaluation, passed=False)
+        return evaluation
+
+    monkeypatch.setattr(PruningProblem, "trial", failing_joined)
+    search = Search("greedy", model, data, target=MACs(0.5), max_drop=0.02, recovery="lstsq", holdout=0.0,
+                    quiet=True, measure_latency=False)
+    result = search.run()
+    assert joined_trials and not _joined(result)
+    assert result.metric >= search.threshold
+    assert search.loop._joined < len(search.slots)  # fewer joined after each failure
+
+
+def _diverging(monkeypatch) -> list[int]:
+    """Recovery passes whose outputs move further from the original each time: the count of
+    passes run per settle."""
+    from pyprune.recovery import Recovery
+
+    run_pass = Recovery.run_pass
+    calls: list[int] = []
+
+    def worse(self, session, masks, changed, **kwargs):
+        outs, _ = run_pass(self, session, masks, changed, **kwargs)
+        calls.append(1)
+        return [o * len(calls) for o in outs], 1.0  # sharper logits each pass (the first as run); never settles
+    monkeypatch.setattr(Recovery, "run_pass", worse)
+    return calls
+
+
+def test_recovery_passes_stop_once_they_move_away_from_the_original(cnn, monkeypatch):
+    from pyprune.search.problem import _DIVERGING
+
+    model, data = cnn
+    search = Search("greedy", model, data, target=MACs(0.5), max_drop=None, recovery="lstsq", **FAST)
+    state = {s.id: s.size // 4 for s in search.slots}
+    plain = search.problem.evaluate(state, corrections="none")
+    calls = _diverging(monkeypatch)
+    search.problem.recovery.ends_adaptive = False
+    evaluation = search.problem.trial(state, recover=True)
+    assert len(calls) == 1 + _DIVERGING  # not the full count of passes
+    assert evaluation.loss <= plain.loss + 1e-12  # the guard keeps the closest: no correction
+
+
+def test_candidates_are_judged_without_reestimation_once_it_stops_paying(cnn, monkeypatch):
+    from pyprune.search.problem import _QUICK_TRIES
+
+    model, data = cnn
+    search = Search("greedy", model, data, target=MACs(0.5), max_drop=None, recovery="lstsq", **FAST)
+    p = search.problem
+    calls = _diverging(monkeypatch)
+    states = [({**p.counts, slot.id: 1}, None) for slot in p.slots] * 3
+    for state in states[:_QUICK_TRIES]:
+        p.trials([state], recover="quick")
+    assert calls  # each of those re-estimated
+    before = len(calls)
+    judged = p.trials(states[_QUICK_TRIES:_QUICK_TRIES + 4], recover="quick")
+    assert len(calls) == before  # no pass: judged with the committed corrections
+    assert all(e.corrections is None for e in judged)
+    # the pause lasts until the model is cut by another tenth
+    p.counts = {s.id: s.size // 2 for s in p.slots}
+    p.trials([states[0]], recover="quick")
+    assert len(calls) > before

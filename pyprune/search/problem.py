@@ -55,6 +55,14 @@ State = tuple[Mapping[str, int], Orders | None]
 #: Recovery passes stop once no correction moves by more than this (relative: a scale, a shift
 #: in units of its channel's unpruned spread, a refitted weight against the weight's largest).
 _SETTLED = 1e-3
+#: Passes stop once this many in a row came out further from the original than the best so far:
+#: an iteration that moves away (each layer corrected for inputs the others' corrections then
+#: change) rarely turns back, and each pass costs a data run and the least-squares sums.
+_DIVERGING = 2
+#: After this many compared candidates in a row whose re-estimated corrections came no closer to
+#: the original than the committed ones, candidates are judged with the committed corrections
+#: (one data run instead of two or more) until the cut grows by ``_REDECIDE`` of the model.
+_QUICK_TRIES = 8
 #: When one way of correcting below a refit leaves less than 1/_DECISIVE of the other's loss, it
 #: is kept for the rest of the search instead of both being tried on every full recovery.
 _DECISIVE = 2.0
@@ -217,6 +225,9 @@ class PruningProblem:
         self.evaluations = 0
         self.recovery_runs = 0
         self._decided_at: float | None = None  # the saving at which recovery last chose how far to correct
+        self._quick_helped: list[bool] = []  # per compared candidate: did re-estimation beat the committed
+        self._quick_paused_until: float | None = None  # the cut at which re-estimating candidates resumes
+        self._reestimate_helped = False  # set by each _settle
         self.counts: Counts = {s.id: 0 for s in self.slots}
         self.interrupted = False  # the search was stopped before it finished
         self.stop_requested = False  # an interrupt arrived after it finished (while shipping)
@@ -498,9 +509,9 @@ class PruningProblem:
         current corrections go to the run's executor as one batch (possibly in parallel); those
         whose corrections are re-estimated run their passes in the search's own session, where the
         statistics and least-squares sums are gathered."""
-        if not recover or not self.recovery.active:
-            return self._judge_many(states, None, True, early_stop)
         quick = recover == "quick"
+        if not recover or not self.recovery.active or quick and not self._quick_pays():
+            return self._judge_many(states, None, True, early_stop)
         judged = []
         for counts, orders in states:
             self.charge(1)
@@ -510,8 +521,24 @@ class PruningProblem:
                                              settled_for=self.counts)
             finally:
                 self.recovery.restore(snap)
+            if quick:
+                self._quick_helped.append(self._reestimate_helped)
             judged.append(replace(evaluation, quick=quick))
         return judged
+
+    def _quick_pays(self) -> bool:
+        """Whether compared candidates are worth re-estimating corrections for: not after
+        ``_QUICK_TRIES`` in a row where it brought none closer to the original (statistics matching
+        can move a model with no normalisation away from it), until the cut grows by another
+        ``_REDECIDE`` of the model."""
+        cut = self._cut_fraction(self.counts, None)
+        if self._quick_paused_until is not None and cut < self._quick_paused_until:
+            return False
+        recent = self._quick_helped[-_QUICK_TRIES:]
+        if len(recent) == _QUICK_TRIES and not any(recent):
+            self._quick_paused_until, self._quick_helped = cut + _REDECIDE, []
+            return False
+        return True
 
     def _judge_many(self, states: Sequence[State], corrections: Any, count: bool,
                     early_stop: bool) -> list[Evaluation]:
@@ -632,14 +659,20 @@ class PruningProblem:
             if best is None or loss < best[0]:
                 best = (loss, snap, outs)
 
+        worse = 0
+        first: float | None = None  # the loss under the corrections fed to the first pass
         for i in range(passes):
             fed = self.recovery.snapshot()
             plain_fed = plain_fed or not any(fed)
             outs, change = self.recovery.run_pass(self.session, masks, changed, full=full,
                                                   threads=self.options.threads, moved=moved)
             self.recovery_runs += 1
+            kept = best
             consider(outs, fed)
-            if change < _SETTLED or (i == passes - 1 and passes == 2):
+            if i == 0 and best is not None:
+                first = best[0]
+            worse = 0 if best is not kept else worse + 1
+            if change < _SETTLED or (i == passes - 1 and passes == 2) or worse >= _DIVERGING:
                 break
         else:
             affine, weights = self.recovery.feed(masks.weights)
@@ -647,6 +680,7 @@ class PruningProblem:
         if not plain_fed:
             consider(self.session.run(masks.groups, masks.gates, masks.weights, {}), ({}, {}, {}, {}))
             self.recovery_runs += 1
+        self._reestimate_helped = best is not None and (first is None or best[0] < first)
         return best
 
     # -- state ----------------------------------------------------------------------------------
