@@ -255,3 +255,90 @@ def test_candidates_are_judged_without_reestimation_once_it_stops_paying(cnn, mo
     p.counts = {s.id: s.size // 2 for s in p.slots}
     p.trials([states[0]], recover="quick")
     assert len(calls) > before
+
+
+# -- ranking on part of the data -----------------------------------------------------------------
+
+
+@pytest.fixture
+def ranked(monkeypatch):
+    """Costly-model behaviour on the small CNN: every model ranks on part of its data."""
+    import pyprune.search.problem as problem_module
+
+    monkeypatch.setattr(problem_module, "_RANK_MACS", 0)
+
+
+def test_costly_models_offer_a_ranking_part_of_whole_batches(cnn, ranked):
+    model, data = cnn
+    p = Search("greedy", model, data, target=MACs(0.5), max_drop=0.02, holdout=0.0, **FAST).problem
+    assert p.rank_samples == 24 and p.session.batches[0].stop == 24  # a quarter of 96, whole batches
+    state = ({**p.counts, p.slots[0].id: 3}, None)
+    part, whole = p.trials([state], samples=p.rank_samples)[0], p.trials([state])[0]
+    assert part.samples == 24 and whole.samples is None
+    assert part.outputs[0].shape[0] == 24
+    np.testing.assert_allclose(part.outputs[0], whole.outputs[0][:24], rtol=1e-5, atol=1e-5)
+    first = p.metric([o[:24] for o in whole.outputs], p.metric_target[:24])
+    assert part.metric == pytest.approx(first)
+    assert p.current_on(p.rank_samples) == pytest.approx(
+        (p.metric([r[:24] for r in p.reference], p.metric_target[:24]), 0.0))
+    with pytest.raises(ValueError, match="no full recovery"):
+        p.trials([state], recover=True, samples=24)
+
+
+def test_greedy_ranks_on_part_and_commits_only_states_judged_on_all(cnn, ranked, monkeypatch):
+    from pyprune.search import PruningProblem
+
+    model, data = cnn
+    commit = PruningProblem.commit
+    committed = []
+
+    def spy(self, counts, action, evaluation, orders=None):
+        committed.append(evaluation.samples)
+        return commit(self, counts, action, evaluation, orders)
+
+    monkeypatch.setattr(PruningProblem, "commit", spy)
+    search = Search("greedy", model, data, target=MACs(0.5), max_drop=0.02, recovery="lstsq", holdout=0.0, **FAST)
+    result = search.run()
+    assert search.problem.rank_samples == 24
+    assert committed and all(s is None for s in committed)
+    assert result.metric >= search.threshold and result.report.verified
+    unranked = Search("greedy", model, data, target=MACs(0.5), max_drop=0.02, recovery="lstsq", holdout=0.0,
+                      search={"rank_on_part": False}, **FAST)
+    assert unranked.run().metric >= unranked.threshold
+
+
+def test_a_step_refuted_on_all_the_data_is_not_committed(cnn, ranked, monkeypatch):
+    """A step that passes on the ranking part and fails on all the data is not committed, and is
+    not offered again from the same state."""
+    from pyprune.search import PruningProblem
+
+    model, data = cnn
+    trial = PruningProblem.trial
+    refuted = []
+
+    def first_confirm_fails(self, counts, orders=None, recover=False, early_stop=False):
+        evaluation = trial(self, counts, orders, recover, early_stop)
+        moved = [k for k in counts if counts[k] != self.counts[k]]
+        if recover is True and len(moved) == 1 and not refuted:
+            refuted.append((moved[0], self.counts[moved[0]], counts[moved[0]]))
+            return replace(evaluation, passed=False)
+        return evaluation
+
+    monkeypatch.setattr(PruningProblem, "trial", first_confirm_fails)
+    search = Search("greedy", model, data, target=MACs(0.5), max_drop=0.02, recovery="lstsq", holdout=0.0,
+                    search={"batch": False}, **FAST)
+    result = search.run()
+    assert refuted
+    sid, n, m = refuted[0]
+    first = next(e for e in result.history if e.action.startswith("remove"))
+    assert not (set(first.removed) == {sid} and len(first.removed[sid]) == m - n)
+    assert result.metric >= search.threshold
+
+
+def test_ranking_on_part_gives_the_same_path_through_a_process_pool(cnn, ranked):
+    model, data = cnn
+    settings = dict(target=MACs(0.6), max_drop=0.02, recovery="none", holdout=0.0, **FAST)
+    local = Search("greedy", model, data, **settings).run()
+    pooled = Search("greedy", model, data, executor="process", workers=2, **settings).run()
+    assert [e.action for e in local.history] == [e.action for e in pooled.history]
+    assert local.metric == pooled.metric

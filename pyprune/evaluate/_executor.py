@@ -49,6 +49,7 @@ class Job:
     weights: Mapping[str, np.ndarray] = field(default_factory=dict)
     affine: Mapping[AffineKey, tuple[Any, Any]] = field(default_factory=dict)
     mode: Mode = "run"
+    samples: int | None = None  # judge only the first samples (whole batches; "run" jobs)
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,9 @@ def run_job(session: MaskedSession, job: Job, checker: Checker | None = None) ->
                               early_stop=True, target=checker.target, tolerance=checker.tolerance,
                               judged_from=checker.judged_from)
         return JobResult(check.outputs, None, check)
+    if job.samples is not None:
+        with session.first(job.samples):
+            return JobResult(session.run(job.groups, job.gates, job.weights, job.affine))
     return JobResult(session.run(job.groups, job.gates, job.weights, job.affine))
 
 

@@ -10,7 +10,8 @@ constant-weight optimisations and a structured candidate costs about one plain i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,6 +178,21 @@ class MaskedSession:
         # Captured tensors are processed between runs (statistics, least-squares sums): the
         # runtime's threads must not spin through that work.
         self._session = make_session(proto, threads, self.model, spin=not self._capture)
+
+    @contextmanager
+    def first(self, samples: int) -> Iterator[None]:
+        """Within the block, every run covers only the batches that end by sample ``samples`` (at
+        least the first batch): a cheaper, rougher judgement of a candidate on part of the data."""
+        whole = self.batches
+        self.batches = [b for b in whole if b.stop <= samples] or whole[:1]
+        try:
+            yield
+        finally:
+            self.batches = whole
+
+    def samples_in_first(self, samples: int) -> int:
+        """How many samples :meth:`first` covers for ``samples``."""
+        return max(b.stop for b in ([b for b in self.batches if b.stop <= samples] or self.batches[:1]))
 
     # -- building -------------------------------------------------------------------------------
 

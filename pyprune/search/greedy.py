@@ -28,6 +28,12 @@ within half of the slack left to the constraint. The joined state is judged with
 recovery before it is committed; when it fails the constraint the round commits the best step
 alone, and the next rounds join half as many (twice as many again after a joined state passes).
 Near the constraint the slack admits no companion and the search is greedy one step at a time.
+
+On models where one run over the calibration data is costly (a ResNet or a BERT on a few dozen
+samples), candidates are ranked on the first quarter of the fitted samples
+(:attr:`~pyprune.search.problem.PruningProblem.rank_samples`; ``rank_on_part``), and the step
+chosen is judged on all of them (with the full recovery a commit runs) before it is committed; a
+step refuted there is not offered again from the same state, and its slot's step is halved.
 """
 
 from __future__ import annotations
@@ -81,6 +87,8 @@ class GreedySearch(Loop):
     (1: fixed steps); a step that fails is halved either way.
     ``batch``: commit several passing steps in one round while the slack to the constraint allows
     (module docstring); only with a constraint (without one, every step would fit).
+    ``rank_on_part``: rank candidates on part of the calibration data where the problem offers one
+    (costly models; module docstring).
 
     The defaults (steps of 5% of a group, at least one unit; no window; patience 3) were chosen
     on the folded-BatchNorm exports of ``benchmarks/bench_recovery.py``, where each candidate is
@@ -93,7 +101,7 @@ class GreedySearch(Loop):
 
     def __init__(self, step: float | int = 0.05, recover_candidates: bool = True, window: int = 1,
                  patience: int = 3, sliver: float = 0.25, recheck: int = 3, lazy: bool = True,
-                 grow: int = 4, batch: bool = True) -> None:
+                 grow: int = 4, batch: bool = True, rank_on_part: bool = True) -> None:
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ValueError(f"patience must be a non-negative integer, got {patience!r}")
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
@@ -115,6 +123,12 @@ class GreedySearch(Loop):
         if not isinstance(batch, bool):
             raise ValueError(f"batch must be true or false, got {batch!r}")
         self.batch = batch
+        if not isinstance(rank_on_part, bool):
+            raise ValueError(f"rank_on_part must be true or false, got {rank_on_part!r}")
+        self.rank_on_part = rank_on_part
+        self._samples: int | None = None  # what candidates are judged on (None: all the data)
+        self._base = (0.0, 0.0)  # the current state's metric and loss as the candidates see it
+        self._refuted: set[tuple[str, int, int]] = set()  # steps that failed on all the data
         self._joined = 0  # how many steps a round may join (set per search)
         self._round_passing: list[_Candidate] = []
         self._known: dict[_Key, _Candidate] = {}  # candidates judged in earlier rounds (lazy)
@@ -142,12 +156,19 @@ class GreedySearch(Loop):
         passing = None  # the last state that met the constraint, while looking past failing ones
         tentative = 0
         self._joined = len(p.slots)
+        self._samples = p.rank_samples if self.rank_on_part else None
+        self._refuted = set()
         try:
             while not p.reached(p.counts):
                 grown = {sid for sid, step in steps.items() if step > first[sid]}
                 best, failing = self._round(p, steps, exhausted)
                 if best is not None and passing is None and self._commit_joined(p, best, steps):
+                    self._refuted = set()
                     continue
+                if best is not None and best[3].samples is not None:
+                    best = self._confirm(p, best, steps)
+                    if best is None:
+                        continue  # refuted on all the data: the round is chosen again without it
                 if best is None and any(c[1] in grown for c in failing):
                     continue  # a grown step failed: try its first size again before looking further
                 if best is None and failing:
@@ -172,6 +193,7 @@ class GreedySearch(Loop):
                 if p.commit({**p.counts, sid: m}, f"remove {m - n} of {sid}", evaluation, orders).passed:
                     passing = None
                     self._grow(p, steps, [sid])
+                self._refuted = set()
             if passing is not None:  # the target was reached on a failing state
                 p.restore(passing)
                 p.note = "no candidate step keeps the metric within the constraint"
@@ -189,8 +211,21 @@ class GreedySearch(Loop):
 
     def _drop(self, p: PruningProblem, evaluation: Evaluation) -> float:
         """How much of the slack to the constraint a candidate used (metric units, >= 0)."""
-        return max(0.0, p.current.metric - evaluation.metric if p.metric.direction == "higher"
-                   else evaluation.metric - p.current.metric)
+        base = self._base[0]
+        return max(0.0, base - evaluation.metric if p.metric.direction == "higher" else evaluation.metric - base)
+
+    def _confirm(self, p: PruningProblem, best: _Candidate, steps: dict[str, int]) -> _Candidate | None:
+        """Judge a step ranked on part of the data on all of it, with the full recovery a commit
+        runs: the candidate to commit, or None when it fails there (then it is not offered again
+        from this state, and its slot's step is halved)."""
+        rank, sid, m, _, orders = best
+        judged = p.trial({**p.counts, sid: m}, orders, recover=True)
+        if judged.passed:
+            return rank, sid, m, judged, orders
+        self._refuted.add((sid, p.counts[sid], m))
+        if steps[sid] > 1:
+            steps[sid] = max(1, steps[sid] // 2)
+        return None
 
     def _commit_joined(self, p: PruningProblem, best: _Candidate, steps: dict[str, int]) -> bool:
         """Commit the round's best step with the passing steps of other slots that fit in half
@@ -252,6 +287,7 @@ class GreedySearch(Loop):
         # Savings past the target are not credited: a step that overshoots it is ranked by the
         # part that was needed, so the last step lands near the target instead of far below.
         needed = p.still_needed(p.current.cost)
+        self._base = p.current_on(self._samples)
         known = {k: c for k, c in self._known.items() if k in proposals} if self.lazy else {}
         fresh: dict[_Key, _Candidate] = {}
         self._judge(p, [k for k in proposals if k not in known], proposals, needed, fresh)
@@ -277,7 +313,8 @@ class GreedySearch(Loop):
         self._known.update(fresh)
         # The passing candidates a joined commit may add to the best: judged on this state, or on
         # an earlier one where the slot's step was the same (the joined state is judged anyway).
-        self._round_passing = [c for c in {**known, **fresh}.values() if c[3].passed]
+        self._round_passing = [c for c in {**known, **fresh}.values()
+                               if c[3].passed and (c[1], p.counts[c[1]], c[2]) not in self._refuted]
         return (fresh[best] if best is not None else None), [fresh[k] for k in failing if k in fresh]
 
     def _judge(self, p: PruningProblem, keys: list[_Key], proposals: dict[_Key, _Proposal],
@@ -292,7 +329,7 @@ class GreedySearch(Loop):
             return
         states = [({**p.counts, proposals[k][0].id: proposals[k][1]}, proposals[k][2]) for k in keys]
         recover = "quick" if self.recover_candidates else False
-        evaluations = p.trials(states, recover=recover, early_stop=True)
+        evaluations = p.trials(states, recover=recover, early_stop=True, samples=self._samples)
         if not any(e.passed for e in evaluations) and not any(c[3].passed for c in into.values()):
             stopped = [i for i, e in enumerate(evaluations) if e.stopped_early]
             for i, evaluation in zip(stopped, p.trials([states[i] for i in stopped], recover=recover)):
@@ -302,7 +339,7 @@ class GreedySearch(Loop):
             saved = p.saving(p.current.cost, evaluation.cost)
             if needed is not None and needed > 0:
                 saved = min(saved, needed)
-            rank = (evaluation.loss - p.current.loss) / saved if saved > 0 else math.inf
+            rank = (evaluation.loss - self._base[1]) / saved if saved > 0 else math.inf
             into[key] = (rank, slot.id, m, evaluation, orders)
 
     def _choose(self, ranked: dict[_Key, _Candidate],
@@ -311,8 +348,8 @@ class GreedySearch(Loop):
         failing ones, least rank first."""
         best = best_sliver = None
         failing: list[_Key] = []
-        for key, (rank, _, m, evaluation, _) in ranked.items():
-            if not evaluation.passed:
+        for key, (rank, sid, m, evaluation, _) in ranked.items():
+            if not evaluation.passed or (sid, key[1], m) in self._refuted:
                 failing.append(key)
             elif self._slivered(proposals[key][0], m):
                 if best_sliver is None or rank < ranked[best_sliver][0]:

@@ -63,6 +63,11 @@ _DIVERGING = 2
 #: the original than the committed ones, candidates are judged with the committed corrections
 #: (one data run instead of two or more) until the cut grows by ``_REDECIDE`` of the model.
 _QUICK_TRIES = 8
+#: Above this many MACs for one run over the fitted calibration samples (about a third of a
+#: second on two cores), candidates can be ranked on a part of them (:attr:`rank_samples`).
+_RANK_MACS = 20e9
+#: A ranking part holds a quarter of the fitted samples, at least this many.
+_RANK_MIN = 16
 #: When one way of correcting below a refit leaves less than 1/_DECISIVE of the other's loss, it
 #: is kept for the rest of the search instead of both being tried on every full recovery.
 _DECISIVE = 2.0
@@ -89,6 +94,9 @@ class Evaluation:
     #: The check stopped once the constraint could no longer be met: ``metric`` is the best value
     #: that was still reachable, the loss is unknown (inf) and there are no outputs.
     stopped_early: bool = False
+    #: Judged on the first ``samples`` calibration samples only (a ranking judgement): ``metric``,
+    #: ``loss`` and ``passed`` are about those; the state must be judged on all before a commit.
+    samples: int | None = None
 
 
 class BudgetSpent(KeyboardInterrupt):
@@ -202,6 +210,13 @@ class PruningProblem:
             # Small models run the calibration data in a few large batches: per-run overheads
             # (ONNX Runtime calls, statistics updates) dominate their evaluations otherwise.
             self.batch_size = int(min(max(_BATCH_MACS // max(self.macs0, 1), DEFAULT_BATCH_SIZE), 1024))
+        ranking = None
+        if self.macs0 * self.fit_samples > _RANK_MACS and self.fit_samples >= 2 * _RANK_MIN:
+            # Costly runs: batches small enough that a loop can rank its candidates on the first
+            # of them (whole batches; the per-run overhead of a model this size is negligible).
+            ranking = max(_RANK_MIN, self.fit_samples // 4)
+            if options.batch_size is None:
+                self.batch_size = min(self.batch_size, ranking)
         parts = self.space.session_parts()
         parts["weights"] = list(dict.fromkeys([*parts.get("weights", []), *self.recovery.overridable]))
         self._session_arguments = dict(threads=options.threads, batch_size=self.batch_size,
@@ -213,6 +228,13 @@ class PruningProblem:
         self._executor: Executor | None = None
         if self.recovery.active:  # the unpruned statistics come with the reference outputs
             self.session.reference = self.recovery.calibrate(self.session)
+        #: Calibration samples a loop may rank candidates on (the first batches of the fitted
+        #: part; :meth:`trials` with ``samples``), None when every run covers all of them anyway.
+        self.rank_samples: int | None = None
+        if ranking is not None:
+            covered = self.session.samples_in_first(ranking)
+            self.rank_samples = covered if covered < self.fit_samples else None
+        self._ranking: int | None = None  # set while judging on the first samples only
         fetched = self.session.output_names
         self.metric = _metrics.for_data(options.metric, self.dataset.has_labels,
                                         outputs=dict(zip(fetched, self.reference)), output=options.metric_output)
@@ -300,9 +322,12 @@ class PruningProblem:
     def _part(self, outputs: list[np.ndarray], target: Any, fit: bool) -> tuple[list[np.ndarray], Any]:
         """Outputs and metric target restricted to the fitted part (``fit``) or to the part the
         constraint is checked on (the holdout; everything when there is none)."""
-        if not self.holdout:
+        if self._ranking is not None:  # a ranking judgement: everything is about its samples
+            part = slice(0, self._ranking)
+        elif not self.holdout:
             return outputs, target
-        part = slice(0, self.fit_samples) if fit else slice(self.fit_samples, None)
+        else:
+            part = slice(0, self.fit_samples) if fit else slice(self.fit_samples, None)
         cut = [np.asarray(o)[part] if _per_sample(o, len(self.dataset)) else o for o in outputs]
         if isinstance(target, np.ndarray):
             return cut, target[part]
@@ -480,6 +505,23 @@ class PruningProblem:
         ``"none"`` or an empty mapping: none at all)."""
         return self._judge_many([(counts, orders)], corrections, count, early_stop)[0]
 
+    def current_on(self, samples: int | None) -> tuple[float, float]:
+        """The current state's metric and fidelity loss as a ranking judgement on the first
+        ``samples`` sees them (``None``: as the committed evaluation holds them), so that
+        candidates judged on those samples are compared with the state they start from."""
+        if samples is None:
+            return self.current.metric, self.current.loss
+        samples = self.session.samples_in_first(samples)
+        outs = self.current.outputs
+        if not outs:
+            judged = self.trials([(self.counts, None)], samples=samples)[0]
+            return judged.metric, judged.loss
+        self._ranking = samples
+        try:
+            return self.check_metric(outs), float(self.loss(*self._part(outs, self.reference, fit=True)))
+        finally:
+            self._ranking = None
+
     def fit_metric(self, outs: list[np.ndarray]) -> float:
         """The metric on the fitted part of the data (all of it without a holdout)."""
         return self.metric(*self._part(outs, self.metric_target, fit=True))
@@ -504,14 +546,32 @@ class PruningProblem:
         return self.trials([(counts, orders)], recover, early_stop)[0]
 
     def trials(self, states: Sequence[State], recover: bool | str = False,
-               early_stop: bool = False) -> list[Evaluation]:
+               early_stop: bool = False, samples: int | None = None) -> list[Evaluation]:
         """:meth:`trial` of several independent states, in the order given. Those judged under the
         current corrections go to the run's executor as one batch (possibly in parallel); those
         whose corrections are re-estimated run their passes in the search's own session, where the
-        statistics and least-squares sums are gathered."""
+        statistics and least-squares sums are gathered.
+
+        ``samples``: judge them on the first ``samples`` calibration samples only (a ranking
+        judgement, :attr:`rank_samples`; no early stop, no full recovery): the evaluations say so,
+        and a state chosen from them is judged on all the data before it is committed."""
+        if samples is not None:
+            if recover is True:
+                raise ValueError("a ranking judgement on part of the data runs no full recovery")
+            self._ranking = samples = self.session.samples_in_first(samples)
+            try:
+                with self.session.first(samples):
+                    judged = self._trials(states, recover, False, samples)
+            finally:
+                self._ranking = None
+            return [replace(e, samples=samples) for e in judged]
+        return self._trials(states, recover, early_stop, None)
+
+    def _trials(self, states: Sequence[State], recover: bool | str, early_stop: bool,
+                samples: int | None) -> list[Evaluation]:
         quick = recover == "quick"
         if not recover or not self.recovery.active or quick and not self._quick_pays():
-            return self._judge_many(states, None, True, early_stop)
+            return self._judge_many(states, None, True, early_stop, samples)
         judged = []
         for counts, orders in states:
             self.charge(1)
@@ -541,7 +601,7 @@ class PruningProblem:
         return True
 
     def _judge_many(self, states: Sequence[State], corrections: Any, count: bool,
-                    early_stop: bool) -> list[Evaluation]:
+                    early_stop: bool, samples: int | None = None) -> list[Evaluation]:
         if count:
             self.charge(len(states))
         none = isinstance(corrections, str) and corrections == "none" or (
@@ -551,7 +611,7 @@ class PruningProblem:
         for counts, orders in states:
             masks = self.space.masks(counts, orders)
             affine, weights = self.recovery.feed(masks.weights, snap)
-            jobs.append(Job(masks.groups, masks.gates, weights, affine, self._mode(early_stop)))
+            jobs.append(Job(masks.groups, masks.gates, weights, affine, self._mode(early_stop), samples))
         return [self._evaluation(r, c, o, count) for r, (c, o) in zip(self._run(jobs, count), states)]
 
     def _mode(self, early_stop: bool) -> Literal["run", "check"]:
