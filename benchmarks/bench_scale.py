@@ -148,20 +148,27 @@ def bench_greedy(models: dict[str, Path], baseline: str | None, limits: dict[str
     return rows
 
 
-def bench_rounds(models: dict[str, Path], limits: dict[str, float], work: Path) -> list[list]:
-    """Lazy rounds (the default) against rounds that judge every slot, through the Python API in
-    this process, each with the same time limit: evaluations, MACs and cosine of the shipped model."""
+#: Greedy variants compared by ``--only rounds`` (label, search options).
+VARIANTS = [("default: joined steps, ranked on a quarter", {}),
+            ("one step per round, ranked on all data", {"batch": False, "rank_on_part": False}),
+            ("lazy off, one step per round, all data", {"batch": False, "rank_on_part": False, "lazy": False})]
+
+
+def bench_rounds(models: dict[str, Path], limits: dict[str, float], work: Path, variants: int) -> list[list]:
+    """Greedy variants of this checkout (``VARIANTS``; the first ``variants`` for ResNet-18, the
+    default alone for the others) through the Python API in this process, each with the same time
+    limit: evaluations, MACs and cosine of the shipped model."""
     import pyprune
     from pyprune import Dataset, MACs
 
     rows = []
     for name, path in models.items():
         data = Dataset.from_npz(calibration(path, work))
-        for label, lazy in (("lazy rounds (default)", True), ("every slot every round", False)):
+        for label, search in VARIANTS[: variants if name.startswith("resnet18") else 1]:
             load = load_average()
             start = time.perf_counter()
             result = pyprune.prune(str(path), data, strategy="greedy", target=MACs(0.5), metric="cosine",
-                                   max_drop=0.01, time_limit=limits[name], search={"lazy": lazy}, quiet=True,
+                                   max_drop=0.01, time_limit=limits[name], search=search, quiet=True,
                                    measure_latency=False, threads=2)
             wall = time.perf_counter() - start
             report = result.report
@@ -355,6 +362,10 @@ def main() -> None:
     parser.add_argument("--only", choices=("greedy", "rounds", "executors", "weights", "big"), default=None)
     parser.add_argument("--big-gib", type=float, default=None, help="size of the generated model (default 3; 0.3 quick)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure as JSON")
+    parser.add_argument("--models", default=None, help="--only rounds: comma-separated model names "
+                        "(default: ResNet-18)")
+    parser.add_argument("--variants", type=int, default=len(VARIANTS), help="--only rounds: how many greedy "
+                        "variants run on ResNet-18 (the default first)")
     args = parser.parse_args()
     results: dict = {"load_before": load_average()}
     with tempfile.TemporaryDirectory(prefix="pyprune-scale-") as tmp:
@@ -369,12 +380,12 @@ def main() -> None:
                         rows))
             results["greedy"] = rows
         if args.only in (None, "rounds"):
+            wanted = args.models.split(",") if args.models else [n for n in models if n.startswith("resnet18")]
             limits = {n: args.limit or (30 if args.quick else (120 if n.startswith("resnet18") else 300))
-                      for n in models if n.startswith("resnet18")}
-            rows = bench_rounds({n: models[n] for n in limits}, limits, work)
-            print("\nGreedy rounds, lazy against every slot every round (Python API, same time limit), "
-                  "0.5 MACs, cosine may drop 0.01")
-            print(table(["model", "rounds", "wall s", "evaluations", "MACs", "cosine", "target met", "load"], rows))
+                      for n in models if n in wanted}
+            rows = bench_rounds({n: models[n] for n in limits}, limits, work, args.variants)
+            print("\nGreedy variants (Python API, same time limit), 0.5 MACs, cosine may drop 0.01")
+            print(table(["model", "greedy", "wall s", "evaluations", "MACs", "cosine", "target met", "load"], rows))
             results["rounds"] = rows
         if args.only in (None, "executors"):
             rows, driver = bench_executors(models["resnet18"], work,

@@ -109,7 +109,7 @@ def run_case(name: str, model, calib, hold, label: str, strategy: str, importanc
                   metric=metric if labels is not None else "cosine")
     start = time.perf_counter()
     if strategy == "oneshot":
-        ratios = {g.id: 0.5 for g in heads + ffn}
+        ratios = {g.id: args.ratio for g in heads + ffn}
         result = pp.prune(model, calib, strategy="oneshot", ratios=ratios, target=None, **common)
     elif strategy == "ffn-only":
         result = pp.prune(model, calib, strategy="oneshot", target=pp.MACs(0.55),
@@ -159,6 +159,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=6, help="timed runs per model per round")
     parser.add_argument("--only", help="comma-separated model names")
     parser.add_argument("--exports", default="plain,ort", help="comma-separated: plain, ort")
+    parser.add_argument("--ratio", type=float, default=0.5, help="one-shot rows: fraction of the heads of every "
+                        "attention layer and of the neurons of every feed-forward block removed (default 0.5)")
     parser.add_argument("--cases", help="comma-separated strategy/importance rows to run, e.g. oneshot/wanda")
     parser.add_argument("--greedy-step", type=float, default=0.25, help="greedy step, a fraction of each group")
     parser.add_argument("--greedy-samples", type=int, default=160, help="calibration sentences greedy judges on")

@@ -342,3 +342,13 @@ def test_ranking_on_part_gives_the_same_path_through_a_process_pool(cnn, ranked)
     pooled = Search("greedy", model, data, executor="process", workers=2, **settings).run()
     assert [e.action for e in local.history] == [e.action for e in pooled.history]
     assert local.metric == pooled.metric
+
+
+def test_without_a_constraint_greedy_joins_steps_as_cheap_as_the_best(cnn):
+    model, data = cnn
+    settings = dict(target=MACs(0.5), max_drop=None, recovery="lstsq", quiet=True, measure_latency=False)
+    joined = Search("greedy", model, data, **settings).run()
+    single = Search("greedy", model, data, search={"batch": False}, **settings).run()
+    assert joined.met and single.met
+    assert _joined(joined) and not _joined(single)
+    assert joined.report.evaluations < single.report.evaluations
