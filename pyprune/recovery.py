@@ -124,6 +124,10 @@ class Recovery:
         self._sources: dict[str, list[str]] = {}
         self._downstream: dict[str, set[str]] = {}
         self._corrected: dict[str, set[str]] = {}  # slot id -> what `affected` corrects (cached)
+        # Least-squares sums of the last passes under one state's masks: node -> (its input
+        # columns, the corrections fed when they were summed, the sums); see `_reusable`.
+        self._sums_masks: Any = None
+        self._sums_kept: dict[str, tuple[np.ndarray, Snapshot, list]] = {}
         #: Whether a path below a cut ends at the first layer corrected on it (see `affected`).
         #: With ``ends_adaptive`` (least squares on channels or weights) the search sets it, on full
         #: recoveries as the cut grows, to whichever brings the outputs closer to the original.
@@ -435,13 +439,16 @@ class Recovery:
         columns: dict[str, np.ndarray] = {}
         for lin in refit:
             columns[lin.node] = self._input_keep(lin, keeps)
+        fed = self.snapshot()
+        sums.update(self._reusable(masks, refit, columns, fed))
+        summing = [lin for lin in refit if lin.node not in sums]
 
         def visit(batch: Batch, values: dict[str, np.ndarray]) -> None:
             if not self._fitting(batch):
                 return
             for name, stats in running.items():
                 stats.update(values[name])
-            for lin in refit:
+            for lin in summing:
                 x = self._rows(lin, values[lin.input], batch)
                 if lin.fit == "lstsq":
                     x = np.concatenate([x[:, columns[lin.node]], np.ones((x.shape[0], 1), x.dtype)], axis=1)
@@ -453,6 +460,9 @@ class Recovery:
 
         affine, weights = self.feed(masks.weights)
         outputs = session.stream(visit, masks.groups, masks.gates, weights, affine)
+        for lin in refit:
+            if lin.node in sums:
+                self._sums_kept[lin.node] = (columns[lin.node], fed, sums[lin.node])
         stats = {name: r.result() for name, r in running.items()}
         before = self.snapshot()
         self._update_batchnorms(stats, keep_others=moved is not None)
@@ -590,6 +600,49 @@ class Recovery:
             new[(bn.node, 0)] = (scale, bn.mean - scale * mean)
             bn_stats[bn.node] = (mean, var)
         self.corrections, self.bn_stats = new, bn_stats
+
+    def _reusable(self, masks: Any, refit: Sequence[_Linear], columns: Mapping[str, np.ndarray],
+                  fed: Snapshot) -> dict[str, list]:
+        """Least-squares sums of an earlier pass under the same masks that this pass would compute
+        again: a layer's input is the same when no correction fed upstream of it changed since
+        (its own refit included, which changes its output, not its input). The sums then are too,
+        so the pass skips their rows and Gram matrices, the costliest part of a pass."""
+        if masks is not self._sums_masks:
+            self._sums_masks, self._sums_kept = masks, {}
+            return {}
+        reused: dict[str, list] = {}
+        for lin in refit:
+            kept = self._sums_kept.get(lin.node)
+            if kept is None or not np.array_equal(kept[0], columns[lin.node]):
+                continue
+            if lin.node not in self._fed_changes_below(kept[1], fed):
+                reused[lin.node] = kept[2]
+        return reused
+
+    def _fed_changes_below(self, a: Snapshot, b: Snapshot) -> set[str]:
+        """Nodes whose inputs differ between feeding the corrections ``a`` and ``b``: everything
+        below a layer whose output correction or weights differ, and below (and at) a node whose
+        input-edge correction differs."""
+        def differs(x: Any, y: Any) -> bool:
+            if x is y:
+                return False
+            if isinstance(x, tuple) and isinstance(y, tuple):
+                return len(x) != len(y) or any(differs(p, q) for p, q in zip(x, y))
+            return x is None or y is None or not np.array_equal(x, y)
+
+        producers: set[str] = set()
+        for tensor in set(a[0]) | set(b[0]):
+            if differs(a[0].get(tensor), b[0].get(tensor)):
+                producers |= {lin.node for lin in self.linears.values() if lin.tensor == tensor}
+        for weight in set(a[3]) | set(b[3]):
+            if differs(a[3].get(weight), b[3].get(weight)):
+                producers |= {lin.node for lin in self.linears.values() if lin.weight == weight}
+        entered = {key[0] for key in set(a[1]) | set(b[1]) if differs(a[1].get(key), b[1].get(key))}
+        below: set[str] = set(entered)
+        for name in producers | entered:
+            node = self.model.node(name)
+            below |= self._reach(n.name for out in node.output if out for n, _ in self.model.consumers(out))
+        return below
 
     def snapshot(self) -> Snapshot:
         return dict(self.outputs), dict(self.corrections), dict(self.bn_stats), dict(self.weights)

@@ -352,3 +352,38 @@ def test_without_a_constraint_greedy_joins_steps_as_cheap_as_the_best(cnn):
     assert joined.met and single.met
     assert _joined(joined) and not _joined(single)
     assert joined.report.evaluations < single.report.evaluations
+
+
+def test_later_passes_reuse_least_squares_sums_whose_inputs_did_not_change(mlp, monkeypatch):
+    """A pass under the same masks skips the Gram matrices of layers whose input no changed
+    correction lies above, and the corrections come out exactly as when every pass sums again."""
+    from pyprune import core
+    from pyprune.recovery import Recovery
+
+    model, data = mlp
+    state_of = lambda p: {s.id: s.size // 3 for s in p.slots}  # noqa: E731
+    calls = []
+    accumulate = core.gram_accumulate
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return accumulate(*args, **kwargs)
+
+    monkeypatch.setattr(core, "gram_accumulate", counted)
+    results = {}
+    for reuse in (True, False):
+        if not reuse:
+            monkeypatch.setattr(Recovery, "_reusable", lambda self, *a: {})
+        search = Search("greedy", model, data, target=MACs(0.5), max_drop=None, recovery="lstsq", **FAST)
+        search.problem.recovery.ends_adaptive = False
+        calls.clear()
+        evaluation = search.problem.trial(state_of(search.problem), recover=True)
+        results[reuse] = (evaluation, len(calls), search.problem.recovery_runs)
+    (a, calls_reused, runs_a), (b, calls_all, runs_b) = results[True], results[False]
+    assert runs_a == runs_b > 1 and calls_reused < calls_all
+    assert a.metric == b.metric and a.loss == b.loss
+    for x, y in zip(a.corrections, b.corrections):
+        assert x.keys() == y.keys()
+        for key in x:
+            np.testing.assert_array_equal(np.asarray(x[key], dtype=object if isinstance(x[key], tuple) else None),
+                                          np.asarray(y[key], dtype=object if isinstance(y[key], tuple) else None))
