@@ -440,7 +440,8 @@ class Recovery:
         for lin in refit:
             columns[lin.node] = self._input_keep(lin, keeps)
         fed = self.snapshot()
-        sums.update(self._reusable(masks, refit, columns, fed))
+        span = tuple(batch.start for batch in session.batches)  # sums over these batches only
+        sums.update(self._reusable((masks, span), refit, columns, fed))
         summing = [lin for lin in refit if lin.node not in sums]
 
         def visit(batch: Batch, values: dict[str, np.ndarray]) -> None:
@@ -601,14 +602,16 @@ class Recovery:
             bn_stats[bn.node] = (mean, var)
         self.corrections, self.bn_stats = new, bn_stats
 
-    def _reusable(self, masks: Any, refit: Sequence[_Linear], columns: Mapping[str, np.ndarray],
-                  fed: Snapshot) -> dict[str, list]:
-        """Least-squares sums of an earlier pass under the same masks that this pass would compute
-        again: a layer's input is the same when no correction fed upstream of it changed since
-        (its own refit included, which changes its output, not its input). The sums then are too,
-        so the pass skips their rows and Gram matrices, the costliest part of a pass."""
-        if masks is not self._sums_masks:
-            self._sums_masks, self._sums_kept = masks, {}
+    def _reusable(self, key: tuple[Any, tuple[int, ...]], refit: Sequence[_Linear],
+                  columns: Mapping[str, np.ndarray], fed: Snapshot) -> dict[str, list]:
+        """Least-squares sums of an earlier pass under the same masks and over the same batches
+        (``key``) that this pass would compute again: a layer's input is the same when no
+        correction fed upstream of it changed since (its own refit included, which changes its
+        output, not its input). The sums then are too, so the pass skips their rows and Gram
+        matrices, the costliest part of a pass."""
+        kept_key = self._sums_masks
+        if kept_key is None or key[0] is not kept_key[0] or key[1] != kept_key[1]:
+            self._sums_masks, self._sums_kept = key, {}
             return {}
         reused: dict[str, list] = {}
         for lin in refit:

@@ -387,3 +387,27 @@ def test_later_passes_reuse_least_squares_sums_whose_inputs_did_not_change(mlp, 
         for key in x:
             np.testing.assert_array_equal(np.asarray(x[key], dtype=object if isinstance(x[key], tuple) else None),
                                           np.asarray(y[key], dtype=object if isinstance(y[key], tuple) else None))
+
+
+def test_costly_models_decide_how_far_to_correct_on_the_ranking_part(mlp, ranked, monkeypatch):
+    """Both ways of correcting below a refit are tried on the ranking part; the chosen one then
+    runs on all the data, and its sums are not taken from the part's."""
+    from pyprune.search import PruningProblem
+
+    model, data = mlp
+    settle = PruningProblem._settle
+    spans = []
+
+    def spy(self, masks, changed, full, passes, moved):
+        spans.append((self.recovery.refits_end_paths, self.session.batches[-1].stop))
+        return settle(self, masks, changed, full, passes, moved)
+
+    monkeypatch.setattr(PruningProblem, "_settle", spy)
+    search = Search("greedy", model, data, target=MACs(0.5), max_drop=None, recovery="lstsq", **FAST)
+    p = search.problem
+    assert p.rank_samples is not None and p.recovery.ends_adaptive
+    state = {s.id: s.size // 3 for s in p.slots}
+    evaluation = p.trial(state, recover=True)
+    part, whole = p.rank_samples, len(p.dataset)
+    assert spans == [(True, part), (False, part), (p.recovery.refits_end_paths, whole)]
+    assert evaluation.samples is None and evaluation.outputs[0].shape[0] == whole

@@ -20,6 +20,7 @@ import gc
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -675,18 +676,26 @@ class PruningProblem:
             # which brings the outputs closer to the original: correcting what lies below a
             # refit helps a CNN's head, and breaks a transformer encoder's deep stack; on a small
             # first cut the two are often close, so a close decision is taken again as the cut grows.
+            # On a costly model both ways are tried on the ranking part of the data, and the
+            # chosen one is then run on all of it.
             start, tried = self.recovery.snapshot(), {}
-            for ends in (True, False):
-                self.recovery.refits_end_paths = ends
-                tried[ends] = self._settle(masks, changed, full, passes, moved)
-                self.recovery.restore(start)
+            part = self.rank_samples
+            self._ranking = part
+            try:
+                with self.session.first(part) if part is not None else nullcontext():
+                    for ends in (True, False):
+                        self.recovery.refits_end_paths = ends
+                        tried[ends] = self._settle(masks, changed, full, passes, moved)
+                        self.recovery.restore(start)
+            finally:
+                self._ranking = None
             losses = {e: math.inf if r is None else r[0] for e, r in tried.items()}
             ends = min(losses, key=lambda e: losses[e])
             self.recovery.refits_end_paths = ends
             self._decided_at = saving
             if losses[not ends] > _DECISIVE * losses[ends]:
                 self.recovery.ends_adaptive = False  # a clear winner stays: no second run per commit
-            best = tried[ends]
+            best = tried[ends] if part is None else self._settle(masks, changed, full, passes, moved)
         else:
             best = self._settle(masks, changed, full, passes, moved)
         if best is None:  # nothing finite: judge the uncorrected outputs (they fail the constraint)
