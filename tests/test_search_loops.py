@@ -344,14 +344,12 @@ def test_ranking_on_part_gives_the_same_path_through_a_process_pool(cnn, ranked)
     assert local.metric == pooled.metric
 
 
-def test_without_a_constraint_greedy_joins_steps_as_cheap_as_the_best(cnn):
+def test_without_a_constraint_greedy_takes_one_step_per_round(cnn):
+    """Nothing would tell a joined state that went too far: without a constraint, no joins."""
     model, data = cnn
     settings = dict(target=MACs(0.5), max_drop=None, recovery="lstsq", quiet=True, measure_latency=False)
-    joined = Search("greedy", model, data, **settings).run()
-    single = Search("greedy", model, data, search={"batch": False}, **settings).run()
-    assert joined.met and single.met
-    assert _joined(joined) and not _joined(single)
-    assert joined.report.evaluations < single.report.evaluations
+    result = Search("greedy", model, data, **settings).run()
+    assert result.met and not _joined(result)
 
 
 def test_later_passes_reuse_least_squares_sums_whose_inputs_did_not_change(mlp, monkeypatch):

@@ -27,8 +27,8 @@ ones (other slots, the better-ranked half, least rank first) whose metric drops,
 within half of the slack left to the constraint. The joined state is judged with the full
 recovery before it is committed; when it fails the constraint the round commits the best step
 alone, and the next rounds join half as many (twice as many again after a joined state passes).
-Near the constraint the slack admits no companion and the search is greedy one step at a time.
-Without a constraint only the rank limits what joins.
+Near the constraint the slack admits no companion and the search is greedy one step at a time;
+without a constraint it always is (nothing would tell a joined state that went too far).
 
 On models where one run over the calibration data is costly (a ResNet or a BERT on a few dozen
 samples), candidates are ranked on the first quarter of the fitted samples
@@ -87,7 +87,7 @@ class GreedySearch(Loop):
     ``grow``: a slot's step doubles each time it is committed, up to ``grow`` times the first
     (1: fixed steps); a step that fails is halved either way.
     ``batch``: commit several passing steps in one round while the slack to the constraint allows
-    (module docstring); without a constraint, the steps about as cheap as the best.
+    (module docstring); only with a constraint.
     ``rank_on_part``: rank candidates on part of the calibration data where the problem offers one
     (costly models; module docstring).
 
@@ -232,10 +232,11 @@ class GreedySearch(Loop):
         """Commit the round's best step with the passing steps of other slots that fit in half
         the slack left to the constraint (module docstring); False when there are none, or when
         the joined state fails and only the best step should be committed."""
-        if not self.batch or self._joined < 2 or best[4] is not None:
+        # Without a constraint nothing would stop a joined state that goes too far (measured: the
+        # digits CNN at half its MACs kept 87% test accuracy joined, 99% one step at a time).
+        if not self.batch or p.threshold is None or self._joined < 2 or best[4] is not None:
             return False
-        # Without a constraint every step fits: only the rank limits what joins.
-        slack = math.inf if p.threshold is None else abs(p.current.metric - p.threshold)
+        slack = abs(p.current.metric - p.threshold)
         passing = sorted((c for c in self._round_passing if c[4] is None and c[1] != best[1]
                           and not self._slivered(p.by_id[c[1]], c[2])), key=lambda c: c[0])
         passing = passing[: (len(passing) + 1) // 2]  # the better-ranked half
