@@ -614,11 +614,14 @@ class Recovery:
             self._sums_masks, self._sums_kept = key, {}
             return {}
         reused: dict[str, list] = {}
+        below: dict[int, set[str]] = {}  # per snapshot summed under (layers of one pass share it)
         for lin in refit:
             kept = self._sums_kept.get(lin.node)
             if kept is None or not np.array_equal(kept[0], columns[lin.node]):
                 continue
-            if lin.node not in self._fed_changes_below(kept[1], fed):
+            if id(kept[1]) not in below:
+                below[id(kept[1])] = self._fed_changes_below(kept[1], fed)
+            if lin.node not in below[id(kept[1])]:
                 reused[lin.node] = kept[2]
         return reused
 
@@ -633,13 +636,9 @@ class Recovery:
                 return len(x) != len(y) or any(differs(p, q) for p, q in zip(x, y))
             return x is None or y is None or not np.array_equal(x, y)
 
-        producers: set[str] = set()
-        for tensor in set(a[0]) | set(b[0]):
-            if differs(a[0].get(tensor), b[0].get(tensor)):
-                producers |= {lin.node for lin in self.linears.values() if lin.tensor == tensor}
-        for weight in set(a[3]) | set(b[3]):
-            if differs(a[3].get(weight), b[3].get(weight)):
-                producers |= {lin.node for lin in self.linears.values() if lin.weight == weight}
+        producers = {lin.node for lin in self.linears.values()
+                     if differs(a[0].get(lin.tensor), b[0].get(lin.tensor))
+                     or differs(a[3].get(lin.weight), b[3].get(lin.weight))}
         entered = {key[0] for key in set(a[1]) | set(b[1]) if differs(a[1].get(key), b[1].get(key))}
         below: set[str] = set(entered)
         for name in producers | entered:

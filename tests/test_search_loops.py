@@ -181,23 +181,31 @@ def test_greedy_joins_cheap_steps_while_the_slack_allows(cnn):
         assert result.metric >= search.threshold and result.report.verified
 
 
-def test_greedy_commits_the_best_step_alone_when_the_joined_state_fails(cnn, monkeypatch):
-    """A joined state judged failing is not committed: the round commits its best step alone,
-    and the next rounds join fewer steps."""
+def _failing_full_trials(monkeypatch, fails) -> list[dict[str, tuple[int, int]]]:
+    """Make full-recovery trials fail where ``fails(moved, failed so far)`` says so; ``moved``:
+    slot -> (count now, count judged). Returns the ``moved`` of every trial made to fail."""
     from pyprune.search import PruningProblem
 
-    model, data = cnn
     trial = PruningProblem.trial
-    joined_trials = []
+    failed: list[dict[str, tuple[int, int]]] = []
 
-    def failing_joined(self, counts, orders=None, recover=False, early_stop=False):
+    def failing(self, counts, orders=None, recover=False, early_stop=False):
         evaluation = trial(self, counts, orders, recover, early_stop)
-        if recover is True and sum(counts[k] != self.counts[k] for k in counts) > 1:
-            joined_trials.append(counts)
+        moved = {k: (self.counts[k], counts[k]) for k in counts if counts[k] != self.counts[k]}
+        if recover is True and fails(moved, failed):
+            failed.append(moved)
             return replace(evaluation, passed=False)
         return evaluation
 
-    monkeypatch.setattr(PruningProblem, "trial", failing_joined)
+    monkeypatch.setattr(PruningProblem, "trial", failing)
+    return failed
+
+
+def test_greedy_commits_the_best_step_alone_when_the_joined_state_fails(cnn, monkeypatch):
+    """A joined state judged failing is not committed: the round commits its best step alone,
+    and the next rounds join fewer steps."""
+    model, data = cnn
+    joined_trials = _failing_full_trials(monkeypatch, lambda moved, failed: len(moved) > 1)
     search = Search("greedy", model, data, target=MACs(0.5), max_drop=0.02, recovery="lstsq", holdout=0.0,
                     quiet=True, measure_latency=False)
     result = search.run()
@@ -310,26 +318,13 @@ def test_greedy_ranks_on_part_and_commits_only_states_judged_on_all(cnn, ranked,
 def test_a_step_refuted_on_all_the_data_is_not_committed(cnn, ranked, monkeypatch):
     """A step that passes on the ranking part and fails on all the data is not committed, and is
     not offered again from the same state."""
-    from pyprune.search import PruningProblem
-
     model, data = cnn
-    trial = PruningProblem.trial
-    refuted = []
-
-    def first_confirm_fails(self, counts, orders=None, recover=False, early_stop=False):
-        evaluation = trial(self, counts, orders, recover, early_stop)
-        moved = [k for k in counts if counts[k] != self.counts[k]]
-        if recover is True and len(moved) == 1 and not refuted:
-            refuted.append((moved[0], self.counts[moved[0]], counts[moved[0]]))
-            return replace(evaluation, passed=False)
-        return evaluation
-
-    monkeypatch.setattr(PruningProblem, "trial", first_confirm_fails)
+    refuted = _failing_full_trials(monkeypatch, lambda moved, failed: len(moved) == 1 and not failed)
     search = Search("greedy", model, data, target=MACs(0.5), max_drop=0.02, recovery="lstsq", holdout=0.0,
                     search={"batch": False}, **FAST)
     result = search.run()
     assert refuted
-    sid, n, m = refuted[0]
+    (sid, (n, m)), = refuted[0].items()
     first = next(e for e in result.history if e.action.startswith("remove"))
     assert not (set(first.removed) == {sid} and len(first.removed[sid]) == m - n)
     assert result.metric >= search.threshold

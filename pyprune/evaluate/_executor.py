@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import pickle
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -86,10 +87,8 @@ def run_job(session: MaskedSession, job: Job, checker: Checker | None = None) ->
                               early_stop=True, target=checker.target, tolerance=checker.tolerance,
                               judged_from=checker.judged_from)
         return JobResult(check.outputs, None, check)
-    if job.samples is not None:
-        with session.first(job.samples):
-            return JobResult(session.run(job.groups, job.gates, job.weights, job.affine))
-    return JobResult(session.run(job.groups, job.gates, job.weights, job.affine))
+    with session.first(job.samples) if job.samples is not None else nullcontext():
+        return JobResult(session.run(job.groups, job.gates, job.weights, job.affine))
 
 
 @dataclass(frozen=True)

@@ -184,7 +184,7 @@ class MaskedSession:
         """Within the block, every run covers only the batches that end by sample ``samples`` (at
         least the first batch): a cheaper, rougher judgement of a candidate on part of the data."""
         whole = self.batches
-        self.batches = [b for b in whole if b.stop <= samples] or whole[:1]
+        self.batches = self._first_batches(samples)
         try:
             yield
         finally:
@@ -192,7 +192,10 @@ class MaskedSession:
 
     def samples_in_first(self, samples: int) -> int:
         """How many samples :meth:`first` covers for ``samples``."""
-        return max(b.stop for b in ([b for b in self.batches if b.stop <= samples] or self.batches[:1]))
+        return self._first_batches(samples)[-1].stop
+
+    def _first_batches(self, samples: int) -> list[Batch]:
+        return [b for b in self.batches if b.stop <= samples] or self.batches[:1]
 
     # -- building -------------------------------------------------------------------------------
 

@@ -224,8 +224,7 @@ class GreedySearch(Loop):
         if judged.passed:
             return rank, sid, m, judged, orders
         self._refuted.add((sid, p.counts[sid], m))
-        if steps[sid] > 1:
-            steps[sid] = max(1, steps[sid] // 2)
+        steps[sid] = max(1, steps[sid] // 2)
         return None
 
     def _commit_joined(self, p: PruningProblem, best: _Candidate, steps: dict[str, int]) -> bool:

@@ -20,7 +20,7 @@ import gc
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -517,9 +517,20 @@ class PruningProblem:
         if not outs:
             judged = self.trials([(self.counts, None)], samples=samples)[0]
             return judged.metric, judged.loss
+        with self._on_part(samples):
+            return self.check_metric(outs), float(self.loss(*self._part(outs, self.reference, fit=True)))
+
+    @contextmanager
+    def _on_part(self, samples: int | None) -> Iterator[None]:
+        """Within the block, runs cover the first ``samples`` calibration samples only (whole
+        batches) and metric and loss are about them (None: everything as usual)."""
+        if samples is None:
+            yield
+            return
         self._ranking = samples
         try:
-            return self.check_metric(outs), float(self.loss(*self._part(outs, self.reference, fit=True)))
+            with self.session.first(samples):
+                yield
         finally:
             self._ranking = None
 
@@ -559,12 +570,9 @@ class PruningProblem:
         if samples is not None:
             if recover is True:
                 raise ValueError("a ranking judgement on part of the data runs no full recovery")
-            self._ranking = samples = self.session.samples_in_first(samples)
-            try:
-                with self.session.first(samples):
-                    judged = self._trials(states, recover, False, samples)
-            finally:
-                self._ranking = None
+            samples = self.session.samples_in_first(samples)
+            with self._on_part(samples):
+                judged = self._trials(states, recover, False, samples)
             return [replace(e, samples=samples) for e in judged]
         return self._trials(states, recover, early_stop, None)
 
@@ -680,15 +688,11 @@ class PruningProblem:
             # chosen one is then run on all of it.
             start, tried = self.recovery.snapshot(), {}
             part = self.rank_samples
-            self._ranking = part
-            try:
-                with self.session.first(part) if part is not None else nullcontext():
-                    for ends in (True, False):
-                        self.recovery.refits_end_paths = ends
-                        tried[ends] = self._settle(masks, changed, full, passes, moved)
-                        self.recovery.restore(start)
-            finally:
-                self._ranking = None
+            with self._on_part(part):
+                for ends in (True, False):
+                    self.recovery.refits_end_paths = ends
+                    tried[ends] = self._settle(masks, changed, full, passes, moved)
+                    self.recovery.restore(start)
             losses = {e: math.inf if r is None else r[0] for e, r in tried.items()}
             ends = min(losses, key=lambda e: losses[e])
             self.recovery.refits_end_paths = ends
