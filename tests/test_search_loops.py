@@ -3,6 +3,7 @@ patience past failing states, recursive's one step per group per sweep."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -384,7 +385,8 @@ def test_later_passes_reuse_least_squares_sums_whose_inputs_did_not_change(mlp, 
 
 def test_costly_models_decide_how_far_to_correct_on_the_ranking_part(mlp, ranked, monkeypatch):
     """Both ways of correcting below a refit are tried on the ranking part; the chosen one then
-    runs on all the data, and its sums are not taken from the part's."""
+    runs on the recovery part (twice as many samples; its sums are not taken from the ranking
+    part's), and the state is judged on all the data."""
     from pyprune.search import PruningProblem
 
     model, data = mlp
@@ -401,6 +403,47 @@ def test_costly_models_decide_how_far_to_correct_on_the_ranking_part(mlp, ranked
     assert p.rank_samples is not None and p.recovery.ends_adaptive
     state = {s.id: s.size // 3 for s in p.slots}
     evaluation = p.trial(state, recover=True)
-    part, whole = p.rank_samples, len(p.dataset)
-    assert spans == [(True, part), (False, part), (p.recovery.refits_end_paths, whole)]
+    part, fitted, whole = p.rank_samples, p.recovery_samples, len(p.dataset)
+    assert fitted == 2 * part < whole
+    assert spans == [(True, part), (False, part), (p.recovery.refits_end_paths, fitted)]
     assert evaluation.samples is None and evaluation.outputs[0].shape[0] == whole
+
+
+def test_costly_models_fit_recovery_on_part_and_judge_on_all(mlp, ranked):
+    """A full recovery fitted on the recovery part is judged on every sample: its metric and loss
+    are those of the state judged on all the data with the corrections it fitted."""
+    model, data = mlp
+    p = Search("greedy", model, data, target=MACs(0.5), max_drop=0.05, recovery="lstsq", **FAST).problem
+    assert p.recovery_samples is not None and p.recovery_samples < p.fit_samples
+    state = {s.id: s.size // 3 for s in p.slots}
+    fitted = p.trial(state, recover=True)
+    again = p.evaluate(state, corrections=fitted.corrections, count=False)
+    assert fitted.outputs[0].shape[0] == len(p.dataset)
+    assert fitted.metric == again.metric and fitted.loss == again.loss
+    assert fitted.loss < p.evaluate(state, corrections="none", count=False).loss
+
+
+def test_cheap_models_fit_recovery_on_all_the_data(mlp):
+    model, data = mlp
+    p = Search("greedy", model, data, target=MACs(0.5), max_drop=0.05, recovery="lstsq", **FAST).problem
+    assert p.rank_samples is None and p.recovery_samples is None
+
+
+def test_candidates_stop_judging_uncorrected_outputs_once_recovery_leaves_them_behind(cnn, monkeypatch):
+    """Compared candidates run their uncorrected outputs too only while the last full recovery
+    did not leave those far behind; a full recovery always runs them (and decides again)."""
+    import pyprune.search.problem as problem_module
+
+    model, data = cnn
+    p = Search("greedy", model, data, target=MACs(0.5), max_drop=0.05, recovery="lstsq", holdout=0.0,
+               **FAST).problem
+    first = {**p.counts, p.slots[0].id: p.slots[0].size // 4}
+    p.commit(first, "first", p.trial(first, recover=True))
+    state = {**first, p.slots[1].id: p.slots[1].size // 4}
+    for hopeless in (0.0, math.inf):  # uncorrected outputs left behind / never
+        monkeypatch.setattr(problem_module, "_HOPELESS", hopeless)
+        p.trial(state, recover=True)
+        assert p._uncorrected_hopeless is (hopeless == 0.0)
+        runs = p.recovery_runs
+        p.trial(state, recover="quick")
+        assert p.recovery_runs - runs == (2 if hopeless == 0.0 else 3)

@@ -75,6 +75,9 @@ _DECISIVE = 2.0
 #: Otherwise it is decided again once the cut has grown by this much (a fraction of the original
 #: cost) since the last decision: trying both doubles a full recovery.
 _REDECIDE = 0.1
+#: Once a full recovery leaves the uncorrected outputs this many times further from the original
+#: than its corrections, compared candidates stop judging their uncorrected outputs too.
+_HOPELESS = 4.0
 #: Multiply-accumulates per batch a search aims for when no batch size is given.
 _BATCH_MACS = 256_000_000
 #: Samples of the synthetic inputs generated when no data is given.
@@ -235,6 +238,12 @@ class PruningProblem:
         if ranking is not None:
             covered = self.session.samples_in_first(ranking)
             self.rank_samples = covered if covered < self.fit_samples else None
+        #: Calibration samples a full recovery fits its corrections on (twice the ranking part),
+        #: None: all of them. The state is then judged on all the data under those corrections.
+        self.recovery_samples: int | None = None
+        if self.rank_samples is not None:
+            covered = self.session.samples_in_first(2 * self.rank_samples)
+            self.recovery_samples = covered if covered < self.fit_samples else None
         self._ranking: int | None = None  # set while judging on the first samples only
         fetched = self.session.output_names
         self.metric = _metrics.for_data(options.metric, self.dataset.has_labels,
@@ -251,6 +260,7 @@ class PruningProblem:
         self._quick_helped: list[bool] = []  # per compared candidate: did re-estimation beat the committed
         self._quick_paused_until: float | None = None  # the cut at which re-estimating candidates resumes
         self._reestimate_helped = False  # set by each _settle
+        self._uncorrected_hopeless = False  # set by each full _settle
         self.counts: Counts = {s.id: 0 for s in self.slots}
         self.interrupted = False  # the search was stopped before it finished
         self.stop_requested = False  # an interrupt arrived after it finished (while shipping)
@@ -699,15 +709,19 @@ class PruningProblem:
             self._decided_at = saving
             if losses[not ends] > _DECISIVE * losses[ends]:
                 self.recovery.ends_adaptive = False  # a clear winner stays: no second run per commit
-            best = tried[ends] if part is None else self._settle(masks, changed, full, passes, moved)
+            best, partial = (tried[ends], False) if part is None else self._settle_fitted(
+                masks, changed, full, passes, moved)
         else:
-            best = self._settle(masks, changed, full, passes, moved)
+            best, partial = self._settle_fitted(masks, changed, full, passes, moved)
         if best is None:  # nothing finite: judge the uncorrected outputs (they fail the constraint)
             self.recovery.clear()
             outs = self.session.run(masks.groups, masks.gates, masks.weights, {})
         else:
             self.recovery.restore(best[1])
             outs = best[2]
+            if partial:  # fitted on part of the data: judged on all of it
+                affine, weights = self.recovery.feed(masks.weights)
+                outs = self.session.run(masks.groups, masks.gates, weights, affine)
         return replace(self._judge(outs, counts, orders, count), corrections=self.recovery.snapshot())
 
     def _cut_fraction(self, counts: Mapping[str, int], orders: Orders | None) -> float:
@@ -715,6 +729,22 @@ class PruningProblem:
         non-zeros it removes."""
         c, b = self.cost(counts, orders), self.base_cost
         return max(1 - c.macs / max(b.macs, 1), 1 - c.params / max(b.params, 1), 1 - c.nonzeros / max(b.nonzeros, 1))
+
+    def _settle_fitted(self, masks: Any, changed: set[str], full: bool, passes: int,
+                       moved: set[str] | None) -> tuple[tuple[float, Any, list[np.ndarray]] | None, bool]:
+        """:meth:`_settle`, a full recovery on :attr:`recovery_samples` where the problem has them;
+        also whether it ran on that part only.
+
+        A full recovery's passes each run the data with the inputs of every refitted layer
+        captured; on a costly model that is most of a greedy round. Its least-squares refits keep
+        only a few thousand rows per layer (half the calibration images of a ResNet hold
+        several times that), and statistics of half the samples are close to those of all, so
+        the corrections are fitted on half the samples and the state is then judged, once, on
+        all of them (the caller runs that judgement: the outputs returned cover the part)."""
+        if not full or self.recovery_samples is None or self._ranking is not None:
+            return self._settle(masks, changed, full, passes, moved), False
+        with self._on_part(self.recovery_samples):
+            return self._settle(masks, changed, full, passes, moved), True
 
     def _settle(self, masks: Any, changed: set[str], full: bool, passes: int,
                 moved: set[str] | None) -> tuple[float, Any, list[np.ndarray]] | None:
@@ -724,13 +754,14 @@ class PruningProblem:
         best: tuple[float, Any, list[np.ndarray]] | None = None
         plain_fed = False
 
-        def consider(outs: list[np.ndarray], snap: Any) -> None:
+        def consider(outs: list[np.ndarray], snap: Any) -> float:
             nonlocal best
             if not _finite(outs):
-                return
+                return math.inf
             loss = float(self.loss(*self._part(outs, self.reference, fit=True)))
             if best is None or loss < best[0]:
                 best = (loss, snap, outs)
+            return loss
 
         worse = 0
         first: float | None = None  # the loss under the corrections fed to the first pass
@@ -750,9 +781,14 @@ class PruningProblem:
         else:
             affine, weights = self.recovery.feed(masks.weights)
             consider(self.session.run(masks.groups, masks.gates, weights, affine), self.recovery.snapshot())
-        if not plain_fed:
-            consider(self.session.run(masks.groups, masks.gates, masks.weights, {}), ({}, {}, {}, {}))
+        if not plain_fed and (full or not self._uncorrected_hopeless):
+            corrected = best
+            plain = consider(self.session.run(masks.groups, masks.gates, masks.weights, {}), ({}, {}, {}, {}))
             self.recovery_runs += 1
+            if full:
+                # Compared candidates judge their uncorrected outputs too only while the last full
+                # recovery did not leave those far behind (then one run of three per candidate).
+                self._uncorrected_hopeless = corrected is not None and plain > _HOPELESS * corrected[0]
         self._reestimate_helped = best is not None and (first is None or best[0] < first)
         return best
 
