@@ -13,6 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper, parser
 
 from pyprune.errors import ModelLoadError, UnsupportedModelError
+from pyprune.evaluate import model_session
 from pyprune.graph import MIN_OPSET, DependencyGraph, load
 from pyprune.surgery import remove_units
 
@@ -357,7 +358,7 @@ def test_external_data_round_trip(tmp_path):
     assert again.weight(w).shape == (64, 16)
     feeds = random_inputs(proto)
     on_disk = ort.InferenceSession(str(out / "p.onnx"), providers=["CPUExecutionProvider"])
-    np.testing.assert_allclose(on_disk.run(None, feeds)[0], _run(pruned.proto, feeds)[0])
+    np.testing.assert_allclose(on_disk.run(None, feeds)[0], model_session(pruned).run(None, feeds)[0])
     # and back into one file when asked
     pruned.save(out / "single.onnx", external_data=False)
     assert not (out / "single.onnx.data").exists()

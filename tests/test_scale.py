@@ -350,6 +350,96 @@ def test_external_data_is_mapped_and_a_pruned_model_matches_its_masked_search(tm
     assert (tmp_path / "ext.onnx.data").stat().st_size > 0 and load(tmp_path / "ext.onnx").macs() == model.macs()
 
 
+
+def _external_and_inline(tmp_path: Path):
+    """The same MLP saved with external data (every tensor) and as one file, both loaded."""
+    import onnx
+
+    proto = gemm_mlp((64, 96, 48, 10), seed=3)
+    onnx.save_model(proto, str(tmp_path / "ext.onnx"), save_as_external_data=True, location="ext.onnx.data",
+                    size_threshold=0)
+    onnx.save_model(proto, str(tmp_path / "inline.onnx"))
+    return load(tmp_path / "ext.onnx"), load(tmp_path / "inline.onnx")
+
+
+def _large(model) -> list[str]:
+    return [t.name for t in model.proto.graph.initializer if np.prod(t.dims) * 4 >= 1024]
+
+
+def test_a_shipped_model_with_external_data_holds_no_weight_in_its_protobuf_and_saves_the_same_weights(tmp_path):
+    import hashlib
+
+    import onnx
+    import onnxruntime as ort
+    from onnx import external_data_helper
+
+    def digest(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    ext, inline = _external_and_inline(tmp_path)
+    inputs = {p: digest(p) for p in tmp_path.iterdir()}
+    data = Dataset({"x": np.random.default_rng(0).standard_normal((40, 64)).astype(np.float32)})
+    # the default recovery folds corrections into every weight it cuts: the full path of a build
+    shipped = [pyprune.prune(m, data, target=MACs(0.6), max_drop=None, strategy="oneshot", **FAST).model
+               for m in (ext, inline)]
+    large = _large(shipped[0])
+    assert large and all(external_data_helper.uses_external_data(t) and not t.raw_data
+                         for t in shipped[0].proto.graph.initializer if t.name in large)
+    assert shipped[0].proto.ByteSize() < 4096  # the graph, no weight data
+    (tmp_path / "out").mkdir()
+    out = shipped[0].save(tmp_path / "out" / "small.onnx")
+    onnx.checker.check_model(str(out), full_check=True)
+    ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    reloaded = load(out)
+    assert reloaded.external_data and set(reloaded.weight_names) == set(shipped[1].weight_names)
+    for name in shipped[1].weight_names:  # bit for bit what the same edits give in memory
+        np.testing.assert_array_equal(reloaded.weight(name), shipped[1].weight(name))
+    assert {p: digest(p) for p in inputs} == inputs  # the inputs are untouched
+
+
+def test_removal_from_a_model_with_external_data_equals_slicing_and_masking(tmp_path):
+    from pyprune.evaluate import run_model
+    from pyprune.graph import DependencyGraph
+    from pyprune.surgery import remove_units
+
+    ext, inline = _external_and_inline(tmp_path)
+    graph = DependencyGraph(ext)
+    removals = {g.id: np.arange(0, g.size, 3) for g in graph.prunable_groups}
+    pruned = remove_units(ext, removals, graph)
+    sliced = remove_units(inline, removals)
+    for name in sliced.weight_names:
+        np.testing.assert_array_equal(pruned.weight(name), sliced.weight(name))
+    data = Dataset({"x": np.random.default_rng(1).standard_normal((16, 64)).astype(np.float32)})
+    masked = MaskedSession(ext, data, groups=graph.prunable_groups)
+    keep = {g.id: np.isin(np.arange(g.size), removals[g.id], invert=True) for g in graph.prunable_groups}
+    expected = masked.run(group_masks=keep)[0]
+    np.testing.assert_allclose(run_model(pruned, data)[0], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_scratch_files_of_edited_weights_go_with_the_models_that_read_them(tmp_path):
+    import gc
+
+    from onnx import external_data_helper
+
+    from pyprune.graph import DependencyGraph
+    from pyprune.surgery import remove_units
+
+    ext, _ = _external_and_inline(tmp_path)
+    graph = DependencyGraph(ext)
+    pruned = remove_units(ext, {graph.prunable_groups[0].id: [0, 1, 2]}, graph)
+    files = {Path(external_data_helper.ExternalDataInfo(t).location) for t in pruned.proto.graph.initializer
+             if external_data_helper.uses_external_data(t)} - {Path("ext.onnx.data")}
+    assert files and all(f.is_file() and tmp_path not in f.parents for f in files)  # private, not by the input
+    copy = pruned.copy()
+    del pruned
+    gc.collect()
+    assert all(f.is_file() for f in files)  # the copy still reads them
+    copy.save(tmp_path / "saved.onnx")  # reads its own file from now on
+    gc.collect()
+    assert not any(f.exists() for f in files)
+    assert not any(f.parent.exists() for f in files)
+
+
 def test_a_time_limit_stops_a_batch_in_its_middle_and_counts_what_was_judged(cnn, monkeypatch):
     model, data = cnn
     search = Search("greedy", model, data, target=MACs(0.3), time_limit=60, **FAST)

@@ -14,6 +14,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -160,7 +161,9 @@ class Model:
     ``proto`` is the model itself; every main-graph node has a unique name. After editing
     ``proto`` directly, call :meth:`refresh` to rebuild the index and re-run shape inference.
     Initializers may keep their data in external files (``base``: the folder their locations are
-    relative to); :meth:`weight` maps them, and copies share them until a weight is replaced.
+    relative to); :meth:`weight` maps them, and copies share them until a weight is replaced. In
+    such a model a large weight that is replaced or added goes to a private scratch file and is
+    mapped from there too (see :class:`_Scratch`): edits never put weights' data into the protobuf.
     Consumers of a value include nodes whose nested subgraphs (If/Loop/Scan bodies) read it, with
     input index ``-1``.
     """
@@ -175,6 +178,8 @@ class Model:
         self.base = base
         self._external_files: list[Path] = []
         self._arrays: dict[str, np.ndarray] = {}
+        self._scratches: list[_Scratch] = []  # scratch files initializers refer to (kept alive)
+        self._scratch: _Scratch | None = None  # the one this model writes to (its own)
         #: The default-domain opset of the file when load() converted it (None: not converted).
         self.converted_from: int | None = None
         self._assumed: dict[str, list[Dim]] = {}
@@ -187,6 +192,7 @@ class Model:
         graph = self.proto.graph
         self._initializers = {t.name: t for t in graph.initializer}
         self._arrays = {k: v for k, v in self._arrays.items() if k in self._initializers}
+        self._drop_unused_scratches()
         self._nodes = {n.name: n for n in graph.node}
         self._producers: dict[str, onnx.NodeProto] = {}
         self._consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
@@ -331,6 +337,7 @@ class Model:
         view.converted_from = self.converted_from
         view._external_files = list(self._external_files)
         view._arrays = {}
+        view._scratches, view._scratch = list(self._scratches), None
         view._assumed = {**self._assumed, **fixed}
         view.refresh()
         return view
@@ -484,7 +491,8 @@ class Model:
             _release(array)
 
     def set_weight(self, name: str, array: np.ndarray) -> None:
-        """Replace an initializer's value (kept in its element type; the shape may change)."""
+        """Replace an initializer's value (kept in its element type; the shape may change). In a
+        model with external data a large value is written to a scratch file and mapped from there."""
         old = self._initializers.get(name)
         if old is None:
             raise KeyError(f"no initializer named {name!r}")
@@ -493,6 +501,13 @@ class Model:
         replaced = self._arrays.pop(name, None)
         if replaced is not None:
             _release(replaced)  # a mapped original read for the new value: its pages are not needed
+        if self._spills(old.data_type, value.nbytes):
+            for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+                old.ClearField(field)
+            del old.dims[:]
+            old.dims.extend(value.shape)
+            self._spill(old, value)
+            return
         if old.data_type in _MAPPABLE and old.data_type != onnx.TensorProto.BOOL and sys.byteorder == "little":
             # The bytes go straight into the tensor: building a new TensorProto and copying it
             # over would hold the data twice more, which on a large model sets the peak memory.
@@ -512,10 +527,47 @@ class Model:
         """Add a new initializer (name must be unused) and return its name."""
         if name in self._initializers or name in self._producers or name in self._graph_inputs:
             raise ValueError(f"value name {name!r} is already used")
+        value = np.ascontiguousarray(array)
         tensor = self.proto.graph.initializer.add()
-        tensor.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        data_type = helper.np_dtype_to_tensor_dtype(value.dtype)
+        if self._spills(data_type, value.nbytes):
+            tensor.name, tensor.data_type = name, data_type
+            tensor.dims.extend(value.shape)
+            self._spill(tensor, value)
+        else:
+            tensor.CopyFrom(numpy_helper.from_array(value, name))
         self._initializers[name] = tensor
         return name
+
+    def _spills(self, data_type: int, nbytes: int) -> bool:
+        """Whether a new value of this type and size goes to a scratch file: in a model with
+        external data, a large weight numpy can map (in little-endian, as files keep it)."""
+        return (self.external_data and self.base is not None and data_type in _MAPPABLE
+                and nbytes >= _EXTERNAL_MIN_BYTES and sys.byteorder == "little")
+
+    def _spill(self, tensor: onnx.TensorProto, value: np.ndarray) -> None:
+        """Write ``value`` to this model's scratch file and refer ``tensor`` (its name, type and
+        dims set) to it."""
+        try:
+            if self._scratch is None:
+                self._scratch = _Scratch()
+                self._scratches.append(self._scratch)
+            self._scratch.append(tensor, value)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot write an edited weight to a scratch file in {tempfile.gettempdir()} "
+                          f"({exc.strerror or exc}); the TMPDIR environment variable says where such files go"
+                          ) from None
+
+    def _drop_unused_scratches(self) -> None:
+        """Let go of the scratch files no initializer refers to any more (each is deleted when no
+        model holds it)."""
+        if not self._scratches:
+            return
+        used = {external_data_helper.ExternalDataInfo(t).location for t in self.proto.graph.initializer
+                if external_data_helper.uses_external_data(t)}
+        self._scratches = [s for s in self._scratches if s.location in used]
+        if self._scratch is not None and self._scratch not in self._scratches:
+            self._scratch = None
 
     def unique_name(self, base: str) -> str:
         """A value/node name not used anywhere in the main graph, nor handed out before: a name
@@ -739,6 +791,7 @@ class Model:
         new.base = self.base
         new._external_files = list(self._external_files)
         new._arrays = {}
+        new._scratches, new._scratch = list(self._scratches), None
         new.refresh()
         return new
 
@@ -800,7 +853,8 @@ class Model:
                 if (workdir / data_name).exists():
                     os.replace(workdir / data_name, directory / data_name)  # a new name: clobbers nothing
             else:
-                onnx.save_model(self.proto, str(tmp_model))
+                onnx.save_model(self._inline_proto() if _uses_external_data(self.proto) else self.proto,
+                                str(tmp_model))
             os.replace(tmp_model, target)  # the switch
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -825,6 +879,18 @@ class Model:
                     pass
         return target
 
+    def _inline_proto(self) -> onnx.ModelProto:
+        """A copy of the model with the data of every main-graph weight inside it (a single-file
+        save of a model whose weights live in files)."""
+        light, sources = self.light_proto()
+        for stub in light.graph.initializer:
+            source = sources.get(stub.name)
+            if source is not None:
+                array = self._array_of(source)
+                stub.CopyFrom(numpy_helper.from_array(np.asarray(array), stub.name))
+                _release(array)
+        return light
+
     def _adopt(self, written: onnx.ModelProto, directory: Path) -> None:
         """Refer every large initializer to where ``written`` (just saved in ``directory``) keeps it."""
         placed = {t.name: t for t in written.graph.initializer}
@@ -845,6 +911,7 @@ class Model:
             if where not in self._external_files:
                 self._external_files.append(where)  # read by this model now: never to be written over
         self.base = directory
+        self._drop_unused_scratches()
 
     def __repr__(self) -> str:
         g = self.proto.graph
@@ -1881,6 +1948,34 @@ def _append_external(f: Any, offset: int, stub: onnx.TensorProto, array: np.ndar
     _set_external(stub, location, offset, int(flat.size))
     _release(array)
     return offset + int(flat.size)
+
+
+class _Scratch:
+    """A private file that large weights replaced or added in a model with external data are
+    written to, one after the other, and mapped back from (in the temporary folder: ``TMPDIR``).
+
+    Kept in memory (in the protobuf or as arrays), a pruned copy would cost its own size, and
+    recovery's fold, which writes a corrected value of every weight it touches before the cut, up
+    to the original's size on top. Written here, a weight takes memory only while it is read
+    (mapped pages are dropped after each pass, see :func:`_release`), and sessions and saves map
+    or stream it like any external data. Tensors refer to the file by its
+    absolute path; it lives in a temporary folder named after the process (so one a killed process
+    left behind is removed by the next run, see :func:`~pyprune._files.clean_stale_temporaries`)
+    and is deleted when no model holds it any more, or at exit.
+    """
+
+    def __init__(self) -> None:
+        folder = temporary_folder(tempfile.gettempdir())
+        self.path = folder / "weights.data"
+        self.path.touch()
+        self.location = str(self.path)
+        self.end = 0
+        weakref.finalize(self, shutil.rmtree, str(folder), True)
+
+    def append(self, tensor: onnx.TensorProto, value: np.ndarray) -> None:
+        """Write ``value`` at the end of the file and refer ``tensor`` to it."""
+        with open(self.path, "ab") as f:
+            self.end = _append_external(f, self.end, tensor, value, self.location)
 
 
 def _write_external(model: Model, data_path: Path, data_name: str) -> onnx.ModelProto:

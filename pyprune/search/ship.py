@@ -111,6 +111,7 @@ def ship(p: PruningProblem, loop: Loop) -> PruneResult:
     target = p.ensure_target()
     counts = dict(p.counts)
     masked = p.evaluate(counts, count=False)
+    plain = _uncorrected(p, counts)  # judged before the search's session goes: never built twice
     p.release_search()  # the search's session and workers are done: their memory goes before the copy's
     # The original's figures first: on a large model its latency session and the pruned copy
     # are then never in memory together.
@@ -158,7 +159,7 @@ def ship(p: PruningProblem, loop: Loop) -> PruneResult:
                        + (f" (not prunable: {frozen}{'; ...' if len(p.frozen) > 5 else ''})" if frozen else ""))
         statement = (f"Target not reached ({target.describe()}): stopped at {where}, {metric_text}, because "
                      f"{why}. This is the most pruned model found that meets the constraint.")
-    statement += _recovery_text(p, counts, after_metric)
+    statement += _recovery_text(p, plain, after_metric)
     if p.stop_requested and not p.interrupted:
         statement += " (Interrupted while the result was checked: it is complete; latency was not measured.)"
     report = Report(
@@ -188,11 +189,17 @@ def _parts(p: PruningProblem, outputs: list[np.ndarray], after: Figures) -> dict
             f"{hold}, pruned": replace(after, metric=p.check_metric(outputs))}
 
 
-def _recovery_text(p: PruningProblem, counts: dict[str, int], metric: float) -> str:
-    """Which recovery ran and what it bought: the same state judged without any correction."""
+def _uncorrected(p: PruningProblem, counts: dict[str, int]) -> float | None:
+    """The metric of the state judged without any recovery correction (None: recovery did nothing)."""
     if not p.recovery.active or not any(counts.values()) or not any(p.recovery.snapshot()):
+        return None
+    return p.evaluate(counts, corrections="none", count=False).metric
+
+
+def _recovery_text(p: PruningProblem, plain: float | None, metric: float) -> str:
+    """Which recovery ran and what it bought: the same state judged without any correction."""
+    if plain is None:
         return ""
-    plain = p.evaluate(counts, corrections="none", count=False).metric
     kinds = p.recovery.describe()["layers"]
     what = ", ".join(f"{len(v)} layer{'s' if len(v) != 1 else ''} by {k}" for k, v in kinds.items())
     where = " on the holdout" if p.holdout else ""
