@@ -144,8 +144,9 @@ def _seed_for(seed: int, key: str) -> int:
 def group_activation_stats(
     model: Model, dataset: Dataset, groups: Iterable[Group], threads: int | None = None
 ) -> dict[str, ChannelStats]:
-    """Statistics of every tensor where the given groups' channels enter their consumers."""
-    points = {mp.tensor: mp.axis for g in groups for mp in g.mask_points}
+    """Statistics of every tensor where the given groups' channels enter their consumers (those of
+    the main graph: a tensor computed inside an If/Loop body is not measured)."""
+    points = {mp.tensor: mp.axis for g in groups for mp in g.mask_points if _measurable(model, mp.tensor)}
     if not points:
         return {}
     return activation_stats(model, dataset, points, threads)
@@ -258,14 +259,31 @@ def _random(model: Model, group: Group, reduce: str, stats, seed: int, threads: 
     return core.random_scores(group.size, _seed_for(seed, group.id), threads=threads).astype(np.float64)
 
 
-def _stats_of(group: Group, stats, name: str):
+def _measurable(model: Model, tensor: str) -> bool:
+    """Whether a session can fetch ``tensor``: a value of the main graph, not one computed inside
+    an If/Loop body."""
+    return model.producer(tensor) is not None or tensor in model.input_names
+
+
+def _stats_of(model: Model, group: Group, stats, name: str):
+    """(mask point, statistics) of the group's mask points that can be measured."""
     if stats is None:
         raise ValueError(f"importance {name!r} needs activation statistics (pass stats=...)")
     for mp in group.mask_points:
         st = stats.get(mp.tensor)
-        if st is None:
+        if st is None and _measurable(model, mp.tensor):
             raise ValueError(f"no activation statistics for tensor {mp.tensor!r} of group {group.id!r}")
-        yield mp, st
+        if st is not None:
+            yield mp, st
+
+
+def _or_magnitude(parts: list, model: Model, group: Group, reduce: str, seed: int, threads: int | None
+                  ) -> np.ndarray:
+    """The parts reduced; the L2 magnitude of the group's weights when there are none (every
+    channel of the group enters its consumers inside If/Loop bodies, where nothing is measured)."""
+    if not parts:
+        return REGISTRY["l2"].units(model, group, reduce, None, seed, threads)
+    return _reduce(parts, group.size, reduce)
 
 
 def _wanda_elements(w, norms, seed, threads):
@@ -279,7 +297,7 @@ def _wanda_elements(w, norms, seed, threads):
 def _wanda(model: Model, group: Group, reduce: str, stats, seed: int, threads: int | None) -> np.ndarray:
     """The consumer's columns that read each edge, scaled by the activation norms there."""
     size, parts = group.size, []
-    for mp, st in _stats_of(group, stats, "wanda"):
+    for mp, st in _stats_of(model, group, stats, "wanda"):
         columns = [c for c in group.couplings if c.role == "in" and c.node == mp.node]
         if not columns:
             parts.append(_per_unit(st.l2_norm, mp.index, size, "sum"))
@@ -291,14 +309,14 @@ def _wanda(model: Model, group: Group, reduce: str, stats, seed: int, threads: i
             scored = core.wanda_scores(w, st.l2_norm, c.axis, nan="max", threads=threads)
             per_position = core.slice_norms(scored, c.axis, "l1", nan="max", threads=threads)
             parts.append(_per_unit(per_position, c.index, size, "sum"))
-    return _reduce(parts, size, reduce)
+    return _or_magnitude(parts, model, group, reduce, seed, threads)
 
 
 def _activation_measure(name: str, of: Callable[[ChannelStats], np.ndarray]) -> UnitScores:
     def units(model: Model, group: Group, reduce: str, stats, seed: int, threads: int | None) -> np.ndarray:
-        parts = [_per_unit(of(st), mp.index, group.size, "sum") for mp, st in _stats_of(group, stats, name)]
+        parts = [_per_unit(of(st), mp.index, group.size, "sum") for mp, st in _stats_of(model, group, stats, name)]
         # positions per unit differ (a flattened channel owns H*W positions): average them
-        return _reduce([(v / np.maximum(n, 1), n) for v, n in parts], group.size, reduce)
+        return _or_magnitude([(v / np.maximum(n, 1), n) for v, n in parts], model, group, reduce, seed, threads)
 
     return units
 
@@ -340,7 +358,7 @@ def consumer_grams(model: Model, dataset: Dataset, groups: Sequence[Group],
     for g in groups:
         for mp in g.mask_points:
             found = _reconstructable(model, mp.node, mp.input_index)
-            if found is not None:
+            if found is not None and _measurable(model, mp.tensor):
                 consumers[mp.node] = (mp.tensor, found[1])
     if not consumers:
         return {}
@@ -399,8 +417,9 @@ def _reconstruction(model: Model, group: Group, reduce: str, stats, seed: int, t
 
 def _output_norm(model: Model, group: Group, reduce: str, stats, seed: int, threads: int | None) -> np.ndarray:
     """The norm of all a unit feeds its consumers: sqrt of the summed squared norms of its positions."""
-    parts = [_per_unit(st.l2_norm, mp.index, group.size, "l2") for mp, st in _stats_of(group, stats, "output_norm")]
-    return _reduce(parts, group.size, reduce)
+    parts = [_per_unit(st.l2_norm, mp.index, group.size, "l2")
+             for mp, st in _stats_of(model, group, stats, "output_norm")]
+    return _or_magnitude(parts, model, group, reduce, seed, threads)
 
 
 register("output_norm", needs_data=True)(_output_norm)

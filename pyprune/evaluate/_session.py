@@ -22,7 +22,7 @@ from onnx import helper
 from .. import core
 from .. import metrics as _metrics
 from ..data import Batch, Dataset, ModelLike, as_model
-from ..graph import Group, Layer, MaskPoint, Model
+from ..graph import Group, Layer, MaskPoint, Model, graphs, insert_before
 from ..surgery import gate_layers
 from ._activations import ChannelStats, RunningChannelStats, TensorChoice, channel_axes
 from ._ort import exposing, fetched_outputs, join_batches, make_session, run_batches
@@ -282,26 +282,29 @@ class MaskedSession:
 
         for produced, axis in output_affine:
             self._output_point(produced, axis, used)
-        by_node: dict[str, list[_Edge]] = {}
+        # The Mul (and Add) of an edge go right before its consumer, in the graph that holds it:
+        # a consumer inside an If/Loop body reads the fed mask from the main graph by name.
+        consumers = {n.name: n for g in graphs(graph) for n in g.node}
+        before: dict[str, list[onnx.NodeProto]] = {}
         for edge in self._edges.values():
-            by_node.setdefault(edge.key[0], []).append(edge)
+            node = consumers[edge.key[0]]
+            if node.input[edge.key[1]] != edge.tensor:  # moved by a layer gate
+                raise ValueError(f"edge {edge.key} is also a layer's gate edge; mask it upstream")
+            elem = helper.np_dtype_to_tensor_dtype(edge.dtype)
+            graph.input.append(helper.make_tensor_value_info(edge.mask_input, elem, edge.mask_shape))
+            value = _fresh("masked", used)
+            inserted = before.setdefault(node.name, [])
+            inserted.append(helper.make_node("Mul", [edge.tensor, edge.mask_input], [value], name=_fresh("mul", used)))
+            if edge.shift_input is not None:
+                graph.input.append(helper.make_tensor_value_info(edge.shift_input, elem, edge.mask_shape))
+                shifted = _fresh("shifted", used)
+                inserted.append(helper.make_node("Add", [value, edge.shift_input], [shifted], name=_fresh("add", used)))
+                value = shifted
+            node.input[edge.key[1]] = value
+        insert_before(graph, before)
         nodes = []
         for node in graph.node:
             corrected = [p for p in self._outputs.values() if p.producer == node.name]
-            for edge in by_node.get(node.name, ()):
-                if node.input[edge.key[1]] != edge.tensor:  # moved by a layer gate
-                    raise ValueError(f"edge {edge.key} is also a layer's gate edge; mask it upstream")
-                elem = helper.np_dtype_to_tensor_dtype(edge.dtype)
-                graph.input.append(helper.make_tensor_value_info(edge.mask_input, elem, edge.mask_shape))
-                value = _fresh("masked", used)
-                nodes.append(helper.make_node("Mul", [edge.tensor, edge.mask_input], [value], name=_fresh("mul", used)))
-                if edge.shift_input is not None:
-                    graph.input.append(helper.make_tensor_value_info(edge.shift_input, elem, edge.mask_shape))
-                    shifted = _fresh("shifted", used)
-                    add = helper.make_node("Add", [value, edge.shift_input], [shifted], name=_fresh("add", used))
-                    nodes.append(add)
-                    value = shifted
-                node.input[edge.key[1]] = value
             nodes.append(node)
             for out in corrected:
                 # The producer now writes a raw tensor; Mul and Add give the original name back,
@@ -659,12 +662,13 @@ def _channel_vector(values: Any, edge: _Edge | OutputPoint, what: str, default: 
 
 
 def _names(graph: onnx.GraphProto) -> set[str]:
-    used = {t.name for t in graph.initializer} | {v.name for v in graph.input}
-    used |= {v.name for v in graph.output}
-    for node in graph.node:
-        used.add(node.name)
-        used.update(node.input)
-        used.update(node.output)
+    used: set[str] = set()
+    for g in graphs(graph):  # nested bodies too: a name they define must not be taken
+        used |= {t.name for t in g.initializer} | {v.name for v in g.input} | {v.name for v in g.output}
+        for node in g.node:
+            used.add(node.name)
+            used.update(node.input)
+            used.update(node.output)
     return used
 
 

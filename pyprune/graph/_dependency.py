@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-import onnx
 
-from ._model import _FLOAT_PARAMS, MAC_WEIGHTED_OPS, Model, _outer_scope_reads
+from ._model import MAC_WEIGHTED_OPS, Model, _outer_scope_reads
+from ._nested import followed, mac_multipliers, nested_nodes, subgraphs
 from ._units import Coupling, Edit, Group, Layer, MaskPoint, ScaledNode
 from ._walk import ChannelInfo, Walk  # noqa: F401  (ChannelInfo is part of this module's API)
-from .rules import TILED_OPS, freeze_all, rule_for
+from .rules import visit
 
 __all__ = ["DependencyGraph", "ChannelInfo"]
 
@@ -91,11 +91,12 @@ class DependencyGraph:
                     groups[gi].scaled.append(ScaledNode(node_name, local))
         self.edits = [
             Edit(e.kind, e.node, [global_labels(lab) for lab in e.labels], e.name,
-                 e.input_index, e.element, e.span)
+                 e.input_index, e.element, e.span, e.graph)
             for e in walk.edits
         ]
+        times = mac_multipliers(model)
         for g in groups:
-            _complexity(model, g)
+            _complexity(model, walk, g, times)
         self.groups: list[Group] = groups
         #: Weights inside If/Loop/Scan bodies, left whole: ``{what: why}`` (see
         #: :func:`control_flow_weights`).
@@ -138,42 +139,31 @@ class DependencyGraph:
 
 
 def control_flow_weights(model: Model) -> dict[str, str]:
-    """Weights read inside If/Loop/Scan bodies, which pyprune leaves whole: ``{id: reason}``.
+    """Weights read inside bodies pyprune does not follow, left whole: ``{id: reason}``.
 
-    Keys are ``"<node> body"`` for each control-flow node whose bodies read weights (their own
-    initializers or the main graph's); everything outside the bodies is analysed as usual, and
-    channels that flow into a body freeze (the body's ops would have to follow them).
+    Keys are ``"<node> body"`` (``branches`` for If) for each control-flow node whose bodies read
+    weights and are not walked (see ``_nested.FOLLOWED``); If branches and Loop bodies are analysed
+    like the main graph, and the channels that flow into other bodies freeze.
     """
     found: dict[str, str] = {}
-    for node in model.nodes:
-        bodies = [a.g for a in node.attribute if a.HasField("g")] + [g for a in node.attribute for g in a.graphs]
-        if not bodies:
+    nodes = [*model.nodes, *(n for n, _ in nested_nodes(model.graph))]
+    for node in nodes:
+        if not subgraphs(node) or followed(node):
             continue
-        own = sum(1 for body in bodies for t in _initializers_in(body) if t.data_type in _FLOAT_PARAMS)
-        outer = sorted(n for n in _outer_scope_reads(node) if model.is_param(n))
-        if not own and not outer:
+        weights = sorted(n for n in _outer_scope_reads(node) if model.is_param(n))
+        if not weights:
             continue
-        parts = ([f"{own} weight(s) of its own"] if own else []) + (
-            [f"{len(outer)} of the main graph ({', '.join(outer[:3])}{', ...' if len(outer) > 3 else ''})"]
-            if outer else [])
+        listed = f"{', '.join(weights[:3])}{', ...' if len(weights) > 3 else ''}"
         kind = "branches" if node.op_type == "If" else "body"
-        found[f"{node.name} {kind}"] = (f"weights read inside the {kind} of {node.op_type} node {node.name!r} "
-                                        f"({' and '.join(parts)}) are not pruned: control-flow bodies are left whole")
+        found[f"{node.name} {kind}"] = (f"{len(weights)} weight(s) read inside the {kind} of {node.op_type} node "
+                                        f"{node.name!r} ({listed}) are not pruned: {node.op_type} bodies are "
+                                        "not followed")
     return found
 
 
-def _initializers_in(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("g"):
-                yield from _initializers_in(attr.g)
-            for sub in attr.graphs:
-                yield from _initializers_in(sub)
-
-
-def _complexity(model: Model, group: Group) -> None:
-    """Parameters and MACs removed with each unit of a group."""
+def _complexity(model: Model, walk: Walk, group: Group, times: dict[str, int]) -> None:
+    """Parameters and MACs removed with each unit of a group (a node inside a body counted as often
+    as :meth:`Model.macs` counts it, ``times``)."""
     params = np.zeros(group.size, dtype=np.float64)
     macs = np.zeros(group.size, dtype=np.float64)
     for c in group.couplings:
@@ -183,15 +173,16 @@ def _complexity(model: Model, group: Group) -> None:
         counts = np.bincount(owned, minlength=group.size).astype(np.float64)
         params += counts * per_slice
         node_macs = sum(
-            model.node_macs(n)
-            for n, i in model.consumers(c.weight)
+            model.node_macs(n) * times.get(n.name, 1)
+            for n, i in walk.consumers(c.weight)
             if n.op_type in MAC_WEIGHTED_OPS and i == 1
         )
         macs += counts * (node_macs / max(shape[c.axis], 1))
     for scaled in group.scaled:
         owned = scaled.index[scaled.index >= 0]
         counts = np.bincount(owned, minlength=group.size).astype(np.float64)
-        macs += counts * (model.node_macs(model.node(scaled.node)) / max(len(scaled.index), 1))
+        node = model.node(scaled.node)
+        macs += counts * (model.node_macs(node) * times.get(node.name, 1) / max(len(scaled.index), 1))
     group.params_per_unit = params.astype(np.int64)
     group.macs_per_unit = np.rint(macs).astype(np.int64)
 
@@ -205,26 +196,19 @@ def _weight_dims(model: Model, name: str) -> list[int]:
 
 
 def _walk(model: Model) -> Walk:
-    """Run every node's rule in graph order; channels reaching outputs or subgraphs freeze."""
+    """Run every node's rule in graph order (followed bodies included, see ``rules/control.py``);
+    channels reaching outputs or bodies the walk does not follow freeze."""
     walk = Walk(model)
     for node in model.proto.graph.node:
-        fn = rule_for(node)
-        tiled = any(info is not None and info.tiled for info in map(walk.info, node.input))
-        if fn is None or any(a.HasField("g") or a.graphs for a in node.attribute):
-            freeze_all(walk, node)
-        elif tiled and (node.domain not in ("", "ai.onnx") or node.op_type not in TILED_OPS):
-            freeze_all(walk, node, "reads channels merged with an axis of unknown size")
-        else:
-            fn(walk, node)
+        visit(walk, node)
     for name, info in walk.labelled():
         if model.is_graph_output(name):
             walk.freeze(info.labels, f"reaches the graph output {name!r}")
-        for consumer, index in model.consumers(name):
-            if index < 0:
+        for consumer, index in walk.consumers(name):
+            if index < 0 and not followed(consumer):
                 walk.freeze(
                     info.labels,
                     f"{consumer.op_type} node {consumer.name!r} reads it in a nested subgraph",
                 )
     walk.check_shared_weights()
     return walk
-

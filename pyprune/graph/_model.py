@@ -193,7 +193,8 @@ class Model:
         self._initializers = {t.name: t for t in graph.initializer}
         self._arrays = {k: v for k, v in self._arrays.items() if k in self._initializers}
         self._drop_unused_scratches()
-        self._nodes = {n.name: n for n in graph.node}
+        # nodes inside If/Loop/Scan bodies too: their names are unique in the model (see _nested.py)
+        self._nodes = {n.name: n for g in _graphs(graph) for n in g.node}
         self._producers: dict[str, onnx.NodeProto] = {}
         self._consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
         for node in graph.node:
@@ -217,6 +218,7 @@ class Model:
         # Every name in use (computed once per refresh; unique_name adds what it hands out).
         self._used: set[str] = (set(self._initializers) | set(self._producers) | set(self._nodes)
                                 | set(self._graph_inputs) | set(self._consumers))
+        self._used.update(name for g in _graphs(graph) if g is not graph for name in _defined_in(g))
         self._graph_outputs = [v.name for v in graph.output]
         self._output_set = frozenset(self._graph_outputs)
         self._infer_types()
@@ -1051,23 +1053,31 @@ def _control_flow_macs(model: Model, node: onnx.NodeProto) -> int:
     time), a Loop (its body times a constant trip count, once when the count is not a constant)
     or a Scan (its body once per step of the first scanned input, once when unknown)."""
     bodies = {a.name: a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH}
-    costs = {name: sum(node_macs(model, n) for n in body.node) for name, body in bodies.items()}
+    counts = body_counts(model, node)
+    return sum(counts.get(name, 0) * sum(node_macs(model, n) for n in body.node) for name, body in bodies.items())
+
+
+def body_counts(model: Model, node: onnx.NodeProto) -> dict[str, int]:
+    """How many runs of each body (by attribute name) the MACs of a control-flow node count (see
+    :func:`_control_flow_macs`): the costlier If branch once, the other not at all."""
+    bodies = {a.name: a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH}
     if node.op_type == "If":
-        return max(costs.values(), default=0)
-    body = costs.get("body", 0)
+        costs = {name: sum(node_macs(model, n) for n in body.node) for name, body in bodies.items()}
+        costliest = max(costs, key=lambda name: costs[name], default="")
+        return {name: int(name == costliest) for name in bodies}
+    times = 1
     if node.op_type == "Loop":
         trips = node.input[0] if node.input else ""
         if trips and model.is_weight(trips) and model.weight(trips).size == 1:
-            return body * max(int(model.weight(trips).ravel()[0]), 0)
-        return body
-    if node.op_type == "Scan":
+            times = max(int(model.weight(trips).ravel()[0]), 0)
+    elif node.op_type == "Scan":
         n_state = len(node.input) - int(_attr(node, "num_scan_inputs", 0))
         scanned = node.input[n_state] if n_state < len(node.input) else ""
         axes = _attr(node, "scan_input_axes", None)
         shape = _concrete(model.shape(scanned), model._symbols) if scanned else None
         axis = int(axes[0]) if axes else 0
-        return body * (shape[axis] if shape and len(shape) > axis else 1)
-    return sum(costs.values())
+        times = shape[axis] if shape and len(shape) > axis else 1
+    return {name: times for name in bodies}
 
 
 # -- shape computations -------------------------------------------------------------------------
@@ -1515,6 +1525,9 @@ def _normalise(proto: onnx.ModelProto, base: Path | None = None) -> None:
     _fold_constants(proto, base)
     drop_unused(graph, nodes=False)
     _name_nodes(graph)
+    from ._nested import normalise_bodies  # (it builds on this module)
+
+    normalise_bodies(proto)
     _unshare_small_weights(graph)
     _unshare_shape_vectors(graph)
 

@@ -98,7 +98,9 @@ class Edit:
     ``kind``: ``"attr"`` (integer attribute = kept count of ``labels[0]``), ``"const"``
     (element ``element`` of input ``input_index`` = kept count of ``labels[0]``), ``"split"``
     (split sizes = kept counts of each ``labels[i]``), ``"slice"`` (start/end of entry
-    ``element`` of the Slice bounds; ``labels[0]`` is the sliced axis, ``span`` the slice).
+    ``element`` of the Slice bounds; ``labels[0]`` is the sliced axis, ``span`` the slice),
+    ``"dim"`` (dimension ``element`` of the declared shape of input or output ``name`` of the body
+    ``graph`` of control-flow node ``node`` = kept count of ``labels[0]``).
     Labels are global unit ids (``DependencyGraph.unit_offset(group) + unit``), -1 = kept.
     """
 
@@ -109,3 +111,4 @@ class Edit:
     input_index: int = -1
     element: int = -1
     span: tuple[int, int] = (0, 0)
+    graph: str = ""

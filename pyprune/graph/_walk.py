@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from ._model import Model, ShapeEntry
+from ._model import Model, ShapeEntry, _outer_scope_reads
+from ._nested import followed, subgraphs
 from ._units import Edit, Group
 
 __all__ = ["Walk", "ChannelInfo"]
@@ -77,6 +78,32 @@ class Walk:
         self.edits: list[Edit] = []
         self.freezes: list[tuple[np.ndarray, str]] = []
         self.scaled: list[tuple[str, np.ndarray]] = []
+        # Readers and producers in the main graph and in the bodies the walk follows (see
+        # _nested.FOLLOWED): a body's node reads outer values by name; a control-flow node whose
+        # bodies are not followed reads at input index -1, and so does a followed one its bodies'
+        # outputs.
+        self._readers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+        self._producers: dict[str, onnx.NodeProto] = {}
+        self._index(model.proto.graph)
+
+    def _index(self, graph: onnx.GraphProto) -> None:
+        for node in graph.node:
+            for i, name in enumerate(node.input):
+                if name:
+                    self._readers.setdefault(name, []).append((node, i))
+            for out in node.output:
+                if out:
+                    self._producers[out] = node
+            if not subgraphs(node):
+                continue
+            if followed(node):
+                for _, sub in subgraphs(node):
+                    self._index(sub)
+                    for v in sub.output:
+                        self._readers.setdefault(v.name, []).append((node, -1))
+            else:
+                for name in sorted(_outer_scope_reads(node)):
+                    self._readers.setdefault(name, []).append((node, -1))
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -95,8 +122,14 @@ class Walk:
     def const(self, name: str) -> np.ndarray | None:
         return self.model.weight(name) if self.is_weight(name) else None
 
-    def consumers(self, name: str):
-        return self.model.consumers(name)
+    def consumers(self, name: str) -> list[tuple[onnx.NodeProto, int]]:
+        """(node, input index) pairs reading ``name``, inside followed bodies too (index -1: read
+        inside a body the walk does not follow, or a followed body's output)."""
+        return list(self._readers.get(name, ()))
+
+    def producer(self, name: str) -> onnx.NodeProto | None:
+        """The node computing ``name``, inside followed bodies too."""
+        return self._producers.get(name)
 
     def shape_entries(self, node: onnx.NodeProto, input_index: int) -> list[ShapeEntry] | None:
         """The shape vector read by ``node`` at ``input_index`` (see ``Model.shape_vector``).
@@ -208,6 +241,11 @@ class Walk:
                    end: int) -> None:
         self.edits.append(Edit("slice", node.name, [labels], element=j, span=(start, end)))
 
+    def edit_dim(self, node: onnx.NodeProto, body: str, value: str, axis: int, labels: np.ndarray) -> None:
+        """The declared shape of input or output ``value`` of the body ``body`` of control-flow
+        node ``node`` counts the channels of ``labels`` on ``axis``."""
+        self.edits.append(Edit("dim", node.name, [labels], name=value, element=axis, graph=body))
+
     # -- the walk ------------------------------------------------------------------------------
 
     def labelled(self):
@@ -227,7 +265,7 @@ class Walk:
                 node = self.model.node(c.node)
                 by_key[(c.weight, c.axis)] = self.union(known, c.labels, node)
         for weight, nodes in readers.items():
-            others = [n for n, _ in self.model.consumers(weight) if n.name not in nodes]
+            others = [n for n, _ in self.consumers(weight) if n.name not in nodes]
             if others:
                 reason = (
                     f"weight {weight!r} is also read by {others[0].op_type} node "

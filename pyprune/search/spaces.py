@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import importance as _importance
 from ..errors import TargetError
-from ..graph import MAC_WEIGHTED_OPS, DependencyGraph, Group, Layer, Model, maskable_weights, nm_masks
+from ..graph import MAC_WEIGHTED_OPS, DependencyGraph, Group, Layer, Model, counted_macs, maskable_weights, nm_masks
 from ..options import PruneOptions
 from ..surgery import apply_weight_masks, remove_layers, remove_units
 
@@ -253,7 +253,9 @@ class ChannelSpace(Space):
         for g in self._groups:
             for c in g.couplings:
                 self._axes.setdefault(c.weight, {}).setdefault(c.axis, []).append((g.id, np.asarray(c.index)))
-        self._weighted_nodes = [(n.input[1], self.model.node_macs(n)) for n in self.model.nodes
+        # (nodes inside If/Loop bodies as often as the model's MACs count them)
+        counted = list(counted_macs(self.model))
+        self._weighted_nodes = [(n.input[1], macs) for n, macs in counted
                                 if n.op_type in MAC_WEIGHTED_OPS | {"Attention"}
                                 and len(n.input) > 1 and n.input[1] in self._axes]
         self._weight_size = {w: int(np.prod(self.model.weight(w).shape, dtype=np.int64)) for w in self._axes}
@@ -262,7 +264,8 @@ class ChannelSpace(Space):
         for g in self._groups:
             for sc in g.scaled:
                 scaled.setdefault(sc.node, []).append((g.id, np.asarray(sc.index)))
-        self._scaled = [(self.model.node_macs(self.model.node(n)), owners) for n, owners in scaled.items()]
+        macs_of = {n.name: macs for n, macs in counted}
+        self._scaled = [(macs_of.get(n, 0), owners) for n, owners in scaled.items()]
         return slots
 
     def _pieces(self) -> dict[str, list[np.ndarray]]:

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..graph import DependencyGraph, Group, MaskPoint, Model
+from ..graph import DependencyGraph, Group, MaskPoint, Model, insert_before
 
 __all__ = ["insert_masks", "mask_vectors", "keep_mask"]
 
@@ -59,8 +59,6 @@ def insert_masks(
     graph = graph or DependencyGraph(model)
     edges = mask_vectors(graph, keep)
     out = model.copy()
-    g = out.proto.graph
-    by_name = {n.name: n for n in g.node}
     inserted: dict[str, list[onnx.NodeProto]] = {}
     for (node_name, index), (mp, vector) in edges.items():
         if np.all(vector == 1):
@@ -75,15 +73,10 @@ def insert_masks(
         mul = helper.make_node(
             "Mul", [mp.tensor, mask_name], [masked], name=out.unique_name(f"{node_name}_mask")
         )
-        by_name[node_name].input[index] = masked
+        out.node(node_name).input[index] = masked  # (in a body, the mask is read from the main graph)
         inserted.setdefault(node_name, []).append(mul)
         out._producers[masked] = mul  # the index knows the new value before the refresh below
         out._nodes[mul.name] = mul
-    nodes = []
-    for node in g.node:
-        nodes.extend(inserted.get(node.name, []))
-        nodes.append(node)
-    del g.node[:]
-    g.node.extend(nodes)
+    insert_before(out.proto.graph, inserted)
     out.refresh()
     return out

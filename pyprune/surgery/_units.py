@@ -16,7 +16,7 @@ import onnx
 from onnx import helper
 
 from .. import core
-from ..graph import DependencyGraph, Edit, Model, drop_unused
+from ..graph import DependencyGraph, Edit, Model, drop_unused, graphs, subgraphs
 
 __all__ = ["remove_units", "removal_plan"]
 
@@ -72,7 +72,8 @@ def remove_units(
     for edit in graph.edits:
         _apply_edit(out, edit, kept)
     g = out.proto.graph
-    del g.value_info[:]  # stale shapes; inferred again below
+    for sub in graphs(g):
+        del sub.value_info[:]  # stale shapes; inferred again below
     drop_unused(g)
     out.refresh()
     return out
@@ -129,6 +130,9 @@ def _apply_edit(out: Model, edit: Edit, kept: np.ndarray) -> None:
             _drop_attr(node, "split")
             node.attribute.append(helper.make_attribute("split", sizes))
         return
+    if edit.kind == "dim":
+        _set_dim(node, edit.graph, edit.name, edit.element, _kept_count(edit.labels[0], kept))
+        return
     if edit.kind == "slice":
         labels, (start, end) = edit.labels[0], edit.span
         new_start = _kept_count(labels[:start], kept)
@@ -153,6 +157,19 @@ def _set_const(out: Model, node: onnx.NodeProto, index: int, values: dict[int, i
     for k, v in values.items():
         new.flat[k] = v
     node.input[index] = out.add_weight(out.unique_name(f"{node.name}_in{index}"), new)
+
+
+def _set_dim(node: onnx.NodeProto, body: str, value: str, axis: int, size: int) -> None:
+    """Dimension ``axis`` of the shape body ``body`` of ``node`` declares for its input or output
+    ``value`` becomes ``size`` (a declared symbol or unknown size stays)."""
+    for name, graph in subgraphs(node):
+        if name != body:
+            continue
+        for v in [*graph.input, *graph.output]:
+            t = v.type.tensor_type if v.type.HasField("tensor_type") else None
+            if v.name == value and t is not None and t.HasField("shape") and axis < len(t.shape.dim):
+                if t.shape.dim[axis].HasField("dim_value"):
+                    t.shape.dim[axis].dim_value = size
 
 
 def _drop_attr(node: onnx.NodeProto, name: str) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from .._model import _outer_scope_reads
 from .._walk import Walk
 
 Rule = Callable[["Walk", onnx.NodeProto], None]
@@ -54,6 +55,17 @@ def freeze_all(w: Walk, node: onnx.NodeProto, why: str | None = None) -> None:
     """Freeze every channel entering ``node`` (the rule of ops nobody taught pyprune)."""
     reason = f"{node.op_type} node {node.name!r} " + (why or "is not understood by pyprune")
     for name in node.input:
+        info = w.info(name)
+        if info is not None:
+            w.freeze(info.labels, reason)
+
+
+def freeze_control_flow(w: Walk, node: onnx.NodeProto, why: str | None = None) -> None:
+    """Freeze every channel a control-flow node reads, as an input or inside its bodies (those of
+    ops whose bodies the walk does not follow, or cannot follow)."""
+    reason = f"{node.op_type} node {node.name!r} " + (
+        why or f"reads it in a nested subgraph ({node.op_type} bodies are not followed)")
+    for name in [*node.input, *sorted(_outer_scope_reads(node))]:
         info = w.info(name)
         if info is not None:
             w.freeze(info.labels, reason)

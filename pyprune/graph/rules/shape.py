@@ -259,7 +259,7 @@ def _freeze_shape_sources(w: Walk, node: onnx.NodeProto, why: str) -> None:
         if name in seen:
             continue
         seen.add(name)
-        producer = w.model.producer(name)
+        producer = w.producer(name)
         if producer is None:
             continue
         if producer.op_type == "Shape":
