@@ -281,6 +281,24 @@ def test_a_state_that_starts_outside_every_group_freezes_the_body_units():
     assert "fc2" in {g.id for g in graph.prunable_groups}
 
 
+def test_a_search_sees_cuts_inside_bodies_from_the_control_flow_node_on():
+    from pyprune.options import Limits, PruneOptions
+    from pyprune.search.spaces import ChannelSpace
+
+    model = load(cond_cnn())
+    space = ChannelSpace(model, DependencyGraph(model), PruneOptions(limits=Limits(round_to=1)), None)
+    # recovery corrects what lies below the If for a cut inside its branch
+    assert space.sources()["heavy_a"] == ["gate"] and space.sources()["stem"] == ["gate"]
+    assert space.sources()["tail"] == ["head"]
+    depth = {s.id: s.depth for s in space.slots}
+    assert depth["heavy_a"] == depth["light"] == [n.name for n in model.nodes].index("gate")
+    # the cost of a state counts the branch's convs as the model's MACs count them
+    full = space.cost({})
+    assert full.macs == model.macs()
+    cut = space.cost({"heavy_a": 2})
+    assert cut.macs == model.macs() - 2 * 36 * (6 * 9 + 4 * 9)
+
+
 # -- the whole pipeline ----------------------------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ from ._dependency import ChannelInfo, DependencyGraph
 from ._inspect import format_inspect, inspect_model
 from ._layers import WEIGHTED_OPS, check_layer_ids, find_layers
 from ._model import MAC_WEIGHTED_OPS, MIN_OPSET, Model, TensorSpec, drop_unused, load, rename_reads
-from ._nested import counted_macs, graphs, insert_before, subgraphs
+from ._nested import counted_macs, enclosing, graphs, insert_before, subgraphs
 from ._units import Coupling, Edit, Group, Layer, MaskPoint, ScaledNode
 from ._weights import (
     FLOAT_TYPES,
@@ -54,6 +54,7 @@ __all__ = [
     "subgraphs",
     "insert_before",
     "counted_macs",
+    "enclosing",
     "inspect_model",
     "format_inspect",
     "RULES",

@@ -20,7 +20,7 @@ from onnx import numpy_helper
 from ._model import Model, _constant_value, _defined_in, _graphs, body_counts, rename_reads
 
 __all__ = ["FOLLOWED", "subgraphs", "followed", "graphs", "nested_nodes", "normalise_bodies", "insert_before",
-           "mac_multipliers", "counted_macs"]
+           "enclosing", "mac_multipliers", "counted_macs"]
 
 #: Control-flow ops whose bodies the dependency analysis walks (their channels can be pruned).
 FOLLOWED = frozenset({"If", "Loop"})
@@ -54,6 +54,12 @@ def nested_nodes(graph: onnx.GraphProto) -> Iterator[tuple[onnx.NodeProto, onnx.
             for inner in sub.node:
                 yield inner, node
             yield from nested_nodes(sub)
+
+
+def enclosing(graph: onnx.GraphProto) -> dict[str, str]:
+    """Nested node name -> name of the node of ``graph`` whose body holds it (at any depth)."""
+    return {inner.name: node.name for node in graph.node for _, sub in subgraphs(node)
+            for g in _graphs(sub) for inner in g.node}
 
 
 # -- normalisation on load ------------------------------------------------------------------------

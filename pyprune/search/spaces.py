@@ -24,7 +24,17 @@ import numpy as np
 
 from .. import importance as _importance
 from ..errors import TargetError
-from ..graph import MAC_WEIGHTED_OPS, DependencyGraph, Group, Layer, Model, counted_macs, maskable_weights, nm_masks
+from ..graph import (
+    MAC_WEIGHTED_OPS,
+    DependencyGraph,
+    Group,
+    Layer,
+    Model,
+    counted_macs,
+    enclosing,
+    maskable_weights,
+    nm_masks,
+)
 from ..options import PruneOptions
 from ..surgery import apply_weight_masks, remove_layers, remove_units
 
@@ -128,6 +138,9 @@ class Space:
         self.frozen: dict[str, str] = dict(graph.control_flow)
         self.params0, self.macs0, self.nonzeros0 = model.params(), model.macs(), model.nonzeros()
         self._depth = {n.name: i for i, n in enumerate(model.nodes)}
+        # a node inside an If/Loop body is as deep as the control-flow node holding it
+        self._holder = enclosing(model.graph)
+        self._depth.update((inner, self._depth.get(node, 0)) for inner, node in self._holder.items())
         self.slots: list[Slot] = self._make_slots(set(options.limits.skip))
         self.by_id = {s.id: s for s in self.slots}
         known = set(self.frozen) | set(self.by_id) | self._known_ids()
@@ -306,7 +319,8 @@ class ChannelSpace(Space):
         return {"groups": self._groups}
 
     def sources(self) -> dict[str, list[str]]:
-        return {g.id: sorted({mp.node for mp in g.mask_points}) for g in self._groups}
+        # A cut inside an If/Loop body changes the main graph from the control-flow node on.
+        return {g.id: sorted({self._holder.get(mp.node, mp.node) for mp in g.mask_points}) for g in self._groups}
 
     def kept_counter(self, counts: Mapping[str, int], orders: Orders | None = None) -> Callable[[str, int], int]:
         keeps = self.masks(counts, orders).groups
