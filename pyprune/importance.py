@@ -145,7 +145,7 @@ def group_activation_stats(
     model: Model, dataset: Dataset, groups: Iterable[Group], threads: int | None = None
 ) -> dict[str, ChannelStats]:
     """Statistics of every tensor where the given groups' channels enter their consumers (those of
-    the main graph: a tensor computed inside an If/Loop body is not measured)."""
+    the main graph: a tensor computed inside a control-flow body is not measured)."""
     points = {mp.tensor: mp.axis for g in groups for mp in g.mask_points if _measurable(model, mp.tensor)}
     if not points:
         return {}
@@ -261,7 +261,7 @@ def _random(model: Model, group: Group, reduce: str, stats, seed: int, threads: 
 
 def _measurable(model: Model, tensor: str) -> bool:
     """Whether a session can fetch ``tensor``: a value of the main graph, not one computed inside
-    an If/Loop body."""
+    a control-flow body."""
     return model.producer(tensor) is not None or tensor in model.input_names
 
 
@@ -280,7 +280,7 @@ def _stats_of(model: Model, group: Group, stats, name: str):
 def _or_magnitude(parts: list, model: Model, group: Group, reduce: str, seed: int, threads: int | None
                   ) -> np.ndarray:
     """The parts reduced; the L2 magnitude of the group's weights when there are none (every
-    channel of the group enters its consumers inside If/Loop bodies, where nothing is measured)."""
+    channel of the group enters its consumers inside control-flow bodies, where nothing is measured)."""
     if not parts:
         return REGISTRY["l2"].units(model, group, reduce, None, seed, threads)
     return _reduce(parts, group.size, reduce)

@@ -232,16 +232,35 @@ def test_channels_an_if_cannot_follow_stay_whole_with_a_reason():
                             [feeds, {**feeds, "cond": np.array(False)}])
 
 
-def test_a_scan_body_freezes_the_channels_it_reads():
-    b_inner = helper.make_graph([helper.make_node("Relu", ["row"], ["row_out"])], "scan_body",
-                                [_value("row", [4])], [_value("row_out", [4])])
-    rng = np.random.default_rng(0)
+def scan_rows(axis: int = 0, seed: int = 0) -> onnx.ModelProto:
+    """A Scan over the rows of a Gemm's output (``axis``: the scanned axis) whose body scales each
+    row by a weight of its own and adds it to a running sum that starts at the rows' sum; the final
+    sum and the stacked scaled rows are added and read by a second Gemm."""
+    rng = np.random.default_rng(seed)
+    body = helper.make_graph(
+        [helper.make_node("Mul", ["row", "scale"], ["scaled"], name="scale_row"),
+         helper.make_node("Add", ["acc", "scaled"], ["acc_out"])],
+        "scan_body", [_value("acc", [4]), _value("row", [4])], [_value("acc_out", [4]), _value("scaled", [4])],
+        [numpy_helper.from_array((1 + rng.random(4)).astype(np.float32), "scale")])
     nodes = [helper.make_node("Gemm", ["x", "w1"], ["h"], name="fc1"),
-             helper.make_node("Scan", ["h"], ["s"], body=b_inner, num_scan_inputs=1, name="rows"),
-             helper.make_node("Gemm", ["s", "w2"], ["y"], name="fc2")]
-    proto = _model(nodes, [_value("x", [3, 5])], [_value("y", [3, 2])], _weights(rng, w1=(5, 4), w2=(4, 2)))
-    graph = DependencyGraph(load(proto))
-    assert "Scan node 'rows' reads it in a nested subgraph (Scan bodies are not followed)" in graph.group("fc1").frozen
+             helper.make_node("ReduceSum", ["h", "zero"], ["start"], keepdims=0),
+             helper.make_node("Scan", ["start", "h"], ["total", "rows_out"], body=body, num_scan_inputs=1,
+                              scan_input_axes=[axis], scan_output_axes=[axis], name="rows"),
+             helper.make_node("Add", ["rows_out", "total"], ["both"]),
+             helper.make_node("Gemm", ["both", "w2"], ["y"], name="fc2")]
+    inits = {**_weights(rng, w1=(5, 4), w2=(4, 2)), "zero": np.array([0], np.int64)}
+    return _model(nodes, [_value("x", [4, 5])], [_value("y", [4, 2])], inits)
+
+
+def test_a_scan_body_prunes_unless_it_scans_the_channel_axis():
+    model = load(scan_rows())
+    graph = DependencyGraph(model)
+    assert [g.id for g in graph.prunable_groups] == ["fc1"], [(g.id, g.frozen) for g in graph.groups]
+    assert {c.weight for c in graph.group("fc1").couplings} == {"w1", "scale", "w2"}
+    _removal_equals_masking(model, graph, {"fc1": [0, 2]}, [_feeds(model.proto)])
+    # scanning along the channel axis would change the number of iterations
+    graph = DependencyGraph(load(scan_rows(axis=1)))
+    assert "Scan node 'rows' scans input 'h' along its channel axis" in graph.group("fc1").frozen
 
 
 # -- Loop --------------------------------------------------------------------------------------------
@@ -272,6 +291,40 @@ def test_loop_removal_equals_masking_for_any_sizes(data, hidden, trips, scan, ba
     graph = DependencyGraph(model)
     assert {g.id for g in graph.prunable_groups} == {"fc1", "fc2"}
     _removal_equals_masking(model, graph, _draw_removals(data, graph.prunable_groups), [_feeds(model.proto, batch)])
+
+
+def loop_with_if(hidden: int = 5, seed: int = 0) -> onnx.ModelProto:
+    """A Loop whose body chooses between two Gemms of its own with an If on a graph input, nested
+    control flow with the state's channels going in and out of the branches."""
+    rng = np.random.default_rng(seed)
+    branch = {name: helper.make_graph([helper.make_node("Gemm", ["h_in", f"w_{name}"], [f"y_{name}"], name=name)],
+                                      name, [], [_value(f"y_{name}", ["N", hidden])],
+                                      _inits(_weights(rng, **{f"w_{name}": (hidden, hidden)})))
+              for name in ("left", "right")}
+    body = helper.make_graph(
+        [helper.make_node("If", ["pick"], ["chosen"], then_branch=branch["left"], else_branch=branch["right"],
+                          name="pick_if"),
+         helper.make_node("Tanh", ["chosen"], ["h_out"]),
+         helper.make_node("Identity", ["c_in"], ["c_out"])], "body",
+        [_value("i", [], TensorProto.INT64), _value("c_in", [], TensorProto.BOOL), _value("h_in", ["N", hidden])],
+        [_value("c_out", [], TensorProto.BOOL), _value("h_out", ["N", hidden])])
+    nodes = [helper.make_node("Gemm", ["x", "fc1"], ["h0"], name="fc1"),
+             helper.make_node("Loop", ["trips", "go", "h0"], ["h"], body=body, name="outer_loop"),
+             helper.make_node("Gemm", ["h", "fc2"], ["y"], name="fc2")]
+    inits = {**_weights(rng, fc1=(3, hidden), fc2=(hidden, 2)), "trips": np.array(2, np.int64), "go": np.array(True)}
+    return _model(nodes, [_value("x", ["N", 3]), _value("pick", [], TensorProto.BOOL)], [_value("y", ["N", 2])],
+                  inits)
+
+
+def test_an_if_inside_a_loop_body_prunes_with_the_state():
+    model = load(loop_with_if())
+    graph = DependencyGraph(model)
+    assert [g.id for g in graph.prunable_groups] == ["fc1"], [(g.id, g.frozen) for g in graph.groups]
+    assert {c.weight for c in graph.group("fc1").couplings} == {"fc1", "w_left", "w_right", "fc2"}
+    assert model.macs() == 3 * 5 + 2 * 25 + 5 * 2  # the costlier branch once per trip
+    feeds = _feeds(model.proto)
+    removed = _removal_equals_masking(model, graph, {"fc1": [1, 3]}, [feeds, {**feeds, "pick": np.array(False)}])
+    assert removed.macs() == 3 * 3 + 2 * 9 + 3 * 2
 
 
 def test_a_state_that_starts_outside_every_group_freezes_the_body_units():

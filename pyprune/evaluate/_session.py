@@ -283,7 +283,7 @@ class MaskedSession:
         for produced, axis in output_affine:
             self._output_point(produced, axis, used)
         # The Mul (and Add) of an edge go right before its consumer, in the graph that holds it:
-        # a consumer inside an If/Loop body reads the fed mask from the main graph by name.
+        # a consumer inside a control-flow body reads the fed mask from the main graph by name.
         consumers = {n.name: n for g in graphs(graph) for n in g.node}
         before: dict[str, list[onnx.NodeProto]] = {}
         for edge in self._edges.values():

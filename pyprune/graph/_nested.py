@@ -23,7 +23,7 @@ __all__ = ["FOLLOWED", "subgraphs", "followed", "graphs", "nested_nodes", "norma
            "enclosing", "mac_multipliers", "counted_macs"]
 
 #: Control-flow ops whose bodies the dependency analysis walks (their channels can be pruned).
-FOLLOWED = frozenset({"If", "Loop"})
+FOLLOWED = frozenset({"If", "Loop", "Scan"})
 
 
 def subgraphs(node: onnx.NodeProto) -> list[tuple[str, onnx.GraphProto]]:

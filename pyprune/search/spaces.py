@@ -138,7 +138,7 @@ class Space:
         self.frozen: dict[str, str] = dict(graph.control_flow)
         self.params0, self.macs0, self.nonzeros0 = model.params(), model.macs(), model.nonzeros()
         self._depth = {n.name: i for i, n in enumerate(model.nodes)}
-        # a node inside an If/Loop body is as deep as the control-flow node holding it
+        # a node inside a control-flow body is as deep as the control-flow node holding it
         self._holder = enclosing(model.graph)
         self._depth.update((inner, self._depth.get(node, 0)) for inner, node in self._holder.items())
         self.slots: list[Slot] = self._make_slots(set(options.limits.skip))
@@ -266,7 +266,7 @@ class ChannelSpace(Space):
         for g in self._groups:
             for c in g.couplings:
                 self._axes.setdefault(c.weight, {}).setdefault(c.axis, []).append((g.id, np.asarray(c.index)))
-        # (nodes inside If/Loop bodies as often as the model's MACs count them)
+        # (nodes inside control-flow bodies as often as the model's MACs count them)
         counted = list(counted_macs(self.model))
         self._weighted_nodes = [(n.input[1], macs) for n, macs in counted
                                 if n.op_type in MAC_WEIGHTED_OPS | {"Attention"}
@@ -319,7 +319,7 @@ class ChannelSpace(Space):
         return {"groups": self._groups}
 
     def sources(self) -> dict[str, list[str]]:
-        # A cut inside an If/Loop body changes the main graph from the control-flow node on.
+        # A cut inside a control-flow body changes the main graph from the control-flow node on.
         return {g.id: sorted({self._holder.get(mp.node, mp.node) for mp in g.mask_points}) for g in self._groups}
 
     def kept_counter(self, counts: Mapping[str, int], orders: Orders | None = None) -> Callable[[str, int], int]:
