@@ -333,6 +333,92 @@ def keras_conv1d(path: Path) -> Built:
     return Built({name: xte[:64]}, f"Keras {keras.__version__} (torch backend), Conv1D")
 
 
+# -- third batch: control flow (written after If/Loop/Scan bodies became prunable) -----------------
+def torchscript_loop(path: Path) -> Built:
+    """A scripted MLP refining its state ``h = h + tanh(step(h))`` for a run-time number of steps (an
+    int64 input): TorchScript writes a Loop whose body reads the step's weights from the main graph."""
+    import torch
+    from torch import nn
+
+    class Refine(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp, self.step, self.out = nn.Linear(64, 96), nn.Linear(96, 96), nn.Linear(96, 10)
+
+        def forward(self, x, n: torch.Tensor):
+            h = torch.relu(self.inp(x))
+            for _ in range(int(n)):
+                h = h + torch.tanh(self.step(h))
+            return self.out(h)
+
+    torch.manual_seed(1)
+    _, xte, _, _ = _digits()
+    net = torch.jit.script(Refine().eval())
+    n = np.array(4, np.int64)
+    _torch_export(net, (torch.from_numpy(xte[:1]), torch.from_numpy(n)), path, ["x", "steps"], ["logits"],
+                  {"x": {0: "batch"}, "logits": {0: "batch"}}, exporter="torchscript", opset=17)
+    return Built({"x": xte[:64], "steps": n}, "torch.jit.script/torch.onnx (Loop)", shared=("steps",))
+
+
+def torchscript_if(path: Path) -> Built:
+    """A scripted CNN with a data-dependent ``if`` between a 3x3 and a 5x5 convolution block:
+    TorchScript writes an If whose branches read their weights from the main graph."""
+    import torch
+    from torch import nn
+
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 24, 3, 2, 1)
+            self.small = nn.Sequential(nn.Conv2d(24, 48, 3, 1, 1), nn.ReLU(), nn.Conv2d(48, 32, 3, 1, 1))
+            self.large = nn.Sequential(nn.Conv2d(24, 32, 5, 1, 2))
+            self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                      nn.Flatten(), nn.Linear(64, 10))
+
+        def forward(self, x):
+            h = torch.relu(self.stem(x))
+            if bool(x.mean() > -100.0):
+                h = self.small(h)
+            else:
+                h = self.large(h)
+            return self.head(h)
+
+    torch.manual_seed(2)
+    x = images("u_torchscript_if", 32, 3, 48, 48)
+    net = torch.jit.script(Branchy().eval())
+    _torch_export(net, (torch.from_numpy(x[:1]),), path, ["input"], ["logits"],
+                  {"input": {0: "batch"}, "logits": {0: "batch"}}, exporter="torchscript", opset=16)
+    return Built({"input": x}, "torch.jit.script/torch.onnx (If)")
+
+
+def cond_residual(path: Path) -> Built:
+    """torch.cond choosing between two residual refinements of a feature map (dynamo exporter,
+    opset 18): the branches add their convolutions to the input they read from the main graph."""
+    import torch
+    from torch import nn
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 48, 3, 2, 1), nn.ReLU())
+            self.a = nn.Sequential(nn.Conv2d(48, 96, 1), nn.ReLU(), nn.Conv2d(96, 48, 1))
+            self.b = nn.Sequential(nn.Conv2d(48, 48, 3, 1, 1, groups=48), nn.ReLU(), nn.Conv2d(48, 48, 1))
+            self.head = nn.Sequential(nn.Conv2d(48, 64, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                      nn.Linear(64, 10))
+
+        def forward(self, x):
+            h = self.stem(x)
+            h = torch.cond(x.mean() > -100.0, lambda t: t + self.a(t), lambda t: t + self.b(t), (h,))
+            return self.head(h)
+
+    torch.manual_seed(3)
+    x = images("u_cond_residual", 32, 3, 48, 48)
+    net = Residual().eval()
+    _torch_export(net, (torch.from_numpy(x[:1]),), path, ["input"], ["logits"],
+                  {"input": {0: "batch"}, "logits": {0: "batch"}}, opset=18)
+    return Built({"input": x}, "torch.cond/torch.onnx (If, residual)")
+
+
 UNSEEN: dict[str, Callable[[Path], Built]] = {
     f.__name__: f for f in (
         mnasnet, googlenet, resnext, mobilenet_v3_large, regnet_x, ghostnet, mixnet, deit_tiny, mnasnet_opset9,
@@ -341,5 +427,7 @@ UNSEEN: dict[str, Callable[[Path], Built]] = {
         # second batch
         shufflenet_half, efficientnet_b1_tv, resnet34_dynamic_hw, rexnet, tf_mobilenetv3, mobilevit,
         bert_token_types, gpt2_ort, sklearn_regressor, keras_conv1d,
+        # third batch
+        torchscript_loop, torchscript_if, cond_residual,
     )
 }
