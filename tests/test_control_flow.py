@@ -252,6 +252,19 @@ def scan_rows(axis: int = 0, seed: int = 0) -> onnx.ModelProto:
     return _model(nodes, [_value("x", [4, 5])], [_value("y", [4, 2])], inits)
 
 
+def test_a_bias_shared_with_a_branch_is_one_copy_per_reader():
+    """Exporters write equal constants (zero biases) once: a branch's conv sharing the stem's bias
+    must not tie the two convs' channels together, in a body as in the main graph."""
+    proto = cond_cnn(stem=4, out=4)
+    light = next(a.g for a in proto.graph.node[2].attribute if a.name == "else_branch").node[0]
+    light.input[2] = "b1"
+    model = load(proto)
+    graph = DependencyGraph(model)
+    assert {g.id for g in graph.prunable_groups} == {"stem", "heavy_a", "light", "tail"}
+    feeds = _feeds(model.proto)
+    _removal_equals_masking(model, graph, {"stem": [1], "light": [0, 3]}, [feeds, {**feeds, "cond": np.array(False)}])
+
+
 def test_a_scan_body_prunes_unless_it_scans_the_channel_axis():
     model = load(scan_rows())
     graph = DependencyGraph(model)

@@ -1589,10 +1589,12 @@ _UNSHARE_MAX_ELEMENTS = 65536
 
 def _unshare_small_weights(graph: onnx.GraphProto) -> None:
     inits = {t.name: t for t in graph.initializer}
-    used = {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output}
-    used |= {v.name for v in graph.input}
+    # nodes inside If/Loop/Scan bodies too (their names are unique in the model, see _nested.py)
+    nodes = [n for g in _graphs(graph) for n in g.node]
+    used = {t.name for t in graph.initializer} | {o for n in nodes for o in n.output}
+    used |= {v.name for g in _graphs(graph) for v in g.input}
     readers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
-    for node in graph.node:
+    for node in nodes:
         for i, name in enumerate(node.input):
             if name in inits:
                 readers.setdefault(name, []).append((node, i))
