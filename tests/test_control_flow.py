@@ -340,6 +340,17 @@ def test_an_if_inside_a_loop_body_prunes_with_the_state():
     assert removed.macs() == 3 * 3 + 2 * 9 + 3 * 2
 
 
+def test_a_body_without_declared_state_shapes_stays_whole_and_its_macs_are_named_uncounted():
+    proto = loop_mlp()
+    body = proto.graph.node[2].attribute[0].g
+    for v in [*body.input[2:], *body.output[1:]]:
+        v.type.tensor_type.ClearField("shape")  # onnx's Loop inference does not give a state a shape
+    model = load(proto)
+    assert model.uncounted_macs() == ["fc2", "refine"]  # (the final state has no shape either)
+    graph = DependencyGraph(model)
+    assert "Gemm node 'refine' reads an unknown rank" in graph.group("fc1").frozen
+
+
 def test_a_state_that_starts_outside_every_group_freezes_the_body_units():
     graph = DependencyGraph(load(loop_mlp(state_input=True)))
     reason = graph.group("refine").frozen

@@ -642,10 +642,11 @@ class Model:
         return sum(self.node_macs(n) for n in self.proto.graph.node)
 
     def uncounted_macs(self) -> list[str]:
-        """Main-graph nodes that do multiply-accumulate but whose MACs cannot be counted (their
-        shapes stay unknown, even at the assumed input sizes): :meth:`macs` is then a lower bound."""
+        """Nodes (in the main graph or inside control-flow bodies) that do multiply-accumulate but
+        whose MACs cannot be counted (their shapes stay unknown, even at the assumed input sizes):
+        :meth:`macs` is then a lower bound."""
         ops = MAC_WEIGHTED_OPS | {"Attention", "GRU", "LSTM", "RNN"}
-        return [n.name for n in self.proto.graph.node if n.op_type in ops and not self.node_macs(n)]
+        return [n.name for g in _graphs(self.proto.graph) for n in g.node if n.op_type in ops and not self.node_macs(n)]
 
     def params(self) -> int:
         """Elements of all weight tensors (float and 8/4-bit integer initializers, subgraphs
