@@ -215,6 +215,54 @@ def test_greedy_commits_the_best_step_alone_when_the_joined_state_fails(cnn, mon
     assert search.loop._joined < len(search.slots)  # fewer joined after each failure
 
 
+def test_greedy_keeps_a_joined_state_only_within_the_slack_it_was_planned_in(cnn, monkeypatch):
+    """A joined state that passes but takes more than half the slack left is not committed (the
+    steps together went further than one step at a time would): the best step goes alone."""
+    from pyprune.search import PruningProblem
+
+    model, data = cnn
+    trial = PruningProblem.trial
+    spent = []
+
+    def nearly_at_the_floor(self, counts, orders=None, recover=False, early_stop=False):
+        evaluation = trial(self, counts, orders, recover, early_stop)
+        if recover is True and sum(counts[k] != self.counts[k] for k in counts) > 1:
+            spent.append(counts)
+            return replace(evaluation, metric=self.threshold + 1e-9, passed=True)
+        return evaluation
+
+    monkeypatch.setattr(PruningProblem, "trial", nearly_at_the_floor)
+    search = Search("greedy", model, data, target=MACs(0.5), max_drop=0.02, recovery="lstsq", holdout=0.0,
+                    **FAST)
+    result = search.run()
+    assert spent and not _joined(result)
+    assert search.loop._joined < len(search.slots)  # fewer joined after each refusal
+
+
+def test_ranking_drops_are_scaled_by_what_full_judgements_kept(cnn, ranked):
+    """Joined commits plan with a ranking judgement's drop scaled by the largest share of it the
+    full judgements kept lately; drops judged on all the data, or before enough were learned,
+    are taken as they are."""
+    from pyprune.search.greedy import _KEPT_OF
+
+    model, data = cnn
+    search = Search("greedy", model, data, target=MACs(0.5), metric="cosine", max_drop=0.01, recovery="lstsq",
+                    holdout=0.0, **FAST)
+    result = search.run()
+    loop, p = search.loop, search.problem
+    assert loop._kept and all(k >= 0 for k in loop._kept)  # learned from the run's confirmations
+    loop._base = (p.current.metric, p.current.loss)
+    ranked_eval = replace(p.current, metric=p.current.metric - 0.01, samples=16)
+    loop._kept = [0.5] * (_KEPT_OF - 1)
+    assert loop._expected_drop(p, ranked_eval) == pytest.approx(0.01)  # too few learned yet
+    loop._kept = [0.9, 0.1, 0.2, 0.3, 0.25][-_KEPT_OF:]
+    assert loop._expected_drop(p, ranked_eval) == pytest.approx(0.01 * max(loop._kept[-_KEPT_OF:]))
+    assert loop._expected_drop(p, replace(ranked_eval, samples=None)) == pytest.approx(0.01)
+    loop._kept = [3.0] * _KEPT_OF  # a full judgement dropped more: never scaled up
+    assert loop._expected_drop(p, ranked_eval) == pytest.approx(0.01)
+    assert result.metric >= search.threshold
+
+
 def _diverging(monkeypatch) -> list[int]:
     """Recovery passes whose outputs move further from the original each time: the count of
     passes run per settle."""
