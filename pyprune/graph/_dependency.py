@@ -1,11 +1,12 @@
 """Dependency groups: the smallest sets of coupled weight slices that must be removed together.
 
-One walk over the main graph in topological order. Every producer of prunable units (Conv
-output channels, Gemm/MatMul output features) allocates one *unit* per output position; the
-op rules (``_rules.py``) carry per-position labels forward and record what each unit is coupled
-to. Joins (residual Add, SE Mul, Concat along another axis, shared weights) unite units with a
-union-find, so a unit of the final graph is an equivalence class of allocated units, and a group
-is a connected set of producers and the classes they share.
+One walk over the main graph in topological order, entering If/Loop/Scan bodies where their node
+stands (``rules/control.py``). Every producer of prunable units (Conv output channels, Gemm/MatMul
+output features) allocates one *unit* per output position; the op rules (``rules/``) carry
+per-position labels forward and record what each unit is coupled to. Joins (residual Add, SE Mul,
+Concat along another axis, shared weights) unite units with a union-find, so a unit of the final
+graph is an equivalence class of allocated units, and a group is a connected set of producers and
+the classes they share.
 """
 
 from __future__ import annotations

@@ -28,9 +28,9 @@ def _walk_body(w: Walk, graph: onnx.GraphProto) -> None:
 
 
 def _joined(w: Walk, node: onnx.NodeProto, values: list[str], why: str):
-    """The labels shared by ``values`` (one per body, all on one axis of equal rank), united across
-    them; None (and every labelled one frozen with ``why``) when they differ or only some carry
-    channels; also None when none does."""
+    """The labels shared by ``values`` (an output of each branch, or a state as it enters and
+    leaves a body; all on one axis of equal rank), united across them; None (and every labelled one
+    frozen with ``why``) when they differ or only some carry channels; also None when none does."""
     infos = [w.info(v) if v else None for v in values]
     labelled = [i for i in infos if i is not None]
     if not labelled:
