@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import pyprune as pp
 from pyprune.evaluate import MaskedSession
-from pyprune.graph import DependencyGraph, Model, load
+from pyprune.graph import DependencyGraph, Model, load, maskable_weights
 from pyprune.surgery import insert_masks, remove_units
 
 OPSET = 17
@@ -398,3 +398,18 @@ def test_pruning_reaches_into_the_bodies(build, feeds, importance, tmp_path):
     sample = {k: (v[:2] if v.ndim else v) for k, v in data.items()}
     for got, want in zip(_run(again, sample), _run(proto, sample)):
         assert got.shape == want.shape
+
+
+@pytest.mark.parametrize("strategy", ["oneshot", "greedy"])
+def test_weight_masks_reach_into_the_bodies(strategy):
+    proto = loop_mlp(hidden=16)
+    model = load(proto)
+    assert "bw" in {w.name for w in maskable_weights(model)}  # the Loop body's Gemm
+    result = pp.prune(model, pp.Dataset(_feeds(proto, batch=16)), strategy=strategy, granularity="weight",
+                      target=pp.Sparsity(0.5), max_drop=None if strategy == "oneshot" else 0.2,
+                      measure_latency=False, quiet=True)
+    assert result.met, result.statement
+    onnx.checker.check_model(result.model.proto, full_check=True)
+    assert np.count_nonzero(result.model.weight("bw")) < model.weight("bw").size
+    sample = _feeds(proto, batch=2)
+    assert _run(result.model, sample)[0].shape == _run(proto, sample)[0].shape

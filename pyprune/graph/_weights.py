@@ -18,6 +18,7 @@ from onnx import helper
 
 from .. import core
 from ._model import Model
+from ._nested import nested_nodes
 
 __all__ = [
     "MaskableWeight",
@@ -63,10 +64,11 @@ class MaskableWeight:
 
 
 def maskable_weights(model: Model) -> list[MaskableWeight]:
-    """The float weight operands of the main graph's Conv, ConvTranspose, Gemm and MatMul nodes
-    (and of ONNX Runtime's fused ``Attention``, whose packed QKV weight is a MatMul's)."""
+    """The float weight operands of Conv, ConvTranspose, Gemm and MatMul nodes, in the main graph
+    or inside If/Loop/Scan bodies (and of ONNX Runtime's fused ``Attention``, whose packed QKV
+    weight is a MatMul's)."""
     found: dict[str, list[tuple[str, str, int]]] = {}
-    for node in model.nodes:
+    for node in [*model.nodes, *(inner for inner, _ in nested_nodes(model.graph))]:
         if node.domain not in ("", "ai.onnx") and not _fused_attention(node):
             continue
         for name, axis in _weight_operands(model, node):
