@@ -292,6 +292,43 @@ def test_control_flow_bodies_prune_with_everything_outside():
     assert result.met and result.model.macs() <= 0.4 * model.macs()
 
 
+# -- declared types without shapes ------------------------------------------------------------------
+
+
+def typed_constants_model() -> onnx.ModelProto:
+    """paddle2onnx 2.x's squeeze-excitation bias: a Constant reshaped by a shape read through an
+    Identity, and every value declared with its element type only (no shape)."""
+    nodes = [
+        helper.make_node("Constant", [], ["se.b"], value=numpy_helper.from_array(_w(8, scale=0.1), "se.b")),
+        helper.make_node("Constant", [], ["shape.c"], value=numpy_helper.from_array(np.array([1, -1, 1, 1]), "s")),
+        helper.make_node("Identity", ["shape.c"], ["shape"]),
+        helper.make_node("Reshape", ["se.b", "shape"], ["bias"]),
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c1", "bias"], ["a1"]),
+        helper.make_node("Relu", ["a1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["y"]),
+    ]
+    proto = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 6, 6])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 6, 6])],
+                   {"w1": _w(8, 3, 3, 3), "w2": _w(4, 8, 1, 1)})
+    proto.graph.value_info.extend(helper.make_empty_tensor_value_info(v) for v in ("bias", "a1", "r1"))
+    for v in proto.graph.value_info:
+        v.type.tensor_type.elem_type = TensorProto.FLOAT
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def test_declared_types_without_shapes_do_not_hide_a_folded_weights_shape():
+    proto = typed_constants_model()
+    model = pp.load(proto)
+    assert model.shape("bias") == [1, 8, 1, 1] and model.shape("a1") == ["N", 8, 6, 6]
+    x = RNG.standard_normal((8, 3, 6, 6)).astype(np.float32)
+    result = pp.prune(model, pp.Dataset({"x": x}), strategy="oneshot", target=pp.MACs(0.6), max_drop=None,
+                      measure_latency=False, quiet=True)
+    assert result.met and result.report.removed  # the Conv's channels, with the reshaped bias
+    _valid(result.model, proto, {"x": x[:2]})
+
+
 # -- symbolic image sizes --------------------------------------------------------------------------------
 
 

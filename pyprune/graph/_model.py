@@ -1841,7 +1841,11 @@ def _skeleton(proto: onnx.ModelProto, keep_elements: int = _SKELETON_MAX_ELEMENT
     g.node.extend(src.node)
     g.input.extend(src.input)
     g.output.extend(src.output)
-    g.value_info.extend(src.value_info)
+    # A value that is a weight (an exporter's constant, or one folded on load) is typed by the
+    # weight: a declared type without a shape (paddle2onnx declares every value so) would hide the
+    # weight's dims from inference, and with them the shapes of everything it feeds.
+    weights = {t.name for t in src.initializer}
+    g.value_info.extend(v for v in src.value_info if v.name not in weights)
     g.sparse_initializer.extend(src.sparse_initializer)
     for t in src.initializer:
         if int(np.prod(t.dims, dtype=np.int64)) <= keep_elements:
