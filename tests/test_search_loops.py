@@ -251,15 +251,14 @@ def test_ranking_drops_are_scaled_by_what_full_judgements_kept(cnn, ranked):
     result = search.run()
     loop, p = search.loop, search.problem
     assert loop._kept and all(k >= 0 for k in loop._kept)  # learned from the run's confirmations
-    loop._base = (p.current.metric, p.current.loss)
-    ranked_eval = replace(p.current, metric=p.current.metric - 0.01, samples=16)
+    ranked_eval = replace(p.current, samples=16)
     loop._kept = [0.5] * (_KEPT_OF - 1)
-    assert loop._expected_drop(p, ranked_eval) == pytest.approx(0.01)  # too few learned yet
+    assert loop._share_kept(ranked_eval) == 1.0  # too few learned yet
     loop._kept = [0.9, 0.1, 0.2, 0.3, 0.25][-_KEPT_OF:]
-    assert loop._expected_drop(p, ranked_eval) == pytest.approx(0.01 * max(loop._kept[-_KEPT_OF:]))
-    assert loop._expected_drop(p, replace(ranked_eval, samples=None)) == pytest.approx(0.01)
+    assert loop._share_kept(ranked_eval) == pytest.approx(max(loop._kept[-_KEPT_OF:]))
+    assert loop._share_kept(replace(ranked_eval, samples=None)) == 1.0
     loop._kept = [3.0] * _KEPT_OF  # a full judgement dropped more: never scaled up
-    assert loop._expected_drop(p, ranked_eval) == pytest.approx(0.01)
+    assert loop._share_kept(ranked_eval) == 1.0
     assert result.metric >= search.threshold
 
 

@@ -224,24 +224,24 @@ class GreedySearch(Loop):
         base = self._base[0] if base is None else base
         return max(0.0, base - evaluation.metric if p.metric.direction == "higher" else evaluation.metric - base)
 
-    def _learn_kept(self, p: PruningProblem, ranked_drop: float, judged: Evaluation) -> None:
+    def _learn_kept(self, ranked_drop: float, full_drop: float) -> None:
         """Record how much of a ranking judgement's metric drop the full judgement on all the data
         kept (only where candidates are ranked on part of the data)."""
         if self._samples is not None and ranked_drop > 0:
-            self._kept.append(self._drop(p, judged, p.current.metric) / ranked_drop)
+            self._kept.append(full_drop / ranked_drop)
 
-    def _expected_drop(self, p: PruningProblem, evaluation: Evaluation) -> float:
-        """The metric drop a candidate is expected to cause once judged in full.
+    def _share_kept(self, evaluation: Evaluation) -> float:
+        """The share of a candidate's metric drop it is expected to keep once judged in full.
 
         Ranking judgements (part of the data, statistics matching on the committed corrections)
-        overstate it: on a ResNet-18 the full recovery a commit runs leaves 5-25 % of their drop.
+        overstate the drop: on a ResNet-18 the full recovery a commit runs leaves 5-25 % of it.
         Taken as it is, half the slack admitted one companion step at most; scaled by the
         largest share kept over the last few steps judged both ways, it admits what the full
-        judgement of the joined state (which follows anyway) then shows to fit."""
-        drop = self._drop(p, evaluation)
+        judgement of the joined state (which follows anyway) then shows to fit. 1 for drops
+        judged on all the data, and until enough were learned."""
         if evaluation.samples is None or len(self._kept) < _KEPT_OF:
-            return drop
-        return drop * min(1.0, max(self._kept[-_KEPT_OF:]))
+            return 1.0
+        return min(1.0, max(self._kept[-_KEPT_OF:]))
 
     def _confirm(self, p: PruningProblem, best: _Candidate, steps: dict[str, int]) -> _Candidate | None:
         """Judge a step ranked on part of the data on all of it, with the full recovery a commit
@@ -249,7 +249,7 @@ class GreedySearch(Loop):
         from this state, and its slot's step is halved)."""
         rank, sid, m, ranked, orders = best
         judged = p.trial({**p.counts, sid: m}, orders, recover=True)
-        self._learn_kept(p, self._drop(p, ranked), judged)
+        self._learn_kept(self._drop(p, ranked), self._drop(p, judged, p.current.metric))
         if judged.passed:
             return rank, sid, m, judged, orders
         self._refuted.add((sid, p.counts[sid], m))
@@ -271,28 +271,30 @@ class GreedySearch(Loop):
         # ... and only steps about as cheap as the best, so that joining does not change the order
         # greedy would take them in by much
         passing = [c for c in passing if c[0] <= _JOIN_RANK * max(best[0], 0.0)]
-        used = self._expected_drop(p, best[3])
-        ranked = self._drop(p, best[3])
+        ranked = self._drop(p, best[3])  # the drops as judged, and as expected in full
+        used = ranked * self._share_kept(best[3])
         state = {**p.counts, best[1]: best[2]}
         joined = [best]
         for candidate in passing:
             if len(joined) >= self._joined or p.reached(state):
                 break
-            drop = self._expected_drop(p, candidate[3])
-            if used + drop > slack / 2:
+            drop = self._drop(p, candidate[3])
+            expected = drop * self._share_kept(candidate[3])
+            if used + expected > slack / 2:
                 continue
-            used += drop
-            ranked += self._drop(p, candidate[3])
+            used += expected
+            ranked += drop
             state[candidate[1]] = candidate[2]
             joined.append(candidate)
         if len(joined) < 2:
             return False
         evaluation = p.trial(state, recover=True)
-        self._learn_kept(p, ranked, evaluation)
+        full = self._drop(p, evaluation, p.current.metric)
+        self._learn_kept(ranked, full)
         # A joined state is kept only within the half of the slack it was planned in: steps that
         # pass alone can together take most of it (two stages' channels of a ResNet-18 took the
         # cosine from 0.9995 to 0.9901 at once), and greedy one step at a time would not go there.
-        if not evaluation.passed or self._drop(p, evaluation, p.current.metric) > slack / 2:
+        if not evaluation.passed or full > slack / 2:
             self._joined = max(1, self._joined // 2)
             return False
         action = "remove " + ", ".join(f"{m - p.counts[sid]} of {sid}" for _, sid, m, _, _ in joined)

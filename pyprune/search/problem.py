@@ -720,8 +720,7 @@ class PruningProblem:
             self.recovery.restore(best[1])
             outs = best[2]
             if partial:  # fitted on part of the data: judged on all of it
-                affine, weights = self.recovery.feed(masks.weights)
-                outs = self.session.run(masks.groups, masks.gates, weights, affine)
+                outs = self._run_corrected(masks)
         return replace(self._judge(outs, counts, orders, count), corrections=self.recovery.snapshot())
 
     def _cut_fraction(self, counts: Mapping[str, int], orders: Orders | None) -> float:
@@ -729,6 +728,11 @@ class PruningProblem:
         non-zeros it removes."""
         c, b = self.cost(counts, orders), self.base_cost
         return max(1 - c.macs / max(b.macs, 1), 1 - c.params / max(b.params, 1), 1 - c.nonzeros / max(b.nonzeros, 1))
+
+    def _run_corrected(self, masks: Any) -> list[np.ndarray]:
+        """The outputs of a state's masks under the corrections recovery holds now."""
+        affine, weights = self.recovery.feed(masks.weights)
+        return self.session.run(masks.groups, masks.gates, weights, affine)
 
     def _settle_fitted(self, masks: Any, changed: set[str], full: bool, passes: int,
                        moved: set[str] | None) -> tuple[tuple[float, Any, list[np.ndarray]] | None, bool]:
@@ -779,8 +783,7 @@ class PruningProblem:
             if change < _SETTLED or (i == passes - 1 and passes == 2) or worse >= _DIVERGING:
                 break
         else:
-            affine, weights = self.recovery.feed(masks.weights)
-            consider(self.session.run(masks.groups, masks.gates, weights, affine), self.recovery.snapshot())
+            consider(self._run_corrected(masks), self.recovery.snapshot())
         if not plain_fed and (full or not self._uncorrected_hopeless):
             corrected = best
             plain = consider(self.session.run(masks.groups, masks.gates, masks.weights, {}), ({}, {}, {}, {}))
