@@ -371,22 +371,28 @@ class Recovery:
     def _fitting(self, batch: Batch) -> bool:
         return self.fit_rows is None or batch.stop <= self.fit_rows
 
-    def calibrate(self, session: MaskedSession) -> list[np.ndarray]:
+    def calibrate(self, session: MaskedSession, parts: Sequence[int] = ()) -> list[np.ndarray]:
         """Run the unpruned model once: its outputs (returned: the session's reference), the BN
-        input and layer output statistics it had, and the refit targets (sampled output rows)."""
+        input and layer output statistics it had, and the refit targets (sampled output rows).
+
+        ``parts``: first-sample counts the corrections may be fitted on instead of all the
+        fitted data (costly models, where every recovery pass runs the data). The smallest in
+        which every least-squares refit still has enough rows for its unknowns, its rows sampled
+        at the rate it has on all the data, becomes :attr:`fit_rows` (statistics, refits and
+        their rows then come from it alone); none: all the data, as without ``parts``."""
         running = {name: RunningChannelStats(name, axis, moments_only=True) for name, axis in self.capture.items()}
         refit = [lin for lin in self.linears.values() if lin.fit != "stats"]
-        total_rows = {lin.node: 0 for lin in refit}
+        stops: dict[int, int] = {}  # batch start -> stop
 
         def visit(batch: Batch, values: dict[str, np.ndarray]) -> None:
             if not self._fitting(batch):
                 return
+            stops[batch.start] = batch.stop
             for name, stats in running.items():
                 stats.update(values[name])
             for lin in refit:
                 y = values[lin.tensor]
                 rows = conv_output_rows(y) if lin.conv else self._tokens(y, batch)
-                total_rows[lin.node] += rows.shape[0]
                 lin.targets[batch.start] = rows.astype(np.float32)
 
         outputs = session.stream(visit)
@@ -394,22 +400,48 @@ class Recovery:
         self.unpruned = {bn.node: (stats[bn.point.tensor].mean, stats[bn.point.tensor].var) for bn in self.batchnorms}
         for lin in self.linears.values():
             lin.mean0, lin.var0 = stats[lin.tensor].mean, stats[lin.tensor].var
+
+        def rows_in(lin: _Linear, samples: int | None) -> int:
+            return sum(t.shape[0] for start, t in lin.targets.items() if samples is None or stops[start] <= samples)
+
+        total = {lin.node: rows_in(lin, None) for lin in refit}
+
+        def enough(lin: _Linear, samples: int) -> bool:
+            # The refit keeps the same share of each batch's rows whatever part it is fitted on
+            # (fewer rows, the same cost per row); enough when it can still be solved.
+            kept, needed = self._rows_kept(lin, total[lin.node]), _ROWS_PER_UNKNOWN * (self._columns(lin) + 1)
+            return not kept or kept * rows_in(lin, samples) >= needed * total[lin.node]
+
+        part = next((n for n in sorted(parts) if all(enough(lin, n) for lin in refit)), None)
+        if part is not None:
+            self.fit_rows = part
+            for lin in refit:
+                lin.targets = {start: t for start, t in lin.targets.items() if stops[start] <= part}
         for lin in refit:
-            self._sample_rows(lin, total_rows[lin.node])
+            self._sample_rows(lin, total[lin.node])
         self._corrected.clear()  # which layers refit is known now
         return outputs
+
+    def _columns(self, lin: _Linear) -> int:
+        """Input columns of ``lin``'s least-squares problem (im2col columns of a convolution)."""
+        w = self.model.weight(lin.weight)
+        transposed = lin.op == "Gemm" and _attr(self.model.node(lin.node), "transB", 0)
+        return int(np.prod(w.shape[1:])) if lin.conv else int(w.shape[1] if transposed else w.shape[0])
+
+    def _rows_kept(self, lin: _Linear, total: int) -> int:
+        """How many of ``total`` output rows a refit of ``lin`` keeps (0: too few to refit)."""
+        columns = self._columns(lin)
+        if total < _ROWS_PER_UNKNOWN * (columns + 1) or columns > _MAX_COLUMNS:
+            return 0
+        return min(total, max(_MIN_ROWS, _ROWS_PER_COLUMN * (columns + 1)))
 
     def _sample_rows(self, lin: _Linear, total: int) -> None:
         """Fix which output rows a refit uses (the same in every pass), or fall back to
         statistics when the data has too few rows for the layer's unknowns."""
-        w = self.model.weight(lin.weight)
-        columns = int(np.prod(w.shape[1:])) if lin.conv else (w.shape[0] if lin.op != "Gemm" or not
-                                                               _attr(self.model.node(lin.node), "transB", 0)
-                                                               else w.shape[1])
-        if total < _ROWS_PER_UNKNOWN * (columns + 1) or columns > _MAX_COLUMNS:
+        cap = self._rows_kept(lin, total)
+        if not cap:
             lin.fit, lin.targets = "stats", {}
             return
-        cap = max(_MIN_ROWS, _ROWS_PER_COLUMN * (columns + 1))
         if total <= cap:
             return
         rng = np.random.default_rng((self.seed * 1_000_003 + zlib.crc32(lin.node.encode())) & 0x7FFFFFFF)

@@ -262,6 +262,36 @@ def test_ranking_drops_are_scaled_by_what_full_judgements_kept(cnn, ranked):
     assert result.metric >= search.threshold
 
 
+def test_ranked_steps_failing_as_judged_are_offered_when_their_expected_drop_fits(cnn, ranked):
+    """A step ranked on part of the data that failed the constraint there is still offered (and
+    then judged in full) when the share of its drop full judgements kept lately fits in half the
+    slack; not before enough shares were learned, and never on a judgement of all the data or
+    one stopped early."""
+    from pyprune.search.greedy import _KEPT_OF
+
+    model, data = cnn
+    search = Search("greedy", model, data, target=MACs(0.5), metric="cosine", max_drop=0.01, recovery="lstsq",
+                    holdout=0.0, **FAST)
+    search.run()
+    loop, p = search.loop, search.problem
+    assert p.current.passed
+    loop._base = (p.current.metric, p.current.loss)
+    slack = p.current.metric - p.threshold
+
+    def ranked_drop(times: float, **changes):
+        return replace(p.current, **{"metric": p.current.metric - times * slack, "passed": False, "samples": 16,
+                                     **changes})
+
+    loop._kept = [0.1] * _KEPT_OF
+    assert loop._passes(p, ranked_drop(4))  # 0.4 of the slack expected
+    assert not loop._passes(p, ranked_drop(6))  # 0.6: more than half
+    assert not loop._passes(p, ranked_drop(4, samples=None))
+    assert not loop._passes(p, ranked_drop(4, stopped_early=True))
+    assert loop._passes(p, replace(p.current, samples=16))  # passed as judged
+    loop._kept = [0.1] * (_KEPT_OF - 1)
+    assert not loop._passes(p, ranked_drop(4))
+
+
 def _diverging(monkeypatch) -> list[int]:
     """Recovery passes whose outputs move further from the original each time: the count of
     passes run per settle."""
@@ -432,8 +462,12 @@ def test_later_passes_reuse_least_squares_sums_whose_inputs_did_not_change(mlp, 
 
 def test_costly_models_decide_how_far_to_correct_on_the_ranking_part(mlp, ranked, monkeypatch):
     """Both ways of correcting below a refit are tried on the ranking part; the chosen one then
-    runs on the recovery part (twice as many samples; its sums are not taken from the ranking
-    part's), and the state is judged on all the data."""
+    runs on the recovery part (here twice as many samples: the refit needs more rows than the
+    ranking part holds; its sums are not taken from the ranking part's), and the state is
+    judged on all the data."""
+    import pyprune.recovery as recovery_module
+
+    monkeypatch.setattr(recovery_module, "_ROWS_PER_UNKNOWN", 4)
     from pyprune.search import PruningProblem
 
     model, data = mlp
@@ -454,6 +488,28 @@ def test_costly_models_decide_how_far_to_correct_on_the_ranking_part(mlp, ranked
     assert fitted == 2 * part < whole
     assert spans == [(True, part), (False, part), (p.recovery.refits_end_paths, fitted)]
     assert evaluation.samples is None and evaluation.outputs[0].shape[0] == whole
+
+
+@pytest.mark.parametrize("rows_per_unknown, parts", [(2, 1), (4, 2), (6, None)])
+def test_the_recovery_part_is_the_least_that_keeps_every_refit(mlp, ranked, monkeypatch, rows_per_unknown, parts):
+    """Full recoveries fit on the ranking part when every least-squares refit keeps enough rows
+    there for its unknowns (its rows sampled at the rate it has on all the data), else on twice
+    it, else on all the data; statistics and refit rows then come from that part alone."""
+    import pyprune.recovery as recovery_module
+
+    monkeypatch.setattr(recovery_module, "_ROWS_PER_UNKNOWN", rows_per_unknown)
+    model, data = mlp
+    p = Search("greedy", model, data, target=MACs(0.5), max_drop=None, recovery="lstsq", **FAST).problem
+    refits = [lin for lin in p.recovery.linears.values() if lin.fit == "lstsq"]
+    assert p.rank_samples == 90 and refits  # the digits MLP's output layer: 32 inputs + intercept
+    assert p.recovery_samples == (None if parts is None else parts * p.rank_samples)
+    fitted_on = p.recovery_samples or p.fit_samples
+    assert p.recovery.fit_rows == p.recovery_samples
+    for lin in refits:  # one row per sample here: every sample of the part, none past it
+        assert sum(t.shape[0] for t in lin.targets.values()) == fitted_on
+        assert rows_per_unknown * (p.recovery._columns(lin) + 1) <= fitted_on
+    state = {s.id: s.size // 3 for s in p.slots}
+    assert p.trial(state, recover=True).loss < p.evaluate(state, corrections="none", count=False).loss
 
 
 def test_costly_models_fit_recovery_on_part_and_judge_on_all(mlp, ranked):

@@ -230,20 +230,23 @@ class PruningProblem:
         self._session: MaskedSession | None = MaskedSession(self.model, self.dataset, **self._session_arguments)
         self._released_reference: list[np.ndarray] | None = None
         self._executor: Executor | None = None
-        if self.recovery.active:  # the unpruned statistics come with the reference outputs
-            self.session.reference = self.recovery.calibrate(self.session)
         #: Calibration samples a loop may rank candidates on (the first batches of the fitted
         #: part; :meth:`trials` with ``samples``), None when every run covers all of them anyway.
         self.rank_samples: int | None = None
         if ranking is not None:
             covered = self.session.samples_in_first(ranking)
             self.rank_samples = covered if covered < self.fit_samples else None
-        #: Calibration samples a full recovery fits its corrections on (twice the ranking part),
-        #: None: all of them. The state is then judged on all the data under those corrections.
+        #: Calibration samples a full recovery fits its corrections on (the ranking part, or twice
+        #: it where the refits need the rows), None: all of them. The state is then judged on all
+        #: the data under those corrections.
         self.recovery_samples: int | None = None
-        if self.rank_samples is not None:
-            covered = self.session.samples_in_first(2 * self.rank_samples)
-            self.recovery_samples = covered if covered < self.fit_samples else None
+        if self.recovery.active:  # the unpruned statistics come with the reference outputs
+            fit_parts = [] if self.rank_samples is None else sorted(
+                {n for n in (self.rank_samples, self.session.samples_in_first(2 * self.rank_samples))
+                 if n < self.fit_samples})
+            self.session.reference = self.recovery.calibrate(self.session, fit_parts)
+            if self.recovery.fit_rows in fit_parts:
+                self.recovery_samples = self.recovery.fit_rows
         self._ranking: int | None = None  # set while judging on the first samples only
         fetched = self.session.output_names
         self.metric = _metrics.for_data(options.metric, self.dataset.has_labels,
