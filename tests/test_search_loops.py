@@ -490,6 +490,33 @@ def test_costly_models_decide_how_far_to_correct_on_the_ranking_part(mlp, ranked
     assert evaluation.samples is None and evaluation.outputs[0].shape[0] == whole
 
 
+def test_a_decision_on_the_recovery_part_is_the_recovery(mlp, ranked, monkeypatch):
+    """Where the recovery part is the ranking part, the chosen way's run in the decision is the
+    full recovery (not run a third time); the state is still judged on all the data, and as its
+    corrections judge it."""
+    from pyprune.search import PruningProblem
+
+    model, data = mlp
+    settle = PruningProblem._settle
+    spans = []
+
+    def spy(self, masks, changed, full, passes, moved):
+        spans.append((self.recovery.refits_end_paths, self.session.batches[-1].stop))
+        return settle(self, masks, changed, full, passes, moved)
+
+    monkeypatch.setattr(PruningProblem, "_settle", spy)
+    p = Search("greedy", model, data, target=MACs(0.5), max_drop=None, recovery="lstsq", **FAST).problem
+    part = p.rank_samples
+    assert part is not None and p.recovery_samples == part and p.recovery.ends_adaptive
+    state = {s.id: s.size // 3 for s in p.slots}
+    evaluation = p.trial(state, recover=True)
+    assert spans == [(True, part), (False, part)]
+    assert evaluation.samples is None and evaluation.outputs[0].shape[0] == len(p.dataset)
+    again = p.evaluate(state, corrections=evaluation.corrections, count=False)
+    assert evaluation.metric == again.metric and evaluation.loss == again.loss
+    assert evaluation.loss < p.evaluate(state, corrections="none", count=False).loss
+
+
 @pytest.mark.parametrize("rows_per_unknown, parts", [(2, 1), (4, 2), (6, None)])
 def test_the_recovery_part_is_the_least_that_keeps_every_refit(mlp, ranked, monkeypatch, rows_per_unknown, parts):
     """Full recoveries fit on the ranking part when every least-squares refit keeps enough rows

@@ -699,12 +699,13 @@ class PruningProblem:
             # first cut the two are often close, so a close decision is taken again as the cut grows.
             # On a costly model both ways are tried on the ranking part of the data, and the
             # chosen one is then run on all of it.
-            start, tried = self.recovery.snapshot(), {}
+            start, tried, flags = self.recovery.snapshot(), {}, {}
             part = self.rank_samples
             with self._on_part(part):
                 for ends in (True, False):
                     self.recovery.refits_end_paths = ends
                     tried[ends] = self._settle(masks, changed, full, passes, moved)
+                    flags[ends] = (self._uncorrected_hopeless, self._reestimate_helped)
                     self.recovery.restore(start)
             losses = {e: math.inf if r is None else r[0] for e, r in tried.items()}
             ends = min(losses, key=lambda e: losses[e])
@@ -712,8 +713,13 @@ class PruningProblem:
             self._decided_at = saving
             if losses[not ends] > _DECISIVE * losses[ends]:
                 self.recovery.ends_adaptive = False  # a clear winner stays: no second run per commit
-            best, partial = (tried[ends], False) if part is None else self._settle_fitted(
-                masks, changed, full, passes, moved)
+            if part is None or part == self.recovery_samples:
+                # Fitted on the recovery part already (all the data, or a part that is also the
+                # ranking part): the chosen way's run is the recovery.
+                best, partial = tried[ends], part is not None
+                self._uncorrected_hopeless, self._reestimate_helped = flags[ends]
+            else:
+                best, partial = self._settle_fitted(masks, changed, full, passes, moved)
         else:
             best, partial = self._settle_fitted(masks, changed, full, passes, moved)
         if best is None:  # nothing finite: judge the uncorrected outputs (they fail the constraint)
