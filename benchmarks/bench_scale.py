@@ -364,8 +364,8 @@ def main() -> None:
     parser.add_argument("--only", choices=("greedy", "rounds", "executors", "weights", "big"), default=None)
     parser.add_argument("--big-gib", type=float, default=None, help="size of the generated model (default 3; 0.3 quick)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure as JSON")
-    parser.add_argument("--models", default=None, help="--only rounds: comma-separated model names "
-                        "(default: ResNet-18)")
+    parser.add_argument("--models", default=None, help="comma-separated model names (resnet18, resnet50, "
+                        "bert_base) for the greedy runs (default: all) and --only rounds (default: resnet18)")
     parser.add_argument("--variants", type=int, default=len(VARIANTS), help="--only rounds: how many greedy "
                         "variants run on ResNet-18 (the default first)")
     args = parser.parse_args()
@@ -375,8 +375,10 @@ def main() -> None:
         if args.only in (None, "greedy", "rounds", "executors"):
             models = ensure_models(args.torch_python, args.quick)
         if args.only in (None, "greedy"):
-            limits = {n: args.limit or (30 if args.quick else (120 if n.startswith("resnet18") else 300)) for n in models}
-            rows = bench_greedy(models, args.baseline_python, limits, work)
+            chosen = args.models.split(",") if args.models else list(models)
+            limits = {n: args.limit or (30 if args.quick else (120 if n.startswith("resnet18") else 300))
+                      for n in models if n in chosen}
+            rows = bench_greedy({n: models[n] for n in limits}, args.baseline_python, limits, work)
             print("\nGreedy to 0.5 MACs, cosine may drop 0.01, 64 random samples; same wall limit for every run")
             print(table(["model", "pyprune", "wall s", "CPU s", "evaluations", "MACs", "cosine", "target met", "load"],
                         rows))
