@@ -212,6 +212,60 @@ def test_statistics_matching_restores_each_corrected_layers_mean_and_variance(cn
     np.testing.assert_allclose(v1, v0, rtol=1e-3, atol=1e-4)
 
 
+def test_a_convolutions_refit_rows_are_sampled_as_they_arrive(cnn_data, monkeypatch):
+    """A convolution's output rows are sampled batch by batch as calibration runs (its rows per
+    sample are fixed, so the total is known from the first batch): each batch keeps its share of
+    the rows the refit keeps, and every kept target row is the unpruned output at its index."""
+    import pyprune.recovery as recovery_module
+
+    monkeypatch.setattr(recovery_module, "_MIN_ROWS", 0)
+    monkeypatch.setattr(recovery_module, "_ROWS_PER_COLUMN", 3)  # fewer rows kept than the data has
+    calibrating, held = [], []  # the recovery being calibrated; the largest target it held per batch
+    calibrate, stream = recovery_module.Recovery.calibrate, MaskedSession.stream
+
+    def spy_calibrate(self, session, parts=()):
+        calibrating.append(self)
+        return calibrate(self, session, parts)
+
+    def spy_stream(self, visit, *args, **kwargs):
+        def watched(batch, values):
+            visit(batch, values)
+            if calibrating:
+                held.append(max((t.shape[0] for lin in calibrating[-1].linears.values() if lin.conv
+                                 for t in lin.targets.values()), default=0))
+        return stream(self, watched, *args, **kwargs)
+
+    monkeypatch.setattr(recovery_module.Recovery, "calibrate", spy_calibrate)
+    monkeypatch.setattr(MaskedSession, "stream", spy_stream)
+    model, data = cnn_data
+    search = Search("oneshot", model, data, target=MACs(0.7), max_drop=None, metric="mse", recovery="lstsq",
+                    holdout=0.0, batch_size=32, **FAST)
+    calibrating.clear()
+    recovery, batches = search.recovery, search.problem.session.batches
+    convs = [lin for lin in recovery.linears.values() if lin.fit == "lstsq" and lin.conv]
+    assert convs and len(batches) > 1
+    x = data.arrays["x"]
+    for lin in convs:
+        proto = model.copy().proto
+        proto.graph.output.append(onnx.helper.make_tensor_value_info(lin.tensor, onnx.TensorProto.FLOAT, None))
+        rows = conv_output_rows(make_session(proto).run([lin.tensor], {"x": x})[0])
+        per_sample, total = rows.shape[0] // len(x), rows.shape[0]
+        cap = 3 * (recovery._columns(lin) + 1)
+        assert cap < total
+        for batch in batches:
+            chosen = lin.rows[batch.start]
+            batch_rows = (batch.stop - batch.start) * per_sample
+            assert len(chosen) == batch_rows * cap // total
+            assert np.all(np.diff(chosen) > 0) and chosen[-1] < batch_rows
+            np.testing.assert_allclose(lin.targets[batch.start], rows[batch.start * per_sample + chosen],
+                                       rtol=1e-5, atol=1e-5)
+        assert cap - len(batches) <= sum(len(r) for r in lin.rows.values()) <= cap
+    # while calibration ran, no batch held more than its share of any convolution's rows
+    largest = max(3 * (recovery._columns(lin) + 1) for lin in convs)
+    assert held and max(held) <= largest
+    assert search.run().report.verified
+
+
 def test_least_squares_refit_equals_numpy_on_the_calibration_data(tmp_path):
     """MLP 10 -> 16 -> 4, half the hidden units cut: the head's refit is numpy's least squares of
     the unpruned logits on the kept hidden units (and a constant)."""
