@@ -388,7 +388,7 @@ class Recovery:
         # A convolution's rows per sample are fixed, so its total is known from the first batch
         # and its rows are sampled as they arrive: holding every output row of every refitted
         # layer until the end took 5.6 GB on a ResNet-50 with 64 images.
-        expected: dict[str, int] = {}
+        sampling: dict[str, tuple[int, int]] = {}  # convolution -> (its total rows, rows it keeps)
         rngs: dict[str, np.random.Generator] = {}
 
         def visit(batch: Batch, values: dict[str, np.ndarray]) -> None:
@@ -402,8 +402,10 @@ class Recovery:
                 rows = conv_output_rows(y) if lin.conv else self._tokens(y, batch)
                 counted[lin.node][batch.start] = rows.shape[0]
                 if lin.conv:
-                    total = expected.setdefault(lin.node, rows.shape[0] * fitted_samples // (batch.stop - batch.start))
-                    cap = self._rows_kept(lin, total)
+                    if lin.node not in sampling:
+                        total = rows.shape[0] * fitted_samples // (batch.stop - batch.start)
+                        sampling[lin.node] = (total, self._rows_kept(lin, total))
+                    total, cap = sampling[lin.node]
                     if not cap:
                         continue  # too few rows for its unknowns: statistics matching (below)
                     if total > cap:
@@ -420,7 +422,7 @@ class Recovery:
         def rows_in(lin: _Linear, samples: int | None) -> int:
             return sum(n for start, n in counted[lin.node].items() if samples is None or stops[start] <= samples)
 
-        total = {lin.node: expected.get(lin.node) or rows_in(lin, None) for lin in refit}
+        total = {lin.node: sampling[lin.node][0] if lin.node in sampling else rows_in(lin, None) for lin in refit}
 
         def enough(lin: _Linear, samples: int) -> bool:
             # The refit keeps the same share of each batch's rows whatever part it is fitted on

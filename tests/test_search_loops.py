@@ -460,6 +460,21 @@ def test_later_passes_reuse_least_squares_sums_whose_inputs_did_not_change(mlp, 
                                           np.asarray(y[key], dtype=object if isinstance(y[key], tuple) else None))
 
 
+def _settle_spans(monkeypatch) -> list[tuple[bool, int]]:
+    """Every recovery settle from now on, as (whether refits end their paths, samples it ran on)."""
+    from pyprune.search import PruningProblem
+
+    settle = PruningProblem._settle
+    spans: list[tuple[bool, int]] = []
+
+    def spy(self, masks, changed, full, passes, moved):
+        spans.append((self.recovery.refits_end_paths, self.session.batches[-1].stop))
+        return settle(self, masks, changed, full, passes, moved)
+
+    monkeypatch.setattr(PruningProblem, "_settle", spy)
+    return spans
+
+
 def test_costly_models_decide_how_far_to_correct_on_the_ranking_part(mlp, ranked, monkeypatch):
     """Both ways of correcting below a refit are tried on the ranking part; the chosen one then
     runs on the recovery part (here twice as many samples: the refit needs more rows than the
@@ -468,17 +483,8 @@ def test_costly_models_decide_how_far_to_correct_on_the_ranking_part(mlp, ranked
     import pyprune.recovery as recovery_module
 
     monkeypatch.setattr(recovery_module, "_ROWS_PER_UNKNOWN", 4)
-    from pyprune.search import PruningProblem
-
     model, data = mlp
-    settle = PruningProblem._settle
-    spans = []
-
-    def spy(self, masks, changed, full, passes, moved):
-        spans.append((self.recovery.refits_end_paths, self.session.batches[-1].stop))
-        return settle(self, masks, changed, full, passes, moved)
-
-    monkeypatch.setattr(PruningProblem, "_settle", spy)
+    spans = _settle_spans(monkeypatch)
     search = Search("greedy", model, data, target=MACs(0.5), max_drop=None, recovery="lstsq", **FAST)
     p = search.problem
     assert p.rank_samples is not None and p.recovery.ends_adaptive
@@ -494,17 +500,8 @@ def test_a_decision_on_the_recovery_part_is_the_recovery(mlp, ranked, monkeypatc
     """Where the recovery part is the ranking part, the chosen way's run in the decision is the
     full recovery (not run a third time); the state is still judged on all the data, and as its
     corrections judge it."""
-    from pyprune.search import PruningProblem
-
     model, data = mlp
-    settle = PruningProblem._settle
-    spans = []
-
-    def spy(self, masks, changed, full, passes, moved):
-        spans.append((self.recovery.refits_end_paths, self.session.batches[-1].stop))
-        return settle(self, masks, changed, full, passes, moved)
-
-    monkeypatch.setattr(PruningProblem, "_settle", spy)
+    spans = _settle_spans(monkeypatch)
     p = Search("greedy", model, data, target=MACs(0.5), max_drop=None, recovery="lstsq", **FAST).problem
     part = p.rank_samples
     assert part is not None and p.recovery_samples == part and p.recovery.ends_adaptive
