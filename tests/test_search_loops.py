@@ -550,6 +550,19 @@ def test_costly_models_fit_recovery_on_part_and_judge_on_all(mlp, ranked):
     assert fitted.loss < p.evaluate(state, corrections="none", count=False).loss
 
 
+@pytest.mark.parametrize("strategy, settings", [("oneshot", {}), ("recursive", {}), ("random", {}),
+                                               ("greedy", {"rank_on_part": False})])
+def test_loops_that_do_not_rank_on_part_fit_recovery_on_all_the_data(mlp, ranked, strategy, settings):
+    """Only a loop that ranks its candidates on part of the data fits its recoveries on a part:
+    one-shot ships after one recovery, which sees every calibration sample even on a costly model."""
+    model, data = mlp
+    p = Search(strategy, model, data, target=MACs(0.5), max_drop=None, recovery="lstsq", **FAST,
+               **settings).problem
+    assert p.rank_samples is not None and p.recovery_samples is None and p.recovery.fit_rows is None
+    refits = [lin for lin in p.recovery.linears.values() if lin.fit == "lstsq"]
+    assert refits and all(sum(t.shape[0] for t in lin.targets.values()) == p.fit_samples for lin in refits)
+
+
 def test_cheap_models_fit_recovery_on_all_the_data(mlp):
     model, data = mlp
     p = Search("greedy", model, data, target=MACs(0.5), max_drop=0.05, recovery="lstsq", **FAST).problem

@@ -27,6 +27,16 @@ class Loop:
         """How reports name this loop (e.g. ``oneshot-global``)."""
         return self.name
 
+    @property
+    def fits_on_part(self) -> bool:
+        """Whether the problem may fit full recoveries on part of the calibration data on costly
+        models (:attr:`~pyprune.search.problem.PruningProblem.recovery_samples`). A loop that runs
+        one full recovery per committed step gains time from it; one that ships after a few
+        (one-shot) or judges states without ranking them on part keeps every sample for the refits:
+        fitted on a quarter of them, one-shot's least squares leave a trained encoder's embeddings
+        at cosine 0.79 instead of 0.86."""
+        return False
+
     def prepare(self, problem: PruningProblem) -> None:
         """Settle what the loop needs before it starts (by default: the target)."""
         problem.ensure_target()

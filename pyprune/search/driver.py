@@ -50,7 +50,7 @@ def make_problem(model: Model | Any, data: Dataset | None = None, *, options: Pr
     """The problem and the loop :func:`prune` would run (settings as in :func:`prune`)."""
     opts = PruneOptions.from_settings(settings, options)
     loop = make_loop(opts.strategy, opts.search)  # before any model work: bad options fail fast
-    return PruningProblem(model, data, opts), loop
+    return PruningProblem(model, data, opts, fit_on_part=loop.fits_on_part), loop
 
 
 def solve(problem: PruningProblem, loop: Loop) -> PruneResult:

@@ -145,6 +145,10 @@ class GreedySearch(Loop):
         self._known: dict[_Key, _Candidate] = {}  # candidates judged in earlier rounds (lazy)
         self._first: dict[str, int] = {}  # each slot's first step
 
+    @property
+    def fits_on_part(self) -> bool:
+        return self.rank_on_part
+
     def _step_of(self, slot: Slot) -> int:
         if isinstance(self.step, int):
             return self.step

@@ -168,10 +168,13 @@ class PruningProblem:
     """A model to prune, the data it is judged on, and the state of the search.
 
     Built from :class:`~pyprune.options.PruneOptions`; ``data`` None judges agreement with the
-    original on a clearly labelled synthetic set. The model is never modified.
+    original on a clearly labelled synthetic set. The model is never modified. ``fit_on_part``:
+    full recoveries may be fitted on part of the data on costly models (:attr:`recovery_samples`;
+    the loop's ``fits_on_part``).
     """
 
-    def __init__(self, model: Model | Any, data: Dataset | None, options: PruneOptions) -> None:
+    def __init__(self, model: Model | Any, data: Dataset | None, options: PruneOptions, *,
+                 fit_on_part: bool = False) -> None:
         self.started = time.perf_counter()
         self.options = options
         model = as_model(model)
@@ -241,7 +244,7 @@ class PruningProblem:
         #: the data under those corrections.
         self.recovery_samples: int | None = None
         if self.recovery.active:  # the unpruned statistics come with the reference outputs
-            fit_parts = [] if self.rank_samples is None else sorted(
+            fit_parts = [] if self.rank_samples is None or not fit_on_part else sorted(
                 {n for n in (self.rank_samples, self.session.samples_in_first(2 * self.rank_samples))
                  if n < self.fit_samples})
             self.session.reference = self.recovery.calibrate(self.session, fit_parts)
