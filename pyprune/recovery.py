@@ -22,6 +22,10 @@ session (fed inputs: no rebuild) and folds the corrections into weights and bias
   A refitted layer gives what lies below it (nearly) its original input back; whether the
   layers below a refit are corrected too is decided by the search by trying both
   (``refits_end_paths``), BatchNormalizations on the way being re-estimated either way.
+  A layer whose output is added to a residual stream (a transformer block's output and
+  down-projections) can instead be refitted toward the stream, taking back what the blocks above
+  it lost there; done block by block on the state a search ships (:meth:`Recovery.run_pass`,
+  ``stream``; the search's ``refit_stream``).
   Layers that cannot be refitted (too few calibration rows for their inputs, more than 2048 input
   columns, a grouped convolution, ...) get statistics matching instead; BN re-estimation as in
   ``"stats"``.
@@ -99,6 +103,9 @@ class _Linear:
     conv: tuple | None = None  # (kernel, strides, pads, dilations)
     rows: dict[int, np.ndarray] = field(default_factory=dict)  # batch start -> sampled rows
     targets: dict[int, np.ndarray] = field(default_factory=dict)  # batch start -> unpruned output rows
+    residual: str = ""  # the residual stream its output is added to (see `Recovery._residual`)
+    residual0: dict[int, np.ndarray] = field(default_factory=dict)  # batch start -> the stream's unpruned rows
+    order: int = -1  # its place among the layers that add to a stream (graph order)
     mean0: np.ndarray | None = None  # unpruned output statistics
     var0: np.ndarray | None = None
 
@@ -159,6 +166,11 @@ class Recovery:
                 for linear in self.linears.values():
                     self._choose_fit(linear, edges.get((linear.node, 0), []), weights)
         self.fit_rows: int | None = None  # samples [0, fit_rows) are fitted on (the rest: holdout)
+        #: Whether calibration keeps what refits toward the residual stream need (the stream's
+        #: unpruned rows; see :meth:`run_pass`, ``stream``) and passes read the stream.
+        self.stream_fit = False
+        for i, lin in enumerate(lin for lin in self.linears.values() if lin.residual):
+            lin.order = i
         self.token_mask = _token_mask_input(model)  # padding tokens are not fitted on (see _tokens)
         self.outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # tensor -> (scale, shift)
         self.corrections: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}  # BN input edges
@@ -275,6 +287,32 @@ class Recovery:
             return
         linear.owners = owners
         linear.fit = "obs" if weights else "lstsq"
+        if linear.fit == "lstsq" and linear.op == "MatMul":
+            linear.residual = self._residual(node)
+
+    def _residual(self, node: onnx.NodeProto) -> str:
+        """The residual stream a MatMul's biased output is added to (an ``Add``, or the skip input
+        of ONNX Runtime's ``SkipLayerNormalization``); "" when it has none (see :meth:`run_pass`,
+        ``stream``)."""
+        found = bias_after(self.model, node)
+        if found is None:
+            return ""
+        add, _ = found
+        if add.op_type in ("SkipLayerNormalization", "SkipSimplifiedLayerNormalization"):
+            first = list(add.input[:2])
+            if first.count(node.output[0]) != 1:
+                return ""
+            other = first[1 - first.index(node.output[0])]
+        else:
+            readers = self.model.consumers(add.output[0])
+            if len(readers) != 1 or self.model.is_graph_output(add.output[0]):
+                return ""
+            after, index = readers[0]
+            if after.op_type != "Add" or after.domain not in ("", "ai.onnx") or index not in (0, 1):
+                return ""
+            other = after.input[1 - index]
+        same = self.model.shape(other) == self.model.shape(node.output[0])
+        return other if other and same and not self.model.is_weight(other) else ""
 
     # -- session wiring -------------------------------------------------------------------------
 
@@ -301,6 +339,8 @@ class Recovery:
             wanted[lin.tensor] = lin.axis
             if lin.fit != "stats":
                 wanted.setdefault(lin.input, 1 if lin.conv else -1)
+                if lin.residual and self.stream_fit:
+                    wanted.setdefault(lin.residual, lin.axis)
         return wanted
 
     def describe(self) -> dict[str, Any]:
@@ -401,6 +441,8 @@ class Recovery:
                 y = values[lin.tensor]
                 rows = conv_output_rows(y) if lin.conv else self._tokens(y, batch)
                 counted[lin.node][batch.start] = rows.shape[0]
+                if lin.residual and self.stream_fit:
+                    lin.residual0[batch.start] = self._tokens(values[lin.residual], batch)
                 if lin.conv:
                     if lin.node not in sampling:
                         total = rows.shape[0] * fitted_samples // (batch.stop - batch.start)
@@ -435,15 +477,18 @@ class Recovery:
             self.fit_rows = part
             for lin in refit:
                 lin.targets = {start: t for start, t in lin.targets.items() if stops[start] <= part}
+                lin.residual0 = {start: t for start, t in lin.residual0.items() if stops[start] <= part}
                 lin.rows = {start: r for start, r in lin.rows.items() if stops[start] <= part}
         for lin in refit:
             cap = self._rows_kept(lin, total[lin.node])
             if not cap:
-                lin.fit, lin.targets, lin.rows = "stats", {}, {}
+                lin.fit, lin.targets, lin.rows, lin.residual0 = "stats", {}, {}, {}
             elif not lin.conv and total[lin.node] > cap:  # sampled here: token rows per sample vary
                 for start, rows in lin.targets.items():
                     chosen = self._choose_rows(lin, rngs, rows.shape[0], cap, total[lin.node])
                     lin.rows[start], lin.targets[start] = chosen, np.ascontiguousarray(rows[chosen])
+                    if start in lin.residual0:
+                        lin.residual0[start] = np.ascontiguousarray(lin.residual0[start][chosen])
         self._corrected.clear()  # which layers refit is known now
         return outputs
 
@@ -468,8 +513,18 @@ class Recovery:
             return 0
         return min(total, max(_MIN_ROWS, _ROWS_PER_COLUMN * (columns + 1)))
 
+    @property
+    def stream_order(self) -> list[int]:
+        """The places of the refitted layers that add their output to a residual stream, in graph
+        order (none unless :attr:`stream_fit`): :meth:`run_pass` with ``stream`` takes them one
+        at a time."""
+        if not self.stream_fit:
+            return []
+        return [lin.order for lin in self.linears.values() if lin.fit == "lstsq" and lin.residual and lin.residual0]
+
     def run_pass(self, session: MaskedSession, masks: Any, changed: set[str], full: bool = True,
-                 threads: int | None = None, moved: set[str] | None = None) -> tuple[list[np.ndarray], float]:
+                 threads: int | None = None, moved: set[str] | None = None,
+                 stream: int | None = None) -> tuple[list[np.ndarray], float]:
         """One data run under ``masks`` (a :class:`~pyprune.search.spaces.Masks`) with the current
         corrections fed: returns its outputs and moves the corrections to what the run measured;
         the float is the largest relative change (passes repeat until it is small).
@@ -477,7 +532,17 @@ class Recovery:
         weights and get statistics matching on top (cheap, for comparing candidates).
         ``moved``: the slots whose cut differs from the state the current corrections were
         settled for; only the layers below them are estimated again, the others keep theirs
-        (their inputs did not change). None: every layer below a cut slot."""
+        (their inputs did not change). None: every layer below a cut slot.
+
+        ``stream``: the place (:attr:`_Linear.order`) of the one layer whose refit aims at the
+        residual stream this pass: its target is its unpruned output plus what the stream it is
+        added to lost upstream (``y0 + r0 - r``), so the block takes back the error the blocks
+        above it left in the stream instead of passing it down. Layers before it on the stream
+        keep their corrections (they took theirs in earlier passes), layers after it are refitted
+        to their own outputs as usual. Run for every place in turn, this is a sequential
+        reconstruction of the stream, block by block: each correction depends on the final
+        corrections above it, which passes fitting every layer at once cannot give (aimed at the
+        stream together, the blocks overcorrect each other's errors and diverge)."""
         hit = self.affected(changed if moved is None else moved, refitting=full)
         keeps = masks.groups
         running = {lin.tensor: RunningChannelStats(lin.tensor, lin.axis, moments_only=True)
@@ -491,8 +556,13 @@ class Recovery:
             columns[lin.node] = self._input_keep(lin, keeps)
         fed = self.snapshot()
         span = tuple(batch.start for batch in session.batches)  # sums over these batches only
+        kept = {lin.node for lin in refit if stream is not None and lin.residual and lin.order < stream}
+        aimed = next((lin for lin in refit if stream is not None and lin.residual and lin.order == stream
+                      and lin.residual0), None)
         sums.update(self._reusable((masks, span), refit, columns, fed))
-        summing = [lin for lin in refit if lin.node not in sums]
+        if aimed is not None:  # its sums aim at the stream: never those of a pass fitting outputs
+            sums.pop(aimed.node, None)
+        summing = [lin for lin in refit if lin.node not in sums and lin.node not in kept]
 
         def visit(batch: Batch, values: dict[str, np.ndarray]) -> None:
             if not self._fitting(batch):
@@ -504,7 +574,11 @@ class Recovery:
                 if lin.fit == "lstsq":
                     x = np.concatenate([x[:, columns[lin.node]], np.ones((x.shape[0], 1), x.dtype)], axis=1)
                     g, c = sums.get(lin.node, [None, None])
-                    sums[lin.node] = list(core.gram_accumulate(x, lin.targets[batch.start], g, c, threads=threads))
+                    target = lin.targets[batch.start]
+                    if lin is aimed:
+                        lost = lin.residual0[batch.start] - self._rows(lin, values[lin.residual], batch)
+                        target = np.ascontiguousarray(target + lost, dtype=np.float32)
+                    sums[lin.node] = list(core.gram_accumulate(x, target, g, c, threads=threads))
                 else:
                     g = sums.get(lin.node, [None])[0]
                     sums[lin.node] = [core.gram_accumulate(x, None, g, threads=threads)[0]]
@@ -512,7 +586,7 @@ class Recovery:
         affine, weights = self.feed(masks.weights)
         outputs = session.stream(visit, masks.groups, masks.gates, weights, affine)
         for lin in refit:
-            if lin.node in sums:
+            if lin.node in sums and lin is not aimed:
                 self._sums_kept[lin.node] = (columns[lin.node], fed, sums[lin.node])
         stats = {name: r.result() for name, r in running.items()}
         before = self.snapshot()
@@ -528,6 +602,12 @@ class Recovery:
                         new_weights[lin.weight] = self.weights[lin.weight]
         for lin in self.linears.values():
             if lin.node not in hit:
+                continue
+            if lin.node in kept:
+                if lin.weight in self.weights:
+                    new_weights[lin.weight] = self.weights[lin.weight]
+                if lin.tensor in self.outputs:
+                    new_outputs[lin.tensor] = self.outputs[lin.tensor]
                 continue
             if lin.node in sums:
                 values, shift = self._refit(lin, sums[lin.node], columns.get(lin.node), masks.weights)

@@ -575,3 +575,130 @@ def test_reconstruction_importance_is_the_error_left_after_refitting_the_rest():
     result = pyprune.prune(model, Dataset({"x": x}), importance="reconstruction", strategy="oneshot",
                            target=Params(0.7), max_drop=None, **FAST)
     assert result.met and result.report.verified
+
+
+# -- refits toward the residual stream --------------------------------------------------------------
+
+
+def _residual_blocks(seed=3, width=8, inner=12, seq=6):
+    """Two residual MLP blocks on a token stream: ``y = x + relu(x W1 + b1) W2 + b2``, twice."""
+    b = Builder(17, "N", seed=seed)
+    x = b.input([seq, width])
+    stream = x
+    for _ in range(2):
+        hidden = b.relu(b.op("Add", [b.matmul(stream, width, inner), b.weight([inner], 0.1)]))
+        stream = b.op("Add", [stream, b.op("Add", [b.matmul(hidden, inner, width), b.weight([width], 0.1)])])
+    return load(b.model([stream]))
+
+
+def _forward(model, x):
+    """The blocks of :func:`_residual_blocks` in numpy (float64), with the model's own weights:
+    per block the stream entering it and its hidden activations, then the output."""
+    matmuls = [n for n in model.nodes if n.op_type == "MatMul"]
+    bias = {n.name: model.weight(model.consumers(n.output[0])[0][0].input[1]) for n in matmuls}
+    stream, seen = x.astype(np.float64), []
+    for up, down in zip(matmuls[::2], matmuls[1::2]):
+        hidden = np.maximum(stream @ model.weight(up.input[1]) + bias[up.name], 0)
+        seen.append((stream, hidden, model.weight(down.input[1]), bias[down.name]))
+        stream = stream + hidden @ model.weight(down.input[1]) + bias[down.name]
+    return seen, stream
+
+
+def test_the_last_block_is_refitted_toward_the_unpruned_stream():
+    """One-shot with least squares ends with a refit toward the residual stream: the last
+    block's down-projection is numpy's least squares of its unpruned output plus what the stream
+    entering it lost (``y0 + r0 - r``), on its kept hidden units as shipped, so the shipped output
+    is closer to the original than the search's own corrections left it."""
+    import pyprune.search.problem as problem_module
+
+    model = _residual_blocks()
+    x = np.random.default_rng(2).standard_normal((300, 6, 8)).astype(np.float32)
+    settings = dict(strategy="oneshot", target=None, ratios=None, max_drop=None, metric="mse", recovery="lstsq",
+                    damp=0.0, holdout=0.0, **FAST)
+    groups = [g.id for g in pyprune.DependencyGraph(model).prunable_groups]
+    settings["ratios"] = {gid: 0.5 for gid in groups}
+    result = pyprune.prune(model, Dataset({"x": x}), **settings)
+    assert result.report.verified and any("toward the residual stream" in n for n in result.report.notes)
+    original, out0 = _forward(model, x.reshape(-1, 8))
+    shipped, out = _forward(result.model, x.reshape(-1, 8))
+    stream0, hidden0, down0, bias0 = original[1]
+    stream, hidden, down, bias = shipped[1]
+    assert hidden.shape[1] == hidden0.shape[1] // 2
+    a = np.hstack([hidden, np.ones((len(hidden), 1))])
+    solution = np.linalg.lstsq(a, hidden0 @ down0 + stream0 - stream, rcond=None)[0]
+    np.testing.assert_allclose(hidden @ down + bias, a @ solution + bias0, rtol=1e-3, atol=1e-3)
+
+    original_refit = problem_module.PruningProblem.refit_stream
+    try:
+        problem_module.PruningProblem.refit_stream = lambda self: None
+        plain = pyprune.prune(model, Dataset({"x": x}), **settings)
+    finally:
+        problem_module.PruningProblem.refit_stream = original_refit
+    assert np.mean((out - out0) ** 2) < np.mean((_forward(plain.model, x.reshape(-1, 8))[1] - out0) ** 2)
+
+
+@pytest.mark.parametrize("pre_norm", [False, True])
+def test_the_stream_of_a_fused_encoder_is_the_skip_input_of_its_skip_layer_normalizations(pre_norm):
+    """In ONNX Runtime's fused encoder the projections that join the stream end in a
+    SkipLayerNormalization: their stream is its other input; the one-shot cut with the refit
+    toward it still ships exactly what was judged."""
+    model = load(fused_encoder(pre_norm=pre_norm))
+    x = np.random.default_rng(0).standard_normal((64, 5, 8)).astype(np.float32)
+    search = Search("oneshot", model, Dataset({"x": x}), target=None, max_drop=None, metric="cosine",
+                    recovery="lstsq", ratios={g.id: 0.5 for g in pyprune.DependencyGraph(model).prunable_groups},
+                    **FAST)
+    joined = {n.name: n for n in model.nodes if n.op_type == "MatMul" and
+              model.consumers(n.output[0])[0][0].op_type == "SkipLayerNormalization"}
+    streams = {lin.node: lin.residual for lin in search.recovery.linears.values() if lin.residual}
+    assert set(streams) == set(joined) and len(streams) == 4
+    for name, stream in streams.items():
+        skip = model.consumers(joined[name].output[0])[0][0]
+        assert stream in skip.input[:2] and stream != joined[name].output[0]
+    result = search.run()
+    assert result.report.verified, result.report.max_output_error
+
+
+def test_a_refit_toward_the_stream_that_does_worse_is_not_shipped(monkeypatch):
+    """The refit is kept only when it brings the outputs closer to the original: spoiled here,
+    the shipped model is the one the search's own corrections give."""
+    import pyprune.recovery as recovery_module
+
+    model = _residual_blocks()
+    x = np.random.default_rng(2).standard_normal((300, 6, 8)).astype(np.float32)
+    settings = dict(target=None, max_drop=None, metric="mse", recovery="lstsq", **FAST,
+                    ratios={g.id: 0.5 for g in pyprune.DependencyGraph(model).prunable_groups})
+    plain = Search("oneshot", model, Dataset({"x": x}), **settings)
+    monkeypatch.setattr(plain.problem, "refit_stream", lambda: None)
+    expected = plain.run()
+    run_pass = recovery_module.Recovery.run_pass
+
+    def spoiled(self, *args, stream=None, **kwargs):
+        result = run_pass(self, *args, stream=stream, **kwargs)
+        if stream is not None:
+            self.weights = {name: values * 3 for name, values in self.weights.items()}
+        return result
+
+    monkeypatch.setattr(recovery_module.Recovery, "run_pass", spoiled)
+    result = Search("oneshot", model, Dataset({"x": x}), **settings).run()
+    assert not any("toward the residual stream" in n for n in result.report.notes)
+    assert result.model.weight_names == expected.model.weight_names
+    for name in result.model.weight_names:
+        np.testing.assert_array_equal(result.model.weight(name), expected.model.weight(name))
+
+
+def test_a_greedy_that_fits_on_part_reads_no_stream(monkeypatch):
+    """Calibration keeps the stream's rows only for searches that fit their recoveries on all the
+    data; a greedy on a costly model (ranked on part) neither reads the stream nor refits it."""
+    import pyprune.search.problem as problem_module
+
+    model = _residual_blocks()
+    x = np.random.default_rng(2).standard_normal((300, 6, 8)).astype(np.float32)
+    kept = Search("greedy", model, Dataset({"x": x}), max_drop=None, recovery="lstsq", **FAST).problem
+    assert kept.recovery.stream_fit and len(kept.recovery.stream_order) == 2
+    monkeypatch.setattr(problem_module, "_RANK_MACS", 0)
+    ranked = Search("greedy", model, Dataset({"x": x}), max_drop=None, recovery="lstsq", **FAST).problem
+    assert ranked.rank_samples is not None and not ranked.recovery.stream_fit
+    assert ranked.recovery.stream_order == []
+    assert all(not lin.residual0 for lin in ranked.recovery.linears.values())
+    streams = {lin.residual for lin in kept.recovery.linears.values() if lin.residual}
+    assert streams <= set(kept.recovery.capture) and set(kept.recovery.capture) - set(ranked.recovery.capture) == {"x"}

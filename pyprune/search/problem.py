@@ -224,6 +224,9 @@ class PruningProblem:
             ranking = max(_RANK_MIN, self.fit_samples // 4)
             if options.batch_size is None:
                 self.batch_size = min(self.batch_size, ranking)
+        # A search that fits its recoveries on all the data ends with a refit toward the residual
+        # stream (`refit_stream`): calibration keeps the stream's rows and passes read it.
+        self.recovery.stream_fit = not (fit_on_part and ranking is not None)
         parts = self.space.session_parts()
         parts["weights"] = list(dict.fromkeys([*parts.get("weights", []), *self.recovery.overridable]))
         self._session_arguments = dict(threads=options.threads, batch_size=self.batch_size,
@@ -734,6 +737,43 @@ class PruningProblem:
             if partial:  # fitted on part of the data: judged on all of it
                 outs = self._run_corrected(masks)
         return replace(self._judge(outs, counts, orders, count), corrections=self.recovery.snapshot())
+
+    def refit_stream(self) -> None:
+        """Refit the current state's corrections toward the residual stream, block by block:
+        one recovery pass per layer that adds to a stream, in graph order, each aiming that layer
+        at the unpruned stream given the final corrections above it (:meth:`Recovery.run_pass`,
+        ``stream``), from the corrections the search settled.
+
+        A search's own recoveries fit every layer at once, each to its own unpruned output, which
+        lets the error of every block reach the output through the stream; a block-by-block pass
+        per layer is too costly for every candidate, so it runs once, on the state to ship. Kept
+        when it brings the outputs closer to the original on the fitted data and the state then
+        judges no worse where the constraint is checked (a holdout, when there is one); the
+        search's corrections stay otherwise. Skipped once a stop was asked for or the time limit
+        has passed."""
+        places = self.recovery.stream_order
+        counts = dict(self.counts)
+        limit = self.options.time_limit
+        if (not places or not any(counts.values()) or self.interrupted or self.stop_requested
+                or limit is not None and self.elapsed() >= limit):
+            return
+        masks, changed = self.space.masks(counts), self.changed(counts)
+        start = self.recovery.snapshot()
+        before = float(self.loss(*self._part(self._run_corrected(masks), self.reference, fit=True)))
+        for place in places:
+            self.recovery.run_pass(self.session, masks, changed, full=True, threads=self.options.threads,
+                                   stream=place)
+            self.recovery_runs += 1
+        outs = self._run_corrected(masks)
+        judged = replace(self._judge(outs, counts, None, count=False), corrections=self.recovery.snapshot())
+        higher = self.metric.direction == "higher"
+        no_worse = judged.metric >= self.current.metric if higher else judged.metric <= self.current.metric
+        if _finite(outs) and judged.loss < before and no_worse and (judged.passed or not self.current.passed):
+            self.current = judged
+            self.notes.append(f"recovery refitted {len(places)} layer(s) toward the residual stream, block by "
+                              f"block, on the state shipped ({self.metric.name} {judged.metric:.4f})")
+        else:
+            self.recovery.restore(start)
 
     def _cut_fraction(self, counts: Mapping[str, int], orders: Orders | None) -> float:
         """How much of the model a state cuts: the largest fraction of MACs, parameters or
