@@ -16,6 +16,8 @@ layer and 50% of the neurons of every feed-forward block:
 * ``greedy``: greedy search to the MACs the one-shot cut reached (steps of 25% of a group, no
   window, recovery after each commit but not inside candidates), ranking candidates by the output
   loss on the first 160 calibration sentences;
+* ``oneshot_global``: one cut to the same MACs, shared out over the heads and neurons of every
+  block by one ranking of all of them;
 * ``ffn-only``: the baseline of the issue: feed-forward neurons only, one-shot to 0.55 of the MACs.
 
 No constraint is set (``max_drop=None``): each row shows what the cut costs. Recovery (bias
@@ -111,6 +113,8 @@ def run_case(name: str, model, calib, hold, label: str, strategy: str, importanc
     if strategy == "oneshot":
         ratios = {g.id: args.ratio for g in heads + ffn}
         result = pp.prune(model, calib, strategy="oneshot", ratios=ratios, target=None, **common)
+    elif strategy == "oneshot_global":  # the same MACs, shared out by one ranking over every group
+        result = pp.prune(model, calib, strategy="oneshot_global", target=pp.MACs(target_macs), **common)
     elif strategy == "ffn-only":
         result = pp.prune(model, calib, strategy="oneshot", target=pp.MACs(0.55),
                           skip=[g.id for g in heads], **common)
@@ -182,8 +186,8 @@ def main() -> None:
 
     plan: list[tuple[str, list[tuple[str, str]]]] = [
         ("minilm_trained", [("ffn-only", "l2"), ("oneshot", "l2"), ("oneshot", "wanda"), ("oneshot", "output_norm"),
-                            ("oneshot", "attention_entropy"), ("oneshot", "ablation"), ("greedy", "wanda")]),
-        ("topic_classifier", [("oneshot", "wanda"), ("greedy", "wanda")]),
+                            ("oneshot", "attention_entropy"), ("oneshot", "ablation"), ("oneshot_global", "wanda"), ("greedy", "wanda")]),
+        ("topic_classifier", [("oneshot", "wanda"), ("oneshot_global", "wanda"), ("greedy", "wanda")]),
         ("minilm_like", [("oneshot", "wanda")]),
         ("bert_base_like", [("oneshot", "wanda")]),
     ]
