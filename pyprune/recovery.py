@@ -105,7 +105,6 @@ class _Linear:
     targets: dict[int, np.ndarray] = field(default_factory=dict)  # batch start -> unpruned output rows
     residual: str = ""  # the residual stream its output is added to (see `Recovery._residual`)
     residual0: dict[int, np.ndarray] = field(default_factory=dict)  # batch start -> the stream's unpruned rows
-    order: int = -1  # its place among the layers that add to a stream (graph order)
     mean0: np.ndarray | None = None  # unpruned output statistics
     var0: np.ndarray | None = None
 
@@ -169,8 +168,6 @@ class Recovery:
         #: Whether calibration keeps what refits toward the residual stream need (the stream's
         #: unpruned rows; see :meth:`run_pass`, ``stream``) and passes read the stream.
         self.stream_fit = False
-        for i, lin in enumerate(lin for lin in self.linears.values() if lin.residual):
-            lin.order = i
         self.token_mask = _token_mask_input(model)  # padding tokens are not fitted on (see _tokens)
         self.outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # tensor -> (scale, shift)
         self.corrections: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}  # BN input edges
@@ -514,17 +511,15 @@ class Recovery:
         return min(total, max(_MIN_ROWS, _ROWS_PER_COLUMN * (columns + 1)))
 
     @property
-    def stream_order(self) -> list[int]:
-        """The places of the refitted layers that add their output to a residual stream, in graph
-        order (none unless :attr:`stream_fit`): :meth:`run_pass` with ``stream`` takes them one
-        at a time."""
-        if not self.stream_fit:
-            return []
-        return [lin.order for lin in self.linears.values() if lin.fit == "lstsq" and lin.residual and lin.residual0]
+    def stream_layers(self) -> list[str]:
+        """The refitted layers that add their output to a residual stream, in graph order (none
+        unless :attr:`stream_fit`: only then does calibration keep the stream's rows):
+        :meth:`run_pass` with ``stream`` takes them one at a time."""
+        return [lin.node for lin in self.linears.values() if lin.fit == "lstsq" and lin.residual0]
 
     def run_pass(self, session: MaskedSession, masks: Any, changed: set[str], full: bool = True,
                  threads: int | None = None, moved: set[str] | None = None,
-                 stream: int | None = None) -> tuple[list[np.ndarray], float]:
+                 stream: str | None = None) -> tuple[list[np.ndarray], float]:
         """One data run under ``masks`` (a :class:`~pyprune.search.spaces.Masks`) with the current
         corrections fed: returns its outputs and moves the corrections to what the run measured;
         the float is the largest relative change (passes repeat until it is small).
@@ -534,12 +529,12 @@ class Recovery:
         settled for; only the layers below them are estimated again, the others keep theirs
         (their inputs did not change). None: every layer below a cut slot.
 
-        ``stream``: the place (:attr:`_Linear.order`) of the one layer whose refit aims at the
-        residual stream this pass: its target is its unpruned output plus what the stream it is
+        ``stream``: the one layer of :attr:`stream_layers` whose refit aims at the residual
+        stream this pass: its target is its unpruned output plus what the stream it is
         added to lost upstream (``y0 + r0 - r``), so the block takes back the error the blocks
         above it left in the stream instead of passing it down. Layers before it on the stream
         keep their corrections (they took theirs in earlier passes), layers after it are refitted
-        to their own outputs as usual. Run for every place in turn, this is a sequential
+        to their own outputs as usual. Run for every such layer in turn, this is a sequential
         reconstruction of the stream, block by block: each correction depends on the final
         corrections above it, which passes fitting every layer at once cannot give (aimed at the
         stream together, the blocks overcorrect each other's errors and diverge)."""
@@ -556,9 +551,9 @@ class Recovery:
             columns[lin.node] = self._input_keep(lin, keeps)
         fed = self.snapshot()
         span = tuple(batch.start for batch in session.batches)  # sums over these batches only
-        kept = {lin.node for lin in refit if stream is not None and lin.residual and lin.order < stream}
-        aimed = next((lin for lin in refit if stream is not None and lin.residual and lin.order == stream
-                      and lin.residual0), None)
+        order = self.stream_layers if stream is not None else []
+        kept = set(order[:order.index(stream)]) if stream in order else set()
+        aimed = next((lin for lin in refit if lin.node == stream and stream in order), None)
         sums.update(self._reusable((masks, span), refit, columns, fed))
         if aimed is not None:  # its sums aim at the stream: never those of a pass fitting outputs
             sums.pop(aimed.node, None)

@@ -609,7 +609,7 @@ def test_the_last_block_is_refitted_toward_the_unpruned_stream():
     block's down-projection is numpy's least squares of its unpruned output plus what the stream
     entering it lost (``y0 + r0 - r``), on its kept hidden units as shipped, so the shipped output
     is closer to the original than the search's own corrections left it."""
-    import pyprune.search.problem as problem_module
+    import pyprune.recovery as recovery_module
 
     model = _residual_blocks()
     x = np.random.default_rng(2).standard_normal((300, 6, 8)).astype(np.float32)
@@ -628,12 +628,9 @@ def test_the_last_block_is_refitted_toward_the_unpruned_stream():
     solution = np.linalg.lstsq(a, hidden0 @ down0 + stream0 - stream, rcond=None)[0]
     np.testing.assert_allclose(hidden @ down + bias, a @ solution + bias0, rtol=1e-3, atol=1e-3)
 
-    original_refit = problem_module.PruningProblem.refit_stream
-    try:
-        problem_module.PruningProblem.refit_stream = lambda self: None
+    with pytest.MonkeyPatch.context() as patch:  # no layer to refit toward the stream
+        patch.setattr(recovery_module.Recovery, "stream_layers", property(lambda self: []))
         plain = pyprune.prune(model, Dataset({"x": x}), **settings)
-    finally:
-        problem_module.PruningProblem.refit_stream = original_refit
     assert np.mean((out - out0) ** 2) < np.mean((_forward(plain.model, x.reshape(-1, 8))[1] - out0) ** 2)
 
 
@@ -667,9 +664,9 @@ def test_a_refit_toward_the_stream_that_does_worse_is_not_shipped(monkeypatch):
     x = np.random.default_rng(2).standard_normal((300, 6, 8)).astype(np.float32)
     settings = dict(target=None, max_drop=None, metric="mse", recovery="lstsq", **FAST,
                     ratios={g.id: 0.5 for g in pyprune.DependencyGraph(model).prunable_groups})
-    plain = Search("oneshot", model, Dataset({"x": x}), **settings)
-    monkeypatch.setattr(plain.problem, "refit_stream", lambda: None)
-    expected = plain.run()
+    with pytest.MonkeyPatch.context() as patch:  # no layer to refit toward the stream
+        patch.setattr(recovery_module.Recovery, "stream_layers", property(lambda self: []))
+        expected = Search("oneshot", model, Dataset({"x": x}), **settings).run()
     run_pass = recovery_module.Recovery.run_pass
 
     def spoiled(self, *args, stream=None, **kwargs):
@@ -694,11 +691,11 @@ def test_a_greedy_that_fits_on_part_reads_no_stream(monkeypatch):
     model = _residual_blocks()
     x = np.random.default_rng(2).standard_normal((300, 6, 8)).astype(np.float32)
     kept = Search("greedy", model, Dataset({"x": x}), max_drop=None, recovery="lstsq", **FAST).problem
-    assert kept.recovery.stream_fit and len(kept.recovery.stream_order) == 2
+    assert kept.recovery.stream_fit and len(kept.recovery.stream_layers) == 2
     monkeypatch.setattr(problem_module, "_RANK_MACS", 0)
     ranked = Search("greedy", model, Dataset({"x": x}), max_drop=None, recovery="lstsq", **FAST).problem
     assert ranked.rank_samples is not None and not ranked.recovery.stream_fit
-    assert ranked.recovery.stream_order == []
+    assert ranked.recovery.stream_layers == []
     assert all(not lin.residual0 for lin in ranked.recovery.linears.values())
     streams = {lin.residual for lin in kept.recovery.linears.values() if lin.residual}
     assert streams <= set(kept.recovery.capture) and set(kept.recovery.capture) - set(ranked.recovery.capture) == {"x"}

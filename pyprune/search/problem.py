@@ -224,9 +224,10 @@ class PruningProblem:
             ranking = max(_RANK_MIN, self.fit_samples // 4)
             if options.batch_size is None:
                 self.batch_size = min(self.batch_size, ranking)
+        on_part = fit_on_part and ranking is not None  # full recoveries may fit on part of the data
         # A search that fits its recoveries on all the data ends with a refit toward the residual
         # stream (`refit_stream`): calibration keeps the stream's rows and passes read it.
-        self.recovery.stream_fit = not (fit_on_part and ranking is not None)
+        self.recovery.stream_fit = not on_part
         parts = self.space.session_parts()
         parts["weights"] = list(dict.fromkeys([*parts.get("weights", []), *self.recovery.overridable]))
         self._session_arguments = dict(threads=options.threads, batch_size=self.batch_size,
@@ -247,7 +248,7 @@ class PruningProblem:
         #: the data under those corrections.
         self.recovery_samples: int | None = None
         if self.recovery.active:  # the unpruned statistics come with the reference outputs
-            fit_parts = [] if self.rank_samples is None or not fit_on_part else sorted(
+            fit_parts = [] if self.rank_samples is None or not on_part else sorted(
                 {n for n in (self.rank_samples, self.session.samples_in_first(2 * self.rank_samples))
                  if n < self.fit_samples})
             self.session.reference = self.recovery.calibrate(self.session, fit_parts)
@@ -738,11 +739,12 @@ class PruningProblem:
                 outs = self._run_corrected(masks)
         return replace(self._judge(outs, counts, orders, count), corrections=self.recovery.snapshot())
 
-    def refit_stream(self) -> None:
+    def refit_stream(self) -> Evaluation:
         """Refit the current state's corrections toward the residual stream, block by block:
         one recovery pass per layer that adds to a stream, in graph order, each aiming that layer
         at the unpruned stream given the final corrections above it (:meth:`Recovery.run_pass`,
-        ``stream``), from the corrections the search settled.
+        ``stream``), from the corrections the search settled. Returns the state judged under the
+        corrections it leaves (what is shipped).
 
         A search's own recoveries fit every layer at once, each to its own unpruned output, which
         lets the error of every block reach the output through the stream; a block-by-block pass
@@ -751,29 +753,30 @@ class PruningProblem:
         judges no worse where the constraint is checked (a holdout, when there is one); the
         search's corrections stay otherwise. Skipped once a stop was asked for or the time limit
         has passed."""
-        places = self.recovery.stream_order
         counts = dict(self.counts)
+        settled = self.evaluate(counts, count=False)
+        layers = self.recovery.stream_layers
         limit = self.options.time_limit
-        if (not places or not any(counts.values()) or self.interrupted or self.stop_requested
+        if (not layers or not any(counts.values()) or self.interrupted or self.stop_requested
                 or limit is not None and self.elapsed() >= limit):
-            return
+            return settled
         masks, changed = self.space.masks(counts), self.changed(counts)
         start = self.recovery.snapshot()
-        before = float(self.loss(*self._part(self._run_corrected(masks), self.reference, fit=True)))
-        for place in places:
+        for layer in layers:
             self.recovery.run_pass(self.session, masks, changed, full=True, threads=self.options.threads,
-                                   stream=place)
+                                   stream=layer)
             self.recovery_runs += 1
         outs = self._run_corrected(masks)
         judged = replace(self._judge(outs, counts, None, count=False), corrections=self.recovery.snapshot())
         higher = self.metric.direction == "higher"
-        no_worse = judged.metric >= self.current.metric if higher else judged.metric <= self.current.metric
-        if _finite(outs) and judged.loss < before and no_worse and (judged.passed or not self.current.passed):
+        no_worse = judged.metric >= settled.metric if higher else judged.metric <= settled.metric
+        if _finite(outs) and judged.loss < settled.loss and no_worse and (judged.passed or not settled.passed):
             self.current = judged
-            self.notes.append(f"recovery refitted {len(places)} layer(s) toward the residual stream, block by "
+            self.notes.append(f"recovery refitted {len(layers)} layer(s) toward the residual stream, block by "
                               f"block, on the state shipped ({self.metric.name} {judged.metric:.4f})")
-        else:
-            self.recovery.restore(start)
+            return judged
+        self.recovery.restore(start)
+        return settled
 
     def _cut_fraction(self, counts: Mapping[str, int], orders: Orders | None) -> float:
         """How much of the model a state cuts: the largest fraction of MACs, parameters or
