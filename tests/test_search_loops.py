@@ -292,7 +292,7 @@ def test_ranked_steps_failing_as_judged_are_offered_when_their_expected_drop_fit
     assert not loop._passes(p, ranked_drop(4))
 
 
-def _diverging(monkeypatch) -> list[int]:
+def _diverging(monkeypatch, problem) -> list[int]:
     """Recovery passes whose outputs move further from the original each time: the count of
     passes run per settle."""
     from pyprune.recovery import Recovery
@@ -300,11 +300,22 @@ def _diverging(monkeypatch) -> list[int]:
     run_pass = Recovery.run_pass
     calls: list[int] = []
 
+    settle = type(problem)._settle
+    passes = [0]  # of the settle under way
+
+    def counted(self, *args, **kwargs):
+        passes[0] = 0
+        return settle(self, *args, **kwargs)
+
     def worse(self, session, masks, changed, **kwargs):
         outs, _ = run_pass(self, session, masks, changed, **kwargs)
         calls.append(1)
-        return [o * len(calls) for o in outs], 1.0  # sharper logits each pass (the first as run); never settles
+        passes[0] += 1
+        if passes[0] == 1:  # the first as run, each later one twice as far from the original; never settles
+            return outs, 1.0
+        return [r + 2.0 ** (passes[0] - 1) * (o - r) for o, r in zip(outs, problem.reference)], 1.0
     monkeypatch.setattr(Recovery, "run_pass", worse)
+    monkeypatch.setattr(type(problem), "_settle", counted)
     return calls
 
 
@@ -315,11 +326,40 @@ def test_recovery_passes_stop_once_they_move_away_from_the_original(cnn, monkeyp
     search = Search("greedy", model, data, target=MACs(0.5), max_drop=None, recovery="lstsq", **FAST)
     state = {s.id: s.size // 4 for s in search.slots}
     plain = search.problem.evaluate(state, corrections="none")
-    calls = _diverging(monkeypatch)
+    calls = _diverging(monkeypatch, search.problem)
     search.problem.recovery.ends_adaptive = False
     evaluation = search.problem.trial(state, recover=True)
     assert len(calls) == 1 + _DIVERGING  # not the full count of passes
     assert evaluation.loss <= plain.loss + 1e-12  # the guard keeps the closest: no correction
+
+
+def test_recovery_passes_that_overshoot_and_come_back_go_on(cnn, monkeypatch):
+    """Refitting every layer at once can overshoot on the first correction and settle, passes
+    later, far closer than it started (a folded CNN does): passes that come closer than the one
+    before are not "moving away", however far the best so far."""
+    from pyprune.recovery import Recovery
+    from pyprune.search.problem import _DIVERGING
+
+    model, data = cnn
+    search = Search("greedy", model, data, target=MACs(0.5), max_drop=None, recovery="lstsq", loss="mse",
+                    **FAST)
+    state = {s.id: s.size // 4 for s in search.slots}
+    plain = search.problem.evaluate(state, corrections="none")
+    reference = search.problem.reference
+    run_pass = Recovery.run_pass
+    away = [1.0, 6.0, 3.0, 0.5, 0.2, 0.1, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05]  # from the original, per pass
+    calls: list[int] = []
+
+    def overshooting(self, session, masks, changed, **kwargs):
+        outs, _ = run_pass(self, session, masks, changed, **kwargs)
+        k = away[min(len(calls), len(away) - 1)]
+        calls.append(1)
+        return [r + k * (o - r) for o, r in zip(outs, reference)], 1.0  # never settles
+    monkeypatch.setattr(Recovery, "run_pass", overshooting)
+    search.problem.recovery.ends_adaptive = False
+    evaluation = search.problem.trial(state, recover=True)
+    assert len(calls) > 3 + _DIVERGING
+    assert evaluation.loss < 0.25 * plain.loss  # a pass past the overshoot was kept
 
 
 def test_candidates_are_judged_without_reestimation_once_it_stops_paying(cnn, monkeypatch):
@@ -328,7 +368,7 @@ def test_candidates_are_judged_without_reestimation_once_it_stops_paying(cnn, mo
     model, data = cnn
     search = Search("greedy", model, data, target=MACs(0.5), max_drop=None, recovery="lstsq", **FAST)
     p = search.problem
-    calls = _diverging(monkeypatch)
+    calls = _diverging(monkeypatch, p)
     states = [({**p.counts, slot.id: 1}, None) for slot in p.slots] * 3
     for state in states[:_QUICK_TRIES]:
         p.trials([state], recover="quick")

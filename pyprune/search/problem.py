@@ -56,9 +56,12 @@ State = tuple[Mapping[str, int], Orders | None]
 #: Recovery passes stop once no correction moves by more than this (relative: a scale, a shift
 #: in units of its channel's unpruned spread, a refitted weight against the weight's largest).
 _SETTLED = 1e-3
-#: Passes stop once this many in a row came out further from the original than the best so far:
-#: an iteration that moves away (each layer corrected for inputs the others' corrections then
-#: change) rarely turns back, and each pass costs a data run and the least-squares sums.
+#: Passes stop once this many in a row each came out further from the original than the pass
+#: before: an iteration that keeps moving away (each layer corrected for inputs the others'
+#: corrections then change) rarely turns back, and each pass costs a data run and the
+#: least-squares sums. (Not "further than the best so far": a CNN whose layers are all refitted
+#: at once can overshoot on the first correction and settle, several passes later, far closer
+#: than it started.)
 _DIVERGING = 2
 #: After this many compared candidates in a row whose re-estimated corrections came no closer to
 #: the original than the committed ones, candidates are judged with the committed corrections
@@ -822,7 +825,7 @@ class PruningProblem:
                 best = (loss, snap, outs)
             return loss
 
-        worse = 0
+        worse, previous = 0, math.inf
         first: float | None = None  # the loss under the corrections fed to the first pass
         for i in range(passes):
             fed = self.recovery.snapshot()
@@ -830,11 +833,11 @@ class PruningProblem:
             outs, change = self.recovery.run_pass(self.session, masks, changed, full=full,
                                                   threads=self.options.threads, moved=moved)
             self.recovery_runs += 1
-            kept = best
-            consider(outs, fed)
+            loss = consider(outs, fed)
             if i == 0 and best is not None:
                 first = best[0]
-            worse = 0 if best is not kept else worse + 1
+            worse = worse + 1 if loss > previous else 0
+            previous = loss
             if change < _SETTLED or (i == passes - 1 and passes == 2) or worse >= _DIVERGING:
                 break
         else:
