@@ -53,7 +53,7 @@ STRATEGY_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
     "oneshot_global": ("oneshot", {"scope": "global"}),
 }
 #: Importance scores (:mod:`pyprune.importance`; a test keeps the two lists equal).
-IMPORTANCE_NAMES = ("l1", "l2", "linf", "fpgm", "random", "wanda", "mean_activation", "apoz", "reconstruction",
+IMPORTANCE_NAMES = ("l1", "l2", "linf", "fpgm", "random", "wanda", "mean_activation", "apoz", "reconstruction", "obs",
                     "output_norm", "attention_entropy", "ablation")
 #: How far the metric may fall unless told otherwise (one point of accuracy).
 DEFAULT_MAX_DROP = 0.01
@@ -219,7 +219,7 @@ class PruneOptions:
     loss: str | Metric | None = None
     recovery: str = "auto"
     holdout: float | None = None
-    damp: float = 0.01
+    damp: float | None = None
     block_size: int = 128
     limits: Limits = field(default_factory=Limits)
     reduce: str = "sum"
@@ -280,8 +280,10 @@ class PruneOptions:
         object.__setattr__(self, "recovery", recovery.strip().lower())
         if self.holdout is not None and (not _is_number(self.holdout) or not 0.0 <= self.holdout < 1.0):
             raise ValueError(f"'holdout' must be a fraction in [0, 1) or None (automatic), got {self.holdout!r}")
-        if not _is_number(self.damp) or not 0.0 <= self.damp <= 10.0:
-            raise ValueError(f"'damp' must be a number in [0, 10], got {self.damp!r}")
+        if isinstance(self.damp, str) and self.damp.strip().lower() == "auto":
+            object.__setattr__(self, "damp", None)
+        if self.damp is not None and (not _is_number(self.damp) or not 0.0 <= self.damp <= 10.0):
+            raise ValueError(f"'damp' must be a number in [0, 10] or 'auto' (None), got {self.damp!r}")
         if not _is_int(self.block_size) or self.block_size < 1:
             raise ValueError(f"'block_size' must be a positive integer, got {self.block_size!r}")
         if not isinstance(self.limits, Limits):

@@ -55,15 +55,16 @@ def conv_output_rows(y: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(y, 1, -1).reshape(-1, y.shape[1]))
 
 
-def _ridge(gram: np.ndarray, damp: float, intercept: bool) -> np.ndarray:
+def _ridge(gram: np.ndarray, damp: float, intercept: bool) -> tuple[np.ndarray, float]:
+    """``gram`` with the ridge added to its feature diagonal, and that ridge ``λ``."""
     a = gram.copy()
     features = a.shape[0] - (1 if intercept else 0)
     diag = np.diag(a)[:features]
-    lam = damp * float(np.mean(diag)) if features and np.mean(diag) > 0 else damp
-    a[np.arange(features), np.arange(features)] += max(lam, 1e-12)
+    lam = max(damp * float(np.mean(diag)) if features and np.mean(diag) > 0 else damp, 1e-12)
+    a[np.arange(features), np.arange(features)] += lam
     if intercept:
         a[-1, -1] += 1e-12 * max(float(a[-1, -1]), 1.0)
-    return a
+    return a, lam
 
 
 def _spd_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -80,22 +81,27 @@ def _spd_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def ridge_refit(gram: np.ndarray, cross: np.ndarray, keep: np.ndarray, damp: float = 0.01,
-                intercept: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                intercept: bool = True, prior: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Weights over the kept input columns (and an intercept) that best reproduce the targets.
 
     ``gram``/``cross``: ``XᵀX`` and ``XᵀY`` over all ``p`` input columns, with a last column of
     ones appended when ``intercept`` (so ``gram`` is ``(p + 1, p + 1)``). ``keep``: bool over the
     ``p`` columns. Returns ``(w, b)``: ``w`` is ``(p, q)`` with zero rows for removed columns,
     ``b`` the ``q`` intercepts (zeros without ``intercept``). ``damp``: ridge strength relative to
-    the mean diagonal of the kept part of ``gram``.
+    the mean diagonal of the kept part of ``gram``. ``prior``: ``(p, q)`` weights the ridge pulls
+    toward instead of zero (``min ‖XW - Y‖² + λ‖W - prior‖²``; the intercept is not pulled).
     """
     keep = np.asarray(keep, dtype=bool)
     p = keep.size
     cols = np.flatnonzero(keep)
     if intercept:
         cols = np.append(cols, p)
-    a = _ridge(gram[np.ix_(cols, cols)], damp, intercept)
-    solved = _spd_solve(a, cross[cols])
+    a, lam = _ridge(gram[np.ix_(cols, cols)], damp, intercept)
+    b = cross[cols]
+    if prior is not None:
+        b = b.copy()
+        b[:keep.sum()] += lam * prior[keep]
+    solved = _spd_solve(a, b)
     w = np.zeros((p, cross.shape[1]), dtype=np.float64)
     if intercept:
         w[cols[:-1]] = solved[:-1]
@@ -119,7 +125,7 @@ def obs_update(w: np.ndarray, keep: np.ndarray, gram: np.ndarray, damp: float = 
     if w.shape != keep.shape or gram.shape != (w.shape[1], w.shape[1]):
         raise ValueError(f"obs_update: w {w.shape}, keep {keep.shape} and gram {gram.shape} do not fit")
     p = w.shape[1]
-    h = _ridge(np.asarray(gram, dtype=np.float64), damp, False)
+    h = _ridge(np.asarray(gram, dtype=np.float64), damp, False)[0]
     dead = np.diag(gram) <= 0  # an input that is always zero: its weights do not matter
     h[dead, dead] = 1.0
     w[:, dead] = 0.0

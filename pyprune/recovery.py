@@ -17,7 +17,13 @@ session (fed inputs: no rebuild) and folds the corrections into weights and bias
 * ``"lstsq"``: **reconstruction**. A layer that lost input channels gets its kept weights and
   its bias re-fitted so that its output matches the unpruned output on the calibration data
   (ridge least squares from ``XᵀX`` and ``XᵀY`` streamed in the C++ core, see
-  :mod:`pyprune.reconstruct`); a weight with single weights removed (unstructured or N:M) gets the
+  :mod:`pyprune.reconstruct`). The ridge pulls the refit toward the layer's own trained weights,
+  not toward zero: it moves them only as far as the data supports. How far (``damp``) is chosen
+  per layer and per refit, unless fixed: every fourth calibration batch is set aside, the refit
+  of the others is scored on it for each strength of :data:`DAMP_CHOICES`, and the winner is
+  refitted on all of them (a few thousand tokens do not pin down a refit of a thousand columns,
+  and the error a plain refit leaves on sentences it did not see is many times its own). A
+  weight with single weights removed (unstructured or N:M) gets the
   OBS/SparseGPT update from its input Hessian. Fed as weight values; shipped as the weights.
   A refitted layer gives what lies below it (nearly) its original input back; whether the
   layers below a refit are corrected too is decided by the search by trying both
@@ -56,6 +62,16 @@ from .reconstruct import conv_output_rows, conv_rows, obs_update, ridge_refit
 from .surgery import bias_after, fold_output_affine, replace_input
 
 __all__ = ["Recovery", "RECOVERY_MODES", "Snapshot"]
+
+#: Ridge strengths (relative to the mean diagonal of a layer's input Gram matrix) a refit's pull
+#: toward its trained weights is chosen from when ``damp`` is not fixed (see the module docstring).
+DAMP_CHOICES = (0.01, 0.03, 0.1, 0.3, 1.0)
+#: ... and the strength used where there are too few calibration batches to set some aside, and
+#: the OBS update's dampening.
+DEFAULT_DAMP = 0.01
+#: One calibration batch in this many is set aside to choose the ridge strength on; it takes at
+#: least this many batches.
+_DAMP_EVERY = 4
 
 #: Recovery modes (see the module docstring).
 RECOVERY_MODES = ("none", "stats", "lstsq")
@@ -120,7 +136,7 @@ class Recovery:
     """
 
     def __init__(self, model: Model, sources: Mapping[str, Sequence[str]], groups: Sequence[Group] = (), *,
-                 mode: str = "stats", weights: bool = False, damp: float = 0.01, block_size: int = 128,
+                 mode: str = "stats", weights: bool = False, damp: float | None = None, block_size: int = 128,
                  seed: int = 0) -> None:
         if mode not in RECOVERY_MODES:
             raise ValueError(f"recovery mode must be one of {', '.join(RECOVERY_MODES)}, got {mode!r}")
@@ -558,6 +574,7 @@ class Recovery:
         if aimed is not None:  # its sums aim at the stream: never those of a pass fitting outputs
             sums.pop(aimed.node, None)
         summing = [lin for lin in refit if lin.node not in sums and lin.node not in kept]
+        aside = self._set_aside(session)
 
         def visit(batch: Batch, values: dict[str, np.ndarray]) -> None:
             if not self._fitting(batch):
@@ -568,12 +585,15 @@ class Recovery:
                 x = self._rows(lin, values[lin.input], batch)
                 if lin.fit == "lstsq":
                     x = np.concatenate([x[:, columns[lin.node]], np.ones((x.shape[0], 1), x.dtype)], axis=1)
-                    g, c = sums.get(lin.node, [None, None])
                     target = lin.targets[batch.start]
                     if lin is aimed:
                         lost = lin.residual0[batch.start] - self._rows(lin, values[lin.residual], batch)
                         target = np.ascontiguousarray(target + lost, dtype=np.float32)
-                    sums[lin.node] = list(core.gram_accumulate(x, target, g, c, threads=threads))
+                    # [XᵀX, XᵀY] of the batches fitted on, then of those set aside
+                    both = sums.setdefault(lin.node, [None] * 4)
+                    at = 2 if batch.start in aside else 0
+                    both[at], both[at + 1] = core.gram_accumulate(x, target, both[at], both[at + 1],
+                                                                  threads=threads)
                 else:
                     g = sums.get(lin.node, [None])[0]
                     sums[lin.node] = [core.gram_accumulate(x, None, g, threads=threads)[0]]
@@ -615,6 +635,16 @@ class Recovery:
             new_outputs[lin.tensor] = self._match(lin, stats[lin.tensor], self.outputs.get(lin.tensor))
         self.outputs, self.weights = new_outputs, new_weights
         return outputs, _change(before, self.snapshot(), self.linears)
+
+    def _set_aside(self, session: MaskedSession) -> set[int]:
+        """Starts of the calibration batches a refit sets aside to choose its ridge strength on
+        (none when ``damp`` is fixed or there are too few batches)."""
+        if self.damp is not None:
+            return set()
+        fitting = [b.start for b in session.batches if self._fitting(b)]
+        if len(fitting) < _DAMP_EVERY:
+            return set()
+        return set(fitting[_DAMP_EVERY - 1::_DAMP_EVERY])
 
     def _input_keep(self, lin: _Linear, keeps: Mapping[str, np.ndarray]) -> np.ndarray:
         """Which input columns of ``lin`` its refit keeps (those its input masks let through)."""
@@ -665,10 +695,20 @@ class Recovery:
             keep = masked.get(lin.weight)
             keep_rows = np.ones(rows.shape, bool) if keep is None else (
                 keep.reshape(rows.shape) if lin.op == "Conv" else (keep if trans_b else keep.T))
-            fitted = obs_update(rows, keep_rows, sums[0], self.damp, self.block_size)
+            damp = DEFAULT_DAMP if self.damp is None else self.damp
+            fitted = obs_update(rows, keep_rows, sums[0], damp, self.block_size)
             values = fitted.reshape(w.shape) if lin.op == "Conv" else (fitted if trans_b else fitted.T)
             return np.ascontiguousarray(values, dtype=w.dtype), None
-        coef, intercept = ridge_refit(sums[0], sums[1], np.ones(sums[0].shape[0] - 1, bool), self.damp)
+        if lin.op == "Conv":  # the trained weights in the refit's layout: (input columns, outputs)
+            trained = w.reshape(w.shape[0], -1).T
+        elif lin.op == "Gemm":
+            trained = (w.T if trans_b else w) * alpha
+        else:
+            trained = w
+        prior: np.ndarray | None = trained.astype(np.float64)
+        if keep is not None:
+            prior = trained[keep].astype(np.float64) if keep.size == trained.shape[0] else None
+        coef, intercept = self._ridge_fit(sums, prior)
         full = np.zeros((keep.size, coef.shape[1])) if keep is not None else coef
         if keep is not None:
             full[keep] = coef
@@ -679,6 +719,26 @@ class Recovery:
         else:
             values = full
         return np.ascontiguousarray(values, dtype=w.dtype), intercept - self._bias(lin, node)
+
+    def _ridge_fit(self, sums: list, trained: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The ridge refit from ``[XᵀX, XᵀY]`` of the batches fitted on and of those set aside
+        (None when none were), pulled toward ``trained``; see the module docstring."""
+        fit_g, fit_c, aside_g, aside_c = (list(sums) + [None] * 4)[:4]
+        if fit_g is None:  # every batch that reached it was set aside
+            fit_g, fit_c, aside_g, aside_c = aside_g, aside_c, None, None
+        keep = np.ones(fit_g.shape[0] - 1, bool)
+        if trained is not None and trained.shape != (keep.size, fit_c.shape[1]):
+            trained = None
+        if aside_g is None:
+            return ridge_refit(fit_g, fit_c, keep, DEFAULT_DAMP if self.damp is None else self.damp, prior=trained)
+
+        def aside_error(damp: float) -> float:
+            w, b = ridge_refit(fit_g, fit_c, keep, damp, prior=trained)
+            full = np.vstack([w, b[None]])  # the intercept is the Gram matrices' last column
+            return float(np.sum(full * (aside_g @ full)) - 2.0 * np.sum(full * aside_c))
+
+        best = min(DAMP_CHOICES, key=aside_error)
+        return ridge_refit(fit_g + aside_g, fit_c + aside_c, keep, best, prior=trained)
 
     def _bias(self, lin: _Linear, node: onnx.NodeProto) -> np.ndarray:
         """What the layer's output already adds per channel (its bias, or beta * C)."""

@@ -111,6 +111,10 @@ def _max_drop(text: str) -> float | str | None:
     return _non_negative_float(text)
 
 
+def _damp(text: str) -> float | None:
+    return None if text.strip().lower() == "auto" else _non_negative_float(text)
+
+
 def _input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     """``NAME:D0,D1,...`` (the name may itself hold colons: the sizes follow the last one)."""
     name, sep, dims = text.rpartition(":")
@@ -358,8 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"fraction of --data held out to check the constraint on (nothing is fitted or "
                           f"ranked on it); default {DEFAULT_HOLDOUT} with at least {HOLDOUT_MIN_SAMPLES} "
                           f"samples, else 0")
-    rec.add_argument("--damp", type=_non_negative_float, default=0.01, metavar="F",
-                     help="ridge / OBS dampening, relative to the mean diagonal of the input Gram matrix")
+    rec.add_argument("--damp", type=_damp, default=None, metavar="F",
+                     help="ridge strength of the least-squares refit (its pull toward the trained weights) "
+                          "and OBS dampening, relative to the mean diagonal of the input Gram matrix; "
+                          "default auto: chosen per layer on calibration batches set aside")
     rec.add_argument("--block-size", type=_positive_int, default=128, metavar="N",
                      help="columns per block of the OBS update (unstructured and N:M weights)")
     p.set_defaults(run=_cmd_prune)
