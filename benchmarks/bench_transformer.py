@@ -186,8 +186,10 @@ def main() -> None:
 
     plan: list[tuple[str, list[tuple[str, str]]]] = [
         ("minilm_trained", [("ffn-only", "l2"), ("oneshot", "l2"), ("oneshot", "wanda"), ("oneshot", "output_norm"),
-                            ("oneshot", "attention_entropy"), ("oneshot", "ablation"), ("oneshot_global", "wanda"), ("greedy", "wanda")]),
-        ("topic_classifier", [("oneshot", "wanda"), ("oneshot_global", "wanda"), ("greedy", "wanda")]),
+                            ("oneshot", "attention_entropy"), ("oneshot", "ablation"), ("oneshot", "obs"),
+                            ("oneshot_global", "wanda"), ("oneshot_global", "obs"), ("greedy", "wanda")]),
+        ("topic_classifier", [("oneshot", "wanda"), ("oneshot_global", "wanda"), ("oneshot_global", "obs"),
+                              ("greedy", "wanda")]),
         ("minilm_like", [("oneshot", "wanda")]),
         ("bert_base_like", [("oneshot", "wanda")]),
     ]
