@@ -349,6 +349,29 @@ def test_automatic_ridge_is_chosen_on_the_batches_set_aside_then_refitted_on_all
     np.testing.assert_allclose(fixed, a @ fit(np.ones(len(x), bool), 0.01), rtol=1e-3, atol=1e-3)
 
 
+def test_recovery_restores_a_real_export_whose_batchnorm_was_folded():
+    """A torch CNN as users export it: trained on the digits, ``torch.onnx.export`` in eval mode
+    folding its BatchNorms into the convolutions (three Conv, two MaxPool, two Gemm;
+    ``benchmarks/_recovery_models.py``, ``torch_cnn``, seed 0, torch 2.13). Cut to half its MACs
+    in one shot, least squares keeps its held-out accuracy, where no recovery loses most of it
+    (all-at-once refits of this network overshoot on the first pass and settle passes later)."""
+    model = load(Path(__file__).parent / "data" / "digits_cnn_folded.onnx")
+    with np.load(Path(pyprune.__file__).parent / "assets" / "digits.npz") as digits:
+        data = Dataset({"input": digits["input"].reshape(-1, 1, 8, 8)}, labels=digits["label"])
+        test, labels = digits["test_input"].reshape(-1, 1, 8, 8), digits["test_label"]
+    unpruned = make_session(model.proto).run(None, {"input": test})[0]
+    assert np.mean(unpruned.argmax(1) == labels) > 0.99
+    accuracy = {}
+    for recovery in ("none", "lstsq"):
+        result = pyprune.prune(model, data, strategy="oneshot", target=MACs(0.5), max_drop=None,
+                               recovery=recovery, holdout=0.0, **FAST)
+        assert result.met and result.report.verified
+        outputs = make_session(result.model.proto).run(None, {"input": test})[0]
+        accuracy[recovery] = float(np.mean(outputs.argmax(1) == labels))
+    assert accuracy["none"] < 0.6
+    assert accuracy["lstsq"] > 0.98
+
+
 def test_least_squares_fits_only_the_tokens_the_attention_mask_keeps():
     """A sequence MLP [N, 6, 10] -> 16 -> 4 with an attention mask: the head's refit is numpy's
     least squares on the real tokens only; padded positions (large values here) are not fitted."""
