@@ -615,7 +615,12 @@ def test_recovery_flags_on_the_command_line(tmp_path: Path):
                  "--max-drop", "none", "--strategy", "oneshot", "--recovery", "stats", "--holdout", "0",
                  "--damp", "0.05", "--quiet", "--json"])
     assert code == 0 and out.exists()
-    for bad in (["--recovery", "magic"], ["--holdout", "1.5"], ["--damp", "-1"], ["--block-size", "0"]):
+    auto = tmp_path / "auto.onnx"
+    assert main(["prune", str(model), "-o", str(auto), "--macs", "0.7", "--data", str(tmp_path / "d.npz"),
+                 "--max-drop", "none", "--strategy", "oneshot", "--recovery", "lstsq", "--damp", "auto",
+                 "--quiet"]) == 0 and auto.exists()
+    for bad in (["--recovery", "magic"], ["--holdout", "1.5"], ["--damp", "-1"], ["--damp", "strong"],
+                ["--block-size", "0"]):
         assert main(["prune", str(model), "-o", str(tmp_path / "p.onnx"), "--macs", "0.7", *bad]) == 2
         assert not (tmp_path / "p.onnx").exists()
 
