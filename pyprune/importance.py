@@ -379,12 +379,16 @@ def consumer_grams(model: Model, dataset: Dataset, groups: Sequence[Group],
     return grams
 
 
+def _damped_inverse(gram: np.ndarray, damp: float) -> np.ndarray:
+    """``H⁻¹`` of the ridge-damped Gram matrix ``H = G + damp · mean(diag G) · I``."""
+    return np.linalg.inv(gram + damp * max(float(np.mean(np.diag(gram))), 1e-12) * np.eye(gram.shape[0]))
+
+
 def _saliency(rows: np.ndarray, gram: np.ndarray, channels: int, damp: float = 0.01) -> np.ndarray:
     """Per input channel (a block of columns): the output error its removal leaves after the
     other columns are refitted by least squares, ``Σ_o w_oB [(H⁻¹)_BB]⁻¹ w_oBᵀ``."""
     p = gram.shape[0]
-    h = gram + damp * max(float(np.mean(np.diag(gram))), 1e-12) * np.eye(p)
-    hinv = np.linalg.inv(h)
+    hinv = _damped_inverse(gram, damp)
     per = p // channels
     out = np.empty(channels)
     for c in range(channels):
@@ -407,7 +411,7 @@ def _removal_costs(rows: np.ndarray, gram: np.ndarray, channels: int, damp: floa
     by the error the last unit cut adds (the marginal cost a global threshold should equalise)."""
     p = gram.shape[0]
     per = p // channels
-    hinv = np.linalg.inv(gram + damp * max(float(np.mean(np.diag(gram))), 1e-12) * np.eye(p))
+    hinv = _damped_inverse(gram, damp)
     w = rows.astype(np.float64, copy=True)
     blocks = np.arange(p).reshape(channels, per)
     alive = list(range(channels))

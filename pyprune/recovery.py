@@ -690,8 +690,8 @@ class Recovery:
         w = self.model.weight(lin.weight)
         trans_b = lin.op == "Gemm" and _attr(node, "transB", 0)
         alpha = float(_attr(node, "alpha", 1.0)) if lin.op == "Gemm" else 1.0
+        rows = w.reshape(w.shape[0], -1) if lin.op == "Conv" else (w if trans_b else w.T)  # (outputs, inputs)
         if lin.fit == "obs":
-            rows = w.reshape(w.shape[0], -1) if lin.op == "Conv" else (w if trans_b else w.T)
             keep = masked.get(lin.weight)
             keep_rows = np.ones(rows.shape, bool) if keep is None else (
                 keep.reshape(rows.shape) if lin.op == "Conv" else (keep if trans_b else keep.T))
@@ -699,16 +699,11 @@ class Recovery:
             fitted = obs_update(rows, keep_rows, sums[0], damp, self.block_size)
             values = fitted.reshape(w.shape) if lin.op == "Conv" else (fitted if trans_b else fitted.T)
             return np.ascontiguousarray(values, dtype=w.dtype), None
-        if lin.op == "Conv":  # the trained weights in the refit's layout: (input columns, outputs)
-            trained = w.reshape(w.shape[0], -1).T
-        elif lin.op == "Gemm":
-            trained = (w.T if trans_b else w) * alpha
-        else:
-            trained = w
-        prior: np.ndarray | None = trained.astype(np.float64)
+        trained = rows.T * alpha  # the trained weights in the refit's layout: (input columns, outputs)
+        prior: np.ndarray | None = trained
         if keep is not None:
-            prior = trained[keep].astype(np.float64) if keep.size == trained.shape[0] else None
-        coef, intercept = self._ridge_fit(sums, prior)
+            prior = trained[keep] if keep.size == trained.shape[0] else None
+        coef, intercept = self._ridge_fit(sums, None if prior is None else prior.astype(np.float64))
         full = np.zeros((keep.size, coef.shape[1])) if keep is not None else coef
         if keep is not None:
             full[keep] = coef
@@ -723,9 +718,7 @@ class Recovery:
     def _ridge_fit(self, sums: list, trained: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """The ridge refit from ``[XᵀX, XᵀY]`` of the batches fitted on and of those set aside
         (None when none were), pulled toward ``trained``; see the module docstring."""
-        fit_g, fit_c, aside_g, aside_c = (list(sums) + [None] * 4)[:4]
-        if fit_g is None:  # every batch that reached it was set aside
-            fit_g, fit_c, aside_g, aside_c = aside_g, aside_c, None, None
+        fit_g, fit_c, aside_g, aside_c = sums  # the first batch is never set aside: fit_g is there
         keep = np.ones(fit_g.shape[0] - 1, bool)
         if trained is not None and trained.shape != (keep.size, fit_c.shape[1]):
             trained = None

@@ -266,6 +266,19 @@ def test_a_convolutions_refit_rows_are_sampled_as_they_arrive(cnn_data, monkeypa
     assert search.run().report.verified
 
 
+def _head_regression(model, x: np.ndarray, search, result) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For a two-layer Gemm MLP whose hidden units a search cut: the regressors of its head's
+    refit (the kept hidden units of the unpruned model, and a constant), its unpruned logits and
+    the kept units."""
+    head = model.nodes[-1]
+    w1, b1 = model.weight(model.nodes[0].input[1]), model.weight(model.nodes[0].input[2])
+    hidden = np.maximum(x.astype(np.float64) @ w1 + b1, 0)
+    logits = hidden @ model.weight(head.input[1]).astype(np.float64) + model.weight(head.input[2])
+    (gid, n), = result.report.removed.items()
+    kept = np.setdiff1d(np.arange(hidden.shape[1]), search.by_id[gid].order[:n])
+    return np.hstack([hidden[:, kept], np.ones((len(x), 1))]), logits, kept
+
+
 def test_least_squares_refit_equals_numpy_on_the_calibration_data(tmp_path):
     """MLP 10 -> 16 -> 4, half the hidden units cut: the head's refit is numpy's least squares of
     the unpruned logits on the kept hidden units (and a constant)."""
@@ -276,12 +289,7 @@ def test_least_squares_refit_equals_numpy_on_the_calibration_data(tmp_path):
     result = search.run()
     head = model.nodes[-1]
     assert search.recovery.linears[head.name].fit == "lstsq"
-    w1, b1 = model.weight(model.nodes[0].input[1]), model.weight(model.nodes[0].input[2])
-    hidden = np.maximum(x.astype(np.float64) @ w1 + b1, 0)
-    logits = hidden @ model.weight(head.input[1]) + model.weight(head.input[2])
-    (gid, n), = result.report.removed.items()
-    kept = np.setdiff1d(np.arange(16), search.by_id[gid].order[:n])
-    a = np.hstack([hidden[:, kept], np.ones((len(x), 1))])
+    a, logits, _ = _head_regression(model, x, search, result)
     solution = np.linalg.lstsq(a, logits, rcond=None)[0]
     shipped = make_session(result.model.proto).run(None, {"x": x})[0]
     np.testing.assert_allclose(shipped, a @ solution, rtol=1e-3, atol=1e-3)
@@ -321,14 +329,8 @@ def test_automatic_ridge_is_chosen_on_the_batches_set_aside_then_refitted_on_all
     search = Search("oneshot", model, Dataset({"x": x}), target=Params(0.8), max_drop=None, metric="mse",
                     recovery="lstsq", holdout=0.0, batch_size=10, **FAST)
     result = search.run()
-    head = model.nodes[-1]
-    w1, b1 = model.weight(model.nodes[0].input[1]), model.weight(model.nodes[0].input[2])
-    w2, b2 = model.weight(head.input[1]).astype(np.float64), model.weight(head.input[2])
-    hidden = np.maximum(x.astype(np.float64) @ w1 + b1, 0)
-    logits = hidden @ w2 + b2
-    (gid, n), = result.report.removed.items()
-    kept = np.setdiff1d(np.arange(24), search.by_id[gid].order[:n])
-    a = np.hstack([hidden[:, kept], np.ones((len(x), 1))])
+    a, logits, kept = _head_regression(model, x, search, result)
+    w2 = model.weight(model.nodes[-1].input[1]).astype(np.float64)
     aside = (np.arange(len(x)) // 10) % 4 == 3  # batches 3 and 7 of 8
     assert len(search.problem.session.batches) == 8
 
