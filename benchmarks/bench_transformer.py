@@ -21,12 +21,12 @@ layer and 50% of the neurons of every feed-forward block:
 * ``ffn-only``: the baseline: feed-forward neurons only, one-shot to 0.55 of the MACs.
 
 No constraint is set (``max_drop=None``): each row shows what the cut costs. Recovery is
-``--recovery`` (pyprune's default, ``auto``: least squares on real data). Figures, all measured here on the written model:
-ONNX Runtime speed-up over the unpruned model (batch 1 and 8, sequence 128, 2 threads, median
-of alternating rounds), mean cosine of the output to the unpruned model's on the held-out
-sentences (the pooled embedding; for the classifier, topic accuracy on them too), MACs and
-parameter ratios (from the report, counted at the calibration data's shapes), and the wall time
-of the pruning call.
+``--recovery`` (pyprune's default, ``auto``: least squares on real data). Figures, all measured
+here on the written model: ONNX Runtime speed-up over the unpruned model (batch 1 and 8,
+sequence 128, 2 threads, median of alternating rounds), mean cosine of the output to the
+unpruned model's on the held-out sentences (the pooled embedding; for the classifier, topic
+accuracy on them too), MACs and parameter ratios (from the report, counted at the calibration
+data's shapes), and the wall time of the pruning call.
 
     python benchmarks/bench_transformer.py                 # everything (~1 h on 2 cores)
     python benchmarks/bench_transformer.py --quick         # the trained encoder, one-shot only
