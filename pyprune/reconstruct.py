@@ -13,13 +13,15 @@ im2col patches of a convolution, :func:`conv_rows`) and ``C = XᵀY`` with the u
   column-by-column update. Columns are visited in order; each removed weight's error is spread
   over the later columns of its row through the Cholesky factor of ``(G + λI)⁻¹``, in blocks of
   ``block_size`` columns (lazy batch updates).
+* :func:`spanned_fraction`: how many of a layer's input directions the data pins down (the
+  ridge's effective degrees of freedom over the columns), for choosing what a refit pulls toward.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["conv_rows", "ridge_refit", "obs_update", "conv_output_rows"]
+__all__ = ["conv_rows", "ridge_refit", "obs_update", "conv_output_rows", "spanned_fraction"]
 
 
 def conv_rows(x: np.ndarray, kernel: tuple[int, ...], strides: tuple[int, ...], pads: tuple[int, ...],
@@ -108,6 +110,27 @@ def ridge_refit(gram: np.ndarray, cross: np.ndarray, keep: np.ndarray, damp: flo
         return w, solved[-1]
     w[cols] = solved
     return w, np.zeros(cross.shape[1])
+
+
+def spanned_fraction(gram: np.ndarray, damp: float = 0.01) -> float:
+    """The share of the input columns the data behind ``gram`` pins down under a ridge ``damp``.
+
+    ``gram``: ``XᵀX`` with a last column of ones appended (as for :func:`ridge_refit` with an
+    intercept). The inputs are centred (the intercept takes their means) and the ridge's effective
+    degrees of freedom ``Σ e / (e + λ)`` over the eigenvalues ``e`` of their Gram matrix,
+    ``λ = damp · mean(diag XᵀX)``, are divided by the number of columns: near 1 when the rows
+    vary in every direction, near 0 when they lie close to a few directions (however many rows
+    there are). Costs about one ridge solve (0.3 s at 2048 columns here)."""
+    features = gram.shape[0] - 1
+    if features <= 0 or gram[-1, -1] <= 0:
+        return 0.0
+    sums = gram[-1, :-1]
+    centred = gram[:-1, :-1] - np.outer(sums, sums) / gram[-1, -1]
+    lam = damp * float(np.mean(np.diag(gram)[:-1]))
+    if lam <= 0:
+        return 0.0
+    eigen = np.clip(np.linalg.eigvalsh(centred), 0.0, None)
+    return float(np.sum(eigen / (eigen + lam))) / features
 
 
 def obs_update(w: np.ndarray, keep: np.ndarray, gram: np.ndarray, damp: float = 0.01,

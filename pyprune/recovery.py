@@ -22,7 +22,12 @@ session (fed inputs: no rebuild) and folds the corrections into weights and bias
   per layer and per refit, unless fixed: every fourth calibration batch is set aside, the refit
   of the others is scored on it for each strength of :data:`DAMP_CHOICES`, and the winner is
   refitted on all of them (a few thousand tokens do not pin down a refit of a thousand columns,
-  and the error a plain refit leaves on sentences it did not see is many times its own). A
+  and the error a plain refit leaves on sentences it did not see is many times its own). A layer
+  whose calibration inputs vary along few of its input directions (under a fifth, by the ridge's
+  effective degrees of freedom: :func:`~pyprune.reconstruct.spanned_fraction`) is refitted
+  toward zero instead: there the pull, not the data, would set most of the refit, and it keeps
+  the trained response in every direction the data never showed, so whatever a later cut
+  changes in those directions passes through unfiltered. A
   weight with single weights removed (unstructured or N:M) gets the
   OBS/SparseGPT update from its input Hessian. Fed as weight values; shipped as the weights.
   A refitted layer gives what lies below it (nearly) its original input back; whether the
@@ -58,7 +63,7 @@ from . import core
 from .data import Batch
 from .evaluate import ChannelStats, MaskedSession, RunningChannelStats
 from .graph import Group, MaskPoint, Model, drop_unused
-from .reconstruct import conv_output_rows, conv_rows, obs_update, ridge_refit
+from .reconstruct import conv_output_rows, conv_rows, obs_update, ridge_refit, spanned_fraction
 from .surgery import bias_after, fold_output_affine, replace_input
 
 __all__ = ["Recovery", "RECOVERY_MODES", "Snapshot"]
@@ -69,6 +74,13 @@ DAMP_CHOICES = (0.01, 0.03, 0.1, 0.3, 1.0)
 #: ... and the strength used where there are too few calibration batches to set some aside, and
 #: the OBS update's dampening.
 DEFAULT_DAMP = 0.01
+#: A refit pulls toward the trained weights only when its calibration inputs pin down at least
+#: this share of its input directions (:func:`~pyprune.reconstruct.spanned_fraction`). Measured:
+#: 0.43-0.85 on ResNet-18's refitted convolutions, 0.72-0.89 on a trained MiniLM's projections,
+#: 0.04-0.08 on the attention output projections of a randomly initialised BERT, whose nearly
+#: uniform attention gives every token of a sentence almost the same input there; pulled, those
+#: made its greedy stop at 0.946 of the MACs under the cosine constraint, against 0.897.
+_MIN_SPANNED_TO_PULL = 0.2
 #: One calibration batch in this many is set aside to choose the ridge strength on; it takes at
 #: least this many batches.
 _DAMP_EVERY = 4
@@ -717,10 +729,14 @@ class Recovery:
 
     def _ridge_fit(self, sums: list, trained: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """The ridge refit from ``[XᵀX, XᵀY]`` of the batches fitted on and of those set aside
-        (None when none were), pulled toward ``trained``; see the module docstring."""
+        (None when none were), pulled toward ``trained`` where the inputs span enough of their
+        directions (toward zero where they do not); see the module docstring."""
         fit_g, fit_c, aside_g, aside_c = sums  # the first batch is never set aside: fit_g is there
         keep = np.ones(fit_g.shape[0] - 1, bool)
         if trained is not None and trained.shape != (keep.size, fit_c.shape[1]):
+            trained = None
+        everything = fit_g if aside_g is None else fit_g + aside_g
+        if trained is not None and spanned_fraction(everything, DEFAULT_DAMP) < _MIN_SPANNED_TO_PULL:
             trained = None
         if aside_g is None:
             return ridge_refit(fit_g, fit_c, keep, DEFAULT_DAMP if self.damp is None else self.damp, prior=trained)
@@ -731,7 +747,7 @@ class Recovery:
             return float(np.sum(full * (aside_g @ full)) - 2.0 * np.sum(full * aside_c))
 
         best = min(DAMP_CHOICES, key=aside_error)
-        return ridge_refit(fit_g + aside_g, fit_c + aside_c, keep, best, prior=trained)
+        return ridge_refit(everything, fit_c + aside_c, keep, best, prior=trained)
 
     def _bias(self, lin: _Linear, node: onnx.NodeProto) -> np.ndarray:
         """What the layer's output already adds per channel (its bias, or beta * C)."""

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import pyprune
 from pyprune import Dataset, core, load
 from pyprune.evaluate import MaskedSession, make_session, run_batches
-from pyprune.reconstruct import conv_output_rows, conv_rows, obs_update, ridge_refit
+from pyprune.reconstruct import conv_output_rows, conv_rows, obs_update, ridge_refit, spanned_fraction
 from pyprune.targets import MACs, Params, Sparsity
 
 from _models import Builder, attention, fused_encoder, gemm_mlp, random_inputs
@@ -315,6 +315,60 @@ def test_ridge_refit_pulls_toward_a_prior_not_zero():
     np.testing.assert_allclose(w, prior, rtol=1e-5, atol=1e-6)
     w0, _ = ridge_refit(g, c, keep, 1e8)
     assert np.abs(w0).max() < 1e-5
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(60, 300), p=st.integers(3, 24), k=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_spanned_fraction_counts_the_directions_the_inputs_vary_in(n, p, k, seed):
+    """The ridge's effective degrees of freedom of the centred inputs over the columns: about 1
+    for inputs varying in every direction, about ``k / p`` for inputs near ``k`` directions, and
+    a constant offset (what the intercept takes) adds nothing."""
+    rng = np.random.default_rng(seed)
+
+    def gram(x):
+        a = np.hstack([x, np.ones((len(x), 1))])
+        return a.T @ a
+
+    offset = rng.standard_normal(p)
+    full = rng.standard_normal((n, p)) * rng.uniform(0.5, 2.0, p) + offset
+    centred = full - full.mean(0)
+    lam = 0.01 * np.mean(np.sum(full ** 2, 0))
+    eigen = np.clip(np.linalg.eigvalsh(centred.T @ centred), 0, None)
+    assert spanned_fraction(gram(full), 0.01) == pytest.approx(np.sum(eigen / (eigen + lam)) / p, rel=1e-6)
+    if n >= 4 * p:
+        assert spanned_fraction(gram(full), 0.01) > 0.7
+    few = rng.standard_normal((n, k)) @ rng.standard_normal((k, p)) + 1e-4 * rng.standard_normal((n, p)) + offset
+    assert spanned_fraction(gram(few), 0.01) <= (k + 0.05 * p) / p
+    assert spanned_fraction(gram(np.tile(offset, (n, 1))), 0.01) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_refits_of_inputs_that_vary_in_few_directions_are_not_pulled_toward_the_trained_weights():
+    """MLP 12 -> 24 -> 4 fed samples that all lie near one line: the head's 24 inputs vary along
+    a few directions only (ReLU kinks of one scalar), so the data pins down little of its refit.
+    Such a refit is the plain ridge toward zero, not pulled toward the trained head weights (the
+    pull would keep the trained response in every direction the data never showed)."""
+    from pyprune.recovery import _MIN_SPANNED_TO_PULL
+
+    model = load(gemm_mlp((12, 24, 4), seed=5))
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((200, 1)) * rng.standard_normal((1, 12))
+         + 1e-3 * rng.standard_normal((200, 12))).astype(np.float32)
+    search = Search("oneshot", model, Dataset({"x": x}), target=Params(0.8), max_drop=None, metric="mse",
+                    recovery="lstsq", holdout=0.0, damp=0.01, **FAST)
+    result = search.run()
+    a, logits, kept = _head_regression(model, x, search, result)
+    assert search.recovery.linears[model.nodes[-1].name].fit == "lstsq"
+    assert spanned_fraction(a.T @ a, 0.01) < _MIN_SPANNED_TO_PULL
+    w2 = model.weight(model.nodes[-1].input[1]).astype(np.float64)
+    g, c = a.T @ a, a.T @ logits
+    ridge = np.diag([0.01 * np.mean(np.diag(g)[:-1])] * len(kept) + [0.0])
+    toward_zero = np.linalg.solve(g + ridge, c)
+    pulled = np.linalg.solve(g + ridge, c + np.vstack([ridge[:-1, :-1] @ w2[kept], np.zeros((1, 4))]))
+    assert np.abs(toward_zero - pulled).max() > 0.1  # the two refits differ: the check can fail
+    shipped = result.model.weight(result.model.nodes[-1].input[1]).astype(np.float64)
+    np.testing.assert_allclose(shipped, toward_zero[:-1], rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(make_session(result.model.proto).run(None, {"x": x})[0], a @ toward_zero,
+                               rtol=1e-3, atol=1e-3)
 
 
 def test_automatic_ridge_is_chosen_on_the_batches_set_aside_then_refitted_on_all():
