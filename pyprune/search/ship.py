@@ -110,7 +110,7 @@ def ship(p: PruningProblem, loop: Loop) -> PruneResult:
     """The shipped model of ``p``'s current state and its report (see the module docstring)."""
     target = p.ensure_target()
     counts = dict(p.counts)
-    masked = p.refit_stream()  # the state judged under the corrections it ships with
+    masked = p.final_refit()  # the state judged under the corrections it ships with
     plain = _uncorrected(p, counts)  # judged before the search's session goes: never built twice
     p.release_search()  # the search's session and workers are done: their memory goes before the copy's
     # The original's figures first: on a large model its latency session and the pruned copy
