@@ -613,6 +613,24 @@ def test_the_state_shipped_is_refitted_on_all_the_data(mlp, ranked):
     assert again.loss == pytest.approx(shipped.loss)
 
 
+def test_recovery_passes_stop_at_the_deadline(mlp):
+    """A recovery given a deadline already past runs one pass (its outputs judge the corrections
+    it was fed) and begins no other; without one it runs on until the corrections settle."""
+    import time
+
+    model, data = mlp
+    p = Search("greedy", model, data, target=MACs(0.5), max_drop=None, recovery="lstsq", **FAST).problem
+    state = {s.id: s.size // 2 for s in p.slots}
+    masks, changed = p.space.masks(state), p.changed(state)
+    runs = p.recovery_runs
+    p._settle(masks, changed, True, 6, None)
+    free = p.recovery_runs - runs
+    p.recovery.clear()
+    runs = p.recovery_runs
+    best = p._settle(masks, changed, True, 6, None, deadline=time.perf_counter())
+    assert free >= 2 and p.recovery_runs - runs == 1 and best is not None
+
+
 def test_a_refit_on_all_the_data_that_judges_worse_is_not_kept(mlp, ranked):
     """Here the refit on all the samples brings the outputs closer to the original but costs
     calibration accuracy: the search's corrections stay, and so does the part they were fitted on."""

@@ -760,8 +760,9 @@ class PruningProblem:
         0.49 of its MACs by greedy: cosine 0.9981 -> 0.9987, 28 s). Kept when it brings the
         outputs closer to the original on the fitted data and judges no worse where the
         constraint is checked; the search's corrections stay otherwise. Skipped once a stop was
-        asked for, or when the time limit would pass before it ends (its cost estimated from the
-        last recovery on the part, scaled to all the samples)."""
+        asked for, or when the time limit would pass before it ends by the cost of the last
+        recovery on the part scaled to all the samples (a lower bound: that recovery may have
+        re-estimated only the layers below one step); its passes stop at the time limit."""
         counts = dict(self.counts)
         settled = self.evaluate(counts, count=False)
         part, limit = self.recovery_samples, self.options.time_limit
@@ -774,7 +775,8 @@ class PruningProblem:
         self.recovery.calibrate(self.session)  # every batch's targets this time
         self.recovery_samples = None
         masks, changed = self.space.masks(counts), self.changed(counts)
-        best = self._settle(masks, changed, True, self._default_passes(), None)
+        deadline = None if limit is None else self.started + limit
+        best = self._settle(masks, changed, True, self._default_passes(), None, deadline=deadline)
         self.recovery_runs += 1
         if best is not None:
             self.recovery.restore(best[1])
@@ -864,10 +866,11 @@ class PruningProblem:
         return min(len(self.recovery.batchnorms) + len(self.recovery.linears), 4) + 2
 
     def _settle(self, masks: Any, changed: set[str], full: bool, passes: int,
-                moved: set[str] | None) -> tuple[float, Any, list[np.ndarray]] | None:
-        """Run recovery passes until the corrections settle (at most ``passes``): the fitted-data
-        loss, corrections and outputs of the pass closest to the original, no correction
-        included; None when no pass gave finite outputs."""
+                moved: set[str] | None, deadline: float | None = None) -> tuple[float, Any, list[np.ndarray]] | None:
+        """Run recovery passes until the corrections settle (at most ``passes``, none begun after
+        ``deadline``, a ``time.perf_counter`` value): the fitted-data loss, corrections and outputs
+        of the pass closest to the original, no correction included; None when no pass gave
+        finite outputs."""
         best: tuple[float, Any, list[np.ndarray]] | None = None
         plain_fed = False
 
@@ -895,6 +898,8 @@ class PruningProblem:
             previous = loss
             if change < _SETTLED or (i == passes - 1 and passes == 2) or worse >= _DIVERGING:
                 break
+            if deadline is not None and time.perf_counter() >= deadline:
+                break  # the corrections of the last pass are not judged: one of those judged is kept
         else:
             consider(self._run_corrected(masks), self.recovery.snapshot())
         if not plain_fed and (full or not self._uncorrected_hopeless):
