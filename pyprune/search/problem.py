@@ -777,7 +777,6 @@ class PruningProblem:
         masks, changed = self.space.masks(counts), self.changed(counts)
         deadline = None if limit is None else self.started + limit
         best = self._settle(masks, changed, True, self._default_passes(), None, deadline=deadline)
-        self.recovery_runs += 1
         if best is not None:
             self.recovery.restore(best[1])
             judged = replace(self._judge(best[2], counts, None, count=False), corrections=self.recovery.snapshot())
