@@ -756,8 +756,8 @@ class PruningProblem:
         On a costly model every full recovery is fitted on the first samples
         (:attr:`recovery_samples`) and the state judged on all of them; the state to ship is
         refitted on all of them instead: a calibration run that keeps every batch's refit targets
-        and statistics, then a full recovery from the search's corrections (on a ResNet-18 cut to
-        0.49 of its MACs by greedy: cosine 0.9981 -> 0.9987, 28 s). Kept when it brings the
+        and statistics, then a recovery from the search's corrections (on a ResNet-18 cut to 0.49
+        of its MACs by greedy: cosine 0.9981 -> 0.9987, 15 s). Kept when it brings the
         outputs closer to the original on the fitted data and judges no worse where the
         constraint is checked; the search's corrections stay otherwise. Skipped once a stop was
         asked for, or when the time limit would pass before it ends by the cost of the last
@@ -776,7 +776,10 @@ class PruningProblem:
         self.recovery_samples = None
         masks, changed = self.space.masks(counts), self.changed(counts)
         deadline = None if limit is None else self.started + limit
-        best = self._settle(masks, changed, True, self._default_passes(), None, deadline=deadline)
+        # Two passes: one refit of every layer on all the data from the search's settled
+        # corrections, and its judgement. Further passes moved away again on ResNet-18 (losses
+        # 0.0426 under the search's corrections, 0.0226, 0.0290, 0.0531) and took half the time.
+        best = self._settle(masks, changed, True, 2, None, deadline=deadline)
         if best is not None:
             self.recovery.restore(best[1])
             judged = replace(self._judge(best[2], counts, None, count=False), corrections=self.recovery.snapshot())
