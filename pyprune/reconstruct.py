@@ -126,9 +126,7 @@ def spanned_fraction(gram: np.ndarray, damp: float = 0.01) -> float:
         return 0.0
     sums = gram[-1, :-1]
     centred = gram[:-1, :-1] - np.outer(sums, sums) / gram[-1, -1]
-    lam = damp * float(np.mean(np.diag(gram)[:-1]))
-    if lam <= 0:
-        return 0.0
+    lam = _ridge(gram, damp, True)[1]  # the ridge a refit from these sums adds
     eigen = np.clip(np.linalg.eigvalsh(centred), 0.0, None)
     return float(np.sum(eigen / (eigen + lam))) / features
 

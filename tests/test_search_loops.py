@@ -590,18 +590,24 @@ def test_costly_models_fit_recovery_on_part_and_judge_on_all(mlp, ranked):
     assert fitted.loss < p.evaluate(state, corrections="none", count=False).loss
 
 
+def _committed(mlp, share: int, **settings):
+    """A costly-model greedy problem on the digits MLP (with the ``ranked`` fixture) that has
+    committed ``1 / share`` of every layer with its recovery: the problem and that evaluation."""
+    model, data = mlp
+    p = Search("greedy", model, data, target=MACs(0.5), max_drop=0.05, recovery="lstsq", **FAST, **settings).problem
+    state = {s.id: s.size // share for s in p.slots}
+    fitted = p.trial(state, recover=True)
+    p.commit(state, f"1/{share} of every layer", fitted)
+    return p, fitted
+
+
 def test_the_state_shipped_is_refitted_on_all_the_data(mlp, ranked):
     """A costly model's recoveries are fitted on the first samples; the state to ship is refitted
     once on all of them, kept because it brings the outputs closer to the original, and what
     pyprune writes computes those corrections."""
-    model, data = mlp
-    p = Search("greedy", model, data, target=MACs(0.5), max_drop=0.05, recovery="lstsq", holdout=0.0,
-               **FAST).problem
+    p, fitted = _committed(mlp, 2, holdout=0.0)
     part = p.recovery_samples
     assert part is not None and part < p.fit_samples
-    state = {s.id: s.size // 2 for s in p.slots}
-    fitted = p.trial(state, recover=True)
-    p.commit(state, "half of every layer", fitted)
     shipped = p.final_refit()
     assert p.recovery_samples is None and p.recovery.fit_rows is None
     for lin in p.recovery.linears.values():  # every batch has its refit targets now
@@ -609,7 +615,7 @@ def test_the_state_shipped_is_refitted_on_all_the_data(mlp, ranked):
             assert max(lin.targets) >= part
     assert shipped.loss < fitted.loss and shipped.metric >= fitted.metric
     assert p.current is shipped and any(f"not the first {part}" in note for note in p.notes)
-    again = p.evaluate(state, corrections=shipped.corrections, count=False)
+    again = p.evaluate(p.counts, corrections=shipped.corrections, count=False)
     assert again.loss == pytest.approx(shipped.loss)
 
 
@@ -634,13 +640,8 @@ def test_recovery_passes_stop_at_the_deadline(mlp):
 def test_a_refit_on_all_the_data_that_judges_worse_is_not_kept(mlp, ranked):
     """Here the refit on all the samples brings the outputs closer to the original but costs
     calibration accuracy: the search's corrections stay, and so does the part they were fitted on."""
-    model, data = mlp
-    p = Search("greedy", model, data, target=MACs(0.5), max_drop=0.05, recovery="lstsq", holdout=0.0,
-               **FAST).problem
+    p, fitted = _committed(mlp, 3, holdout=0.0)
     part = p.recovery_samples
-    state = {s.id: s.size // 3 for s in p.slots}
-    fitted = p.trial(state, recover=True)
-    p.commit(state, "a third of every layer", fitted)
     shipped = p.final_refit()
     assert shipped.loss == pytest.approx(fitted.loss) and shipped.metric == fitted.metric
     assert p.recovery_samples == part and p.recovery.fit_rows == part
@@ -648,12 +649,7 @@ def test_a_refit_on_all_the_data_that_judges_worse_is_not_kept(mlp, ranked):
 
 
 def test_the_refit_on_all_the_data_is_skipped_when_it_would_pass_the_time_limit(mlp, ranked):
-    model, data = mlp
-    p = Search("greedy", model, data, target=MACs(0.5), max_drop=0.05, recovery="lstsq", time_limit=3600,
-               **FAST).problem
-    state = {s.id: s.size // 3 for s in p.slots}
-    fitted = p.trial(state, recover=True)
-    p.commit(state, "a third of every layer", fitted)
+    p, fitted = _committed(mlp, 3, time_limit=3600)
     part = p.recovery_samples
     p._part_recovery_seconds = 3600.0  # scaled to all the samples, past the limit
     shipped = p.final_refit()

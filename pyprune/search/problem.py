@@ -700,7 +700,8 @@ class PruningProblem:
         changed = self.changed(counts)
         moved = None if settled_for is None or orders else {
             sid for sid in set(counts) | set(settled_for) if counts.get(sid, 0) != settled_for.get(sid, 0)}
-        passes = passes or self._default_passes()
+        depth = len(self.recovery.batchnorms) + len(self.recovery.linears)
+        passes = passes or min(depth, 4) + 2
         saving = self._cut_fraction(counts, orders) if full and self.recovery.ends_adaptive else 0.0
         if full and self.recovery.ends_adaptive and (
                 self._decided_at is None or abs(saving - self._decided_at) >= _REDECIDE):
@@ -783,9 +784,7 @@ class PruningProblem:
         if best is not None:
             self.recovery.restore(best[1])
             judged = replace(self._judge(best[2], counts, None, count=False), corrections=self.recovery.snapshot())
-            higher = self.metric.direction == "higher"
-            no_worse = judged.metric >= settled.metric if higher else judged.metric <= settled.metric
-            if judged.loss < settled.loss and no_worse and (judged.passed or not settled.passed):
+            if self._replaces(judged, settled):
                 self.current = judged
                 self.notes.append(f"recovery refitted on all {self.fit_samples} fitted samples on the state "
                                   f"shipped, not the first {part} ({self.metric.name} {judged.metric:.4f})")
@@ -823,15 +822,20 @@ class PruningProblem:
             self.recovery_runs += 1
         outs = self._run_corrected(masks)
         judged = replace(self._judge(outs, counts, None, count=False), corrections=self.recovery.snapshot())
-        higher = self.metric.direction == "higher"
-        no_worse = judged.metric >= settled.metric if higher else judged.metric <= settled.metric
-        if _finite(outs) and judged.loss < settled.loss and no_worse and (judged.passed or not settled.passed):
+        if _finite(outs) and self._replaces(judged, settled):
             self.current = judged
             self.notes.append(f"recovery refitted {len(layers)} layer(s) toward the residual stream, block by "
                               f"block, on the state shipped ({self.metric.name} {judged.metric:.4f})")
             return judged
         self.recovery.restore(start)
         return settled
+
+    def _replaces(self, judged: Evaluation, settled: Evaluation) -> bool:
+        """Whether a last refit's state replaces the search's settled one: its outputs closer to
+        the original on the fitted data, its metric no worse, and passing if the settled one did."""
+        higher = self.metric.direction == "higher"
+        no_worse = judged.metric >= settled.metric if higher else judged.metric <= settled.metric
+        return judged.loss < settled.loss and no_worse and (judged.passed or not settled.passed)
 
     def _cut_fraction(self, counts: Mapping[str, int], orders: Orders | None) -> float:
         """How much of the model a state cuts: the largest fraction of MACs, parameters or
@@ -862,10 +866,6 @@ class PruningProblem:
             settled = self._settle(masks, changed, full, passes, moved)
         self._part_recovery_seconds = time.perf_counter() - began
         return settled, True
-
-    def _default_passes(self) -> int:
-        """Recovery passes a full recovery may run: one per normalisation layer, up to four, plus two."""
-        return min(len(self.recovery.batchnorms) + len(self.recovery.linears), 4) + 2
 
     def _settle(self, masks: Any, changed: set[str], full: bool, passes: int,
                 moved: set[str] | None, deadline: float | None = None) -> tuple[float, Any, list[np.ndarray]] | None:
