@@ -287,6 +287,19 @@ def test_prune_writes_the_model_and_the_report(files: dict[str, Path], tmp_path:
     assert summary["after"]["macs"] == _macs(out)
 
 
+@pytest.mark.parametrize("strategy, label", [("oneshot_global", "oneshot-global"), ("oneshot_local", "oneshot-local")])
+def test_one_shot_scope_is_chosen_by_the_strategy_name(files: dict[str, Path], tmp_path: Path, capsys,
+                                                       strategy: str, label: str) -> None:
+    out = tmp_path / f"{strategy}.onnx"
+    proc = run_main(capsys, "prune", files["model"], "-o", out, "--macs", "0.7", "--strategy", strategy,
+                    "--max-drop", "none", "--json", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["met"] is True and summary["strategy"] == label
+    assert summary["after"]["macs"] == _macs(out) <= 0.7 * _macs(files["model"])
+    _runs_like_the_original(out, files["model"])
+
+
 def test_round_to_keeps_multiples_of_n_units(files: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "rounded.onnx"
     proc = cli("prune", files["model"], "-o", out, "--macs", "0.6", "--strategy", "greedy",

@@ -38,6 +38,7 @@ from ..options import (
     IMPORTANCE_NAMES,
     RECOVERY_CHOICES,
     STRATEGIES,
+    STRATEGY_ALIASES,
 )
 from ..targets import TARGET_KINDS
 
@@ -328,8 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="weights (unstructured), nm (2:4 weights), channels/neurons, or layers")
     how.add_argument("--importance", default="l2", metavar="NAME",
                      help=f"importance score: {', '.join(IMPORTANCE_NAMES)}")
-    how.add_argument("--strategy", choices=STRATEGIES, default="greedy",
-                     help="search loop")
+    how.add_argument("--strategy", choices=STRATEGIES + tuple(STRATEGY_ALIASES), default="greedy",
+                     help="search loop; oneshot_global ranks the units of every group together and cuts "
+                          "them at one score (oneshot_local, the same as oneshot: the same share of each group)")
     how.add_argument("--seed", type=_seed, default=0, metavar="N",
                      help="seed of every random choice (random importance, random search); 0 by default")
     how.add_argument("--round-to", type=_round_to, default="auto", metavar="N",
