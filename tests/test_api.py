@@ -74,3 +74,24 @@ def test_unknown_metric_lists_topn_as_a_pattern() -> None:
         pp.metrics.get("topK")
     assert "topK" not in str(info.value).split("known:")[1]
     assert pp.metrics.get("top7").name == "top7_accuracy"
+
+
+def _digits_problem_notes(labels_from_model: bool, max_drop: float | None) -> list[str]:
+    model = pp.load(ASSETS / "digits_mlp.onnx")
+    npz = np.load(ASSETS / "digits.npz")
+    x = npz["input"][:200]
+    labels = npz["label"][:200]
+    if labels_from_model:  # what a model trained on these samples scores
+        session = ort.InferenceSession(str(ASSETS / "digits_mlp.onnx"), providers=["CPUExecutionProvider"])
+        labels = session.run(None, {"input": x})[0].argmax(axis=1)
+    result = pp.prune(model, pp.Dataset({"input": x}, labels=labels), strategy="oneshot", target=pp.MACs(0.9),
+                      max_drop=max_drop, quiet=True, measure_latency=False)
+    return result.report.notes
+
+
+def test_a_perfect_unpruned_score_on_the_checked_data_is_noted() -> None:
+    """A constraint checked on samples the model scores perfectly on (its own training data) says
+    little about unseen data; the report says so, and only then."""
+    assert any("perfect accuracy" in n for n in _digits_problem_notes(True, 0.01))
+    assert not any("perfect accuracy" in n for n in _digits_problem_notes(True, None))  # no constraint
+    assert not any("perfect accuracy" in n for n in _digits_problem_notes(False, 0.01))  # true labels: not perfect
