@@ -111,9 +111,14 @@ class Metric:
         """True when ``value`` is at least as good as ``threshold``."""
         return value >= threshold if self.direction == "higher" else value <= threshold
 
+    @property
+    def best(self) -> float:
+        """The best value the metric can take (infinite where its bounds set none)."""
+        return self.bounds[1] if self.direction == "higher" else self.bounds[0]
+
     def best_possible(self, partial_sum: float, seen: int, total: int) -> float:
         """Best final value given the per-sample scores summed so far over ``seen`` samples."""
-        best = self.bounds[1] if self.direction == "higher" else self.bounds[0]
+        best = self.best
         if math.isinf(best):
             return best
         return (partial_sum + (total - seen) * best) / total

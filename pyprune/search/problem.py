@@ -268,7 +268,8 @@ class PruningProblem:
         self.fit_baseline = self.metric(*self._part(self.reference, self.metric_target, fit=True))
         self.baseline = self.metric(*self._part(self.reference, self.metric_target, fit=False))
         self.threshold = None if self.constraint is None else self.constraint.threshold(self.baseline, self.metric)
-        if self.threshold is not None and self._perfect(self.baseline):
+        # A labelled metric at its best on the checked data: most likely data the model was trained on.
+        if self.threshold is not None and self.metric.needs_labels and self.baseline == self.metric.best:
             where = "held-out samples" if self.holdout else "data"
             self.notes.append(f"the unpruned model scores a perfect {self.metric.name} ({self.baseline:.4f}) on the "
                               f"{where} the constraint is checked on: if it was trained on these samples, the "
@@ -293,14 +294,6 @@ class PruningProblem:
         self.note = ""  # why the loop stopped, when it did not reach the target
         self.current = Evaluation(self.baseline, 0.0, True, self.base_cost, list(self.reference))
         self._record("start", {}, self.baseline, 0.0)
-
-    def _perfect(self, value: float) -> bool:
-        """Whether a labelled metric's ``value`` is the best its bounds allow (a model scoring that
-        on its calibration data was most likely trained on it)."""
-        if not self.metric.needs_labels:
-            return False
-        best = self.metric.bounds[1] if self.metric.direction == "higher" else self.metric.bounds[0]
-        return math.isfinite(best) and value == best
 
     def _judged_note(self) -> str:
         """Which output the metric reads, and why (for the report)."""
