@@ -357,7 +357,8 @@ def ort_transformer(opset=13, batch="N"):
     """A transformer block as ONNX Runtime's optimizer saves it: SkipLayerNormalization joins and
     normalises the residual stream (frozen), the FFN neurons (MatMul -> BiasGelu -> MatMul,
     FusedMatMul with a transposed weight -> FastGelu -> MatMul, QuickGelu and Gelu, a layer norm
-    over a non-channel axis) prune."""
+    over a non-channel axis) prune, and so does the last residual sum, read by a MatMul only (the
+    normalised stream it adds is then read through a Gather of the kept channels)."""
     b = Builder(opset, batch)
     x = b.input([4, 8])
     ln = b.ms("SkipLayerNormalization", [x, x, b.weight([8], positive=True), b.weight([8], 0.1)])
@@ -586,7 +587,8 @@ def gemm_mlp(sizes: tuple[int, ...], seed: int = 0, trans_b: tuple[int, ...] = (
 
 
 def attention(opset=17, batch="N", heads=4, head_dim=3, kv_heads=None, seq=5, target="const",
-              merge="const", mask="input", keys="plain", ffn=True, seed=0, packed=False):
+              merge="const", mask="input", keys="plain", ffn=True, seed=0, packed=False,
+              position_bias=False):
     """A transformer block as exporters write it: Q/K/V MatMul + bias -> Reshape [B, S, H, d] ->
     Transpose -> Q @ K^T -> scale -> mask Add -> Softmax -> @ V -> Transpose -> Reshape ->
     output projection -> residual Add (-> LayerNorm) -> feed-forward block.
@@ -600,7 +602,9 @@ def attention(opset=17, batch="N", heads=4, head_dim=3, kv_heads=None, seq=5, ta
     ([B, 1, 1, S] graph input), ``"causal"`` (a [1, 1, S, S] constant) or ``"none"``. ``keys``:
     ``"transpose"`` transposes K through ``[B*H, S, d]`` (scaled_dot_product_attention exports).
     ``packed``: one QKV projection reshaped to ``[B, S, 3, H, d]``, permuted to ``[3, B, H, S, d]``
-    and split (timm's ViT).
+    and split (timm's ViT). ``position_bias``: a relative position bias computed at run time from
+    a ``[buckets, H]`` table (Gather of bucket ids, Transpose, Unsqueeze to ``[1, H, S, S]``) is
+    added to the scores, as MPNet and T5 exports do.
     """
     b = Builder(opset, batch, seed)
     e = heads * head_dim
@@ -653,6 +657,14 @@ def attention(opset=17, batch="N", heads=4, head_dim=3, kv_heads=None, seq=5, ta
     else:
         kt = b.op("Transpose", [k], perm=[0, 1, 3, 2])
     scores = b.op("Mul", [b.op("MatMul", [q, kt]), b.const(np.array(head_dim ** -0.5, np.float32))])
+    if position_bias:  # bucket ids from the run-time length: 7 buckets of relative offset
+        length = b.op("Gather", [b.op("Shape", [x]), b.const(np.array(1, np.int64))], axis=0)
+        at = b.op("Range", [b.const(np.array(0, np.int64)), length, b.const(np.array(1, np.int64))])
+        offsets = b.op("Sub", [b.unsqueeze(at, [0]), b.unsqueeze(at, [1])])
+        three = [b.const(np.array(v, np.int64)) for v in (-3, 3)]
+        buckets = b.op("Add", [b.op("Clip", [offsets, *three]), three[1]])
+        table = b.op("Gather", [b.weight([7, heads], 0.5), buckets], axis=0)  # [S, S, H]
+        scores = b.op("Add", [scores, b.unsqueeze(b.op("Transpose", [table], perm=[2, 0, 1]), [0])])
     if mask == "input":
         m = b.input([1, 1, seq], "mask")
         scores = b.op("Add", [scores, m])
@@ -779,7 +791,7 @@ CATALOGUE: dict[str, Case] = {
     "frozen_cases": Case(frozen_cases, 1),
     "gated_concat_add": Case(gated_concat_add, 1),
     "shared_weight": Case(shared_weight, 1),
-    "ort_transformer": Case(ort_transformer, 3),
+    "ort_transformer": Case(ort_transformer, 4),
     "ort_fused_cnn": Case(ort_fused_cnn, 3),
     "paddle_style": Case(paddle_style, 4),
     "shared_token_shape": Case(shared_token_shape, 2),

@@ -64,6 +64,27 @@ def test_head_count_constants_follow_the_kept_heads():
     assert pruned.shape(pruned.nodes[-1].output[0]) == ["N", 5, 12]  # the residual stream keeps its width
 
 
+def test_a_position_bias_computed_at_run_time_follows_the_kept_heads():
+    """MPNet and T5 add a relative position bias [1, H, S, S], computed from a table at run time,
+    to every layer's scores: the heads stay prunable, and the pruned Add reads the bias's kept
+    heads through a Gather (the table, which other layers share in those models, keeps them all)."""
+    model = load(attention(17, "N", heads=4, head_dim=2, position_bias=True, seed=5))
+    graph = DependencyGraph(model)
+    group = _heads_group(graph, 4)
+    assert group.prunable
+    pruned = remove_units(model, {group.id: [0, 2]}, graph)
+    onnx.checker.check_model(pruned.proto, full_check=True)
+    kept_heads = [n for n in pruned.nodes if n.op_type == "Gather" and pruned.is_weight(n.input[1])
+                  and pruned.weight(n.input[1]).tolist() == [1, 3]]
+    assert len(kept_heads) == 1 and dict((a.name, a.i) for a in kept_heads[0].attribute) == {"axis": 1}
+    assert [model.weight(n.input[0]).shape for n in pruned.nodes
+            if n.op_type == "Gather" and model.is_weight(n.input[0])] == [(7, 4)]
+    feeds = random_inputs(model.proto, batch=2, seed=3)
+    keep = np.array([False, True, False, True])
+    np.testing.assert_allclose(_run(pruned, feeds)[0], _run(insert_masks(model, {group.id: keep}, graph), feeds)[0],
+                               rtol=1e-4, atol=1e-5)
+
+
 def test_grouped_query_attention_removes_a_kv_head_with_its_query_heads():
     model = load(attention(17, "N", heads=6, kv_heads=2, head_dim=2))
     graph = DependencyGraph(model)
@@ -108,16 +129,18 @@ def test_multi_query_attention_prunes_the_shared_value_features_not_its_one_kv_h
     mask=st.sampled_from(["input", "causal", "none"]),
     keys=st.sampled_from(["plain", "transpose"]),
     packed=st.booleans(),
+    position_bias=st.booleans(),
     data=st.data(),
 )
 def test_removing_heads_equals_masking_them(opset, heads, head_dim, groups, target, merge, mask, keys, packed,
-                                            data):
+                                            position_bias, data):
     kv = heads if groups is None or heads % groups or groups == heads or packed else groups
     # a packed [3, H, d] split with d = 1 cannot be told from [3, H] heads: it freezes instead
     head_dim = max(head_dim, 2) if packed else head_dim
     batch = data.draw(st.sampled_from(["N", 2]))
     proto = attention(opset, batch, heads=heads, head_dim=head_dim, kv_heads=kv, target=target,
-                      merge=merge, mask=mask, keys=keys, seed=heads * 7 + head_dim, packed=packed)
+                      merge=merge, mask=mask, keys=keys, seed=heads * 7 + head_dim, packed=packed,
+                      position_bias=position_bias)
     model = load(proto)
     graph = DependencyGraph(model)
     group = _heads_group(graph, kv)

@@ -6,10 +6,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
 from pyprune.graph import RULES, DependencyGraph, load
+from pyprune.surgery import insert_masks, remove_units
 
 sys.path.insert(0, str(Path(__file__).parent))  # the generated test models live next to this
 from _models import (  # noqa: E402
@@ -19,6 +21,7 @@ from _models import (  # noqa: E402
     depthwise_after_concat,
     flatten_gemm,
     frozen_cases,
+    random_inputs,
     se_in_residual,
     shared_weight,
     transformer_ffn,
@@ -169,8 +172,6 @@ def test_frozen_reasons_name_the_op_and_why():
                                      b.const(np.array([1], np.int64)),
                                      b.const(np.array([2], np.int64))]),
          "slices the channel axis with a step"),
-        (lambda b, h: b.op("Add", [h, b.op("Relu", [b.input([4, 4, 4], "z")])]),
-         "which no prunable group produces"),
         (lambda b, h: b.op("Softmax", [h], axis=1), "normalises over the channel axis"),
         (lambda b, h: b.reduce_mean(h, [1]), "reduces over the channel axis"),
     ],
@@ -183,6 +184,31 @@ def test_unsupported_uses_freeze_with_a_reason(build, reason):
     model, graph = _graph(b.model([b.op("Relu", [out])]))
     group = graph.groups[0]
     assert group.frozen is not None and reason in group.frozen
+
+
+def test_channels_joined_with_a_computed_tensor_read_its_kept_channels():
+    """An Add joining a group's channels with a tensor no group produces (here a graph input
+    through a Relu; in MPNet a position bias) leaves the group prunable: on removal that edge
+    reads the tensor's kept channels through a Gather, and its other readers keep all of them."""
+    b = Builder(13, batch="N")
+    x = b.input([3, 4, 4])
+    h = b.relu(b.conv(x, 3, 4))
+    z = b.op("Relu", [b.input([4, 4, 4], "z")])
+    joined, other = b.conv(b.op("Add", [h, z]), 4, 2), b.conv(z, 4, 2)
+    model, graph = _graph(b.model([joined, other]))
+    group = graph.groups[0]  # the first convolution's 4 channels
+    assert group.size == 4 and group.prunable, group.frozen
+    pruned = remove_units(model, {group.id: [1, 2]}, graph)
+    gathers = [n for n in pruned.nodes if n.op_type == "Gather"]
+    assert [(n.input[0], pruned.weight(n.input[1]).tolist()) for n in gathers] == [(z, [0, 3])]
+    feeds = random_inputs(model.proto, batch=2, seed=1)
+
+    def run(m):
+        return ort.InferenceSession(m.proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+    masked = insert_masks(model, {group.id: np.array([True, False, False, True])}, graph)
+    for got, want in zip(run(pruned), run(masked)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_shape_reading_the_channel_count_freezes():

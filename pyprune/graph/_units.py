@@ -93,14 +93,16 @@ class Layer:
 
 @dataclass
 class Edit:
-    """A shape constant or attribute that must follow the kept channels on removal.
+    """A shape constant, attribute or side input that must follow the kept channels on removal.
 
     ``kind``: ``"attr"`` (integer attribute = kept count of ``labels[0]``), ``"const"``
     (element ``element`` of input ``input_index`` = kept count of ``labels[0]``), ``"split"``
     (split sizes = kept counts of each ``labels[i]``), ``"slice"`` (start/end of entry
     ``element`` of the Slice bounds; ``labels[0]`` is the sliced axis, ``span`` the slice),
     ``"dim"`` (dimension ``element`` of the declared shape of input or output ``name`` of the body
-    ``graph`` of control-flow node ``node`` = kept count of ``labels[0]``).
+    ``graph`` of control-flow node ``node`` = kept count of ``labels[0]``), ``"gather"`` (input
+    ``input_index`` of ``node``, a computed tensor lined up with the channels ``labels[0]`` on axis
+    ``element``, is read through a Gather of its kept positions).
     Labels are global unit ids (``DependencyGraph.unit_offset(group) + unit``), -1 = kept.
     """
 

@@ -241,6 +241,11 @@ class Walk:
                    end: int) -> None:
         self.edits.append(Edit("slice", node.name, [labels], element=j, span=(start, end)))
 
+    def edit_gather(self, node: onnx.NodeProto, input_index: int, axis: int, labels: np.ndarray) -> None:
+        """Input ``input_index`` of ``node``, a tensor no group produces, lines up on ``axis`` with
+        the channels ``labels``: on removal this edge reads only its kept positions."""
+        self.edits.append(Edit("gather", node.name, [labels], input_index=input_index, element=axis))
+
     def edit_dim(self, node: onnx.NodeProto, body: str, value: str, axis: int, labels: np.ndarray) -> None:
         """The declared shape of input or output ``value`` of the body ``body`` of control-flow
         node ``node`` counts the channels of ``labels`` on ``axis``."""

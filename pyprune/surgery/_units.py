@@ -16,7 +16,7 @@ import onnx
 from onnx import helper
 
 from .. import core
-from ..graph import DependencyGraph, Edit, Model, drop_unused, graphs, subgraphs
+from ..graph import DependencyGraph, Edit, Model, drop_unused, graphs, insert_before, subgraphs
 
 __all__ = ["remove_units", "removal_plan"]
 
@@ -69,9 +69,14 @@ def remove_units(
     if kept.all():
         return out
     _cut_weights(out, graph, removals, kept)
+    gathers: dict[str, list[onnx.NodeProto]] = {}
     for edit in graph.edits:
-        _apply_edit(out, edit, kept)
+        if edit.kind == "gather":
+            _gather_kept(out, edit, kept, gathers)
+        else:
+            _apply_edit(out, edit, kept)
     g = out.proto.graph
+    insert_before(g, gathers)  # last: it rebuilds node lists, which the edits above look up
     for sub in graphs(g):
         del sub.value_info[:]  # stale shapes; inferred again below
     drop_unused(g)
@@ -145,6 +150,33 @@ def _apply_edit(out: Model, edit: Edit, kept: np.ndarray) -> None:
         _set_const(out, node, 2, {edit.element: new_start + inside})
         return
     raise AssertionError(f"unknown edit kind {edit.kind}")
+
+
+def _gather_kept(out: Model, edit: Edit, kept: np.ndarray, gathers: dict[str, list[onnx.NodeProto]]) -> None:
+    """Make input ``edit.input_index`` of ``edit.node`` read only the kept positions along
+    ``edit.element`` through a new Gather, queued in ``gathers`` to go right before the node (other
+    readers of the tensor keep all of it)."""
+    labels = edit.labels[0]
+    keep = (labels < 0) | kept[np.maximum(labels, 0)]
+    if keep.all():
+        return
+    node = _any_node(out, edit.node)
+    source = node.input[edit.input_index]
+    index = out.add_weight(out.unique_name(f"{edit.node}_in{edit.input_index}_kept"),
+                           np.flatnonzero(keep).astype(np.int64))
+    read = out.unique_name(f"{source}_kept")
+    gathers.setdefault(node.name, []).append(helper.make_node(
+        "Gather", [source, index], [read], name=out.unique_name(f"{edit.node}_gather_kept"), axis=edit.element))
+    node.input[edit.input_index] = read
+
+
+def _any_node(out: Model, name: str) -> onnx.NodeProto:
+    """The node called ``name`` in the main graph or in a nested body."""
+    for g in graphs(out.proto.graph):
+        for node in g.node:
+            if node.name == name:
+                return node
+    raise KeyError(f"no node named {name!r} in the model")
 
 
 def _set_const(out: Model, node: onnx.NodeProto, index: int, values: dict[int, int]) -> None:

@@ -49,7 +49,11 @@ def broadcast(w: Walk, node: onnx.NodeProto) -> None:
 
     Two inputs carrying channels on the same aligned axis are joined (residual Add, SE Mul):
     their units are united. A constant with a full channel dimension is a per-channel parameter
-    coupled to the units; a size-1 dimension broadcasts. Anything else full-sized freezes.
+    coupled to the units; a size-1 dimension broadcasts. A computed tensor with a full channel
+    dimension that carries no units (MPNet's relative position bias, computed once and added to
+    the attention scores of every layer) is indexed to the kept positions on this edge when units
+    are removed; masking needs nothing there, since the units are masked where they are consumed.
+    Anything else full-sized freezes.
     """
     labeled = [(i, info) for i, n in enumerate(node.input) if n and (info := w.info(n)) is not None]
     if not labeled:
@@ -71,7 +75,7 @@ def broadcast(w: Walk, node: onnx.NodeProto) -> None:
         if len(info.labels) != len(labels):
             return freeze_all(w, node, "joins channel tensors of different sizes")
         labels = w.union(labels, info.labels, node)
-    constants = []
+    constants, computed = [], []
     for i, name in enumerate(node.input):
         if not name or w.info(name) is not None:
             continue
@@ -84,11 +88,11 @@ def broadcast(w: Walk, node: onnx.NodeProto) -> None:
         if w.is_weight(name):
             constants.append((name, local))
         else:
-            return freeze_all(
-                w, node, f"joins the channels with {name!r}, which no prunable group produces"
-            )
+            computed.append((i, local))
     for name, local in constants:
         w.couple(name, local, labels, "param", node)
+    for i, local in computed:
+        w.edit_gather(node, i, local, labels)
     for out in node.output:
         if out:
             w.set(out, axis, labels, tiled)
