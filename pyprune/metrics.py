@@ -443,6 +443,44 @@ def for_data(metric: str | Metric | None, has_labels: bool,
     return chosen
 
 
+#: Top-1 agreement says little about an output whose largest value barely stands out from the
+#: next: embeddings and hidden states show a median gap of 0.1-0.3 standard deviations of their
+#: values, trained classifiers' scores 1.5-3.3 (the benchmarks' encoders and classifiers).
+WEAK_TOP1 = 0.5
+
+
+def top1_margin(values: Any, axis: int = -1) -> float:
+    """Median, over samples (and any other positions), of the gap between the largest and the next
+    largest value along ``axis``, in standard deviations of the values there (inf when there are
+    fewer than two values, or all are equal)."""
+    v = np.moveaxis(np.asarray(values, dtype=np.float64), axis, -1)
+    if v.ndim == 0 or v.shape[-1] < 2 or v.size == 0:
+        return math.inf
+    v = v.reshape(-1, v.shape[-1])
+    top = np.partition(v, -2, axis=1)[:, -2:]
+    spread = v.std(axis=1)
+    varied = spread > 0
+    if not varied.any():
+        return math.inf
+    gaps = (top[varied, 1] - top[varied, 0]) / spread[varied]
+    return float(np.median(gaps))
+
+
+def weak_top1_note(values: Any, name: str) -> str | None:
+    """A report note when agreement, chosen by default, reads an output whose largest value barely
+    stands out (:data:`WEAK_TOP1`): most likely an embedding, which cosine judges; None otherwise."""
+    array = np.asarray(values)
+    if array.dtype.kind != "f":
+        return None
+    margin = top1_margin(array)
+    if margin >= WEAK_TOP1:
+        return None
+    return (f"agreement compares which of the {array.shape[-1]} values of output {name!r} is largest, and "
+            f"there the largest barely stands out (median gap to the next: {margin:.2f} standard deviations "
+            f"of the values): if the output is an embedding or features rather than class scores, judge it "
+            f"by cosine (--metric cosine, metric='cosine')")
+
+
 def label_outputs(outputs: Mapping[str, Any]) -> dict[str, str]:
     """Outputs that hold predicted classes rather than scores, ``{name: why}``: integer (or
     boolean) outputs, and outputs equal to the argmax of another output over its last axis (the

@@ -69,6 +69,52 @@ def test_the_source_tree_says_it_shadows_the_installed_package() -> None:
     assert "shadows the installed package" in proc.stderr, proc.stderr
 
 
+def _embedding_model() -> onnx.ModelProto:
+    """A small MLP whose output is 48 features of random weights: no value stands out, as in an
+    embedding."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1, w2 = (numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+              for s, n in (((16, 32), "w1"), ((32, 48), "w2")))
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    io = [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, ["N", k]) for n, k in (("x", 16), ("y", 48))]
+    graph = helper.make_graph(nodes, "features", io[:1], io[1:], [w1, w2])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_default_agreement_on_an_output_whose_largest_value_barely_stands_out_is_noted() -> None:
+    """Judged by default, an embedding-like output gets agreement (top-1) and a note pointing to
+    cosine; a classifier's scores, or a metric the user named, get no such note."""
+    data = pp.Dataset({"x": np.random.default_rng(1).standard_normal((64, 16)).astype(np.float32)})
+
+    def notes(model, **kw) -> list[str]:
+        result = pp.prune(model, data, strategy="oneshot", target=pp.MACs(0.9), max_drop=None, quiet=True,
+                          measure_latency=False, **kw)
+        return [n for n in result.report.notes if "barely stands out" in n]
+
+    weak = notes(_embedding_model())
+    assert len(weak) == 1 and "of output 'y'" in weak[0] and "--metric cosine" in weak[0]
+    assert notes(_embedding_model(), metric="cosine") == []
+    assert notes(_embedding_model(), metric="agreement") == []  # named: the user chose it
+    digits = pp.Dataset({"input": np.load(ASSETS / "digits.npz")["input"][:64]})
+    result = pp.prune(pp.load(ASSETS / "digits_mlp.onnx"), digits, strategy="oneshot", target=pp.MACs(0.9),
+                      max_drop=None, quiet=True, measure_latency=False)
+    assert result.report.metric_name == "agreement"  # the default without labels, as for the features above
+    assert not any("barely stands out" in n for n in result.report.notes)
+
+
+def test_top1_margin_measures_how_far_the_largest_value_stands_out() -> None:
+    assert pp.metrics.top1_margin(np.array([[0.0, 0.0, 3.0, 0.0]])) == pytest.approx(3.0 / np.std([0, 0, 3, 0]))
+    assert pp.metrics.top1_margin(np.array([[1.0, 1.0, 1.0]])) == float("inf")  # nothing to tell apart
+    assert pp.metrics.top1_margin(np.array([[2.0]])) == float("inf")  # one value
+    # per position of a [batch, tokens, features] output, the median over all of them
+    values = np.zeros((2, 3, 4))
+    values[..., 0] = 1.0
+    assert pp.metrics.top1_margin(values) == pytest.approx(1.0 / np.std([1, 0, 0, 0]))
+
+
 def test_unknown_metric_lists_topn_as_a_pattern() -> None:
     with pytest.raises(ValueError, match="topN for any N") as info:
         pp.metrics.get("topK")
