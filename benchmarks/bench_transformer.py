@@ -203,6 +203,7 @@ def main() -> None:
         args.rounds, args.runs = 3, 3
     _ensure_models(args.export_python, args.quick, "mpnet_trained" in (args.only or "").split(","))
     calib_arrays, hold, topics, even, length = _sentences("tokens.npz")
+    shared = (calib_arrays, hold)  # the sentences in all-MiniLM-L6-v2's tokenizer
     print(f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"load {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} {os.getloadavg()[2]:.1f}; "
           f"{even.sum()} calibration / {(~even).sum()} held-out sentences of up to {length} tokens; "
@@ -242,7 +243,7 @@ def main() -> None:
                     continue
                 calib_arrays, hold = _sentences(OWN_TOKENS[name])[:2]
             else:
-                calib_arrays, hold = _sentences("tokens.npz")[:2]
+                calib_arrays, hold = shared
             labels = topics[~even] if name == "topic_classifier" else None
             calib = pp.Dataset(calib_arrays, labels=topics[even] if labels is not None else None)
             reference = _pooled(model, hold)

@@ -71,12 +71,9 @@ def remove_units(
     _cut_weights(out, graph, removals, kept)
     gathers: dict[str, list[onnx.NodeProto]] = {}
     for edit in graph.edits:
-        if edit.kind == "gather":
-            _gather_kept(out, edit, kept, gathers)
-        else:
-            _apply_edit(out, edit, kept)
+        _apply_edit(out, edit, kept, gathers)
     g = out.proto.graph
-    insert_before(g, gathers)  # last: it rebuilds node lists, which the edits above look up
+    insert_before(g, gathers)
     for sub in graphs(g):
         del sub.value_info[:]  # stale shapes; inferred again below
     drop_unused(g)
@@ -103,11 +100,21 @@ def _cut_weights(out: Model, graph: DependencyGraph, removals, kept: np.ndarray)
         out.release_mapped()  # the original's pages that were read for the cut: not kept resident
 
 
+def _kept_positions(labels: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """Which positions labelled ``labels`` stay (-1: no group owns it, it stays)."""
+    return (labels < 0) | kept[np.maximum(labels, 0)]
+
+
 def _kept_count(labels: np.ndarray, kept: np.ndarray) -> int:
-    return int(np.count_nonzero((labels < 0) | kept[np.maximum(labels, 0)]))
+    return int(np.count_nonzero(_kept_positions(labels, kept)))
 
 
-def _apply_edit(out: Model, edit: Edit, kept: np.ndarray) -> None:
+def _apply_edit(out: Model, edit: Edit, kept: np.ndarray, gathers: dict[str, list[onnx.NodeProto]]) -> None:
+    """Apply one edit; a ``"gather"`` edit's new node is queued in ``gathers`` (inserted after every
+    edit, since inserting rebuilds the node lists the edits look nodes up in)."""
+    if edit.kind == "gather":
+        _gather_kept(out, edit, kept, gathers)
+        return
     node = out.node(edit.node)
     if edit.kind == "attr":
         value = _kept_count(edit.labels[0], kept)
@@ -156,8 +163,7 @@ def _gather_kept(out: Model, edit: Edit, kept: np.ndarray, gathers: dict[str, li
     """Make input ``edit.input_index`` of ``edit.node`` read only the kept positions along
     ``edit.element`` through a new Gather, queued in ``gathers`` to go right before the node (other
     readers of the tensor keep all of it)."""
-    labels = edit.labels[0]
-    keep = (labels < 0) | kept[np.maximum(labels, 0)]
+    keep = _kept_positions(edit.labels[0], kept)
     if keep.all():
         return
     node = _any_node(out, edit.node)
