@@ -118,14 +118,15 @@ def calibration(model_path: Path, folder: Path) -> Path:
 # -- 1. greedy through the command line ----------------------------------------------------------
 
 
-def run_cli(python: str, model: Path, data: Path, out: Path, limit: float, extra: list[str]) -> dict:
+def run_cli(python: str, model: Path, data: Path, out: Path, limit: float, extra: list[str],
+            max_drop: str = "0.01") -> dict:
     """One ``pyprune prune`` run, stopped with SIGTERM at ``limit`` seconds; its JSON report and
     the CPU seconds it used (less disturbed than wall time by other work on the machine)."""
     import resource
 
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cmd = [python, "-c", "import sys; from pyprune.app.cli import main; sys.exit(main())", "prune", str(model),
-           "-o", str(out), "--macs", "0.5", "--metric", "cosine", "--max-drop", "0.01", "--data", str(data),
+           "-o", str(out), "--macs", "0.5", "--metric", "cosine", "--max-drop", max_drop, "--data", str(data),
            "--json", "--quiet", *extra]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tempfile.gettempdir())
@@ -149,7 +150,8 @@ def run_cli(python: str, model: Path, data: Path, out: Path, limit: float, extra
             "statement": report["statement"]}
 
 
-def bench_greedy(models: dict[str, Path], baseline: str | None, limits: dict[str, float], work: Path) -> list[list]:
+def bench_greedy(models: dict[str, Path], baseline: str | None, limits: dict[str, float], work: Path,
+                 max_drop: str = "0.01") -> list[list]:
     rows = []
     for name, path in models.items():
         data = calibration(path, work)
@@ -162,7 +164,7 @@ def bench_greedy(models: dict[str, Path], baseline: str | None, limits: dict[str
                                                             "--workers", "2"])]
         for label, python, extra in runs:
             load = load_average()
-            r = run_cli(python, path, data, work / f"{name}-{len(rows)}.onnx", limit, extra)
+            r = run_cli(python, path, data, work / f"{name}-{len(rows)}.onnx", limit, extra, max_drop)
             if "error" in r:
                 rows.append([name, label, f"{r['wall']:.0f}", f"{r['cpu']:.0f}", "-", "-", "-",
                              "error: " + r["error"][0][:60], load])
@@ -386,6 +388,8 @@ def main() -> None:
     parser.add_argument("--torch-python", default="/work/venvs/bench/bin/python")
     parser.add_argument("--limit", type=float, default=None, help="wall seconds per greedy run (default: 120 for "
                         "ResNet-18, 300 for ResNet-50 and the encoder; 30 with --quick)")
+    parser.add_argument("--max-drop", default="0.01", help="the greedy runs' constraint on the cosine ('none': "
+                        "to the target regardless, paced by the time limit)")
     parser.add_argument("--only", choices=("greedy", "rounds", "executors", "weights", "big"), default=None)
     parser.add_argument("--big-gib", type=float, default=None, help="size of the generated model (default 3; 0.3 quick)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure as JSON")
@@ -405,7 +409,7 @@ def main() -> None:
             models.update({n: ensure_trained(n, args.torch_python) for n in chosen if n in TRAINED})
             limits = {n: args.limit or (30 if args.quick else (120 if n.startswith("resnet18") else 300))
                       for n in models if n in chosen}
-            rows = bench_greedy({n: models[n] for n in limits}, args.baseline_python, limits, work)
+            rows = bench_greedy({n: models[n] for n in limits}, args.baseline_python, limits, work, args.max_drop)
             print("\nGreedy to 0.5 MACs, cosine may drop 0.01, 64 samples (random; sentences for the trained); "
                   "same wall limit for every run")
             print(table(["model", "pyprune", "wall s", "CPU s", "evaluations", "MACs", "cosine", "target met", "load"],

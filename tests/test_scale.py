@@ -70,9 +70,11 @@ def test_durations_parse_and_print_as_written():
 @pytest.mark.parametrize("strategy", ["greedy", "recursive", "random", "oneshot"])
 def test_an_evaluation_budget_stops_every_loop_with_a_passing_model(mlp, strategy):
     model, data = mlp
-    free = Search(strategy, model, data, target=MACs(0.3), max_drop=0.02, **FAST).run()
+    # Greedy sizes its steps from a budget (pace); unpaced, its path is the unbounded one's.
+    loop = {"search": {"pace": False}} if strategy == "greedy" else {}
+    free = Search(strategy, model, data, target=MACs(0.3), max_drop=0.02, **loop, **FAST).run()
     budget = max(free.report.evaluations // 2, 1)
-    search = Search(strategy, model, data, target=MACs(0.3), max_drop=0.02, max_evals=budget, **FAST)
+    search = Search(strategy, model, data, target=MACs(0.3), max_drop=0.02, max_evals=budget, **loop, **FAST)
     result = search.run()
     assert result.report.evaluations <= budget
     if free.report.evaluations > budget:
@@ -81,6 +83,47 @@ def test_an_evaluation_budget_stops_every_loop_with_a_passing_model(mlp, strateg
         assert result.metric is not None and search.problem.passes(result.metric)
         # Up to where the budget stopped it, the search did what the unbounded one did.
         assert _path(result) == _path(free)[: len(result.history.entries)]
+
+
+def _steps(result) -> list[int]:
+    return [sum(len(v) for v in e.removed.values()) for e in result.history.entries if e.action.startswith("remove")]
+
+
+def test_a_paced_greedy_reaches_the_target_within_its_evaluation_budget(cnn):
+    model, data = cnn
+    settings = dict(target=MACs(0.3), max_drop=None, recovery="lstsq", holdout=0.0, **FAST)
+    free = Search("greedy", model, data, search={"pace": False}, **settings).run()
+    budget = free.report.evaluations // 3
+    unpaced = Search("greedy", model, data, search={"pace": False}, max_evals=budget, **settings).run()
+    search = Search("greedy", model, data, max_evals=budget, **settings)
+    paced = search.run()
+    assert free.met and not unpaced.met
+    assert paced.met and paced.report.evaluations <= budget
+    # steps larger than growth alone allows (four times the first)
+    assert max(_steps(paced)) > 4 * max(max(1, round(0.05 * s.size)) for s in search.slots)
+    # paced by evaluations, the path is the same every time
+    again = Search("greedy", model, data, max_evals=budget, **settings).run()
+    assert _path(again) == _path(paced)
+
+
+def test_a_paced_greedy_under_a_constraint_ships_only_a_state_that_meets_it(cnn):
+    model, data = cnn
+    settings = dict(target=MACs(0.5), max_drop=0.05, recovery="lstsq", holdout=0.0, **FAST)
+    free = Search("greedy", model, data, search={"pace": False}, **settings).run()
+    search = Search("greedy", model, data, max_evals=free.report.evaluations // 2, **settings)
+    paced = search.run()
+    assert paced.report.evaluations <= free.report.evaluations // 2
+    assert paced.metric >= search.threshold and paced.report.verified
+
+
+def test_a_pace_is_only_taken_where_it_is_needed(cnn):
+    model, data = cnn
+    settings = dict(target=MACs(0.3), max_drop=None, recovery="lstsq", holdout=0.0, **FAST)
+    free = Search("greedy", model, data, search={"pace": False}, **settings).run()
+    roomy = Search("greedy", model, data, max_evals=free.report.evaluations * 10, **settings).run()
+    assert _path(roomy) == _path(free)
+    with pytest.raises(ValueError, match="pace"):
+        Search("greedy", model, data, search={"pace": "yes"}, **settings)
 
 
 def test_a_time_limit_stops_the_search_and_says_so(mlp):

@@ -41,11 +41,25 @@ step refuted there is not offered again from the same state, and its slot's step
 step that failed the constraint as ranked is still offered when the share of its drop that full
 judgements kept lately fits in half the slack: late in a cut, statistics matching on a quarter of
 the samples fails steps the full recovery keeps far inside the constraint.
+
+With a time limit or an evaluation budget (``pace``), steps are sized so that the target is
+reached within it: after each commit, the cost saving still needed is divided by the commits the
+budget still allows at the pace of the last few (``_PACE_OVER``; the first, which judged every
+slot, is not counted), and a slot whose step would save less than that share takes a larger one
+(its first step doubled as often as it takes). Every candidate of a round then saves about the
+same, so ranking by loss per unit of cost compares like with like. On a BERT-base-sized encoder
+without a constraint, steps of 5 % of a group (one head, 154 neurons), doubled at most twice,
+reached 0.88 of the MACs in five minutes of a half-MACs target. A paced step that fails the
+constraint is halved as any other, and the pace does not raise that slot past the halved size
+again until it commits. Between rounds, a candidate judged on an earlier state with a smaller
+step keeps its rank as an estimate for the larger one (re-judged before it is chosen), so a
+change of pace does not make a round judge every slot again.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -69,6 +83,11 @@ _JOIN_RANK = 2.0
 #: Ranking judgements' metric drops are scaled by the largest share a full judgement kept of them
 #: over this many recent steps judged both ways (until there are as many, by 1).
 _KEPT_OF = 4
+#: A paced search plans to reach its target with this share of the budget still left (the final
+#: rounding, refit and checks run after the search, inside the same time limit).
+_PACE_MARGIN = 0.2
+#: The pace is the mean time and evaluations of this many recent commits (each with its round).
+_PACE_OVER = 5
 
 
 class GreedySearch(Loop):
@@ -99,6 +118,8 @@ class GreedySearch(Loop):
     (module docstring); only with a constraint.
     ``rank_on_part``: rank candidates on part of the calibration data where the problem offers one
     (costly models; module docstring).
+    ``pace``: with a time limit or an evaluation budget and a params or MACs target, size the
+    steps so that the target is reached within the budget (module docstring).
 
     The defaults (steps of 5% of a group, at least one unit; no window; patience 3) were chosen
     on the folded-BatchNorm exports of ``benchmarks/bench_recovery.py``, where each candidate is
@@ -111,7 +132,7 @@ class GreedySearch(Loop):
 
     def __init__(self, step: float | int = 0.05, recover_candidates: bool = True, window: int = 1,
                  patience: int = 3, sliver: float = 0.25, recheck: int = 3, lazy: bool = True,
-                 grow: int = 4, batch: bool = True, rank_on_part: bool = True) -> None:
+                 grow: int = 4, batch: bool = True, rank_on_part: bool = True, pace: bool = True) -> None:
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ValueError(f"patience must be a non-negative integer, got {patience!r}")
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
@@ -136,6 +157,9 @@ class GreedySearch(Loop):
         if not isinstance(rank_on_part, bool):
             raise ValueError(f"rank_on_part must be true or false, got {rank_on_part!r}")
         self.rank_on_part = rank_on_part
+        if not isinstance(pace, bool):
+            raise ValueError(f"pace must be true or false, got {pace!r}")
+        self.pace = pace
         self._samples: int | None = None  # what candidates are judged on (None: all the data)
         self._base = (0.0, 0.0)  # the current state's metric and loss as the candidates see it
         self._refuted: set[tuple[str, int, int]] = set()  # steps that failed on all the data
@@ -144,6 +168,10 @@ class GreedySearch(Loop):
         self._round_passing: list[_Candidate] = []
         self._known: dict[_Key, _Candidate] = {}  # candidates judged in earlier rounds (lazy)
         self._first: dict[str, int] = {}  # each slot's first step
+        self._cycles: list[tuple[float, int]] = []  # seconds and evaluations of each commit's cycle
+        self._ceiling: dict[str, int] = {}  # the pace raises no slot's step past this (it failed)
+        self._paced: dict[str, int] = {}  # this round's steps as the pace sizes them
+        self._pacing = False  # whether the pace has sized steps in this search
 
     @property
     def fits_on_part(self) -> bool:
@@ -174,12 +202,16 @@ class GreedySearch(Loop):
         self._samples = p.rank_samples if self.rank_on_part else None
         self._refuted = set()
         self._kept = []
+        self._cycles, self._ceiling, self._paced, self._pacing = [], {}, {}, False
+        cycle = (time.perf_counter(), p.evaluations)
         try:
             while not p.reached(p.counts):
-                grown = {sid for sid, step in steps.items() if step > first[sid]}
+                self._pace(p, steps)
+                grown = {sid for sid in steps if self._step(sid, steps) > first[sid]}
                 best, failing = self._round(p, steps, exhausted)
                 if best is not None and passing is None and self._commit_joined(p, best, steps):
                     self._refuted = set()
+                    cycle = self._cycle_done(p, cycle)
                     continue
                 if best is not None and best[3].samples is not None:
                     best = self._confirm(p, best, steps)
@@ -210,6 +242,7 @@ class GreedySearch(Loop):
                     passing = None
                     self._grow(p, steps, [sid])
                 self._refuted = set()
+                cycle = self._cycle_done(p, cycle)
             if passing is not None:  # the target was reached on a failing state
                 p.restore(passing)
                 p.note = "no candidate step keeps the metric within the constraint"
@@ -220,10 +253,68 @@ class GreedySearch(Loop):
 
     def _grow(self, p: PruningProblem, steps: dict[str, int], committed: list[str]) -> None:
         """A step that passed may grow (up to ``grow`` times the first): large steps while the
-        cut costs little, halved again where it fails."""
-        if self.grow > 1:
-            for sid in committed:
-                steps[sid] = min(steps[sid] * 2, self._step_of(p.by_id[sid]) * self.grow)
+        cut costs little, halved again where it fails. A slot the pace may not raise past a
+        failed size may go twice as far after a commit."""
+        for sid in committed:
+            if self.grow > 1:
+                steps[sid] = max(steps[sid], min(steps[sid] * 2, self._step_of(p.by_id[sid]) * self.grow))
+            if sid in self._ceiling:
+                self._ceiling[sid] *= 2
+
+    def _step(self, sid: str, steps: dict[str, int]) -> int:
+        """The step slot ``sid`` takes this round: its own, or the pace's when larger (up to the
+        size that last failed, halved)."""
+        return max(steps[sid], min(self._paced.get(sid, 0), self._ceiling.get(sid, self._paced.get(sid, 0))))
+
+    def _halve(self, sid: str, steps: dict[str, int]) -> None:
+        """After slot ``sid``'s step failed: half of it next time, and no more from the pace."""
+        steps[sid] = max(1, self._step(sid, steps) // 2)
+        if sid in self._paced:
+            self._ceiling[sid] = steps[sid]
+
+    def _cycle_done(self, p: PruningProblem, since: tuple[float, int]) -> tuple[float, int]:
+        """Record the time and evaluations a commit took since ``since`` (with its round); the
+        start of the next cycle."""
+        now = (time.perf_counter(), p.evaluations)
+        self._cycles.append((now[0] - since[0], now[1] - since[1]))
+        return now
+
+    def _pace(self, p: PruningProblem, steps: dict[str, int]) -> None:
+        """Size this round's steps from the budget (module docstring): each slot's step saves at
+        least the share of the cost still needed that one commit must take for the target to be
+        reached with ``_PACE_MARGIN`` of the budget left, at the pace of the recent commits."""
+        self._paced = {}
+        needed = p.still_needed(p.current.cost)
+        recent = self._cycles[1:][-_PACE_OVER:]  # the first cycle judged every slot
+        o = p.options
+        if not self.pace or needed is None or needed <= 0 or not recent:
+            return
+        left = math.inf  # commits the budget still allows
+        # Medians: a round that judged many slots again (a refuted step, a raised pace) is rare.
+        if o.time_limit is not None:
+            seconds = float(np.median([t for t, _ in recent]))
+            left = (o.time_limit * (1 - _PACE_MARGIN) - p.elapsed()) / max(seconds, 1e-6)
+        if o.max_evals is not None:
+            evaluations = float(np.median([e for _, e in recent]))
+            left = min(left, (o.max_evals * (1 - _PACE_MARGIN) - p.evaluations) / max(evaluations, 1.0))
+        if not math.isfinite(left):
+            return
+        share = needed / max(left, 1.0)
+        for slot in p.slots:
+            n, step = p.counts[slot.id], steps[slot.id]
+            m = slot.next_fine(n, step)
+            if m is None:
+                continue
+            saved = p.saving(p.current.cost, p.cost({**p.counts, slot.id: m}))
+            if saved <= 0 or saved >= share:
+                continue
+            units = share * (m - n) / saved
+            paced = self._first[slot.id]
+            while paced < units and n + paced < slot.cap:
+                paced *= 2
+            if paced > step:
+                self._paced[slot.id] = paced
+                self._pacing = True
 
     def _drop(self, p: PruningProblem, evaluation: Evaluation, base: float | None = None) -> float:
         """How much of the slack to the constraint a candidate used (metric units, >= 0), from
@@ -277,7 +368,7 @@ class GreedySearch(Loop):
         if judged.passed:
             return rank, sid, m, judged, orders
         self._refuted.add((sid, p.counts[sid], m))
-        steps[sid] = max(1, steps[sid] // 2)
+        self._halve(sid, steps)
         return None
 
     def _commit_joined(self, p: PruningProblem, best: _Candidate, steps: dict[str, int]) -> bool:
@@ -338,20 +429,25 @@ class GreedySearch(Loop):
             if slot.id in exhausted:
                 continue
             n = p.counts[slot.id]
-            m = slot.next_fine(n, steps[slot.id])
+            m = slot.next_fine(n, self._step(slot.id, steps))
             if m is None:
                 exhausted.add(slot.id)
                 continue
-            if steps[slot.id] > self._first[slot.id] and p.reached({**p.counts, slot.id: m}):
-                # A grown step past the target: the first size lands nearer to it.
-                m = slot.next_fine(n, self._first[slot.id]) or m
+            if self._step(slot.id, steps) > self._first[slot.id] and p.reached({**p.counts, slot.id: m}):
+                # A grown step past the target: the first size lands nearer to it; a paced one
+                # takes the smallest doubling of the first that reaches it (the budget would not
+                # allow many first-size steps).
+                if slot.id in self._paced:
+                    m = self._landing(p, slot, n, m)
+                else:
+                    m = slot.next_fine(n, self._first[slot.id]) or m
             for j, orders in enumerate(self._orders(slot, n, m)):
                 proposals[(slot.id, n, m, j)] = (slot, m, orders)
         # Savings past the target are not credited: a step that overshoots it is ranked by the
         # part that was needed, so the last step lands near the target instead of far below.
         needed = p.still_needed(p.current.cost)
         self._base = p.current_on(self._samples)
-        known = {k: c for k, c in self._known.items() if k in proposals} if self.lazy else {}
+        known = self._known_for(proposals) if self.lazy else {}
         fresh: dict[_Key, _Candidate] = {}
         self._judge(p, [k for k in proposals if k not in known], proposals, needed, fresh)
         while True:
@@ -362,23 +458,58 @@ class GreedySearch(Loop):
             elif best in fresh:
                 break
             else:  # a candidate judged on an earlier state could be the choice: judge it again
+                # (a sliver only when the best is one: else it cannot be the choice)
+                sliver = self._slivered(proposals[best][0], ranked[best][2])
                 stale = [k for k in sorted(ranked, key=lambda k: ranked[k][0])
-                         if k not in fresh and self._passes(p, ranked[k][3])][:_REJUDGED]
+                         if k not in fresh and self._passes(p, ranked[k][3])
+                         and (sliver or not self._slivered(proposals[k][0], ranked[k][2]))][:_REJUDGED]
             if not stale:
                 break
             self._judge(p, stale, proposals, needed, fresh)
         passed = {c[1] for c in fresh.values() if self._passes(p, c[3])}
         for sid in dict.fromkeys(c[1] for c in fresh.values()):
-            if sid not in passed and steps[sid] > 1:
+            if sid not in passed and self._step(sid, steps) > 1:
                 # A smaller step next round. A slot whose single unit breaks the constraint
                 # stays a candidate: after other cuts and their recovery it may pass again.
-                steps[sid] = max(1, steps[sid] // 2)
+                self._halve(sid, steps)
         self._known.update(fresh)
         # The passing candidates a joined commit may add to the best: judged on this state, or on
         # an earlier one where the slot's step was the same (the joined state is judged anyway).
         self._round_passing = [c for c in {**known, **fresh}.values()
                                if self._passes(p, c[3]) and (c[1], p.counts[c[1]], c[2]) not in self._refuted]
         return (fresh[best] if best is not None else None), [fresh[k] for k in failing if k in fresh]
+
+    def _landing(self, p: PruningProblem, slot: Slot, n: int, m: int) -> int:
+        """The count of the smallest step from ``n`` (the slot's first step doubled) that
+        reaches the target; ``m`` when none below it does."""
+        step = self._first[slot.id]
+        while n + step < m:
+            landing = slot.next_fine(n, step)
+            if landing is not None and p.reached({**p.counts, slot.id: landing}):
+                return landing
+            step *= 2
+        return m
+
+    def _known_for(self, proposals: dict[_Key, _Proposal]) -> dict[_Key, _Candidate]:
+        """Candidates judged in earlier rounds, by the proposals they stand for: the same step,
+        or (in a paced search, whose steps change with the pace) the step of the same slot last
+        judged from the same state, whose rank, scaled by the ratio of the steps, stands in for
+        the new step's until it could be chosen. The scale takes the loss as growing with the
+        square of what a step removes (per unit saved, with the step); taken as they were,
+        every smaller step's rank was below every larger one's, and each change of pace had
+        every slot judged again."""
+        latest: dict[tuple[str, int, int], tuple[int, _Candidate]] = {}
+        for (sid, n, m, j), c in self._known.items():  # in the order judged: the latest wins
+            latest[(sid, n, j)] = (m, c)
+        known = {}
+        for key in proposals:
+            sid, n, m, j = key
+            if key in self._known:
+                known[key] = self._known[key]
+            elif (sid, n, j) in latest and self._pacing:
+                was, c = latest[(sid, n, j)]
+                known[key] = (c[0] * (m - n) / max(was - n, 1), *c[1:])
+        return known
 
     def _judge(self, p: PruningProblem, keys: list[_Key], proposals: dict[_Key, _Proposal],
                needed: float | None, into: dict[_Key, _Candidate]) -> None:
