@@ -88,7 +88,7 @@ _KEPT_OF = 4
 #: A paced search plans to reach its target with this share of the budget still left (the final
 #: rounding, refit and checks run after the search, inside the same time limit).
 _PACE_MARGIN = 0.2
-#: The pace is the mean time and evaluations of this many recent commits (each with its round).
+#: The pace is the median time and evaluations of this many recent commits (each with its round).
 _PACE_OVER = 5
 
 
@@ -430,12 +430,12 @@ class GreedySearch(Loop):
         for slot in p.slots:
             if slot.id in exhausted:
                 continue
-            n = p.counts[slot.id]
-            m = slot.next_fine(n, self._step(slot.id, steps))
+            n, step = p.counts[slot.id], self._step(slot.id, steps)
+            m = slot.next_fine(n, step)
             if m is None:
                 exhausted.add(slot.id)
                 continue
-            if self._step(slot.id, steps) > self._first[slot.id] and p.reached({**p.counts, slot.id: m}):
+            if step > self._first[slot.id] and p.reached({**p.counts, slot.id: m}):
                 # A grown step past the target: the first size lands nearer to it; a paced one
                 # takes the smallest doubling of the first that reaches it (the budget would not
                 # allow many first-size steps).
