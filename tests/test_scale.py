@@ -20,6 +20,7 @@ from pyprune import Dataset, MACs, Sparsity, load
 from pyprune.evaluate import Checker, Job, LocalExecutor, MaskedSession, ReplicaSpec
 from pyprune.options import PruneOptions, format_duration, parse_duration
 from pyprune.search import PruningProblem, sensitivity
+from pyprune.search.problem import BudgetSpent
 from pyprune.search.spaces import WEIGHT_BLOCK
 
 from _models import gemm_mlp  # noqa: E402  (tests/ is on sys.path)
@@ -130,6 +131,24 @@ def test_a_time_limit_stops_the_search_and_says_so(mlp):
     result = Search("greedy", model, data, target=MACs(0.3), time_limit=1e-9, **FAST).run()
     assert not result.met and "the time limit (1e-09s) ran out" in result.statement
     assert result.report.evaluations == 0 and result.model.macs() == model.macs()
+
+
+def test_a_time_limit_keeps_back_what_shipping_takes(mlp, monkeypatch):
+    """The limit counts the whole call: the search stops twice the setup's time before it (at
+    half of it at the latest), so that removal, checks and writing end within it."""
+    model, data = mlp
+    p = Search("greedy", model, data, target=MACs(0.3), time_limit=100, **FAST).problem
+    assert p._setup_seconds > 0 and p.search_seconds() == pytest.approx(100 - 2 * p._setup_seconds)
+    p._setup_seconds = 10.0
+    assert p.search_seconds() == 80.0
+    p._setup_seconds = 40.0
+    assert p.search_seconds() == 50.0
+    monkeypatch.setattr(PruningProblem, "elapsed", lambda self: 49.0)
+    p.charge()
+    monkeypatch.setattr(PruningProblem, "elapsed", lambda self: 51.0)
+    with pytest.raises(BudgetSpent, match=r"the time limit \(100s\) ran out"):
+        p.charge()
+    assert Search("greedy", model, data, target=MACs(0.3), **FAST).problem.search_seconds() is None
 
 
 def test_budgets_stop_a_sensitivity_analysis(cnn):

@@ -656,6 +656,21 @@ def test_the_refit_on_all_the_data_is_skipped_when_it_would_pass_the_time_limit(
     assert p.recovery_samples == part and shipped.loss == pytest.approx(fitted.loss)
 
 
+def test_the_refit_on_all_the_data_must_end_before_the_time_kept_for_shipping(mlp, ranked):
+    """A refit that would end inside the limit but in the time kept back for shipping is skipped."""
+    p, fitted = _committed(mlp, 3, time_limit=3600)
+    part = p.recovery_samples
+    p._setup_seconds = 900.0  # the search and the refit get 3600 - 2 * 900 s
+    p._part_recovery_seconds = 2000.0 * part / p.fit_samples
+    assert p.search_seconds() == 1800.0 and p.final_refit_seconds() == pytest.approx(2000.0)
+    runs = p.recovery_runs
+    shipped = p.final_refit()
+    assert p.recovery_runs == runs and p.recovery_samples == part and shipped.loss == pytest.approx(fitted.loss)
+    p._setup_seconds = 0.0  # the same refit, with the whole limit before it: it runs
+    p.final_refit()
+    assert p.recovery_runs > runs
+
+
 @pytest.mark.parametrize("strategy, settings", [("oneshot", {}), ("recursive", {}), ("random", {}),
                                                ("greedy", {"rank_on_part": False})])
 def test_loops_that_do_not_rank_on_part_fit_recovery_on_all_the_data(mlp, ranked, strategy, settings):

@@ -85,10 +85,10 @@ _JOIN_RANK = 2.0
 #: Ranking judgements' metric drops are scaled by the largest share a full judgement kept of them
 #: over this many recent steps judged both ways (until there are as many, by 1).
 _KEPT_OF = 4
-#: A paced search plans to reach its target with this share of the budget still left (the final
-#: rounding, refit and checks run after the search, inside the same time limit).
+#: A paced search plans to reach its target with this share of the search's budget still left
+#: (besides the time kept back for the final refit and shipping).
 _PACE_MARGIN = 0.2
-#: The pace is the median time and evaluations of this many recent commits (each with its round).
+#: The pace is the mean time and evaluations of this many recent commits (each with its round).
 _PACE_OVER = 5
 
 
@@ -292,12 +292,15 @@ class GreedySearch(Loop):
         if not self.pace or p.threshold is not None or needed is None or needed <= 0 or not recent:
             return
         left = math.inf  # commits the budget still allows
-        # Medians: a round that judged many slots again (a refuted step, a raised pace) is rare.
-        if o.time_limit is not None:
-            seconds = float(np.median([t for t, _ in recent]))
-            left = (o.time_limit * (1 - _PACE_MARGIN) - p.elapsed()) / max(seconds, 1e-6)
+        # Means, not medians: the rounds that judge many slots again (a refuted step, a raised
+        # pace) or refit far (a large step) are a third of a BERT-base-sized encoder's, at three
+        # to five times the others' cost, and the budget pays for all of them.
+        search = p.search_seconds()
+        if search is not None:
+            seconds = float(np.mean([t for t, _ in recent]))
+            left = (search * (1 - _PACE_MARGIN) - p.final_refit_seconds() - p.elapsed()) / max(seconds, 1e-6)
         if o.max_evals is not None:
-            evaluations = float(np.median([e for _, e in recent]))
+            evaluations = float(np.mean([e for _, e in recent]))
             left = min(left, (o.max_evals * (1 - _PACE_MARGIN) - p.evaluations) / max(evaluations, 1.0))
         if not math.isfinite(left):
             return
