@@ -7,8 +7,8 @@ side by side, and a 3 GB model pruned with its weights memory-mapped.
    interpreter given with ``--baseline-python``), all in the same run. Every run gets the same
    wall-clock limit (``--limit``, from process start): every run is stopped there with SIGTERM,
    which pyprune treats like Ctrl-C (it writes the best model so far and its report); this
-   checkout also gets ``--time-limit`` (counted from the start of the search, so SIGTERM usually
-   comes first). Columns: wall and CPU time, evaluations, MACs and cosine of the shipped model,
+   checkout also gets ``--time-limit``, which counts the whole run once the files are read and
+   keeps time back for shipping, so it ends the search first. Columns: wall and CPU time, evaluations, MACs and cosine of the shipped model,
    and whether the target was met ("stopped": the limit ended it).
    ``--models mpnet_trained`` runs the same on a trained BERT-base-sized encoder
    (all-mpnet-base-v2, 64 of the transformer benchmark's sentences).

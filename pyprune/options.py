@@ -203,12 +203,12 @@ class PruneOptions:
     shape}``) size symbolic input dimensions where no data does (``--dim``, ``--input-shape``).
 
     Budgets: ``max_evals`` (candidate evaluations) and ``time_limit`` (seconds, or text such as
-    ``"10m"``) stop the search like an interrupt once spent; the best state found that meets
-    the constraint is shipped and the report says which budget ran out. The time limit counts
-    the whole call: the search stops early enough to leave what shipping the result is expected
-    to take (twice what loading and analysing the model took). ``executor`` says where
-    candidates are judged (``"local"``: the search's own session; ``"process"``: a pool of
-    ``workers`` local processes; ``"ray"``: ``workers`` Ray actors, on the cluster at
+    ``"10m"``) stop the search like an interrupt once spent; the best state found that meets the
+    constraint is shipped and the report says which budget ran out. The time limit counts the whole
+    call: the search stops early enough to leave what shipping the result is expected to take (twice
+    what setting the problem up took: analysing the model, its first session and runs). ``executor``
+    says where candidates are judged (``"local"``: the search's own session; ``"process"``: a pool
+    of ``workers`` local processes; ``"ray"``: ``workers`` Ray actors, on the cluster at
     ``ray_address`` or a local one); results are the same whichever is used.
     """
 

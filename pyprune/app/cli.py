@@ -194,7 +194,7 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-evals", type=_positive_int, default=None, metavar="N",
                        help="stop after N candidate evaluations and keep the best model found so far")
     group.add_argument("--time-limit", type=_duration, default=None, metavar="T",
-                       help="finish within this long (e.g. 90s, 10m, 1h), counted from loading the model: the search "
+                       help="finish within this long (e.g. 90s, 10m, 1h), counted once the files are read: the search "
                             "stops in time to write the best model found so far; "
                             "with --max-drop none, greedy sizes its steps to reach the target in time")
     group.add_argument("--executor", choices=EXECUTORS, default="local",
