@@ -410,7 +410,8 @@ def main() -> None:
             limits = {n: args.limit or (30 if args.quick else (120 if n.startswith("resnet18") else 300))
                       for n in models if n in chosen}
             rows = bench_greedy({n: models[n] for n in limits}, args.baseline_python, limits, work, args.max_drop)
-            print("\nGreedy to 0.5 MACs, cosine may drop 0.01, 64 samples (random; sentences for the trained); "
+            constraint = "no constraint" if args.max_drop == "none" else f"cosine may drop {args.max_drop}"
+            print(f"\nGreedy to 0.5 MACs, {constraint}, 64 samples (random; sentences for the trained); "
                   "same wall limit for every run")
             print(table(["model", "pyprune", "wall s", "CPU s", "evaluations", "MACs", "cosine", "target met", "load"],
                         rows))
