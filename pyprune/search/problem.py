@@ -495,7 +495,7 @@ class PruningProblem:
         if o.max_evals is not None:
             parts.append(f"{max(o.max_evals - self.evaluations, 0)} evals left")
         if o.time_limit is not None:
-            parts.append(f"{format_duration(max(round(o.time_limit - elapsed), 0))} left")
+            parts.append(f"{max(round(o.time_limit - elapsed), 0)}s left")  # a countdown: always seconds
         return ", ".join(p for p in parts if p)
 
     @property
