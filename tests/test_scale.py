@@ -149,6 +149,9 @@ def test_a_time_limit_keeps_back_what_shipping_takes(mlp, monkeypatch):
     with pytest.raises(BudgetSpent, match=r"the time limit \(100s\) ran out"):
         p.charge()
     assert Search("greedy", model, data, target=MACs(0.3), **FAST).problem.search_seconds() is None
+    analysis = PruningProblem(model, data, PruneOptions(time_limit=100, quiet=True), ships=False)
+    analysis._setup_seconds = 40.0
+    assert analysis.search_seconds() == 100  # a sensitivity analysis ships nothing: it gets all of it
 
 
 def test_budgets_stop_a_sensitivity_analysis(cnn):

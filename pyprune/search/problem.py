@@ -179,12 +179,14 @@ class PruningProblem:
     original on a clearly labelled synthetic set. The model is never modified. ``fit_on_part``:
     full recoveries may be fitted on part of the data on costly models (:attr:`recovery_samples`;
     the loop's ``fits_on_part``); the state shipped is then refitted on all of it
-    (:meth:`final_refit`).
+    (:meth:`final_refit`). ``ships`` False: nothing is shipped after the search (a sensitivity
+    analysis), so a time limit keeps no time back for it (:meth:`search_seconds`).
     """
 
     def __init__(self, model: Model | Any, data: Dataset | None, options: PruneOptions, *,
-                 fit_on_part: bool = False) -> None:
+                 fit_on_part: bool = False, ships: bool = True) -> None:
         self.started = time.perf_counter()
+        self.ships = ships  # a model will be shipped at the end (not so for a sensitivity analysis)
         self.options = options
         model = as_model(model)
         self.target: Target | None = options.target
@@ -475,10 +477,11 @@ class PruningProblem:
     def search_seconds(self) -> float | None:
         """Seconds from the start of the call that the search and the final refit may use: the
         time limit less what shipping the result is expected to take (``_SHIP_PER_SETUP``), so
-        that the whole call ends within the limit; at least half of it. None without a limit."""
+        that the whole call ends within the limit; at least half of it. All of it when nothing
+        will be shipped (``ships``); None without a limit."""
         limit = self.options.time_limit
-        if limit is None:
-            return None
+        if limit is None or not self.ships:
+            return limit
         return max(limit - _SHIP_PER_SETUP * self._setup_seconds, limit / 2)
 
     def final_refit_seconds(self) -> float:

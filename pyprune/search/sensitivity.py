@@ -276,7 +276,7 @@ def sensitivity(
                            dims=dict(dims or {}), input_shapes={k: tuple(v) for k, v in (input_shapes or {}).items()},
                            max_evals=max_evals, time_limit=None if time_limit is None else parse_duration(time_limit),
                            executor=executor, workers=workers, ray_address=ray_address)
-    problem = PruningProblem(model, data, options)
+    problem = PruningProblem(model, data, options, ships=False)
     plan = [(s, [s.count_for(r) for r in ratios]) for s in problem.slots]
     progress = Progress(quiet=quiet, label="sensitivity", total=max_evals)
     rows = []
