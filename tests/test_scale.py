@@ -107,13 +107,24 @@ def test_a_paced_greedy_reaches_the_target_within_its_evaluation_budget(cnn):
     assert _path(again) == _path(paced)
 
 
-def test_a_greedy_under_a_constraint_is_not_paced(cnn):
+def test_a_greedy_under_a_constraint_is_paced_only_when_behind(cnn):
+    """Under a constraint, a budget the joined commits keep to leaves the path as it is; in one
+    they do not, steps are sized up once half of it is spent, and the search gets further in it,
+    still within the constraint."""
     model, data = cnn
     settings = dict(target=MACs(0.5), max_drop=0.05, recovery="lstsq", holdout=0.0, **FAST)
-    budget = Search("greedy", model, data, search={"pace": False}, **settings).run().report.evaluations // 2
+    free = Search("greedy", model, data, search={"pace": False}, **settings).run()
+    roomy = Search("greedy", model, data, max_evals=free.report.evaluations * 3, **settings).run()
+    assert free.met and _path(roomy) == _path(free)
+    budget = free.report.evaluations // 3
     unpaced = Search("greedy", model, data, search={"pace": False}, max_evals=budget, **settings).run()
-    search = Search("greedy", model, data, max_evals=budget, **settings)
-    assert _path(search.run()) == _path(unpaced)
+    paced = Search("greedy", model, data, max_evals=budget, **settings).run()
+    assert not unpaced.met and paced.report.evaluations <= budget
+    half = [e for e in paced.history.entries if e.evaluations <= budget // 2]
+    assert len(half) >= 2
+    assert _path(unpaced)[: len(half)] == _path(paced)[: len(half)]  # the same until half is spent
+    assert paced.report.after.macs < unpaced.report.after.macs
+    assert paced.metric >= paced.report.threshold
 
 
 def test_a_pace_is_only_taken_where_it_is_needed(cnn):

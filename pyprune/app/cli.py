@@ -196,7 +196,8 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--time-limit", type=_duration, default=None, metavar="T",
                        help="finish within this long (e.g. 90s, 10m, 1h), counted once the files are read: the search "
                             "stops in time to write the best model found so far; "
-                            "with --max-drop none, greedy sizes its steps to reach the target in time")
+                            "greedy sizes its steps to reach the target in time (under a constraint, once it falls "
+                            "behind in the second half)")
     group.add_argument("--executor", choices=EXECUTORS, default="local",
                        help="where candidates are judged: this process, a pool of local processes, or Ray "
                             "actors (pip install \"pyprune[ray]\"); the result is the same")
