@@ -165,6 +165,25 @@ def test_a_time_limit_keeps_back_what_shipping_takes(mlp, monkeypatch):
     assert analysis.search_seconds() == 100  # a sensitivity analysis ships nothing: it gets all of it
 
 
+def test_a_greedy_does_not_begin_a_cycle_the_time_left_cannot_hold(cnn, monkeypatch):
+    """With every evaluation taking ten seconds, the search stops between commits once the next
+    cycle would pass the search's share of the limit, not in the middle of a round."""
+    model, data = cnn
+    search = Search("greedy", model, data, target=MACs(0.3), max_drop=None, time_limit=225, search={"pace": False},
+                    **FAST)
+    p = search.problem
+    p._setup_seconds = 0.0
+    monkeypatch.setattr(PruningProblem, "elapsed", lambda self: 220.0)
+    with pytest.raises(BudgetSpent, match="time limit"):
+        p.expect(5.0)
+    p.expect(4.0)
+    monkeypatch.setattr(PruningProblem, "elapsed", lambda self: 10.0 * self.evaluations)
+    result = search.run()
+    assert not result.met and "the time limit (225s) ran out" in result.statement
+    last = result.history.entries[-1]
+    assert last.action.startswith("remove") and last.evaluations == result.report.evaluations
+
+
 def test_budgets_stop_a_sensitivity_analysis(cnn):
     model, data = cnn
     full = sensitivity(model, data, ratios=(0.25, 0.5), quiet=True)

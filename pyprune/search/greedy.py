@@ -42,31 +42,29 @@ step that failed the constraint as ranked is still offered when the share of its
 judgements kept lately fits in half the slack: late in a cut, statistics matching on a quarter of
 the samples fails steps the full recovery keeps far inside the constraint.
 
-Without a constraint, with a time limit or an evaluation budget (``pace``), steps are sized so
-that the target is reached within it: after each commit, the cost saving still needed is divided
-by the commits the budget still allows at the pace of the last few (``_PACE_OVER``; the first,
-which judged every slot, is not counted; the time kept back for the final refit and shipping is
-not the search's), and a slot whose step would save less than that share takes a larger one (its
-first step doubled as often as it takes). Every candidate of a round then saves about the same,
-so ranking by loss per unit of cost compares like with like. On a BERT-base-sized encoder
-without a constraint, steps of 5 % of a group (one head, 154 neurons), doubled at most twice,
-reached 0.88 of the MACs in five minutes of a half-MACs target; paced, 0.500 after 232 s of
-search, the whole run 277 s. Under a constraint, joined commits already take large steps while
-the slack allows, and they grow as the search goes on; paced steps from the start cost a
-ResNet-18 fidelity (cosine 0.9942 at 0.49 of the MACs in 96 s, against 0.9984 in 102 s unpaced).
-So a constrained search is paced only once half of a budget is spent and its recent commits, at
-their mean saving, would not reach the target in the rest (no margin): the ResNet-18 keeps its
-path, and the BERT-base-sized encoder with 0.1 of cosine slack reaches 0.594 of its MACs in five
-minutes, against 0.709 unpaced. Between rounds, a candidate judged on an earlier
-state with another step keeps its rank, scaled by the ratio of the steps, as an estimate for the
-new one (re-judged before it is chosen), so a change of pace does not make a round judge every
-slot again.
+Without a constraint, with a time limit or an evaluation budget (``pace``), steps are sized so that
+the target is reached within it: after each commit, the cost saving still needed is divided by the
+commits the budget still allows at the pace of the last few (``_PACE_OVER``; the first, which judged
+every slot, is not counted; the time kept back for the final refit and shipping is not the
+search's), and a slot whose step would save less than that share takes a larger one (its first step
+doubled as often as it takes). Every candidate of a round then saves about the same, so ranking by
+loss per unit of cost compares like with like. On a BERT-base-sized encoder without a constraint,
+steps of 5 % of a group (one head, 154 neurons), doubled at most twice, reached 0.88 of the MACs in
+five minutes of a half-MACs target; paced, 0.500 after 232 s of search, the whole run 277 s. Under a
+constraint, joined commits already take large steps while the slack allows, and they grow as the
+search goes on; paced steps from the start cost a ResNet-18 fidelity (cosine 0.9942 at 0.49 of the
+MACs in 96 s, against 0.9984 in 102 s unpaced). So a constrained search is paced only once half of a
+budget is spent and its recent commits, at their mean saving, would not reach the target in the rest
+(no margin): the ResNet-18 keeps its path, and the BERT-base-sized encoder with 0.1 of cosine slack
+reaches 0.594 of its MACs in five minutes, against 0.709 unpaced. Between rounds, a candidate judged
+on an earlier state with another step keeps its rank, scaled by the ratio of the steps, as an
+estimate for the new one (re-judged before it is chosen), so a change of pace does not make a round
+judge every slot again.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -125,8 +123,9 @@ class GreedySearch(Loop):
     (module docstring); only with a constraint.
     ``rank_on_part``: rank candidates on part of the calibration data where the problem offers one
     (costly models; module docstring).
-    ``pace``: without a constraint, with a time limit or an evaluation budget and a params or MACs
-    target, size the steps so that the target is reached within the budget (module docstring).
+    ``pace``: with a time limit or an evaluation budget and a params or MACs target, size the
+    steps so that the target is reached within the budget (under a constraint, only once half of
+    it is spent and the search is behind; module docstring).
 
     The defaults (steps of 5% of a group, at least one unit; no window; patience 3) were chosen
     on the folded-BatchNorm exports of ``benchmarks/bench_recovery.py``, where each candidate is
@@ -210,9 +209,11 @@ class GreedySearch(Loop):
         self._refuted = set()
         self._kept = []
         self._cycles, self._ceiling, self._paced, self._pacing = [], {}, {}, False
-        cycle = (time.perf_counter(), p.evaluations, p.current.cost)
+        cycle = (p.elapsed(), p.evaluations, p.current.cost)
         try:
             while not p.reached(p.counts):
+                # A cycle the time left cannot hold is not begun (its half would be thrown away).
+                p.expect(float(np.mean([t for t, *_ in self._cycles[1:][-_PACE_OVER:]] or [0.0])))
                 self._pace(p, steps)
                 grown = {sid for sid in steps if self._step(sid, steps) > first[sid]}
                 best, failing = self._round(p, steps, exhausted)
@@ -282,7 +283,7 @@ class GreedySearch(Loop):
     def _cycle_done(self, p: PruningProblem, since: tuple[float, int, Cost]) -> tuple[float, int, Cost]:
         """Record the time, evaluations and cost saving of a commit since ``since`` (with its
         round); the start of the next cycle."""
-        now = (time.perf_counter(), p.evaluations, p.current.cost)
+        now = (p.elapsed(), p.evaluations, p.current.cost)
         self._cycles.append((now[0] - since[0], now[1] - since[1], p.saving(since[2], now[2])))
         return now
 
