@@ -107,6 +107,20 @@ def test_a_paced_greedy_reaches_the_target_within_its_evaluation_budget(cnn):
     assert _path(again) == _path(paced)
 
 
+def test_a_paced_greedy_joins_steps_when_no_single_step_makes_the_share(cnn):
+    """Late in a tight budget the pace asks more of a commit than any one slot's step saves: the
+    best-ranked steps of several slots are committed together (never so without a pace)."""
+    model, data = cnn
+    settings = dict(target=MACs(0.1), max_drop=None, recovery="lstsq", holdout=0.0, **FAST)
+    free = Search("greedy", model, data, search={"pace": False}, **settings).run()
+    budget = free.report.evaluations // 4
+    paced = Search("greedy", model, data, max_evals=budget, **settings).run()
+    assert paced.met and paced.report.evaluations <= budget
+    commits = [e for e in paced.history.entries if e.action.startswith("remove")]
+    assert any(len(e.removed) > 1 for e in commits)
+    assert all(len(e.removed) == 1 for e in free.history.entries if e.action.startswith("remove"))
+
+
 def test_a_greedy_under_a_constraint_is_paced_only_when_behind(cnn):
     """Under a constraint, a budget the joined commits keep to leaves the path as it is; in one
     they do not, steps are sized up once half of it is spent, and the search gets further in it,
