@@ -218,7 +218,8 @@ class GreedySearch(Loop):
         try:
             while not p.reached(p.counts):
                 # A cycle the time left cannot hold is not begun (its half would be thrown away).
-                p.expect(float(np.mean([t for t, *_ in self._cycles[1:][-_PACE_OVER:]] or [0.0])))
+                recent = self._recent_cycle()
+                p.expect(recent[0] if recent else 0.0)
                 self._pace(p, steps)
                 grown = {sid for sid in steps if self._step(sid, steps) > first[sid]}
                 best, failing = self._round(p, steps, exhausted)
@@ -293,6 +294,19 @@ class GreedySearch(Loop):
         self._cycles.append((now[0] - since[0], now[1] - since[1], p.saving(since[2], now[2])))
         return now
 
+    def _recent_cycle(self) -> tuple[float, float, float] | None:
+        """The mean seconds, evaluations and saving of the last ``_PACE_OVER`` commit cycles (the
+        first, which judged every slot, is not counted); None before there are any.
+
+        Means, not medians: the rounds that judge many slots again (a refuted step, a raised
+        pace) or refit far (a large step) are a third of a BERT-base-sized encoder's, at three to
+        five times the others' cost, and the budget pays for all of them."""
+        recent = self._cycles[1:][-_PACE_OVER:]
+        if not recent:
+            return None
+        seconds, evaluations, saved = np.mean(np.asarray(recent, dtype=np.float64), axis=0)
+        return float(seconds), float(evaluations), float(saved)
+
     def _pace(self, p: PruningProblem, steps: dict[str, int]) -> None:
         """Size this round's steps from the budget (module docstring): each slot's step saves at
         least the share of the cost still needed that one commit must take for the target to be
@@ -301,27 +315,22 @@ class GreedySearch(Loop):
         would not reach the target in the whole budget (the search is behind)."""
         self._paced, self._share = {}, None
         needed = p.still_needed(p.current.cost)
-        recent = self._cycles[1:][-_PACE_OVER:]  # the first cycle judged every slot
+        recent = self._recent_cycle()
         o = p.options
-        if not self.pace or needed is None or needed <= 0 or not recent:
+        if not self.pace or needed is None or needed <= 0 or recent is None:
             return
+        seconds, evaluations, saved = recent
         constrained = p.threshold is not None
         margin = 0.0 if constrained else _PACE_MARGIN
         left = math.inf  # commits the budget still allows
-        # Means, not medians: the rounds that judge many slots again (a refuted step, a raised
-        # pace) or refit far (a large step) are a third of a BERT-base-sized encoder's, at three
-        # to five times the others' cost, and the budget pays for all of them.
         search = p.search_seconds()
         if search is not None:
-            seconds = float(np.mean([t for t, *_ in recent]))
             left = (search * (1 - margin) - p.final_refit_seconds() - p.elapsed()) / max(seconds, 1e-6)
         if o.max_evals is not None:
-            evaluations = float(np.mean([e for _, e, _ in recent]))
             left = min(left, (o.max_evals * (1 - margin) - p.evaluations) / max(evaluations, 1.0))
         if not math.isfinite(left):
             return
-        on_schedule = float(np.mean([saved for *_, saved in recent])) * left >= needed
-        if constrained and (not self._half_spent(p) or on_schedule):
+        if constrained and (not self._half_spent(p) or saved * left >= needed):
             # Joined commits take what the slack allows, at no cost in fidelity; they grow as a
             # search goes on, so early commits say little of its pace (a ResNet-18 paced from its
             # second commit reached its target sooner at cosine 0.9968, against 0.9984).
@@ -445,10 +454,8 @@ class GreedySearch(Loop):
         if not evaluation.passed or full > slack / 2:
             self._joined = max(1, self._joined // 2)
             return False
-        action = "remove " + ", ".join(f"{m - p.counts[sid]} of {sid}" for _, sid, m, _, _ in joined)
-        if p.commit(state, action, evaluation).passed:
+        if self._commit_steps(p, joined, state, evaluation, steps):
             self._joined = min(len(p.slots), self._joined * 2)
-            self._grow(p, steps, [c[1] for c in joined])
         return True
 
     def _round(self, p: PruningProblem, steps: dict[str, int],
@@ -537,9 +544,17 @@ class GreedySearch(Loop):
         evaluation = p.trial(state, recover=True)
         if not evaluation.passed:
             return False
+        self._commit_steps(p, joined, state, evaluation, steps)
+        return True
+
+    def _commit_steps(self, p: PruningProblem, joined: list[_Candidate], state: dict[str, int],
+                      evaluation: Evaluation, steps: dict[str, int]) -> bool:
+        """Commit the steps ``joined`` together as ``state`` (judged as ``evaluation``); their
+        slots' steps grow when it passes. Whether it passed."""
         action = "remove " + ", ".join(f"{m - p.counts[sid]} of {sid}" for _, sid, m, _, _ in joined)
-        if p.commit(state, action, evaluation).passed:
-            self._grow(p, steps, [c[1] for c in joined])
+        if not p.commit(state, action, evaluation).passed:
+            return False
+        self._grow(p, steps, [c[1] for c in joined])
         return True
 
     def _landing(self, p: PruningProblem, slot: Slot, n: int, m: int) -> int:
