@@ -433,6 +433,46 @@ def test_greedy_ranks_on_part_and_commits_only_states_judged_on_all(cnn, ranked,
     assert unranked.run().metric >= unranked.threshold
 
 
+@pytest.mark.parametrize("recovery", ["lstsq", "none"])
+def test_a_commit_judges_a_ranking_judgement_on_all_the_data(cnn, ranked, recovery):
+    """A state offered with a ranking judgement that passes (greedy's tentative steps past a
+    failure take the least-loss one) is judged on all the data when committed, and recorded as
+    that judgement says: here it fails, since no cut keeps the cosine at 1. Once, a ranking
+    judgement stood for the state, and a shipped encoder that had lost 9 points of agreement
+    was reported as meeting a one-point constraint."""
+    model, data = cnn
+    search = Search("greedy", model, data, target=MACs(0.5), metric="cosine", max_drop=0.0, recovery=recovery,
+                    holdout=0.0, **FAST)
+    p = search.problem
+    state = {**p.counts, p.slots[0].id: p.slots[0].size // 2}
+    part = p.trials([(state, None)], samples=p.rank_samples)[0]
+    assert part.samples == p.rank_samples
+    committed = p.commit(state, "remove half of a slot", replace(part, metric=p.baseline, passed=True))
+    assert committed.samples is None and not committed.passed
+    assert p.current is committed and p.history.entries[-1].metric == committed.metric
+    again = p.evaluate(p.counts, count=False)
+    assert again.metric == pytest.approx(committed.metric) and again.metric < p.threshold
+
+
+def test_a_shipped_state_that_fails_the_constraint_is_not_called_one_that_meets_it(cnn):
+    """Whatever a loop leaves, the statement says whether the shipped model meets the constraint."""
+    from pyprune.search.ship import ship
+
+    model, data = cnn
+    search = Search("greedy", model, data, target=MACs(0.1), metric="cosine", max_drop=0.0, recovery="none",
+                    holdout=0.0, **FAST)
+    p = search.problem
+    state = {**p.counts, p.slots[0].id: p.slots[0].size // 2}
+    p.commit(state, "remove half of a slot", p.trial(state))
+    result = ship(p, search.loop)
+    assert not result.met and result.metric < search.threshold
+    assert "does not meet the constraint" in result.statement
+    assert "found that meets the constraint" not in result.statement
+    p.interrupted = True
+    interrupted = ship(p, search.loop).statement
+    assert "does not meet the constraint" in interrupted and "that meets the constraint:" not in interrupted
+
+
 def test_a_step_refuted_on_all_the_data_is_not_committed(cnn, ranked, monkeypatch):
     """A step that passes on the ranking part and fails on all the data is not committed, and is
     not offered again from the same state."""

@@ -965,7 +965,9 @@ class PruningProblem:
         """Make ``counts`` the current state, recover, record the step; returns its evaluation.
 
         Recovery is kept only when the recovered state still meets the constraint (it nearly
-        always improves the metric; when it does not, the previous corrections stay).
+        always improves the metric; when it does not, the previous corrections stay). A ranking
+        judgement (on part of the data) never stands for the state: it is judged on all of it
+        here, and that judgement is recorded and returned, passing or not.
         """
         removed, restored = {}, {}
         for sid, n in counts.items():
@@ -981,17 +983,20 @@ class PruningProblem:
                 for sid, order in orders.items():
                     self.by_id[sid].order = np.asarray(order)
             self.counts = dict(counts)
+            partial = evaluation.samples is not None
             if self.recovery.active:
-                if evaluation.corrections is not None and not evaluation.quick:
+                if evaluation.corrections is not None and not evaluation.quick and not partial:
                     self.recovery.restore(evaluation.corrections)
                 else:
                     # The corrections the state was judged with: its quick ones, or the current.
                     judged = evaluation.corrections or self.recovery.snapshot()
                     recovered = self._recovered(self.counts, None, count=False, settled_for=before[0])
-                    if recovered.passed or not evaluation.passed:
+                    if recovered.passed or not evaluation.passed or partial:
                         evaluation = recovered
                     else:
                         self.recovery.restore(judged)
+            elif partial:
+                evaluation = self.evaluate(self.counts, count=False)
             self.current = evaluation
             self._record(action, removed, evaluation.metric, evaluation.loss, restored)
             budget = self.describe_budget()

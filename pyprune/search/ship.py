@@ -140,9 +140,10 @@ def ship(p: PruningProblem, loop: Loop) -> PruneResult:
         where += f"; the search estimated {estimate:.3f}"
     on = " on synthetic inputs" if p.dataset.is_synthetic else ""
     metric_text = f"{p.metric.name}{on} {after_metric:.4f} (unpruned {p.baseline:.4f})"
+    fails = "" if holds else f" It does not meet the constraint (threshold {p.threshold:.4f})."
     if p.interrupted:
-        statement = (f"Interrupted: returning the best model found so far that meets the constraint: "
-                     f"{where}, {metric_text}.")
+        found = " that meets the constraint" if holds else ""
+        statement = f"Interrupted: returning the best model found so far{found}: {where}, {metric_text}.{fails}"
     elif reached and holds:
         statement = f"Target reached ({target.describe()}): {where}, {metric_text}."
     elif reached:
@@ -158,7 +159,8 @@ def ship(p: PruningProblem, loop: Loop) -> PruneResult:
                        f"{_describe(kind, most, p, after).split(' (')[0]} can be reached at {p.granularity} granularity"
                        + (f" (not prunable: {frozen}{'; ...' if len(p.frozen) > 5 else ''})" if frozen else ""))
         statement = (f"Target not reached ({target.describe()}): stopped at {where}, {metric_text}, because "
-                     f"{why}. This is the most pruned model found that meets the constraint.")
+                     f"{why}. " + ("This is the most pruned model found that meets the constraint." if holds
+                                   else fails.strip()))
     statement += _recovery_text(p, plain, after_metric)
     if p.stop_requested and not p.interrupted:
         statement += " (Interrupted while the result was checked: it is complete; latency was not measured.)"
