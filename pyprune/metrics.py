@@ -420,8 +420,9 @@ def for_data(metric: str | Metric | None, has_labels: bool,
              outputs: Mapping[str, Any] | None = None, output: str | None = None) -> Metric:
     """The metric to judge data with or without labels by: the one named, or by default accuracy
     with labels, and without labels agreement with the original model (relative MSE when the
-    judged output has no class axis, e.g. one probability per sample). A metric that needs
-    labels on data that has none is refused here, the one place this is checked.
+    judged output has no class axis, e.g. one probability per sample; cosine when its largest
+    value barely stands out, :func:`weak_top1`: an embedding's top-1 says little). A metric that
+    needs labels on data that has none is refused here, the one place this is checked.
 
     ``outputs`` (``{name: the unpruned model's values}``, in the order the model returns them)
     lets the output be chosen: ``output`` by name, else :func:`judged_output` picks it. A
@@ -434,6 +435,8 @@ def for_data(metric: str | Metric | None, has_labels: bool,
         judged = None if outputs is None or index is None else np.asarray(list(outputs.values())[index])
         classes = judged is None or _is_label_output(judged) or (judged.ndim >= 2 and judged.shape[-1] > 1)
         metric = "accuracy" if has_labels else ("agreement" if classes else "relative_mse")
+        if metric == "agreement" and judged is not None and weak_top1(judged):
+            metric = "cosine"
     chosen = get(metric)
     if chosen.needs_labels and not has_labels:
         raise DataError(f"metric {chosen.name!r} needs labels and the data has none; name them (--labels KEY, "
@@ -466,19 +469,23 @@ def top1_margin(values: Any, axis: int = -1) -> float:
     return float(np.median(gaps))
 
 
-def weak_top1_note(values: Any, name: str) -> str | None:
-    """A report note when agreement, chosen by default, reads an output whose largest value barely
-    stands out (:data:`WEAK_TOP1`): most likely an embedding, which cosine judges; None otherwise."""
+def weak_top1(values: Any) -> bool:
+    """Whether a float output's largest value barely stands out from the next
+    (:func:`top1_margin` under :data:`WEAK_TOP1`): most likely an embedding or features, on which
+    top-1 agreement says little."""
     array = np.asarray(values)
-    if array.dtype.kind != "f":
+    return array.dtype.kind == "f" and top1_margin(array) < WEAK_TOP1
+
+
+def weak_top1_note(values: Any, name: str) -> str | None:
+    """The report note when cosine, not agreement, was chosen by default for an output whose
+    largest value barely stands out (:func:`weak_top1`); None for any other output."""
+    if not weak_top1(values):
         return None
-    margin = top1_margin(array)
-    if margin >= WEAK_TOP1:
-        return None
-    return (f"agreement compares which of the {array.shape[-1]} values of output {name!r} is largest, and "
-            f"there the largest barely stands out (median gap to the next: {margin:.2f} standard deviations "
-            f"of the values): if the output is an embedding or features rather than class scores, judge it "
-            f"by cosine (--metric cosine, metric='cosine')")
+    return (f"output {name!r} is judged by cosine: its largest value barely stands out (median gap to the "
+            f"next: {top1_margin(values):.2f} standard deviations of the values), so top-1 agreement would "
+            f"say little; if it holds class scores, judge it by agreement (--metric agreement, "
+            f"metric='agreement')")
 
 
 def label_outputs(outputs: Mapping[str, Any]) -> dict[str, str]:

@@ -84,25 +84,29 @@ def _embedding_model() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def test_default_agreement_on_an_output_whose_largest_value_barely_stands_out_is_noted() -> None:
-    """Judged by default, an embedding-like output gets agreement (top-1) and a note pointing to
-    cosine; a classifier's scores, or a metric the user named, get no such note."""
+def test_an_output_whose_largest_value_barely_stands_out_is_judged_by_cosine_by_default() -> None:
+    """Judged by default, an embedding-like output gets cosine (its top-1 says little) and a note
+    that says why; a classifier's scores get agreement; a metric the user named is kept."""
     data = pp.Dataset({"x": np.random.default_rng(1).standard_normal((64, 16)).astype(np.float32)})
 
-    def notes(model, **kw) -> list[str]:
+    def judged(model, **kw) -> tuple[str, list[str]]:
         result = pp.prune(model, data, strategy="oneshot", target=pp.MACs(0.9), max_drop=None, quiet=True,
                           measure_latency=False, **kw)
-        return [n for n in result.report.notes if "barely stands out" in n]
+        return result.report.metric_name, [n for n in result.report.notes if "barely stands out" in n]
 
-    weak = notes(_embedding_model())
-    assert len(weak) == 1 and "of output 'y'" in weak[0] and "--metric cosine" in weak[0]
-    assert notes(_embedding_model(), metric="cosine") == []
-    assert notes(_embedding_model(), metric="agreement") == []  # named: the user chose it
+    name, weak = judged(_embedding_model())
+    assert name == "cosine"
+    assert len(weak) == 1 and "output 'y' is judged by cosine" in weak[0] and "--metric agreement" in weak[0]
+    assert judged(_embedding_model(), metric="cosine") == ("cosine", [])
+    assert judged(_embedding_model(), metric="agreement") == ("agreement", [])  # named: the user chose it
     digits = pp.Dataset({"input": np.load(ASSETS / "digits.npz")["input"][:64]})
     result = pp.prune(pp.load(ASSETS / "digits_mlp.onnx"), digits, strategy="oneshot", target=pp.MACs(0.9),
                       max_drop=None, quiet=True, measure_latency=False)
-    assert result.report.metric_name == "agreement"  # the default without labels, as for the features above
+    assert result.report.metric_name == "agreement"  # a trained classifier's scores, without labels
     assert not any("barely stands out" in n for n in result.report.notes)
+    features = np.random.default_rng(0).standard_normal((32, 48)).astype(np.float32)  # gap about 0.28
+    assert pp.metrics.weak_top1(features) and not pp.metrics.weak_top1(np.eye(4, dtype=np.float32) * 5)
+    assert not pp.metrics.weak_top1(features.astype(np.int64))  # not scores
 
 
 def test_top1_margin_measures_how_far_the_largest_value_stands_out() -> None:

@@ -265,7 +265,8 @@ def _data_options(parser: argparse.ArgumentParser, *, required: bool, metric: bo
     group.add_argument("--metric", default=None, metavar="NAME",
                        help="how the model is judged: accuracy, f1, agreement, cosine, topN (top1, top5, ...), kl, "
                             "mse (default: accuracy with labels, else agreement with the "
-                            "original model, or mse for an output without a class axis)")
+                            "original model; cosine where the output's largest value barely stands out, "
+                            "as in an embedding; mse for an output without a class axis)")
     group.add_argument("--metric-output", default=None, metavar="NAME",
                        help="the model output the metric reads (default: the first float output that is "
                             "not a label output, e.g. a classifier's probabilities rather than its labels)")

@@ -270,7 +270,7 @@ class PruningProblem:
         self.metric = _metrics.for_data(options.metric, self.dataset.has_labels,
                                         outputs=dict(zip(fetched, self.reference)), output=options.metric_output)
         self.notes.append(self._judged_note())
-        if options.metric is None and self.metric.name == "agreement" and self.metric.output is not None:
+        if options.metric is None and self.metric.name == "cosine" and self.metric.output is not None:
             weak = _metrics.weak_top1_note(self.reference[self.metric.output], fetched[self.metric.output])
             if weak:
                 self.notes.append(weak)
