@@ -477,15 +477,14 @@ def weak_top1(values: Any) -> bool:
     return array.dtype.kind == "f" and top1_margin(array) < WEAK_TOP1
 
 
-def weak_top1_note(values: Any, name: str) -> str | None:
-    """The report note when cosine, not agreement, was chosen by default for an output whose
-    largest value barely stands out (:func:`weak_top1`); None for any other output."""
+def weak_top1_note(values: Any) -> str | None:
+    """Why cosine, not agreement, was chosen by default for an output whose largest value barely
+    stands out (:func:`weak_top1`), for the report; None for any other output."""
     if not weak_top1(values):
         return None
-    return (f"output {name!r} is judged by cosine: its largest value barely stands out (median gap to the "
-            f"next: {top1_margin(values):.2f} standard deviations of the values), so top-1 agreement would "
-            f"say little; if it holds class scores, judge it by agreement (--metric agreement, "
-            f"metric='agreement')")
+    return (f"cosine, not top-1 agreement, since its largest value barely stands out (median gap to the "
+            f"next: {top1_margin(values):.2f} standard deviations of the values); --metric agreement "
+            f"(metric='agreement') judges by top-1 all the same")
 
 
 def label_outputs(outputs: Mapping[str, Any]) -> dict[str, str]:

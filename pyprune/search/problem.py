@@ -271,9 +271,9 @@ class PruningProblem:
                                         outputs=dict(zip(fetched, self.reference)), output=options.metric_output)
         self.notes.append(self._judged_note())
         if options.metric is None and self.metric.name == "cosine" and self.metric.output is not None:
-            weak = _metrics.weak_top1_note(self.reference[self.metric.output], fetched[self.metric.output])
+            weak = _metrics.weak_top1_note(self.reference[self.metric.output])
             if weak:
-                self.notes.append(weak)
+                self.notes[-1] += f"; {weak}"  # why this metric, beside which output it reads
         self.loss = self._loss_metric(options.loss)
         self.metric_target = self.dataset.labels if self.metric.needs_labels else self.reference
         self.fit_baseline = self.metric(*self._part(self.reference, self.metric_target, fit=True))
