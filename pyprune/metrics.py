@@ -450,16 +450,22 @@ def for_data(metric: str | Metric | None, has_labels: bool,
 #: next: embeddings and hidden states show a median gap of 0.1-0.3 standard deviations of their
 #: values, trained classifiers' scores 1.5-3.3 (the benchmarks' encoders and classifiers).
 WEAK_TOP1 = 0.5
+#: :func:`top1_margin` reads at most this many positions (a language model's logits hold batch x
+#: tokens x vocabulary values; in float64, all of them could take gigabytes).
+_MARGIN_ROWS = 4096
 
 
 def top1_margin(values: Any, axis: int = -1) -> float:
     """Median, over samples (and any other positions), of the gap between the largest and the next
     largest value along ``axis``, in standard deviations of the values there (inf when there are
     fewer than two values, or all are equal)."""
-    v = np.moveaxis(np.asarray(values, dtype=np.float64), axis, -1)
+    v = np.moveaxis(np.asarray(values), axis, -1)
     if v.ndim == 0 or v.shape[-1] < 2 or v.size == 0:
         return math.inf
     v = v.reshape(-1, v.shape[-1])
+    if len(v) > _MARGIN_ROWS:  # a median: evenly spaced positions tell it as well as all of them
+        v = v[np.linspace(0, len(v) - 1, _MARGIN_ROWS).astype(np.int64)]
+    v = v.astype(np.float64)
     top = np.partition(v, -2, axis=1)[:, -2:]
     spread = v.std(axis=1)
     varied = spread > 0

@@ -117,6 +117,12 @@ def test_top1_margin_measures_how_far_the_largest_value_stands_out() -> None:
     values = np.zeros((2, 3, 4))
     values[..., 0] = 1.0
     assert pp.metrics.top1_margin(values) == pytest.approx(1.0 / np.std([1, 0, 0, 0]))
+    # many positions (an LM's logits): an evenly spaced part of them is read, in the same units;
+    # two thirds of the rows are weak, and the median follows them
+    many = np.tile(np.array([0.0, 0.0, 3.0, 0.0], np.float32), (60_000, 1))
+    assert pp.metrics.top1_margin(many) == pytest.approx(3.0 / np.std([0, 0, 3, 0]))
+    many[20_000:] = [0.0, 2.9, 3.0, 0.0]
+    assert pp.metrics.top1_margin(many) == pytest.approx(0.1 / np.std([0, 2.9, 3, 0]), rel=1e-5)
 
 
 def test_unknown_metric_lists_topn_as_a_pattern() -> None:
