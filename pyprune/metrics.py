@@ -475,21 +475,27 @@ def top1_margin(values: Any, axis: int = -1) -> float:
     return float(np.median(gaps))
 
 
+def _score_margin(values: Any) -> float:
+    """:func:`top1_margin` of a float output (scores); inf for any other (labels, ids, flags)."""
+    array = np.asarray(values)
+    return top1_margin(array) if array.dtype.kind == "f" else math.inf
+
+
 def weak_top1(values: Any) -> bool:
     """Whether a float output's largest value barely stands out from the next
     (:func:`top1_margin` under :data:`WEAK_TOP1`): most likely an embedding or features, on which
     top-1 agreement says little."""
-    array = np.asarray(values)
-    return array.dtype.kind == "f" and top1_margin(array) < WEAK_TOP1
+    return _score_margin(values) < WEAK_TOP1
 
 
 def weak_top1_note(values: Any) -> str | None:
     """Why cosine, not agreement, was chosen by default for an output whose largest value barely
     stands out (:func:`weak_top1`), for the report; None for any other output."""
-    if not weak_top1(values):
+    margin = _score_margin(values)  # once: the margin sorts every position read
+    if margin >= WEAK_TOP1:
         return None
     return (f"cosine, not top-1 agreement, since its largest value barely stands out (median gap to the "
-            f"next: {top1_margin(values):.2f} standard deviations of the values); --metric agreement "
+            f"next: {margin:.2f} standard deviations of the values); --metric agreement "
             f"(metric='agreement') judges by top-1 all the same")
 
 
